@@ -1,0 +1,82 @@
+// Flat ESLint config: type-aware typescript-eslint rules plus Nx module boundaries that
+// enforce the import table in docs/ARCHITECTURE.md (DESIGN §3).
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import nx from '@nx/eslint-plugin';
+import prettier from 'eslint-config-prettier';
+
+export default tseslint.config(
+  {
+    ignores: [
+      '**/node_modules/**',
+      '**/dist/**',
+      '**/.nx/**',
+      '**/*.cjs',
+      '**/*.mjs',
+      '**/*.js',
+      'apps/dashboard/**',
+      'tools/reference/**',
+    ],
+  },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    plugins: { '@nx': nx },
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+      '@typescript-eslint/switch-exhaustiveness-check': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/consistent-type-imports': 'off',
+      '@nx/enforce-module-boundaries': [
+        'error',
+        {
+          enforceBuildableLibDependency: false,
+          allow: [],
+          depConstraints: [
+            { sourceTag: 'type:contracts', onlyDependOnLibsWithTags: [] },
+            { sourceTag: 'type:data', onlyDependOnLibsWithTags: ['type:contracts'] },
+            { sourceTag: 'type:db', onlyDependOnLibsWithTags: ['type:contracts'] },
+            { sourceTag: 'type:lora-core', onlyDependOnLibsWithTags: ['type:data'] },
+            { sourceTag: 'type:api', onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data'] },
+            {
+              sourceTag: 'type:worker',
+              onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data', 'type:lora-core'],
+            },
+            {
+              sourceTag: 'type:cli',
+              onlyDependOnLibsWithTags: ['type:contracts', 'type:data', 'type:lora-core', 'type:db'],
+            },
+            {
+              sourceTag: 'type:dashboard',
+              onlyDependOnLibsWithTags: ['type:contracts'],
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // The API must never load tfjs (DESIGN §3): it would pull native bindings into the HTTP tier.
+    files: ['apps/api/**/*.ts', 'libs/db/**/*.ts', 'libs/contracts/**/*.ts', 'libs/data/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['@tensorflow/*'], message: 'tfjs belongs in libs/lora-core and apps/worker only.' }] },
+      ],
+    },
+  },
+  {
+    files: ['**/*.spec.ts', '**/test/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-non-null-assertion': 'off',
+      '@typescript-eslint/unbound-method': 'off',
+    },
+  },
+  prettier,
+);
