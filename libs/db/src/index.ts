@@ -1,1 +1,5 @@
-export {};
+export * from './data-source';
+export * from './entities';
+export * from './ids';
+export * from './repositories';
+export * from './testing/scratch-database';

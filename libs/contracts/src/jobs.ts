@@ -1,0 +1,97 @@
+import { z } from 'zod';
+import {
+  HyperparametersSchema,
+  ResolvedHyperparametersSchema,
+  TrainingOptionsSchema,
+} from './hyperparameters';
+import { JobStatusSchema } from './job-status';
+import { LoraConfigSchema } from './lora';
+
+const MetadataSchema = z
+  .record(z.string().max(64), z.string().max(512))
+  .refine((m) => Object.keys(m).length <= 16, 'metadata holds at most 16 keys');
+
+/** Body of `POST /v1/fine_tuning/jobs` (OpenAI shape plus `lora` and `training`). */
+export const CreateFineTuningJobRequestSchema = z
+  .object({
+    model: z.string().min(1).max(256),
+    training_file: z.string().min(1).max(128),
+    validation_file: z.string().min(1).max(128).nullish(),
+    suffix: z
+      .string()
+      .max(64)
+      .regex(/^[A-Za-z0-9_-]+$/, 'suffix may hold letters, digits, - and _')
+      .nullish(),
+    seed: z.number().int().min(0).max(2_147_483_647).nullish(),
+    metadata: MetadataSchema.nullish(),
+    hyperparameters: HyperparametersSchema.optional(),
+    method: z
+      .object({
+        type: z.literal('supervised'),
+        supervised: z.object({ hyperparameters: HyperparametersSchema.optional() }).optional(),
+      })
+      .optional(),
+    lora: LoraConfigSchema.optional(),
+    training: TrainingOptionsSchema.optional(),
+  })
+  .strict();
+export type CreateFineTuningJobRequest = z.infer<typeof CreateFineTuningJobRequestSchema>;
+
+export const JobErrorSchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  param: z.string().nullable(),
+});
+
+export const JobProgressSchema = z.object({
+  step: z.number().int(),
+  total_steps: z.number().int().nullable(),
+  epoch: z.number().nullable(),
+  percent: z.number().nullable(),
+});
+
+/** The job object returned by every job endpoint. */
+export const FineTuningJobSchema = z.object({
+  id: z.string(),
+  object: z.literal('fine_tuning.job'),
+  model: z.string(),
+  status: JobStatusSchema,
+  created_at: z.number().int(),
+  finished_at: z.number().int().nullable(),
+  fine_tuned_model: z.string().nullable(),
+  organization_id: z.string(),
+  training_file: z.string(),
+  validation_file: z.string().nullable(),
+  hyperparameters: ResolvedHyperparametersSchema.or(HyperparametersSchema),
+  trained_tokens: z.number().int().nullable(),
+  error: JobErrorSchema.nullable(),
+  seed: z.number().int(),
+  metadata: z.record(z.string(), z.string()).nullable(),
+  estimated_finish: z.number().int().nullable(),
+  result_files: z.array(z.string()),
+  progress: JobProgressSchema,
+  lora: LoraConfigSchema,
+  training: TrainingOptionsSchema,
+  worker: z.string().nullable(),
+  backend: z.string().nullable(),
+  adapter_id: z.string().nullable(),
+});
+export type FineTuningJob = z.infer<typeof FineTuningJobSchema>;
+
+export const JobEventLevelSchema = z.enum(['info', 'warn', 'error']);
+export const JobEventTypeSchema = z.enum(['message', 'metrics', 'status']);
+
+export const FineTuningJobEventSchema = z.object({
+  id: z.string(),
+  object: z.literal('fine_tuning.job.event'),
+  created_at: z.number().int(),
+  level: JobEventLevelSchema,
+  message: z.string(),
+  type: JobEventTypeSchema,
+  data: z.record(z.string(), z.unknown()).nullable(),
+});
+export type FineTuningJobEvent = z.infer<typeof FineTuningJobEventSchema>;
+
+export function listPage<T extends z.ZodTypeAny>(item: T) {
+  return z.object({ object: z.literal('list'), data: z.array(item), has_more: z.boolean() });
+}

@@ -1,0 +1,6 @@
+import type { MixedList } from 'typeorm';
+import { InitialSchema1795943627789 } from './1795943627789-initial-schema.migration';
+
+/** Every migration, in order. Never edit a committed migration; generate a new one. */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
+export const ALL_MIGRATIONS: MixedList<Function> = [InitialSchema1795943627789];

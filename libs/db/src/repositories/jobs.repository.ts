@@ -1,0 +1,357 @@
+import {
+  isLegalJobTransition,
+  isTerminalJobStatus,
+  type JobStatus,
+  type LoraConfigDto,
+  type ResolvedHyperparameters,
+  type TrainingOptions,
+} from '@lorafleet/contracts';
+import { randomUUID } from 'node:crypto';
+import type { DataSource, EntityManager } from 'typeorm';
+import {
+  AdapterEntity,
+  FineTuningJobEntity,
+  JobEventEntity,
+  OutboxEntity,
+  type JobErrorRecord,
+  type JobEventLevel,
+  type JobEventType,
+} from '../entities';
+import type { JsonObject } from '../entities/json';
+import { newId, sha256Hex } from '../ids';
+
+export interface NewJob {
+  tenantId: string;
+  model: string;
+  trainingFileId: string;
+  validationFileId: string | null;
+  suffix: string | null;
+  seed: number;
+  metadata: Record<string, string> | null;
+  hyperparameters: ResolvedHyperparameters;
+  lora: LoraConfigDto;
+  training: TrainingOptions;
+  learningRate: number;
+  idempotencyKey: string | null;
+  requestHash: string | null;
+}
+
+export interface NewJobEvent {
+  level?: JobEventLevel;
+  type: JobEventType;
+  message: string;
+  data?: JsonObject | null;
+}
+
+export interface TransitionRequest {
+  /** Statuses the job may be in now; each must legally lead to `to`. */
+  from: readonly JobStatus[];
+  to: JobStatus;
+  message: string;
+  /** When set, the update only applies to the attempt holding this lease (R7). */
+  leaseToken?: string;
+  /** Extra columns to set together with the status. */
+  set?: Partial<
+    Pick<
+      FineTuningJobEntity,
+      | 'error'
+      | 'fineTunedModel'
+      | 'adapterId'
+      | 'trainedTokens'
+      | 'leaseToken'
+      | 'workerId'
+      | 'backend'
+      | 'cancelRequestedAt'
+      | 'pauseRequestedAt'
+      | 'lineage'
+    >
+  >;
+  eventData?: JsonObject;
+}
+
+export interface ClaimedAttempt {
+  job: FineTuningJobEntity;
+  leaseToken: string;
+  attempt: number;
+}
+
+export interface JobProgressUpdate {
+  step: number;
+  totalSteps: number | null;
+  epoch: number | null;
+  estimatedFinish: Date | null;
+}
+
+export interface NewAdapter {
+  adapterConfig: JsonObject;
+  weights: Buffer;
+  lineage: JsonObject | null;
+  fineTunedModel: string;
+  trainedTokens: number;
+}
+
+export interface JobListQuery {
+  after?: string;
+  limit: number;
+  status?: JobStatus;
+  metadata?: Record<string, string>;
+}
+
+/**
+ * Every read and write of fine-tuning jobs. Status changes go through `transition`, which
+ * checks DESIGN §4's table and writes exactly one status event in the same transaction.
+ */
+export class JobsRepository {
+  constructor(private readonly dataSource: DataSource) {}
+
+  /** Job row, its `validating_files` event and its outbox entry, atomically (R1). */
+  async createWithOutbox(
+    job: NewJob,
+    queue: string,
+    payloadFor: (jobId: string) => JsonObject,
+  ): Promise<FineTuningJobEntity> {
+    return this.dataSource.transaction(async (manager) => {
+      const id = newId('job');
+      await manager.insert(FineTuningJobEntity, { ...job, id, status: 'queued' });
+      await this.insertEvent(manager, id, {
+        type: 'status',
+        message: 'Validating training file',
+        data: { status: 'validating_files' },
+      });
+      await this.insertEvent(manager, id, {
+        type: 'status',
+        message: 'Fine-tuning job queued',
+        data: { status: 'queued', from: 'validating_files' },
+      });
+      await manager.insert(OutboxEntity, { jobId: id, queue, payload: payloadFor(id) });
+      return manager.findOneByOrFail(FineTuningJobEntity, { id });
+    });
+  }
+
+  findById(id: string): Promise<FineTuningJobEntity | null> {
+    return this.dataSource.getRepository(FineTuningJobEntity).findOneBy({ id });
+  }
+
+  findForTenant(tenantId: string, id: string): Promise<FineTuningJobEntity | null> {
+    return this.dataSource.getRepository(FineTuningJobEntity).findOneBy({ tenantId, id });
+  }
+
+  findByIdempotencyKey(tenantId: string, key: string): Promise<FineTuningJobEntity | null> {
+    return this.dataSource
+      .getRepository(FineTuningJobEntity)
+      .findOneBy({ tenantId, idempotencyKey: key });
+  }
+
+  /** Newest first; `after` is the id of the last job on the previous page (OpenAI cursor). */
+  async listForTenant(tenantId: string, query: JobListQuery): Promise<FineTuningJobEntity[]> {
+    const qb = this.dataSource
+      .getRepository(FineTuningJobEntity)
+      .createQueryBuilder('j')
+      .where('j.tenant_id = :tenantId', { tenantId });
+    if (query.status) qb.andWhere('j.status = :status', { status: query.status });
+    if (query.metadata && Object.keys(query.metadata).length > 0) {
+      qb.andWhere('j.metadata @> :metadata::jsonb', { metadata: JSON.stringify(query.metadata) });
+    }
+    if (query.after) {
+      qb.andWhere(
+        '(j.created_at, j.id) < (SELECT a.created_at, a.id FROM fine_tuning_jobs a WHERE a.id = :after AND a.tenant_id = :tenantId)',
+        { after: query.after },
+      );
+    }
+    return qb
+      .orderBy('j.created_at', 'DESC')
+      .addOrderBy('j.id', 'DESC')
+      .take(query.limit)
+      .getMany();
+  }
+
+  listEvents(jobId: string, after: string | undefined, limit: number): Promise<JobEventEntity[]> {
+    const qb = this.dataSource
+      .getRepository(JobEventEntity)
+      .createQueryBuilder('e')
+      .where('e.job_id = :jobId', { jobId });
+    if (after) qb.andWhere('e.id < :after', { after });
+    return qb.orderBy('e.id', 'DESC').take(limit).getMany();
+  }
+
+  /**
+   * Moves a job to `to` if it is in one of `from` (and, when given, still leased by
+   * `leaseToken`), and writes one status event. Returns false when nothing matched: the job
+   * moved on, or the caller's attempt is stale.
+   */
+  async transition(jobId: string, request: TransitionRequest): Promise<boolean> {
+    for (const from of request.from) {
+      if (!isLegalJobTransition(from, request.to)) {
+        throw new Error(`illegal job transition ${from} → ${request.to}`);
+      }
+    }
+    return this.dataSource.transaction(async (manager) => {
+      const qb = manager
+        .createQueryBuilder()
+        .update(FineTuningJobEntity)
+        .set({
+          ...request.set,
+          status: request.to,
+          ...(isTerminalJobStatus(request.to) ? { finishedAt: () => 'now()' } : {}),
+        })
+        .where('id = :jobId AND status IN (:...from)', { jobId, from: request.from });
+      if (request.leaseToken) qb.andWhere('lease_token = :lease', { lease: request.leaseToken });
+      const previous = await manager.query<{ status: JobStatus }[]>(
+        'SELECT status FROM fine_tuning_jobs WHERE id = $1 FOR UPDATE',
+        [jobId],
+      );
+      const result = await qb.execute();
+      if ((result.affected ?? 0) === 0) return false;
+      await this.insertEvent(manager, jobId, {
+        type: 'status',
+        level: request.to === 'failed' ? 'error' : 'info',
+        message: request.message,
+        data: { ...request.eventData, status: request.to, from: previous[0]?.status ?? null },
+      });
+      return true;
+    });
+  }
+
+  /**
+   * Starts a new attempt on a queued job: bumps `attempt`, issues a fresh lease token and
+   * moves the job to `running`. Any earlier attempt's token stops matching at once.
+   */
+  async claimAttempt(
+    jobId: string,
+    workerId: string,
+    backend: string,
+  ): Promise<ClaimedAttempt | null> {
+    const leaseToken = randomUUID();
+    const claimed = await this.dataSource.transaction(async (manager) => {
+      const rows = await manager.query<{ attempt: number }[]>(
+        `UPDATE fine_tuning_jobs
+            SET status = 'running', attempt = attempt + 1, lease_token = $2, worker_id = $3,
+                backend = $4, started_at = COALESCE(started_at, now()), updated_at = now()
+          WHERE id = $1 AND status = 'queued'
+          RETURNING attempt`,
+        [jobId, leaseToken, workerId, backend],
+      );
+      // node-postgres returns [rows, count] for UPDATE … RETURNING through TypeORM.
+      const updated = (Array.isArray(rows[0]) ? rows[0] : rows) as { attempt: number }[];
+      if (updated.length === 0) return null;
+      const attempt = updated[0].attempt;
+      await this.insertEvent(manager, jobId, {
+        type: 'status',
+        message: `Fine-tuning job started (attempt ${attempt}) on ${workerId} using ${backend}`,
+        data: { status: 'running', from: 'queued', attempt, worker: workerId, backend },
+      });
+      return attempt;
+    });
+    if (claimed === null) return null;
+    const job = await this.dataSource
+      .getRepository(FineTuningJobEntity)
+      .findOneByOrFail({ id: jobId });
+    return { job, leaseToken, attempt: claimed };
+  }
+
+  /** Fenced progress write; false when the attempt is stale. */
+  async updateProgress(
+    jobId: string,
+    leaseToken: string,
+    progress: JobProgressUpdate,
+  ): Promise<boolean> {
+    const result = await this.dataSource
+      .createQueryBuilder()
+      .update(FineTuningJobEntity)
+      .set({
+        progressStep: progress.step,
+        progressTotalSteps: progress.totalSteps,
+        progressEpoch: progress.epoch,
+        estimatedFinish: progress.estimatedFinish,
+      })
+      .where("id = :jobId AND lease_token = :leaseToken AND status = 'running'", {
+        jobId,
+        leaseToken,
+      })
+      .execute();
+    return (result.affected ?? 0) > 0;
+  }
+
+  /** Fenced event append: inserts nothing when the attempt is stale. */
+  async appendFencedEvent(jobId: string, leaseToken: string, event: NewJobEvent): Promise<boolean> {
+    const rows = await this.dataSource.query<unknown[]>(
+      `INSERT INTO job_events (job_id, level, type, message, data)
+       SELECT $1, $3, $4, $5, $6::jsonb
+        WHERE EXISTS (SELECT 1 FROM fine_tuning_jobs WHERE id = $1 AND lease_token = $2)
+       RETURNING id`,
+      [
+        jobId,
+        leaseToken,
+        event.level ?? 'info',
+        event.type,
+        event.message,
+        JSON.stringify(event.data ?? null),
+      ],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Stores the adapter and marks the job succeeded in one transaction, fenced by the lease.
+   * A stale attempt rolls back and stores nothing; the unique job_id index makes a second
+   * adapter for one job impossible even under a fencing bug.
+   */
+  async completeWithAdapter(
+    jobId: string,
+    leaseToken: string,
+    adapter: NewAdapter,
+  ): Promise<AdapterEntity | null> {
+    return this.dataSource.transaction(async (manager) => {
+      const locked = await manager.query<{ tenant_id: string; model: string }[]>(
+        `SELECT tenant_id, model FROM fine_tuning_jobs
+          WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE`,
+        [jobId, leaseToken],
+      );
+      if (locked.length === 0) return null;
+      const adapterId = newId('adapter');
+      await manager.insert(AdapterEntity, {
+        id: adapterId,
+        jobId,
+        tenantId: locked[0].tenant_id,
+        baseModel: locked[0].model,
+        fineTunedModel: adapter.fineTunedModel,
+        adapterConfig: adapter.adapterConfig,
+        weights: adapter.weights,
+        weightsSha256: sha256Hex(adapter.weights),
+        lineage: adapter.lineage,
+      });
+      await manager.update(
+        FineTuningJobEntity,
+        { id: jobId },
+        {
+          status: 'succeeded',
+          adapterId,
+          fineTunedModel: adapter.fineTunedModel,
+          trainedTokens: adapter.trainedTokens,
+          lineage: adapter.lineage,
+          finishedAt: () => 'now()',
+        },
+      );
+      await this.insertEvent(manager, jobId, {
+        type: 'status',
+        message: `Fine-tuning job succeeded: ${adapter.fineTunedModel}`,
+        data: { status: 'succeeded', from: 'running', adapter_id: adapterId },
+      });
+      return manager.findOneByOrFail(AdapterEntity, { id: adapterId });
+    });
+  }
+
+  private async insertEvent(
+    manager: EntityManager,
+    jobId: string,
+    event: NewJobEvent,
+  ): Promise<void> {
+    // Raw SQL: TypeORM's deep-partial typing cannot cope with recursive JSON types.
+    await manager.query(
+      'INSERT INTO job_events (job_id, level, type, message, data) VALUES ($1, $2, $3, $4, $5::jsonb)',
+      [jobId, event.level ?? 'info', event.type, event.message, JSON.stringify(event.data ?? null)],
+    );
+  }
+}
+
+export type { JobErrorRecord };

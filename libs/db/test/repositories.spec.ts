@@ -1,0 +1,171 @@
+import type { DataSource } from 'typeorm';
+import {
+  AdaptersRepository,
+  FilesRepository,
+  JobsRepository,
+  OutboxRepository,
+  TenantsRepository,
+  createDataSource,
+  createScratchDatabase,
+  pendingSchemaChanges,
+  runMigrations,
+  type NewJob,
+  type ScratchDatabase,
+} from '../src';
+
+describe('libs/db against a real Postgres', () => {
+  let scratch: ScratchDatabase;
+  let ds: DataSource;
+  let jobs: JobsRepository;
+  let tenantId: string;
+  let fileId: string;
+
+  beforeAll(async () => {
+    scratch = await createScratchDatabase('lorafleet_db_spec');
+    ds = createDataSource({ url: scratch.url });
+    await ds.initialize();
+    expect(await runMigrations(ds)).toEqual(['InitialSchema1795943627789']);
+    jobs = new JobsRepository(ds);
+    tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;
+    const file = await new FilesRepository(ds).create({
+      tenantId,
+      filename: 'train.jsonl',
+      purpose: 'fine-tune',
+      content: Buffer.from('{"text":"hi"}\n'),
+      status: 'processed',
+      statusDetails: null,
+      exampleCount: 1,
+    });
+    fileId = file.id;
+  });
+
+  afterAll(async () => {
+    await ds.destroy();
+    await scratch.drop();
+  });
+
+  const newJob = (): NewJob => ({
+    tenantId,
+    model: 'tiny',
+    trainingFileId: fileId,
+    validationFileId: null,
+    suffix: null,
+    seed: 1,
+    metadata: { team: 'a' },
+    hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
+    lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
+    training: {
+      max_seq_length: 32,
+      lr_scheduler: 'linear',
+      warmup_steps: 0,
+      weight_decay: 0,
+      gradient_accumulation_steps: 1,
+    },
+    learningRate: 2e-4,
+    idempotencyKey: null,
+    requestHash: null,
+  });
+
+  it('has migrations that match the entities exactly', async () => {
+    expect(await pendingSchemaChanges(ds)).toEqual([]);
+  });
+
+  it('stores only a digest of API keys and revokes them at once', async () => {
+    const tenants = new TenantsRepository(ds);
+    const { apiKey, plaintext } = await tenants.issueApiKey(tenantId);
+    const stored = await ds.query<{ key_hash: string }[]>(
+      'SELECT key_hash FROM api_keys WHERE id = $1',
+      [apiKey.id],
+    );
+    expect(stored[0].key_hash).not.toContain(plaintext);
+    expect(await tenants.authenticate(plaintext)).toMatchObject({ tenantId, isAdmin: false });
+    expect(await tenants.revokeApiKey(apiKey.id)).toBe(true);
+    expect(await tenants.authenticate(plaintext)).toBeNull();
+  });
+
+  it('writes the job row, its status events and an outbox entry in one transaction', async () => {
+    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    expect(job.status).toBe('queued');
+    const pending = await new OutboxRepository(ds).pending(10);
+    expect(pending.map((p) => p.jobId)).toContain(job.id);
+    const events = await jobs.listEvents(job.id, undefined, 10);
+    expect(events.map((e) => e.data?.status)).toEqual(['queued', 'validating_files']);
+  });
+
+  it('fences every attempt write with the lease token (R7)', async () => {
+    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const first = await jobs.claimAttempt(job.id, 'worker-a', 'cpu');
+    expect(first?.attempt).toBe(1);
+    expect(await jobs.claimAttempt(job.id, 'worker-b', 'cpu')).toBeNull();
+
+    // Hand the job back, as a crash recovery would, then let a second attempt claim it.
+    expect(
+      await jobs.transition(job.id, { from: ['running'], to: 'queued', message: 'handed back' }),
+    ).toBe(true);
+    const second = await jobs.claimAttempt(job.id, 'worker-b', 'cpu');
+    expect(second?.attempt).toBe(2);
+
+    const stale = first!.leaseToken;
+    const progress = { step: 3, totalSteps: 10, epoch: 0.3, estimatedFinish: null };
+    expect(await jobs.updateProgress(job.id, stale, progress)).toBe(false);
+    expect(
+      await jobs.appendFencedEvent(job.id, stale, { type: 'message', message: 'zombie' }),
+    ).toBe(false);
+    const adapter = {
+      adapterConfig: { r: 4 },
+      weights: Buffer.from([1, 2, 3]),
+      lineage: null,
+      fineTunedModel: 'ft:tiny:x::y',
+      trainedTokens: 10,
+    };
+    expect(await jobs.completeWithAdapter(job.id, stale, adapter)).toBeNull();
+    expect(await jobs.updateProgress(job.id, second!.leaseToken, progress)).toBe(true);
+    expect(await jobs.completeWithAdapter(job.id, second!.leaseToken, adapter)).not.toBeNull();
+    expect(await jobs.completeWithAdapter(job.id, second!.leaseToken, adapter)).toBeNull();
+    expect(await new AdaptersRepository(ds).countForJob(job.id)).toBe(1);
+    const final = await jobs.findById(job.id);
+    expect(final).toMatchObject({ status: 'succeeded', progressStep: 3, trainedTokens: 10 });
+    expect(final?.finishedAt).toBeInstanceOf(Date);
+  });
+
+  it('rejects illegal transitions and leaves terminal jobs alone', async () => {
+    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    await expect(
+      jobs.transition(job.id, { from: ['queued'], to: 'succeeded', message: 'nope' }),
+    ).rejects.toThrow('illegal job transition queued → succeeded');
+    expect(
+      await jobs.transition(job.id, { from: ['queued'], to: 'cancelled', message: 'cancel' }),
+    ).toBe(true);
+    expect(
+      await jobs.transition(job.id, { from: ['queued', 'running'], to: 'cancelled', message: 'x' }),
+    ).toBe(false);
+    const statusEvents = (await jobs.listEvents(job.id, undefined, 50)).filter(
+      (e) => e.type === 'status',
+    );
+    expect(statusEvents).toHaveLength(3);
+  });
+
+  it('pages jobs newest first with metadata and status filters', async () => {
+    const a = await jobs.createWithOutbox(
+      { ...newJob(), metadata: { team: 'z' } },
+      'fine-tune',
+      (id) => ({ id }),
+    );
+    const b = await jobs.createWithOutbox(
+      { ...newJob(), metadata: { team: 'z' } },
+      'fine-tune',
+      (id) => ({ id }),
+    );
+    const page1 = await jobs.listForTenant(tenantId, { limit: 1, metadata: { team: 'z' } });
+    expect(page1.map((j) => j.id)).toEqual([b.id]);
+    const page2 = await jobs.listForTenant(tenantId, {
+      limit: 5,
+      metadata: { team: 'z' },
+      after: b.id,
+    });
+    expect(page2.map((j) => j.id)).toEqual([a.id]);
+    const cancelled = await jobs.listForTenant(tenantId, { limit: 50, status: 'cancelled' });
+    expect(cancelled.every((j) => j.status === 'cancelled')).toBe(true);
+    expect(await jobs.listForTenant('org-other', { limit: 50 })).toEqual([]);
+  });
+});
