@@ -40,3 +40,34 @@ export type TrainingOptions = z.output<typeof TrainingOptionsSchema>;
 
 /** Default base learning rate when a model's registry entry names none (DESIGN §4). */
 export const DEFAULT_BASE_LEARNING_RATE = 2e-4;
+
+/**
+ * Resolves "auto" hyperparameters with OpenAI's published heuristic (openai-cookbook,
+ * "Data preparation and analysis for chat model fine-tuning"): aim for ~3 epochs, but at
+ * least 100 and at most 25,000 example passes in total.
+ */
+export function resolveHyperparameters(
+  requested: Hyperparameters,
+  trainingExamples: number,
+): ResolvedHyperparameters {
+  const TARGET_EPOCHS = 3;
+  const MIN_TARGET_EXAMPLES = 100;
+  const MAX_TARGET_EXAMPLES = 25_000;
+  const MIN_DEFAULT_EPOCHS = 1;
+  const MAX_DEFAULT_EPOCHS = 25;
+  const n = Math.max(1, trainingExamples);
+  let epochs = TARGET_EPOCHS;
+  if (n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES) {
+    epochs = Math.min(MAX_DEFAULT_EPOCHS, Math.floor(MIN_TARGET_EXAMPLES / n));
+  } else if (n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES) {
+    epochs = Math.max(MIN_DEFAULT_EPOCHS, Math.floor(MAX_TARGET_EXAMPLES / n));
+  }
+  // OpenAI sizes batches at roughly 0.2% of the data set, capped at 256.
+  const autoBatch = Math.min(256, Math.max(1, Math.round(n * 0.002)));
+  return {
+    n_epochs: requested.n_epochs === 'auto' ? epochs : requested.n_epochs,
+    batch_size: requested.batch_size === 'auto' ? autoBatch : requested.batch_size,
+    learning_rate_multiplier:
+      requested.learning_rate_multiplier === 'auto' ? 1 : requested.learning_rate_multiplier,
+  };
+}

@@ -1,4 +1,5 @@
 export * from './errors';
+export * from './env';
 export * from './files';
 export * from './hyperparameters';
 export * from './ids';

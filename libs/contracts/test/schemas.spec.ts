@@ -1,4 +1,9 @@
 import {
+  ConfigError,
+  apiEnvShape,
+  parseEnv,
+  resolveHyperparameters,
+  workerEnvShape,
   CreateFineTuningJobRequestSchema,
   FineTuneJobPayloadSchema,
   LoraConfigSchema,
@@ -47,5 +52,44 @@ describe('contracts schemas', () => {
     expect(fineTunedModelName('tiny', 'org-1', 'demo', 'ftjob-1')).toBe(
       'ft:tiny:org-1:demo:ftjob-1',
     );
+  });
+});
+
+describe('env validation', () => {
+  it('applies defaults and names every bad variable', () => {
+    const env = parseEnv(apiEnvShape, {
+      DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/x',
+      REDIS_URL: 'redis://127.0.0.1:6379',
+    });
+    expect(env.PORT).toBe(3000);
+    expect(env.LORAFLEET_MODELS_DIR).toBe('./models');
+    expect(() => parseEnv(apiEnvShape, { DATABASE_URL: 'mysql://x', PORT: 'abc' })).toThrow(
+      /DATABASE_URL: must be a postgres: or postgresql: URL[\s\S]*REDIS_URL: required[\s\S]*PORT/,
+    );
+  });
+
+  it('rejects unknown backends', () => {
+    expect(() =>
+      parseEnv(workerEnvShape, {
+        DATABASE_URL: 'postgres://h/db',
+        REDIS_URL: 'redis://h',
+        LORAFLEET_BACKEND: 'quantum',
+      }),
+    ).toThrow(ConfigError);
+  });
+});
+
+describe('auto hyperparameters', () => {
+  const auto = { n_epochs: 'auto', batch_size: 'auto', learning_rate_multiplier: 'auto' } as const;
+  it('follows the OpenAI epoch heuristic', () => {
+    expect(resolveHyperparameters(auto, 10).n_epochs).toBe(10);
+    expect(resolveHyperparameters(auto, 2).n_epochs).toBe(25);
+    expect(resolveHyperparameters(auto, 1000).n_epochs).toBe(3);
+    expect(resolveHyperparameters(auto, 20_000).n_epochs).toBe(1);
+    expect(resolveHyperparameters({ ...auto, n_epochs: 7 }, 1000)).toEqual({
+      n_epochs: 7,
+      batch_size: 2,
+      learning_rate_multiplier: 1,
+    });
   });
 });

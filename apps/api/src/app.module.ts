@@ -1,0 +1,41 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import type { ApiEnv } from '@lorafleet/contracts';
+import { ApiKeyGuard } from './auth/api-key.guard';
+import { API_ENV } from './config/api-env.token';
+import { OpenAiExceptionFilter } from './errors/openai-exception.filter';
+import { FilesController } from './files/files.controller';
+import { FilesService } from './files/files.service';
+import { HealthController } from './health/health.controller';
+import { InfraModule } from './infra/infra.module';
+import { JobsController } from './jobs/jobs.controller';
+import { JobsService } from './jobs/jobs.service';
+import { OutboxRelayService } from './jobs/outbox-relay.service';
+import { ModelsController } from './models/models.controller';
+import { ModelsService } from './models/models.service';
+
+@Module({})
+export class AppModule {
+  /** The whole API, configured by an already-validated environment. */
+  static forEnv(env: ApiEnv): DynamicModule {
+    const envModule: DynamicModule = {
+      module: class ApiEnvModule {},
+      global: true,
+      providers: [{ provide: API_ENV, useValue: env }],
+      exports: [API_ENV],
+    };
+    return {
+      module: AppModule,
+      imports: [envModule, InfraModule],
+      controllers: [HealthController, FilesController, ModelsController, JobsController],
+      providers: [
+        { provide: APP_FILTER, useClass: OpenAiExceptionFilter },
+        ApiKeyGuard,
+        FilesService,
+        ModelsService,
+        JobsService,
+        OutboxRelayService,
+      ],
+    };
+  }
+}

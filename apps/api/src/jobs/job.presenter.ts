@@ -1,0 +1,52 @@
+import type { FineTuningJob, FineTuningJobEvent } from '@lorafleet/contracts';
+import type { FineTuningJobEntity, JobEventEntity } from '@lorafleet/db';
+
+const seconds = (date: Date | null): number | null =>
+  date ? Math.floor(date.getTime() / 1000) : null;
+
+/** Entity → the OpenAI job object plus lorafleet's extensions (DESIGN §4). */
+export function presentJob(job: FineTuningJobEntity): FineTuningJob {
+  const total = job.progressTotalSteps;
+  return {
+    id: job.id,
+    object: 'fine_tuning.job',
+    model: job.model,
+    status: job.status,
+    created_at: Math.floor(job.createdAt.getTime() / 1000),
+    finished_at: seconds(job.finishedAt),
+    fine_tuned_model: job.fineTunedModel,
+    organization_id: job.tenantId,
+    training_file: job.trainingFileId,
+    validation_file: job.validationFileId,
+    hyperparameters: job.hyperparameters,
+    trained_tokens: job.trainedTokens,
+    error: job.error,
+    seed: job.seed,
+    metadata: job.metadata,
+    estimated_finish: seconds(job.estimatedFinish),
+    result_files: [],
+    progress: {
+      step: job.progressStep,
+      total_steps: total,
+      epoch: job.progressEpoch,
+      percent: total ? Math.min(100, Math.round((1000 * job.progressStep) / total) / 10) : null,
+    },
+    lora: job.lora,
+    training: job.training,
+    worker: job.workerId,
+    backend: job.backend,
+    adapter_id: job.adapterId,
+  };
+}
+
+export function presentEvent(event: JobEventEntity): FineTuningJobEvent {
+  return {
+    id: `ftevent-${event.id}`,
+    object: 'fine_tuning.job.event',
+    created_at: Math.floor(event.createdAt.getTime() / 1000),
+    level: event.level,
+    message: event.message,
+    type: event.type,
+    data: event.data,
+  };
+}

@@ -1,0 +1,41 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { ApiEnv } from '@lorafleet/contracts';
+import { ModelNotFoundError, listBaseModels, resolveBaseModel, type BaseModelEntry } from '@lorafleet/data';
+import { API_ENV } from '../config/api-env.token';
+import { ApiError } from '../errors/api-error';
+
+export interface ModelObject {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+}
+
+/** Base models are directories under LORAFLEET_MODELS_DIR (Hugging Face layout). */
+@Injectable()
+export class ModelsService {
+  constructor(@Inject(API_ENV) private readonly env: ApiEnv) {}
+
+  listBaseModels(): ModelObject[] {
+    return listBaseModels(this.env.LORAFLEET_MODELS_DIR).map((m) => this.present(m));
+  }
+
+  /** Throws an OpenAI-shaped 404 naming `param` when the model is unknown or unsafe. */
+  resolve(name: string, param = 'model'): BaseModelEntry {
+    try {
+      return resolveBaseModel(this.env.LORAFLEET_MODELS_DIR, name);
+    } catch (error) {
+      if (error instanceof ModelNotFoundError) throw new ApiError('model_not_found', error.message, param);
+      throw error;
+    }
+  }
+
+  present(model: BaseModelEntry): ModelObject {
+    return {
+      id: model.name,
+      object: 'model',
+      created: Math.floor(model.createdAt.getTime() / 1000),
+      owned_by: 'lorafleet',
+    };
+  }
+}

@@ -1,0 +1,59 @@
+import { type DynamicModule, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
+import type { WorkerEnv } from '@lorafleet/contracts';
+import {
+  FilesRepository,
+  JobsRepository,
+  WorkersRepository,
+  createDataSource,
+} from '@lorafleet/db';
+import { hostname } from 'node:os';
+import type { DataSource } from 'typeorm';
+import { FineTuneProcessor } from './processor/fine-tune.processor';
+import { QueueConsumerService } from './processor/queue-consumer.service';
+import { DATA_SOURCE, WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from './tokens';
+
+const repositoryClasses = [FilesRepository, JobsRepository, WorkersRepository] as const;
+
+/** The worker: a Nest application context with no HTTP server (DESIGN §2). */
+@Module({})
+export class WorkerModule implements OnApplicationShutdown {
+  constructor(@Inject(DATA_SOURCE) private readonly dataSource: DataSource) {}
+
+  static forEnv(env: WorkerEnv): DynamicModule {
+    const identity: WorkerIdentity = {
+      id: env.LORAFLEET_WORKER_ID ?? `worker-${hostname()}-${process.pid}`,
+      host: hostname(),
+      pid: process.pid,
+    };
+    return {
+      module: WorkerModule,
+      providers: [
+        { provide: WORKER_ENV, useValue: env },
+        { provide: WORKER_IDENTITY, useValue: identity },
+        {
+          provide: DATA_SOURCE,
+          useFactory: async () => {
+            const dataSource = createDataSource({
+              url: env.DATABASE_URL,
+              applicationName: 'lorafleet-worker',
+              poolSize: 4,
+            });
+            await dataSource.initialize();
+            return dataSource;
+          },
+        },
+        ...repositoryClasses.map((repository) => ({
+          provide: repository,
+          inject: [DATA_SOURCE],
+          useFactory: (dataSource: DataSource) => new repository(dataSource),
+        })),
+        FineTuneProcessor,
+        QueueConsumerService,
+      ],
+    };
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.dataSource.isInitialized) await this.dataSource.destroy();
+  }
+}

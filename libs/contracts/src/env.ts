@@ -1,0 +1,94 @@
+import { z } from 'zod';
+
+/** Thrown when process configuration is invalid; the message names each bad variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Validates environment variables once at boot (STYLE: refuse to start on bad env). Unknown
+ * variables are ignored; every problem is reported at once, by variable name.
+ */
+export function parseEnv<T extends z.ZodRawShape>(
+  shape: T,
+  env: Record<string, string | undefined> = process.env,
+): z.infer<z.ZodObject<T>> {
+  const result = z.object(shape).safeParse(env);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((issue) => {
+        const name = issue.path.join('.');
+        const value = env[name];
+        const shown = value === undefined ? 'unset' : `got ${JSON.stringify(value)}`;
+        return `${name}: ${issue.message} (${shown})`;
+      }),
+    );
+  }
+  return result.data;
+}
+
+const urlWithProtocols = (protocols: string[], example: string) =>
+  z.string({ message: `required, e.g. ${example}` }).refine(
+    (value) => {
+      try {
+        return protocols.includes(new URL(value).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `must be a ${protocols.join(' or ')} URL such as ${example}`,
+  );
+
+const intFromEnv = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** Variables shared by api, worker and cli (DESIGN §8). */
+export const commonEnvShape = {
+  DATABASE_URL: urlWithProtocols(
+    ['postgres:', 'postgresql:'],
+    'postgres://postgres@127.0.0.1:5432/lorafleet',
+  ),
+  REDIS_URL: urlWithProtocols(['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
+  LORAFLEET_MODELS_DIR: z.string().min(1).default('./models'),
+};
+
+export const apiEnvShape = {
+  ...commonEnvShape,
+  PORT: intFromEnv(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  LORAFLEET_UPLOAD_MAX_BYTES: intFromEnv(1, 1 << 30).default(50 * 1024 * 1024),
+  LORAFLEET_UPLOAD_MAX_ROWS: intFromEnv(1, 10_000_000).default(100_000),
+  LORAFLEET_MIN_EXAMPLES: intFromEnv(1, 1_000_000).default(10),
+  LORAFLEET_OUTBOX_POLL_MS: intFromEnv(50, 60_000).default(1000),
+  LORAFLEET_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+};
+export type ApiEnv = z.infer<z.ZodObject<typeof apiEnvShape>>;
+
+export const backendNames = [
+  'auto',
+  'gpu',
+  'tensorflow',
+  'webgpu',
+  'wasm-blas',
+  'wasm',
+  'cpu-blas',
+  'cpu',
+] as const;
+
+export const workerEnvShape = {
+  ...commonEnvShape,
+  LORAFLEET_BACKEND: z.enum(backendNames).default('auto'),
+  LORAFLEET_WORKER_CONCURRENCY: intFromEnv(1, 64).default(1),
+  LORAFLEET_WORKER_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+$/)
+    .optional(),
+  LORAFLEET_LOCK_MS: intFromEnv(500, 3_600_000).default(30_000),
+  LORAFLEET_STALLED_MS: intFromEnv(100, 3_600_000).default(30_000),
+  LORAFLEET_MAX_ATTEMPTS: intFromEnv(1, 100).default(3),
+  LORAFLEET_HEARTBEAT_MS: intFromEnv(100, 600_000).default(5000),
+  LORAFLEET_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+};
+export type WorkerEnv = z.infer<z.ZodObject<typeof workerEnvShape>>;
