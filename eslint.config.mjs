@@ -29,7 +29,10 @@ export default tseslint.config(
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/switch-exhaustiveness-check': 'error',
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       '@typescript-eslint/consistent-type-imports': 'off',
       '@nx/enforce-module-boundaries': [
         'error',
@@ -41,15 +44,29 @@ export default tseslint.config(
             { sourceTag: 'type:data', onlyDependOnLibsWithTags: ['type:contracts'] },
             { sourceTag: 'type:db', onlyDependOnLibsWithTags: ['type:contracts'] },
             { sourceTag: 'type:lora-core', onlyDependOnLibsWithTags: ['type:data'] },
-            { sourceTag: 'type:api', onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data'] },
+            {
+              sourceTag: 'type:api',
+              onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data'],
+            },
             {
               sourceTag: 'type:worker',
-              onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data', 'type:lora-core'],
+              onlyDependOnLibsWithTags: [
+                'type:contracts',
+                'type:db',
+                'type:data',
+                'type:lora-core',
+              ],
             },
             {
               sourceTag: 'type:cli',
-              onlyDependOnLibsWithTags: ['type:contracts', 'type:data', 'type:lora-core', 'type:db'],
+              onlyDependOnLibsWithTags: [
+                'type:contracts',
+                'type:data',
+                'type:lora-core',
+                'type:db',
+              ],
             },
+            { sourceTag: 'type:e2e', onlyDependOnLibsWithTags: ['*'] },
             {
               sourceTag: 'type:dashboard',
               onlyDependOnLibsWithTags: ['type:contracts'],
@@ -65,7 +82,14 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['@tensorflow/*'], message: 'tfjs belongs in libs/lora-core and apps/worker only.' }] },
+        {
+          patterns: [
+            {
+              group: ['@tensorflow/*'],
+              message: 'tfjs belongs in libs/lora-core and apps/worker only.',
+            },
+          ],
+        },
       ],
     },
   },

@@ -19,6 +19,7 @@ const SUITES = [
   { name: 'cli', config: 'apps/cli/jest.config.cjs', area: 'lora-core' },
   { name: 'api', config: 'apps/api/jest.config.cjs', area: 'api' },
   { name: 'worker', config: 'apps/worker/jest.config.cjs', area: 'worker' },
+  { name: 'e2e', config: 'tests/e2e/jest.config.cjs', area: 'worker' },
 ];
 
 const wanted = process.argv.slice(2);

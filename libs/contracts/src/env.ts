@@ -52,6 +52,11 @@ export const commonEnvShape = {
   ),
   REDIS_URL: urlWithProtocols(['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
   LORAFLEET_MODELS_DIR: z.string().min(1).default('./models'),
+  /** BullMQ key prefix; lets several deployments (or test runs) share one Redis. */
+  LORAFLEET_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .default('lorafleet'),
 };
 
 export const apiEnvShape = {

@@ -57,6 +57,7 @@ const repositoryClasses = [
       inject: [API_ENV],
       useFactory: (env: ApiEnv) =>
         new Queue(QUEUE_NAMES.fineTune, {
+          prefix: env.LORAFLEET_QUEUE_PREFIX,
           connection: { url: env.REDIS_URL, maxRetriesPerRequest: 1, enableOfflineQueue: false },
         }),
     },

@@ -42,6 +42,7 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     this.worker = new Worker(QUEUE_NAMES.fineTune, (job) => this.processor.process(job), {
       // BullMQ workers need blocking commands that never time out.
       connection: { url: this.env.REDIS_URL, maxRetriesPerRequest: null },
+      prefix: this.env.LORAFLEET_QUEUE_PREFIX,
       concurrency: this.env.LORAFLEET_WORKER_CONCURRENCY,
       lockDuration: this.env.LORAFLEET_LOCK_MS,
       stalledInterval: this.env.LORAFLEET_STALLED_MS,
