@@ -1,7 +1,12 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import type { ApiEnv } from '@lorafleet/contracts';
+import { AdaptersController } from './adapters/adapters.controller';
+import { AdaptersService } from './adapters/adapters.service';
+import { AdminGuard } from './auth/admin.guard';
 import { ApiKeyGuard } from './auth/api-key.guard';
+import { WorkersController } from './fleet/workers.controller';
+import { ReconcilerService } from './jobs/reconciler.service';
 import { API_ENV } from './config/api-env.token';
 import { OpenAiExceptionFilter } from './errors/openai-exception.filter';
 import { FilesController } from './files/files.controller';
@@ -27,10 +32,20 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [envModule, InfraModule],
-      controllers: [HealthController, FilesController, ModelsController, JobsController],
+      controllers: [
+        HealthController,
+        FilesController,
+        ModelsController,
+        JobsController,
+        AdaptersController,
+        WorkersController,
+      ],
       providers: [
         { provide: APP_FILTER, useClass: OpenAiExceptionFilter },
         ApiKeyGuard,
+        AdminGuard,
+        AdaptersService,
+        ReconcilerService,
         FilesService,
         ModelsService,
         JobsService,

@@ -67,6 +67,10 @@ export const apiEnvShape = {
   LORAFLEET_UPLOAD_MAX_ROWS: intFromEnv(1, 10_000_000).default(100_000),
   LORAFLEET_MIN_EXAMPLES: intFromEnv(1, 1_000_000).default(10),
   LORAFLEET_OUTBOX_POLL_MS: intFromEnv(50, 60_000).default(1000),
+  /** How often the reconciler re-enqueues queued jobs that BullMQ lost (R1). */
+  LORAFLEET_RECONCILE_MS: intFromEnv(100, 3_600_000).default(30_000),
+  /** Jobs not yet finished (queued, running, paused) per tenant; more → 429 (R21). */
+  LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT: intFromEnv(1, 100_000).default(20),
   LORAFLEET_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
 };
 export type ApiEnv = z.infer<z.ZodObject<typeof apiEnvShape>>;

@@ -169,3 +169,100 @@ describe('libs/db against a real Postgres', () => {
     expect(await jobs.listForTenant('org-other', { limit: 50 })).toEqual([]);
   });
 });
+
+describe('job control queries', () => {
+  let scratch: ScratchDatabase;
+  let ds: DataSource;
+  let jobs: JobsRepository;
+  let tenantId: string;
+
+  beforeAll(async () => {
+    scratch = await createScratchDatabase('lorafleet_db_control');
+    ds = createDataSource({ url: scratch.url });
+    await ds.initialize();
+    await runMigrations(ds);
+    jobs = new JobsRepository(ds);
+    tenantId = (await new TenantsRepository(ds).createTenant('ctl')).id;
+  });
+
+  afterAll(async () => {
+    await ds.destroy();
+    await scratch.drop();
+  });
+
+  const create = () =>
+    jobs.createWithOutbox(
+      {
+        tenantId,
+        model: 'tiny',
+        trainingFileId: 'file-x',
+        validationFileId: null,
+        suffix: null,
+        seed: 1,
+        metadata: null,
+        hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
+        lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
+        training: {
+          max_seq_length: 32,
+          lr_scheduler: 'linear',
+          warmup_steps: 0,
+          weight_decay: 0,
+          gradient_accumulation_steps: 1,
+        },
+        learningRate: 2e-4,
+        idempotencyKey: null,
+        requestHash: null,
+      },
+      'fine-tune',
+      (id) => ({ jobId: id }),
+    );
+
+  it('requeues a paused job with a status event and a new outbox entry, fenced by lease', async () => {
+    const outbox = new OutboxRepository(ds);
+    const job = await create();
+    for (const entry of await outbox.pending(100)) await outbox.markDispatched(entry.id);
+    const claim = await jobs.claimAttempt(job.id, 'w', 'cpu');
+    expect(await jobs.requestPause(job.id)).toBe(true);
+    expect(
+      await jobs.transition(job.id, {
+        from: ['running'],
+        to: 'paused',
+        message: 'paused',
+        leaseToken: claim!.leaseToken,
+      }),
+    ).toBe(true);
+    expect(
+      await jobs.requeue(
+        job.id,
+        {
+          from: ['paused'],
+          message: 'resumed',
+          leaseToken: 'f5c1e0b4-0000-4000-8000-000000000000',
+        },
+        'fine-tune',
+        { jobId: job.id },
+      ),
+    ).toBe(false);
+    expect(
+      await jobs.requeue(job.id, { from: ['paused'], message: 'resumed' }, 'fine-tune', {
+        jobId: job.id,
+      }),
+    ).toBe(true);
+    const row = await jobs.findById(job.id);
+    expect(row).toMatchObject({ status: 'queued', leaseToken: null, pauseRequestedAt: null });
+    expect((await outbox.pending(10)).map((e) => e.jobId)).toEqual([job.id]);
+    const statuses = (await jobs.listEvents(job.id, undefined, 50)).map((e) => e.data?.status);
+    expect(statuses.slice(0, 3)).toEqual(['queued', 'paused', 'running']);
+  });
+
+  it('counts active jobs and finds queued jobs the reconciler must check', async () => {
+    const outbox = new OutboxRepository(ds);
+    const before = await jobs.countActiveForTenant(tenantId);
+    const job = await create();
+    expect(await jobs.countActiveForTenant(tenantId)).toBe(before + 1);
+    expect(await jobs.queuedWithoutPendingOutbox(0, 100)).not.toContain(job.id);
+    for (const entry of await outbox.pending(100)) await outbox.markDispatched(entry.id);
+    expect(await jobs.queuedWithoutPendingOutbox(0, 100)).toContain(job.id);
+    expect(await jobs.queuedWithoutPendingOutbox(60_000, 100)).not.toContain(job.id);
+  });
+});

@@ -1,4 +1,18 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Query, UseGuards } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Get,
+  Headers,
+  HttpCode,
+  Param,
+  Post,
+  Query,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { withEtag } from '../http/etag';
 import type { AuthenticatedPrincipal } from '@lorafleet/db';
 import { ApiKeyGuard } from '../auth/api-key.guard';
 import { Principal } from '../auth/principal.decorator';
@@ -11,14 +25,23 @@ export class JobsController {
 
   @Post()
   @HttpCode(201)
-  create(@Principal() principal: AuthenticatedPrincipal, @Body() body: unknown) {
-    return this.jobs.create(principal.tenantId, body);
+  async create(
+    @Principal() principal: AuthenticatedPrincipal,
+    @Body() body: unknown,
+    @Headers('idempotency-key') idempotencyKey: string | undefined,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ) {
+    const { job, replayed } = await this.jobs.create(principal.tenantId, body, idempotencyKey);
+    if (replayed) void reply.header('Idempotent-Replayed', 'true');
+    return job;
   }
 
   @Get()
-  list(
+  async list(
     @Principal() principal: AuthenticatedPrincipal,
     @Query() query: Record<string, string | undefined>,
+    @Req() request: FastifyRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
   ) {
     // `metadata[k]=v` arrives as flat keys because the query parser is not nested.
     const metadata: Record<string, string> = {};
@@ -26,17 +49,26 @@ export class JobsController {
       const match = /^metadata\[(.+)\]$/.exec(key);
       if (match && value !== undefined) metadata[match[1]] = value;
     }
-    return this.jobs.list(principal.tenantId, {
-      after: query.after,
-      limit: query.limit,
-      status: query.status,
-      metadata,
-    });
+    return withEtag(
+      request,
+      reply,
+      await this.jobs.list(principal.tenantId, {
+        after: query.after,
+        limit: query.limit,
+        status: query.status,
+        metadata,
+      }),
+    );
   }
 
   @Get(':id')
-  retrieve(@Principal() principal: AuthenticatedPrincipal, @Param('id') id: string) {
-    return this.jobs.get(principal.tenantId, id);
+  async retrieve(
+    @Principal() principal: AuthenticatedPrincipal,
+    @Param('id') id: string,
+    @Req() request: FastifyRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ) {
+    return withEtag(request, reply, await this.jobs.get(principal.tenantId, id));
   }
 
   @Get(':id/events')
@@ -49,9 +81,30 @@ export class JobsController {
     return this.jobs.events(principal.tenantId, id, after, limit);
   }
 
+  @Get(':id/checkpoints')
+  checkpoints(
+    @Principal() principal: AuthenticatedPrincipal,
+    @Param('id') id: string,
+    @Query('limit') limit?: string,
+  ) {
+    return this.jobs.checkpoints(principal.tenantId, id, limit);
+  }
+
   @Post(':id/cancel')
   @HttpCode(200)
   cancel(@Principal() principal: AuthenticatedPrincipal, @Param('id') id: string) {
     return this.jobs.cancel(principal.tenantId, id);
+  }
+
+  @Post(':id/pause')
+  @HttpCode(200)
+  pause(@Principal() principal: AuthenticatedPrincipal, @Param('id') id: string) {
+    return this.jobs.pause(principal.tenantId, id);
+  }
+
+  @Post(':id/resume')
+  @HttpCode(200)
+  resume(@Principal() principal: AuthenticatedPrincipal, @Param('id') id: string) {
+    return this.jobs.resume(principal.tenantId, id);
   }
 }

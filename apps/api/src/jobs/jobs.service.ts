@@ -13,13 +13,36 @@ import {
   type FineTuningJob,
   type FineTuningJobEvent,
 } from '@lorafleet/contracts';
-import { FilesRepository, JobsRepository, type FileEntity } from '@lorafleet/db';
+import {
+  FilesRepository,
+  JobsRepository,
+  sha256Hex,
+  type FileEntity,
+  type FineTuningJobEntity,
+} from '@lorafleet/db';
 import { randomInt } from 'node:crypto';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
 import { ModelsService } from '../models/models.service';
 import { OutboxRelayService } from './outbox-relay.service';
 import { presentEvent, presentJob } from './job.presenter';
+
+/** JSON with sorted keys, so equal bodies hash equally whatever their key order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  const driverError = (error as { driverError?: { code?: string }; code?: string } | null) ?? {};
+  return (driverError.driverError?.code ?? driverError.code) === '23505';
+}
 
 export interface ListJobsQuery {
   after?: string;
@@ -38,8 +61,38 @@ export class JobsService {
     @Inject(API_ENV) private readonly env: ApiEnv,
   ) {}
 
-  async create(tenantId: string, body: unknown): Promise<FineTuningJob> {
+  /**
+   * Creates a job. With an Idempotency-Key (R2) the same key and body replay the first job
+   * (`replayed: true`), the same key with another body is a 422, and concurrent duplicates
+   * meet at the unique (tenant, key) index so exactly one job is created.
+   */
+  async create(
+    tenantId: string,
+    body: unknown,
+    idempotencyKey?: string,
+  ): Promise<{ job: FineTuningJob; replayed: boolean }> {
     const request = CreateFineTuningJobRequestSchema.parse(body);
+    if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
+      throw new ApiError(
+        'invalid_request',
+        'Idempotency-Key must be 1-255 visible ASCII characters',
+        'Idempotency-Key',
+      );
+    }
+    const requestHash = idempotencyKey ? sha256Hex(canonicalJson(request)) : null;
+    if (idempotencyKey) {
+      const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
+      if (replay) return { job: replay, replayed: true };
+    }
+    if (
+      (await this.jobs.countActiveForTenant(tenantId)) >=
+      this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT
+    ) {
+      throw new ApiError(
+        'rate_limit_exceeded',
+        `This organization already has ${this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT} active fine-tuning jobs; wait for one to finish or cancel one`,
+      );
+    }
     this.models.resolve(request.model, 'model');
     const trainingFile = await this.usableFile(tenantId, request.training_file, 'training_file');
     if (request.validation_file) {
@@ -52,31 +105,114 @@ export class JobsService {
       trainingFile.exampleCount,
     );
     const training = TrainingOptionsSchema.parse(request.training ?? {});
-    const job = await this.jobs.createWithOutbox(
-      {
-        tenantId,
-        model: request.model,
-        trainingFileId: request.training_file,
-        validationFileId: request.validation_file ?? null,
-        suffix: request.suffix ?? null,
-        seed: request.seed ?? randomInt(0, 2_147_483_647),
-        metadata: request.metadata ?? null,
-        hyperparameters,
-        lora: LoraConfigSchema.parse(request.lora ?? {}),
-        training,
-        learningRate:
-          training.learning_rate ??
-          hyperparameters.learning_rate_multiplier * DEFAULT_BASE_LEARNING_RATE,
-        idempotencyKey: null,
-        requestHash: null,
-      },
-      QUEUE_NAMES.fineTune,
-      (jobId): FineTuneJobPayload => ({ schemaVersion: 1, jobId, tenantId }),
-    );
+    let job;
+    try {
+      job = await this.jobs.createWithOutbox(
+        {
+          tenantId,
+          model: request.model,
+          trainingFileId: request.training_file,
+          validationFileId: request.validation_file ?? null,
+          suffix: request.suffix ?? null,
+          seed: request.seed ?? randomInt(0, 2_147_483_647),
+          metadata: request.metadata ?? null,
+          hyperparameters,
+          lora: LoraConfigSchema.parse(request.lora ?? {}),
+          training,
+          learningRate:
+            training.learning_rate ??
+            hyperparameters.learning_rate_multiplier * DEFAULT_BASE_LEARNING_RATE,
+          idempotencyKey: idempotencyKey ?? null,
+          requestHash,
+        },
+        QUEUE_NAMES.fineTune,
+        (jobId): FineTuneJobPayload => ({ schemaVersion: 1, jobId, tenantId }),
+      );
+    } catch (error) {
+      // A concurrent request with the same key won the unique index: replay its job.
+      if (idempotencyKey && isUniqueViolation(error)) {
+        const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
+        if (replay) return { job: replay, replayed: true };
+      }
+      throw error;
+    }
     // The row and outbox entry are committed; enqueue now for low latency. If Redis is down
     // the relay's next pass retries, so the 201 stands either way (R1, R4).
     this.relay.kick();
-    return presentJob(job);
+    return { job: presentJob(job), replayed: false };
+  }
+
+  private async replay(
+    tenantId: string,
+    key: string,
+    requestHash: string,
+  ): Promise<FineTuningJob | null> {
+    const existing = await this.jobs.findByIdempotencyKey(tenantId, key);
+    if (!existing) return null;
+    if (existing.requestHash !== requestHash) {
+      throw new ApiError(
+        'idempotency_mismatch',
+        'This Idempotency-Key was already used with a different request body',
+        'Idempotency-Key',
+      );
+    }
+    return presentJob(existing);
+  }
+
+  async pause(tenantId: string, id: string): Promise<FineTuningJob> {
+    const job = await this.owned(tenantId, id);
+    if (job.status === 'paused') return presentJob(job);
+    if (job.status !== 'running' || !(await this.jobs.requestPause(id))) {
+      throw new ApiError(
+        'invalid_state',
+        `Only running jobs can be paused; job ${id} is ${job.status}`,
+      );
+    }
+    return this.get(tenantId, id);
+  }
+
+  async resume(tenantId: string, id: string): Promise<FineTuningJob> {
+    const job = await this.owned(tenantId, id);
+    const resumed = await this.jobs.requeue(
+      id,
+      { from: ['paused'], message: 'Fine-tuning job resumed' },
+      QUEUE_NAMES.fineTune,
+      { schemaVersion: 1, jobId: id, tenantId },
+    );
+    if (!resumed)
+      throw new ApiError(
+        'invalid_state',
+        `Only paused jobs can be resumed; job ${id} is ${job.status}`,
+      );
+    this.relay.kick();
+    return this.get(tenantId, id);
+  }
+
+  async checkpoints(tenantId: string, id: string, limitText: string | undefined) {
+    const job = await this.owned(tenantId, id);
+    const limit = this.parseLimit(limitText);
+    const rows = await this.jobs.listCheckpoints(id, limit + 1);
+    return {
+      object: 'list' as const,
+      data: rows.slice(0, limit).map((c) => ({
+        id: c.id,
+        object: 'fine_tuning.job.checkpoint' as const,
+        created_at: Math.floor(c.createdAt.getTime() / 1000),
+        fine_tuned_model_checkpoint: `${job.fineTunedModel ?? `ft:${job.model}:${job.tenantId}:${job.suffix ?? ''}:${job.id}`}:ckpt-step-${c.step}`,
+        fine_tuning_job_id: id,
+        step_number: c.step,
+        metrics: c.metrics ?? {},
+        bytes: c.bytes,
+      })),
+      has_more: rows.length > limit,
+    };
+  }
+
+  private async owned(tenantId: string, id: string): Promise<FineTuningJobEntity> {
+    const job = await this.jobs.findForTenant(tenantId, id);
+    if (!job)
+      throw new ApiError('not_found', `No such fine-tuning job: ${id}`, 'fine_tuning_job_id');
+    return job;
   }
 
   async get(tenantId: string, id: string): Promise<FineTuningJob> {

@@ -12,6 +12,17 @@ import { API_ENV } from '../config/api-env.token';
 import { FINE_TUNE_QUEUE } from '../infra/tokens';
 
 /**
+ * Options of every fine-tune delivery. Retries are decided by the worker against Postgres,
+ * not by BullMQ's counter. Finished deliveries are removed at once so the same job id can
+ * be enqueued again after a pause, hand-back or retry.
+ */
+export const BULLMQ_JOB_OPTIONS = {
+  attempts: 1,
+  removeOnComplete: true,
+  removeOnFail: true,
+} as const;
+
+/**
  * Moves committed outbox entries into BullMQ (R1, R3). The BullMQ jobId is the job id, so a
  * relay that crashes between `add` and `markDispatched` and runs again adds nothing new.
  */
@@ -59,11 +70,8 @@ export class OutboxRelayService implements OnApplicationBootstrap, OnApplication
     for (const entry of await this.outbox.pending(100)) {
       try {
         await this.queue.add(FINE_TUNE_JOB_NAME, entry.payload, {
+          ...BULLMQ_JOB_OPTIONS,
           jobId: entry.jobId,
-          // Retries are decided by the worker against Postgres, not by BullMQ's counter.
-          attempts: 1,
-          removeOnComplete: { age: 24 * 3600 },
-          removeOnFail: { age: 7 * 24 * 3600 },
         });
         await this.outbox.markDispatched(entry.id);
       } catch (error) {

@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { ApiEnv } from '@lorafleet/contracts';
 import { ModelNotFoundError, listBaseModels, resolveBaseModel, type BaseModelEntry } from '@lorafleet/data';
+import type { AdapterEntity } from '@lorafleet/db';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
 
@@ -28,6 +29,15 @@ export class ModelsService {
       if (error instanceof ModelNotFoundError) throw new ApiError('model_not_found', error.message, param);
       throw error;
     }
+  }
+
+  presentFineTuned(adapter: AdapterEntity): ModelObject {
+    return {
+      id: adapter.fineTunedModel,
+      object: 'model',
+      created: Math.floor(adapter.createdAt.getTime() / 1000),
+      owned_by: adapter.tenantId,
+    };
   }
 
   present(model: BaseModelEntry): ModelObject {

@@ -19,6 +19,21 @@ export class AdaptersRepository {
     return row ? row.weights : null;
   }
 
+  findByFineTunedModel(tenantId: string, fineTunedModel: string): Promise<AdapterEntity | null> {
+    return this.dataSource.getRepository(AdapterEntity).findOneBy({ tenantId, fineTunedModel });
+  }
+
+  listForTenant(tenantId: string): Promise<AdapterEntity[]> {
+    return this.dataSource
+      .getRepository(AdapterEntity)
+      .find({ where: { tenantId }, order: { createdAt: 'DESC' } });
+  }
+
+  async deleteForTenant(tenantId: string, id: string): Promise<boolean> {
+    const result = await this.dataSource.getRepository(AdapterEntity).delete({ tenantId, id });
+    return (result.affected ?? 0) > 0;
+  }
+
   countForJob(jobId: string): Promise<number> {
     return this.dataSource.getRepository(AdapterEntity).countBy({ jobId });
   }

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import {
   AdapterEntity,
+  CheckpointEntity,
   FineTuningJobEntity,
   JobEventEntity,
   OutboxEntity,
@@ -95,6 +96,19 @@ export interface JobListQuery {
   limit: number;
   status?: JobStatus;
   metadata?: Record<string, string>;
+}
+
+/** TypeORM returns `[rows, affected]` for UPDATE … RETURNING on Postgres, plain rows for SELECT. */
+function returningRows<T>(result: unknown): T[] {
+  if (
+    Array.isArray(result) &&
+    result.length === 2 &&
+    Array.isArray(result[0]) &&
+    typeof result[1] === 'number'
+  ) {
+    return result[0] as T[];
+  }
+  return result as T[];
 }
 
 /**
@@ -223,7 +237,7 @@ export class JobsRepository {
   ): Promise<ClaimedAttempt | null> {
     const leaseToken = randomUUID();
     const claimed = await this.dataSource.transaction(async (manager) => {
-      const rows = await manager.query<{ attempt: number }[]>(
+      const result = await manager.query<unknown>(
         `UPDATE fine_tuning_jobs
             SET status = 'running', attempt = attempt + 1, lease_token = $2, worker_id = $3,
                 backend = $4, started_at = COALESCE(started_at, now()), updated_at = now()
@@ -231,8 +245,7 @@ export class JobsRepository {
           RETURNING attempt`,
         [jobId, leaseToken, workerId, backend],
       );
-      // node-postgres returns [rows, count] for UPDATE … RETURNING through TypeORM.
-      const updated = (Array.isArray(rows[0]) ? rows[0] : rows) as { attempt: number }[];
+      const updated = returningRows<{ attempt: number }>(result);
       if (updated.length === 0) return null;
       const attempt = updated[0].attempt;
       await this.insertEvent(manager, jobId, {
@@ -339,6 +352,100 @@ export class JobsRepository {
       });
       return manager.findOneByOrFail(AdapterEntity, { id: adapterId });
     });
+  }
+
+  /**
+   * Moves a job back to `queued` and writes a new outbox entry in the same transaction, so
+   * the relay delivers it again (resume, hand-back, retry). Fenced when `leaseToken` is set.
+   */
+  async requeue(
+    jobId: string,
+    request: {
+      from: readonly JobStatus[];
+      message: string;
+      leaseToken?: string;
+      eventData?: JsonObject;
+    },
+    queue: string,
+    payload: JsonObject,
+  ): Promise<boolean> {
+    for (const from of request.from) {
+      if (!isLegalJobTransition(from, 'queued'))
+        throw new Error(`illegal job transition ${from} → queued`);
+    }
+    return this.dataSource.transaction(async (manager) => {
+      const params: unknown[] = [jobId, request.from];
+      let fence = '';
+      if (request.leaseToken) {
+        params.push(request.leaseToken);
+        fence = ' AND lease_token = $3';
+      }
+      const result = await manager.query<unknown>(
+        `UPDATE fine_tuning_jobs j SET status = 'queued', lease_token = NULL, worker_id = NULL,
+                pause_requested_at = NULL, updated_at = now()
+           FROM (SELECT id, status FROM fine_tuning_jobs WHERE id = $1 FOR UPDATE) prev
+          WHERE j.id = prev.id AND j.status = ANY($2)${fence}
+          RETURNING prev.status`,
+        params,
+      );
+      const updated = returningRows<{ status: JobStatus }>(result);
+      if (updated.length === 0) return false;
+      await this.insertEvent(manager, jobId, {
+        type: 'status',
+        message: request.message,
+        data: { ...request.eventData, status: 'queued', from: updated[0].status },
+      });
+      await manager.insert(OutboxEntity, { jobId, queue, payload });
+      return true;
+    });
+  }
+
+  /** Asks the running attempt to checkpoint and stop; the worker completes the pause. */
+  async requestPause(jobId: string): Promise<boolean> {
+    const result = await this.dataSource
+      .createQueryBuilder()
+      .update(FineTuningJobEntity)
+      .set({ pauseRequestedAt: () => 'now()' })
+      .where("id = :jobId AND status = 'running'", { jobId })
+      .execute();
+    return (result.affected ?? 0) > 0;
+  }
+
+  /** Jobs that hold or wait for a worker slot (quota R21). */
+  countActiveForTenant(tenantId: string): Promise<number> {
+    return this.dataSource
+      .getRepository(FineTuningJobEntity)
+      .createQueryBuilder('j')
+      .where(
+        "j.tenant_id = :tenantId AND j.status IN ('validating_files', 'queued', 'running', 'paused')",
+        {
+          tenantId,
+        },
+      )
+      .getCount();
+  }
+
+  /**
+   * Queued jobs with no undispatched outbox entry, oldest first: candidates for the
+   * reconciler to check against BullMQ (R1).
+   */
+  async queuedWithoutPendingOutbox(olderThanMs: number, limit: number): Promise<string[]> {
+    const rows = await this.dataSource.query<{ id: string }[]>(
+      `SELECT j.id FROM fine_tuning_jobs j
+        WHERE j.status = 'queued'
+          AND j.updated_at < now() - ($1::double precision * interval '1 millisecond')
+          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.dispatched_at IS NULL)
+        ORDER BY j.updated_at ASC
+        LIMIT $2`,
+      [olderThanMs, limit],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  listCheckpoints(jobId: string, limit: number): Promise<CheckpointEntity[]> {
+    return this.dataSource
+      .getRepository(CheckpointEntity)
+      .find({ where: { jobId }, order: { step: 'DESC', createdAt: 'DESC' }, take: limit });
   }
 
   private async insertEvent(

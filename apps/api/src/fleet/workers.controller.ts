@@ -1,0 +1,53 @@
+import { Controller, Get, Inject, UseGuards } from '@nestjs/common';
+import { WorkersRepository } from '@lorafleet/db';
+import type { Queue } from 'bullmq';
+import { AdminGuard } from '../auth/admin.guard';
+import { ApiKeyGuard } from '../auth/api-key.guard';
+import { FINE_TUNE_QUEUE } from '../infra/tokens';
+
+/** The GPU fleet (DESIGN §4 Fleet): workers with their heartbeat, and queue depth per state. */
+@Controller('v1/workers')
+@UseGuards(ApiKeyGuard, AdminGuard)
+export class WorkersController {
+  constructor(
+    private readonly workers: WorkersRepository,
+    @Inject(FINE_TUNE_QUEUE) private readonly queue: Queue,
+  ) {}
+
+  @Get()
+  async list() {
+    const now = Date.now();
+    const workers = await this.workers.list();
+    let queue: Record<string, number> | null = null;
+    try {
+      queue = await this.queue.getJobCounts(
+        'waiting',
+        'active',
+        'delayed',
+        'prioritized',
+        'completed',
+        'failed',
+      );
+    } catch {
+      queue = null; // Redis down: the fleet view still answers from Postgres.
+    }
+    return {
+      object: 'list',
+      data: workers.map((w) => ({
+        id: w.id,
+        object: 'worker',
+        host: w.host,
+        pid: w.pid,
+        backend: w.backend,
+        device: w.device,
+        status: w.status,
+        current_job: w.currentJobId,
+        versions: w.versions,
+        started_at: Math.floor(w.startedAt.getTime() / 1000),
+        last_heartbeat_at: Math.floor(w.lastHeartbeatAt.getTime() / 1000),
+        heartbeat_age_seconds: Math.round((now - w.lastHeartbeatAt.getTime()) / 100) / 10,
+      })),
+      queue,
+    };
+  }
+}

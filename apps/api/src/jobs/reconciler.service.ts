@@ -1,0 +1,71 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
+import { FINE_TUNE_JOB_NAME, type ApiEnv, type FineTuneJobPayload } from '@lorafleet/contracts';
+import { JobsRepository } from '@lorafleet/db';
+import type { Queue } from 'bullmq';
+import { API_ENV } from '../config/api-env.token';
+import { FINE_TUNE_QUEUE } from '../infra/tokens';
+import { BULLMQ_JOB_OPTIONS } from './outbox-relay.service';
+
+/**
+ * Rebuilds the queue from Postgres (R1): any job that Postgres says is `queued`, whose
+ * outbox entry was dispatched, but which BullMQ no longer holds as waiting, delayed or
+ * active (Redis lost its data, or a finished delivery still occupies the id) is enqueued again.
+ */
+@Injectable()
+export class ReconcilerService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('Reconciler');
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+
+  constructor(
+    private readonly jobs: JobsRepository,
+    @Inject(FINE_TUNE_QUEUE) private readonly queue: Queue,
+    @Inject(API_ENV) private readonly env: ApiEnv,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    this.timer = setInterval(() => void this.reconcile(), this.env.LORAFLEET_RECONCILE_MS);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One pass; returns how many jobs it re-enqueued. Overlapping calls share one pass. */
+  reconcile(): Promise<number> {
+    this.running ??= this.pass()
+      .catch((error: unknown) => {
+        this.logger.warn(`reconcile pass failed: ${String(error)}`);
+        return 0;
+      })
+      .finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass(): Promise<number> {
+    // Give the relay a grace period before second-guessing a fresh job.
+    const grace = Math.min(this.env.LORAFLEET_RECONCILE_MS, 5000);
+    let repaired = 0;
+    for (const jobId of await this.jobs.queuedWithoutPendingOutbox(grace, 500)) {
+      const existing = await this.queue.getJob(jobId);
+      const state = existing ? await existing.getState() : 'unknown';
+      if (['waiting', 'delayed', 'active', 'prioritized', 'waiting-children'].includes(state))
+        continue;
+      if (existing) await existing.remove();
+      const job = await this.jobs.findById(jobId);
+      if (job?.status !== 'queued') continue;
+      const payload: FineTuneJobPayload = { schemaVersion: 1, jobId, tenantId: job.tenantId };
+      await this.queue.add(FINE_TUNE_JOB_NAME, payload, { ...BULLMQ_JOB_OPTIONS, jobId });
+      repaired++;
+      this.logger.warn(`re-enqueued job ${jobId} (BullMQ state was ${state})`);
+    }
+    return repaired;
+  }
+}
