@@ -106,7 +106,7 @@ describe('walking skeleton: REST → queue → worker → adapter', () => {
       { prompt: 'Say hi: ', completion: 'hi' },
       { prompt: 'Say yes: ', completion: 'yes' },
       { prompt: 'Say no: ', completion: 'no' },
-      { messages: [{ role: 'user', content: 'Say ok' }, { role: 'assistant', content: 'ok' }] },
+      { prompt: 'Say ok: ', completion: 'ok' },
     ];
     const jsonl = lines.map((line) => JSON.stringify(line)).join('\n') + '\n';
     const form = new FormData();

@@ -1,4 +1,14 @@
-import { Controller, Delete, Get, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
+import {
+  Controller,
+  Delete,
+  Get,
+  HttpCode,
+  Param,
+  Post,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
 import type { FileObject } from '@lorafleet/contracts';
 import type { AuthenticatedPrincipal } from '@lorafleet/db';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -14,7 +24,9 @@ export class FilesController {
   constructor(private readonly files: FilesService) {}
 
   /** multipart/form-data with `file` and `purpose=fine-tune` (the openai client's shape). */
+  // OpenAI answers an upload with 200, not 201; the official client does not care, curl users might.
   @Post()
+  @HttpCode(200)
   async upload(
     @Principal() principal: AuthenticatedPrincipal,
     @Req() request: FastifyRequest,

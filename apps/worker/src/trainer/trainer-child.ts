@@ -9,14 +9,15 @@ import {
   preflightSummary,
   tokenizeExample,
   DatasetValidationError,
+  type TrainingBatch,
 } from '@lorafleet/data';
 import {
   addLoraAdapter,
+  defaultTargetModules,
   exportPeftAdapter,
   loadCausalLM,
   selectBackend,
   trainLora,
-  type TrainBatch,
 } from '@lorafleet/lora-core';
 import type { ChildToParent, ParentToChild, TrainerSpec } from './trainer-protocol';
 
@@ -60,7 +61,7 @@ async function run(spec: TrainerSpec): Promise<void> {
   const tokenized = examples.map((example) =>
     tokenizeExample(example, tokenizer, { maxSeqLength }),
   );
-  const batches: TrainBatch[] = [];
+  const batches: TrainingBatch[] = [];
   for (let i = 0; i < tokenized.length; i += batchSize) {
     batches.push(
       buildBatch(tokenized.slice(i, i + batchSize), { padTokenId: tokenizer.padTokenId }),
@@ -75,7 +76,7 @@ async function run(spec: TrainerSpec): Promise<void> {
       r: spec.lora.r,
       alpha: spec.lora.alpha,
       dropout: spec.lora.dropout,
-      targetModules: spec.lora.target_modules ?? defaultTargets(model.config.modelType),
+      targetModules: spec.lora.target_modules ?? defaultTargetModules(model.config.modelType),
       useRslora: spec.lora.use_rslora,
     },
     spec.seed,
@@ -109,10 +110,6 @@ async function run(spec: TrainerSpec): Promise<void> {
       backend,
     },
   });
-}
-
-function defaultTargets(modelType: string): string[] {
-  return modelType === 'llama' ? ['q_proj', 'v_proj'] : ['c_attn'];
 }
 
 process.on('message', (message: ParentToChild) => {

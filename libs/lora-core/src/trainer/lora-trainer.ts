@@ -1,16 +1,7 @@
+import type { TrainingBatch } from '@lorafleet/data';
 import * as tf from '@tensorflow/tfjs';
-import type { CausalLM } from '../models';
-
-/**
- * One padded batch. `lossMask[b][t] = 1` marks token t as a training target, predicted from
- * positions < t (so the first column is never a target). Prompt and padding tokens are 0:
- * the loss covers completion tokens only (LoRA paper §4 objective).
- */
-export interface TrainBatch {
-  inputIds: number[][];
-  attentionMask: number[][];
-  lossMask: number[][];
-}
+import type { CausalLM } from '../models/causal-lm.model';
+import { causalLmLoss } from '../train/causal-lm.loss';
 
 export interface TrainStepReport {
   step: number;
@@ -24,7 +15,7 @@ export interface TrainStepReport {
 
 export interface LoraTrainOptions {
   /** Batches of one epoch, in order; the loop cycles through them. */
-  batches: TrainBatch[];
+  batches: TrainingBatch[];
   totalSteps: number;
   learningRate: number;
   onStep?: (report: TrainStepReport) => void | Promise<void>;
@@ -40,27 +31,10 @@ export interface LoraTrainResult {
 }
 
 /**
- * Mean next-token cross-entropy over target positions.
- * logits [B, T, V], inputIds [B, T] int32, lossMask [B, T] float32 → scalar.
- */
-export function maskedCausalLmLoss(
-  logits: tf.Tensor3D,
-  inputIds: tf.Tensor2D,
-  lossMask: tf.Tensor2D,
-): tf.Scalar {
-  return tf.tidy(() => {
-    const [batch, time, vocab] = logits.shape;
-    const predictions = logits.slice([0, 0, 0], [batch, time - 1, vocab]); // [B, T-1, V]
-    const targets = inputIds.slice([0, 1], [batch, time - 1]); // [B, T-1]
-    const weights = lossMask.slice([0, 1], [batch, time - 1]); // [B, T-1]
-    const logProbs = tf.logSoftmax(predictions); // [B, T-1, V]
-    const picked = tf.sum(tf.mul(logProbs, tf.oneHot(targets, vocab)), -1); // [B, T-1]
-    const totalWeight = tf.maximum(tf.sum(weights), tf.scalar(1)); // []
-    return tf.div(tf.neg(tf.sum(tf.mul(picked, weights))), totalWeight) as tf.Scalar;
-  });
-}
-
-/**
+ * Batches use libs/data's convention: `lossMask[b][t] = 1` marks token t as a target,
+ * predicted from position t-1; prompt and padding tokens are 0, so the loss covers
+ * completion tokens only (LoRA paper's conditional LM objective).
+ *
  * A plain LoRA training loop: Adam on the model's trainable variables only (the LoRA A/B
  * matrices in LoRA mode), one batch per step, yielding to the event loop after each step so
  * the caller's IPC and cancellation stay responsive.
@@ -87,7 +61,7 @@ export async function trainLora(
       const lossMask = tf.tensor2d(batch.lossMask, undefined, 'float32'); // [B, T]
       try {
         const loss = optimizer.minimize(
-          () => maskedCausalLmLoss(model.forward(ids, attention), ids, lossMask),
+          () => causalLmLoss(model.forward(ids, attention, { training: true }), ids, lossMask),
           true,
           variables,
         );

@@ -1,0 +1,98 @@
+/**
+ * LORAFLEET_BACKEND → an initialised tfjs backend (DESIGN §7, R17). `auto` walks
+ * tfjs-node-gpu → tfjs-node → wasm → cpu and takes the first that loads. Any explicit choice
+ * that cannot load fails with an error naming what is missing; a GPU request never falls
+ * back to the CPU silently.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { BackendError, initBackend } from './backend.registry';
+
+export const REQUESTED_BACKENDS = [
+  'auto',
+  'gpu',
+  'tensorflow',
+  'webgpu',
+  'wasm-blas',
+  'wasm',
+  'cpu-blas',
+  'cpu',
+] as const;
+export type RequestedBackend = (typeof REQUESTED_BACKENDS)[number];
+
+interface TfjsNodeModule {
+  getBackend?: () => string;
+}
+
+/** Loads a tfjs-node package by name; undefined when it is not installed or fails to load. */
+function tryRequire(packageName: string): { module?: TfjsNodeModule; error?: string } {
+  try {
+    return { module: require(packageName) as TfjsNodeModule };
+  } catch (error) {
+    return { error: (error as Error).message.split('\n')[0] };
+  }
+}
+
+async function useTensorflowBinding(packageName: string, wantGpu: boolean): Promise<string> {
+  const loaded = tryRequire(packageName);
+  if (!loaded.module) {
+    throw new BackendError(
+      `${packageName} is not installed or failed to load (${loaded.error}). It downloads libtensorflow at ` +
+        `install time; install it on a machine with network access (see docs/operations.md).`,
+    );
+  }
+  if (!(await tf.setBackend('tensorflow'))) {
+    throw new BackendError(`${packageName} loaded but the "tensorflow" backend did not initialise`);
+  }
+  await tf.ready();
+  if (wantGpu) {
+    const usingGpu = (tf.backend() as unknown as { isUsingGpuDevice?: boolean }).isUsingGpuDevice;
+    if (!usingGpu) {
+      throw new BackendError(
+        `${packageName} loaded but TensorFlow found no usable GPU (check CUDA 11.2/cuDNN 8.1 and NVIDIA_VISIBLE_DEVICES)`,
+      );
+    }
+    return 'tensorflow-gpu';
+  }
+  return 'tensorflow';
+}
+
+export async function selectBackend(requested: string): Promise<string> {
+  if (!(REQUESTED_BACKENDS as readonly string[]).includes(requested)) {
+    throw new BackendError(
+      `unknown backend "${requested}"; choose one of ${REQUESTED_BACKENDS.join(', ')}`,
+    );
+  }
+  switch (requested as RequestedBackend) {
+    case 'gpu':
+      return useTensorflowBinding('@tensorflow/tfjs-node-gpu', true);
+    case 'tensorflow':
+      return useTensorflowBinding('@tensorflow/tfjs-node', false);
+    case 'webgpu':
+    case 'wasm-blas':
+    case 'cpu-blas':
+      throw new BackendError(
+        `backend "${requested}" is not available in this build yet (fast-backends issue)`,
+      );
+    case 'wasm':
+      return initBackend('wasm');
+    case 'cpu':
+      return initBackend('cpu');
+    case 'auto': {
+      for (const [packageName, gpu] of [
+        ['@tensorflow/tfjs-node-gpu', true],
+        ['@tensorflow/tfjs-node', false],
+      ] as const) {
+        try {
+          return await useTensorflowBinding(packageName, gpu);
+        } catch {
+          // Not installed here; try the next one.
+        }
+      }
+      try {
+        return await initBackend('wasm');
+      } catch {
+        return initBackend('cpu');
+      }
+    }
+  }
+}
