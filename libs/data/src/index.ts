@@ -1,1 +1,10 @@
-export {};
+export * from './training-example.types';
+export * from './jsonl.validator';
+export * from './text-tokenizer';
+export * from './byte-level-bpe.builder';
+export * from './chat-template.renderer';
+export * from './example.tokenizer';
+export * from './batch.builder';
+export * from './preflight.summary';
+export * from './token-count.estimator';
+export * from './models/model-registry';

@@ -1,0 +1,236 @@
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { apiEnvShape, parseEnv, type ApiEnv } from '@lorafleet/contracts';
+import {
+  TenantsRepository,
+  createDataSource,
+  createScratchDatabase,
+  runMigrations,
+  type ScratchDatabase,
+} from '@lorafleet/db';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket, connect } from 'node:net';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import type { DataSource } from 'typeorm';
+import { createApiApp } from '../src/bootstrap';
+
+export const MODELS_DIR = path.resolve(__dirname, '../../../models');
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** A private redis-server this test may stop and restart (never the shared one). */
+export class PrivateRedis {
+  private process: ChildProcess | undefined;
+  constructor(readonly port: number) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    this.process = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--maxmemory-policy',
+        'noeviction',
+      ],
+      { stdio: 'ignore' },
+    );
+    await until('private redis', async () => {
+      const client = new Redis(this.url, {
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      try {
+        await client.connect();
+        return (await client.ping()) === 'PONG' ? true : undefined;
+      } finally {
+        client.disconnect();
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    const child = this.process;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** A TCP proxy in front of Postgres, so a test can cut the API off from the database. */
+export class TcpProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  constructor(
+    readonly port: number,
+    private readonly targetPort: number,
+  ) {}
+
+  async start(): Promise<void> {
+    this.server = createServer((client) => {
+      const upstream = connect(this.targetPort, '127.0.0.1');
+      this.sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
+    await new Promise<void>((resolve) =>
+      this.server ? this.server.close(() => resolve()) : resolve(),
+    );
+    this.server = undefined;
+  }
+}
+
+export interface ApiHarness {
+  app: NestFastifyApplication;
+  baseUrl: string;
+  env: ApiEnv;
+  dataSource: DataSource;
+  scratch: ScratchDatabase;
+  tenants: TenantsRepository;
+  close(): Promise<void>;
+}
+
+/** The real API in-process on a scratch database and its own BullMQ prefix. */
+export async function startApi(overrides: Record<string, string> = {}): Promise<ApiHarness> {
+  const scratch = await createScratchDatabase('lorafleet_api');
+  const dataSource = createDataSource({ url: scratch.url });
+  await dataSource.initialize();
+  await runMigrations(dataSource);
+  const env = parseEnv(apiEnvShape, {
+    DATABASE_URL: scratch.url,
+    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    LORAFLEET_MODELS_DIR: MODELS_DIR,
+    LORAFLEET_QUEUE_PREFIX: `lf-api-${randomBytes(4).toString('hex')}`,
+    LORAFLEET_MIN_EXAMPLES: '2',
+    LORAFLEET_OUTBOX_POLL_MS: '100',
+    LORAFLEET_LOG_LEVEL: 'error',
+    ...overrides,
+  });
+  const app = await createApiApp(env);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.getHttpServer().address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    app,
+    baseUrl: `http://127.0.0.1:${port}`,
+    env,
+    dataSource,
+    scratch,
+    tenants: new TenantsRepository(dataSource),
+    async close() {
+      await app.close();
+      const redis = new Redis(env.REDIS_URL, {
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      await redis
+        .keys(`${env.LORAFLEET_QUEUE_PREFIX}:*`)
+        .then((keys) => (keys.length ? redis.del(...keys) : 0))
+        .catch(() => 0);
+      redis.disconnect();
+      await dataSource.destroy();
+      await scratch.drop();
+    },
+  };
+}
+
+export class Client {
+  constructor(
+    private readonly baseUrl: string,
+    readonly apiKey: string,
+  ) {}
+
+  async request(
+    method: string,
+    route: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: any; headers: Headers }> {
+    const response = await fetch(`${this.baseUrl}${route}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.apiKey}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      // binary or plain text body
+    }
+    return { status: response.status, body: parsed, headers: response.headers };
+  }
+
+  async upload(content: string | Uint8Array, filename = 'train.jsonl', purpose = 'fine-tune') {
+    const form = new FormData();
+    form.append('purpose', purpose);
+    form.append('file', new Blob([content]), filename);
+    const response = await fetch(`${this.baseUrl}/v1/files`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.apiKey}` },
+      body: form,
+    });
+    return { status: response.status, body: (await response.json()) as any };
+  }
+}
+
+export const GOOD_JSONL =
+  [
+    { prompt: 'Say hi: ', completion: 'hi' },
+    { prompt: 'Say yes: ', completion: 'yes' },
+    { prompt: 'Say no: ', completion: 'no' },
+  ]
+    .map((line) => JSON.stringify(line))
+    .join('\n') + '\n';

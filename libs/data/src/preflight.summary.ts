@@ -1,0 +1,96 @@
+import { encodeExample } from './example.tokenizer';
+import type { TextTokenizer } from './text-tokenizer';
+import type { TrainingExample } from './training-example.types';
+
+export interface PreflightOptions {
+  maxSeqLength: number;
+  /** Examples per micro-batch. */
+  batchSize: number;
+  epochs: number;
+  /** Micro-batches per optimizer step. Default 1. */
+  gradientAccumulationSteps?: number;
+}
+
+/** The pre-flight event's numbers (DESIGN §6), computed before any training. */
+export interface PreflightSummary {
+  examples: number;
+  /** Tokens in one epoch after truncation (what the model reads; padding excluded). */
+  tokens: number;
+  /** Loss targets in one epoch after truncation (completion and assistant tokens). */
+  trainableTokens: number;
+  /** Examples longer than `maxSeqLength`, whose tails are cut. */
+  truncatedExamples: number;
+  /** Examples left with no target at all after truncation; they train nothing. */
+  examplesWithoutTrainableTokens: number;
+  /** The longest example before truncation, to help choose `maxSeqLength`. */
+  longestExampleTokens: number;
+  stepsPerEpoch: number;
+  totalSteps: number;
+}
+
+/**
+ * Optimizer steps in one epoch: ceil(examples / batchSize) micro-batches (the last may be
+ * short), grouped by `gradientAccumulationSteps`, with a final partial group still making a step
+ * so every example is trained on. The trainer must count steps with this same function.
+ */
+export function computeStepsPerEpoch(
+  examples: number,
+  batchSize: number,
+  gradientAccumulationSteps = 1,
+): number {
+  requirePositiveInteger('batchSize', batchSize);
+  requirePositiveInteger('gradientAccumulationSteps', gradientAccumulationSteps);
+  if (!Number.isInteger(examples) || examples < 0) {
+    throw new RangeError(`examples must be a non-negative integer, got ${examples}`);
+  }
+  return Math.ceil(Math.ceil(examples / batchSize) / gradientAccumulationSteps);
+}
+
+/** Tokenizes every example once and reports what a run with these settings will do. */
+export function preflightSummary(
+  examples: readonly TrainingExample[],
+  tokenizer: TextTokenizer,
+  options: PreflightOptions,
+): PreflightSummary {
+  requirePositiveInteger('maxSeqLength', options.maxSeqLength);
+  requirePositiveInteger('epochs', options.epochs);
+  const stepsPerEpoch = computeStepsPerEpoch(
+    examples.length,
+    options.batchSize,
+    options.gradientAccumulationSteps ?? 1,
+  );
+  const summary: PreflightSummary = {
+    examples: examples.length,
+    tokens: 0,
+    trainableTokens: 0,
+    truncatedExamples: 0,
+    examplesWithoutTrainableTokens: 0,
+    longestExampleTokens: 0,
+    stepsPerEpoch,
+    totalSteps: stepsPerEpoch * options.epochs,
+  };
+  examples.forEach((example, index) => {
+    let encoded: { inputIds: number[]; lossMask: number[] };
+    try {
+      encoded = encodeExample(example, tokenizer);
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new Error(`example ${index + 1}: ${detail}`, { cause: error });
+    }
+    const kept = Math.min(encoded.inputIds.length, options.maxSeqLength);
+    let targets = 0;
+    for (let t = 0; t < kept; t += 1) targets += encoded.lossMask[t];
+    summary.tokens += kept;
+    summary.trainableTokens += targets;
+    if (encoded.inputIds.length > options.maxSeqLength) summary.truncatedExamples += 1;
+    if (targets === 0) summary.examplesWithoutTrainableTokens += 1;
+    summary.longestExampleTokens = Math.max(summary.longestExampleTokens, encoded.inputIds.length);
+  });
+  return summary;
+}
+
+function requirePositiveInteger(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  }
+}
