@@ -98,6 +98,17 @@ export const workerEnvShape = {
   LORAFLEET_STALLED_MS: intFromEnv(100, 3_600_000).default(30_000),
   LORAFLEET_MAX_ATTEMPTS: intFromEnv(1, 100).default(3),
   LORAFLEET_HEARTBEAT_MS: intFromEnv(100, 600_000).default(5000),
+  /** A trainer silent for this long is presumed hung and killed (R10). */
+  LORAFLEET_WATCHDOG_MS: intFromEnv(1000, 86_400_000).default(600_000),
+  /** On SIGTERM: time to checkpoint and hand the job back before exiting (R12). */
+  LORAFLEET_SHUTDOWN_GRACE_MS: intFromEnv(100, 3_600_000).default(60_000),
+  LORAFLEET_CHECKPOINT_EVERY_STEPS: intFromEnv(1, 1_000_000).default(50),
+  LORAFLEET_CHECKPOINT_EVERY_SECONDS: intFromEnv(1, 86_400).default(300),
+  LORAFLEET_CHECKPOINT_KEEP: intFromEnv(1, 1000).default(3),
+  /** First retry delay; doubles per failure (R13). */
+  LORAFLEET_RETRY_BACKOFF_MS: intFromEnv(0, 3_600_000).default(5000),
+  /** How often a running attempt re-reads its job row for cancel, pause and lease loss. */
+  LORAFLEET_CONTROL_POLL_MS: intFromEnv(100, 60_000).default(1000),
   LORAFLEET_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
 };
 export type WorkerEnv = z.infer<z.ZodObject<typeof workerEnvShape>>;

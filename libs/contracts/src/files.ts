@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
-export const FILE_PURPOSES = ['fine-tune'] as const;
+/** `fine-tune` for uploads; `fine-tune-results` for the step-metrics CSV a job produces. */
+export const FILE_PURPOSES = ['fine-tune', 'fine-tune-results'] as const;
 export const FilePurposeSchema = z.enum(FILE_PURPOSES);
 
 /** `uploaded` → `processed` after validation, or `error` with `status_details`. */

@@ -24,7 +24,10 @@ describe('libs/db against a real Postgres', () => {
     scratch = await createScratchDatabase('lorafleet_db_spec');
     ds = createDataSource({ url: scratch.url });
     await ds.initialize();
-    expect(await runMigrations(ds)).toEqual(['InitialSchema1795943627789']);
+    expect(await runMigrations(ds)).toEqual([
+      'InitialSchema1795943627789',
+      'WorkerResults1795945892651',
+    ]);
     jobs = new JobsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;
     const file = await new FilesRepository(ds).create({

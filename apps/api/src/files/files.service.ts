@@ -82,7 +82,7 @@ export class FilesService {
       bytes: file.bytes,
       created_at: Math.floor(file.createdAt.getTime() / 1000),
       filename: file.filename,
-      purpose: 'fine-tune',
+      purpose: file.purpose === 'fine-tune-results' ? 'fine-tune-results' : 'fine-tune',
       status: file.status,
       status_details: file.statusDetails,
     };

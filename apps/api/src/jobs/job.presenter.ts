@@ -24,7 +24,7 @@ export function presentJob(job: FineTuningJobEntity): FineTuningJob {
     seed: job.seed,
     metadata: job.metadata,
     estimated_finish: seconds(job.estimatedFinish),
-    result_files: [],
+    result_files: job.resultFiles,
     progress: {
       step: job.progressStep,
       total_steps: total,

@@ -72,6 +72,7 @@ export class OutboxRelayService implements OnApplicationBootstrap, OnApplication
         await this.queue.add(FINE_TUNE_JOB_NAME, entry.payload, {
           ...BULLMQ_JOB_OPTIONS,
           jobId: entry.jobId,
+          ...(entry.delayMs > 0 ? { delay: entry.delayMs } : {}),
         });
         await this.outbox.markDispatched(entry.id);
       } catch (error) {

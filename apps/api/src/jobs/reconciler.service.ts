@@ -5,7 +5,12 @@ import {
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
-import { FINE_TUNE_JOB_NAME, type ApiEnv, type FineTuneJobPayload } from '@lorafleet/contracts';
+import {
+  FINE_TUNE_JOB_NAME,
+  QUEUE_NAMES,
+  type ApiEnv,
+  type FineTuneJobPayload,
+} from '@lorafleet/contracts';
 import { JobsRepository } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import { API_ENV } from '../config/api-env.token';
@@ -66,6 +71,48 @@ export class ReconcilerService implements OnApplicationBootstrap, OnApplicationS
       repaired++;
       this.logger.warn(`re-enqueued job ${jobId} (BullMQ state was ${state})`);
     }
+    repaired += await this.recoverOrphanedRunning();
     return repaired;
+  }
+
+  /**
+   * A `running` job that BullMQ no longer holds as active has no live attempt anywhere (Redis
+   * lost it, or its worker and the delivery both vanished): hand it back so it resumes from
+   * its last checkpoint (R24). A live attempt would still be active in BullMQ.
+   */
+  private async recoverOrphanedRunning(): Promise<number> {
+    let recovered = 0;
+    for (const jobId of await this.jobs.staleRunning(this.env.LORAFLEET_RECONCILE_MS * 2, 100)) {
+      const existing = await this.queue.getJob(jobId);
+      const state = existing ? await existing.getState() : 'unknown';
+      if (
+        state === 'active' ||
+        state === 'waiting' ||
+        state === 'delayed' ||
+        state === 'prioritized'
+      )
+        continue;
+      if (existing) await existing.remove();
+      const job = await this.jobs.findById(jobId);
+      if (!job) continue;
+      const requeued = await this.jobs.requeue(
+        jobId,
+        {
+          from: ['running'],
+          message:
+            'No worker holds this running job any more; re-queued to resume from its last checkpoint',
+          leaseToken: job.leaseToken ?? undefined,
+          countFailure: true,
+          eventData: { reason: 'orphaned' },
+        },
+        QUEUE_NAMES.fineTune,
+        { schemaVersion: 1, jobId, tenantId: job.tenantId },
+      );
+      if (requeued) {
+        recovered++;
+        this.logger.warn(`re-queued orphaned running job ${jobId} (BullMQ state was ${state})`);
+      }
+    }
+    return recovered;
   }
 }

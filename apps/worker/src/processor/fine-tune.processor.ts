@@ -1,5 +1,10 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { FineTuneJobPayloadSchema, fineTunedModelName, type WorkerEnv } from '@lorafleet/contracts';
+import {
+  FineTuneJobPayloadSchema,
+  QUEUE_NAMES,
+  fineTunedModelName,
+  type WorkerEnv,
+} from '@lorafleet/contracts';
 import { ModelNotFoundError, resolveBaseModel } from '@lorafleet/data';
 import {
   FilesRepository,
@@ -9,19 +14,34 @@ import {
 } from '@lorafleet/db';
 import { UnrecoverableError, type Job } from 'bullmq';
 import { WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from '../tokens';
-import { TrainerFailedError, TrainerProcess } from '../trainer/trainer-process';
-import type { TrainerSpec } from '../trainer/trainer-protocol';
+import {
+  TrainerFailedError,
+  TrainerKilledError,
+  TrainerProcess,
+  TrainerStoppedError,
+} from '../trainer/trainer-process';
+import type { StopReason, TrainerResult, TrainerSpec } from '../trainer/trainer-protocol';
+import { retryWhileDatabaseDown } from './db-retry';
 
-/** How often a running attempt re-reads its job row to notice cancel or a lost lease. */
-const CONTROL_POLL_MS = 1000;
+/** Bad input: retrying cannot help (R13). */
+class InvalidJobInputError extends Error {}
+
+interface ActiveAttempt {
+  jobId: string;
+  trainer: TrainerProcess;
+  stopping: StopReason | null;
+}
 
 /**
  * Handles one BullMQ delivery of a fine-tune job: claims an attempt in Postgres (fresh lease
- * token), trains in a child process, and stores the adapter with fenced writes (R7).
+ * token), trains in a child process, and stores checkpoints and the adapter with fenced
+ * writes (R7). Failures are retried by re-queueing through the outbox, with backoff, up to
+ * LORAFLEET_MAX_ATTEMPTS (R13); cancel, pause and shutdown stop the trainer (R11, R12).
  */
 @Injectable()
 export class FineTuneProcessor {
   private readonly logger = new Logger('FineTuneProcessor');
+  private readonly active = new Map<string, ActiveAttempt>();
 
   constructor(
     private readonly jobs: JobsRepository,
@@ -31,109 +51,332 @@ export class FineTuneProcessor {
     @Inject(WORKER_IDENTITY) private readonly identity: WorkerIdentity,
   ) {}
 
+  get activeJobIds(): string[] {
+    return [...this.active.keys()];
+  }
+
   async process(delivery: Job): Promise<void> {
     const parsed = FineTuneJobPayloadSchema.safeParse(delivery.data);
     if (!parsed.success) {
       throw new UnrecoverableError(`malformed fine-tune payload: ${parsed.error.message}`);
     }
     const { jobId } = parsed.data;
+    // A running job is delivered again only after its holder stopped renewing the BullMQ
+    // lock, so take it over (the old lease is revoked by the new token).
     const claimed = await this.jobs.claimAttempt(
       jobId,
       this.identity.id,
       this.env.LORAFLEET_BACKEND,
+      {
+        takeover: true,
+      },
     );
     if (!claimed) {
-      // Cancelled, finished, or already running elsewhere: Postgres says there is nothing to do.
-      this.logger.log(`job ${jobId} is not queued; delivery ignored`);
+      this.logger.log(`job ${jobId} is not queued or running; delivery ignored`);
       return;
     }
-    const { job, leaseToken } = claimed;
-    await this.workers.heartbeat(this.identity.id, 'busy', jobId);
+    const { job, leaseToken, attempt } = claimed;
+    if (claimed.takeover && job.failures >= this.env.LORAFLEET_MAX_ATTEMPTS) {
+      await this.fail(
+        job.id,
+        leaseToken,
+        'worker_crashed',
+        `the worker training this job stopped responding ${job.failures} times`,
+      );
+      return;
+    }
+    await this.workers.heartbeat(this.identity.id, 'busy', jobId).catch(() => undefined);
     try {
-      await this.runAttempt(job, leaseToken);
+      await this.runAttempt(job, leaseToken, attempt);
     } finally {
-      await this.workers.heartbeat(this.identity.id, 'idle', null);
+      await this.workers.heartbeat(this.identity.id, 'idle', null).catch(() => undefined);
     }
   }
 
-  private async runAttempt(job: FineTuningJobEntity, leaseToken: string): Promise<void> {
+  /**
+   * SIGTERM (R12): every running trainer checkpoints and stops; the jobs go back to the queue
+   * without counting as failures. Resolves when all attempts have ended or the grace is up.
+   */
+  async shutdown(): Promise<void> {
+    const attempts = [...this.active.values()];
+    for (const attempt of attempts) {
+      attempt.stopping = 'shutdown';
+      attempt.trainer.requestStop('shutdown');
+    }
+    const grace = new Promise<void>((resolve) =>
+      setTimeout(resolve, this.env.LORAFLEET_SHUTDOWN_GRACE_MS).unref(),
+    );
+    await Promise.race([
+      Promise.all(attempts.map((a) => a.trainer.result.catch(() => undefined))),
+      grace,
+    ]);
+    for (const attempt of attempts) attempt.trainer.kill('shutdown grace period over');
+  }
+
+  private async runAttempt(
+    job: FineTuningJobEntity,
+    leaseToken: string,
+    attempt: number,
+  ): Promise<void> {
     let spec: TrainerSpec;
     try {
       spec = await this.buildSpec(job);
     } catch (error) {
-      await this.fail(job.id, leaseToken, 'invalid_input', (error as Error).message);
-      return;
+      if (error instanceof InvalidJobInputError) {
+        await this.fail(job.id, leaseToken, 'invalid_input', error.message);
+        return;
+      }
+      throw error;
     }
+    const fenced = (what: string, write: () => Promise<unknown>) =>
+      void write().catch((error: unknown) =>
+        this.logger.warn(`job ${job.id}: ${what} failed: ${String(error)}`),
+      );
     const trainer = new TrainerProcess(spec, {
-      onReady: (backend) =>
-        void this.note(job.id, leaseToken, `Trainer started on backend ${backend}`),
-      onPreflight: (summary) =>
-        void this.jobs.appendFencedEvent(job.id, leaseToken, {
-          type: 'message',
-          message: `Pre-flight: ${summary.examples} examples, ${summary.tokens} tokens, ${summary.totalSteps} steps`,
-          data: summary,
+      onReady: (backend, resumedFromStep) =>
+        fenced('backend record', async () => {
+          await this.jobs.recordBackend(job.id, leaseToken, backend);
+          await this.jobs.appendFencedEvent(job.id, leaseToken, {
+            type: 'message',
+            message:
+              resumedFromStep === null
+                ? `Trainer started on backend ${backend}`
+                : `Trainer resumed from checkpoint at step ${resumedFromStep} on backend ${backend}`,
+            data: { backend, resumed_from_step: resumedFromStep, attempt },
+          });
         }),
-      onProgress: (progress) => {
-        const eta = new Date(Date.now() + progress.etaSeconds * 1000);
-        void this.jobs
-          .updateProgress(job.id, leaseToken, {
+      onPreflight: (summary) =>
+        fenced('pre-flight event', () =>
+          this.jobs.appendFencedEvent(job.id, leaseToken, {
+            type: 'message',
+            message: `Pre-flight: ${summary.examples} examples, ${summary.tokens} tokens, ${summary.truncatedExamples ?? 0} truncated, ${summary.totalSteps} steps`,
+            data: summary,
+          }),
+        ),
+      onProgress: (progress) =>
+        fenced('progress', async () => {
+          await this.jobs.updateProgress(job.id, leaseToken, {
             step: progress.step,
             totalSteps: progress.totalSteps,
             epoch: progress.epoch,
-            estimatedFinish: eta,
-          })
-          .then(() =>
-            this.jobs.appendFencedEvent(job.id, leaseToken, {
-              type: 'metrics',
-              message: `Step ${progress.step}/${progress.totalSteps}: training loss=${progress.loss.toFixed(4)}`,
-              data: {
-                step: progress.step,
-                total_steps: progress.totalSteps,
-                train_loss: progress.loss,
-                learning_rate: progress.learningRate,
-                tokens_per_second: progress.tokensPerSecond,
-              },
-            }),
-          )
-          .catch((error: unknown) => this.logger.warn(`progress write failed: ${String(error)}`));
+            estimatedFinish: new Date(Date.now() + progress.etaSeconds * 1000),
+          });
+          await this.jobs.appendFencedEvent(job.id, leaseToken, {
+            type: 'metrics',
+            message: `Step ${progress.step}/${progress.totalSteps}: training loss=${progress.loss.toFixed(4)}`,
+            data: {
+              step: progress.step,
+              total_steps: progress.totalSteps,
+              epoch: progress.epoch,
+              train_loss: progress.loss,
+              learning_rate: progress.learningRate,
+              tokens_per_second: progress.tokensPerSecond,
+            },
+          });
+        }),
+      onEval: (step, metrics) =>
+        fenced('eval event', () =>
+          this.jobs.appendFencedEvent(job.id, leaseToken, {
+            type: 'metrics',
+            message: `Step ${step}: validation loss=${metrics.valid_loss?.toFixed(4) ?? '?'}`,
+            data: { step, ...metrics },
+          }),
+        ),
+      onCheckpoint: async (checkpoint) => {
+        const id = await retryWhileDatabaseDown(() =>
+          this.jobs.saveCheckpoint(
+            job.id,
+            leaseToken,
+            {
+              attempt,
+              step: checkpoint.step,
+              metrics: checkpoint.metrics,
+              blob: Buffer.from(checkpoint.blob),
+            },
+            this.env.LORAFLEET_CHECKPOINT_KEEP,
+          ),
+        ).catch((error: unknown) => {
+          this.logger.warn(
+            `job ${job.id}: checkpoint at step ${checkpoint.step} not stored: ${String(error)}`,
+          );
+          return null;
+        });
+        if (id === null) trainer.kill('lease lost');
       },
     });
-    const control = setInterval(() => {
-      void this.jobs
-        .findById(job.id)
-        .then((row) => {
-          if (!row || row.leaseToken !== leaseToken || row.status !== 'running') {
-            trainer.kill(row?.status === 'cancelled' ? 'cancelled' : 'lease lost');
-          }
-        })
-        .catch(() => undefined); // Postgres blips must not kill training; the next poll retries.
-    }, CONTROL_POLL_MS);
+    const current: ActiveAttempt = { jobId: job.id, trainer, stopping: null };
+    this.active.set(job.id, current);
+    const control = setInterval(
+      () => void this.checkControl(current, leaseToken),
+      this.env.LORAFLEET_CONTROL_POLL_MS,
+    );
     try {
       const result = await trainer.result;
-      const adapter = await this.jobs.completeWithAdapter(job.id, leaseToken, {
-        adapterConfig: result.adapterConfig,
-        weights: Buffer.from(result.adapterSafetensors),
-        lineage: { backend: result.backend, seed: job.seed, base_model: job.model },
-        fineTunedModel: fineTunedModelName(job.model, job.tenantId, job.suffix, job.id),
-        trainedTokens: result.trainedTokens,
-      });
-      if (adapter) {
-        this.logger.log(`job ${job.id} succeeded: adapter ${adapter.id} (${result.steps} steps)`);
-      } else {
-        this.logger.warn(`job ${job.id}: attempt is stale; its adapter was discarded`);
-      }
+      await this.complete(job, leaseToken, result);
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      if (message === 'cancelled' || message === 'lease lost') {
-        this.logger.log(`job ${job.id}: trainer stopped (${message})`);
-        return;
-      }
-      const retryable = error instanceof TrainerFailedError ? error.retryable : true;
-      await this.fail(job.id, leaseToken, retryable ? 'training_error' : 'invalid_input', message);
+      await this.handleEnd(job, leaseToken, current, error);
     } finally {
       clearInterval(control);
+      this.active.delete(job.id);
       trainer.kill('attempt finished');
     }
+  }
+
+  /** Polls the job row: cancel (R11), pause, lost lease (R7); and runs the watchdog (R10). */
+  private async checkControl(attempt: ActiveAttempt, leaseToken: string): Promise<void> {
+    if (attempt.trainer.silentForMs > this.env.LORAFLEET_WATCHDOG_MS) {
+      attempt.trainer.kill('watchdog');
+      return;
+    }
+    let row: FineTuningJobEntity | null;
+    try {
+      row = await this.jobs.findById(attempt.jobId);
+    } catch {
+      return; // Postgres blip: training goes on; the next poll retries (R24).
+    }
+    if (!row || row.status === 'cancelled') {
+      attempt.trainer.kill('cancelled');
+    } else if (row.leaseToken !== leaseToken || row.status !== 'running') {
+      attempt.trainer.kill('lease lost');
+    } else if (row.pauseRequestedAt && attempt.stopping === null) {
+      attempt.stopping = 'pause';
+      attempt.trainer.requestStop('pause');
+    }
+  }
+
+  private async complete(
+    job: FineTuningJobEntity,
+    leaseToken: string,
+    result: TrainerResult,
+  ): Promise<void> {
+    const adapter = await retryWhileDatabaseDown(() =>
+      this.jobs.completeWithAdapter(job.id, leaseToken, {
+        adapterConfig: result.adapterConfig,
+        weights: Buffer.from(result.adapterSafetensors),
+        lineage: {
+          ...result.lineage,
+          backend: result.backend,
+          seed: job.seed,
+          base_model: job.model,
+          worker: this.identity.id,
+        },
+        fineTunedModel: fineTunedModelName(job.model, job.tenantId, job.suffix, job.id),
+        trainedTokens: result.trainedTokens,
+        finalMetrics: result.metrics,
+        resultCsv: result.resultCsv,
+        samples: result.samples,
+      }),
+    );
+    if (adapter) {
+      this.logger.log(
+        `job ${job.id} succeeded: adapter ${adapter.id} (${result.steps} steps on ${result.backend})`,
+      );
+    } else {
+      this.logger.warn(`job ${job.id}: attempt is stale; its adapter was discarded`);
+    }
+  }
+
+  private async handleEnd(
+    job: FineTuningJobEntity,
+    leaseToken: string,
+    attempt: ActiveAttempt,
+    error: unknown,
+  ): Promise<void> {
+    if (error instanceof TrainerStoppedError) {
+      if (error.reason === 'pause') {
+        await this.jobs.transition(job.id, {
+          from: ['running'],
+          to: 'paused',
+          leaseToken,
+          message: 'Fine-tuning job paused; it resumes from its last checkpoint',
+          set: { leaseToken: null, pauseRequestedAt: null },
+        });
+      } else {
+        await this.handBack(
+          job,
+          leaseToken,
+          'Worker shutting down: checkpointed and handed the job back',
+        );
+      }
+      return;
+    }
+    if (error instanceof TrainerKilledError) {
+      if (error.reason === 'watchdog') {
+        await this.retryOrFail(
+          job,
+          leaseToken,
+          'trainer_hung',
+          `the trainer reported nothing for ${this.env.LORAFLEET_WATCHDOG_MS} ms and was killed`,
+        );
+      } else if (error.reason.startsWith('shutdown')) {
+        await this.handBack(
+          job,
+          leaseToken,
+          'Worker shutting down: handed the job back without a fresh checkpoint',
+        );
+      } else {
+        this.logger.log(`job ${job.id}: trainer stopped (${error.reason})`);
+      }
+      return;
+    }
+    if (attempt.stopping === 'shutdown') {
+      await this.handBack(job, leaseToken, 'Worker shutting down: handed the job back');
+      return;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    if (error instanceof TrainerFailedError && !error.retryable) {
+      await this.fail(job.id, leaseToken, 'invalid_input', message);
+      return;
+    }
+    await this.retryOrFail(job, leaseToken, 'training_error', message);
+  }
+
+  /** Hand-back (R12): queued again, no failure counted; resumes from the newest checkpoint. */
+  private async handBack(
+    job: FineTuningJobEntity,
+    leaseToken: string,
+    message: string,
+  ): Promise<void> {
+    await this.jobs.requeue(
+      job.id,
+      { from: ['running'], message, leaseToken, eventData: { reason: 'handback' } },
+      QUEUE_NAMES.fineTune,
+      { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+    );
+  }
+
+  /** Bounded retries with exponential backoff (R13). */
+  private async retryOrFail(
+    job: FineTuningJobEntity,
+    leaseToken: string,
+    code: string,
+    message: string,
+  ): Promise<void> {
+    const failures = job.failures + 1;
+    if (failures >= this.env.LORAFLEET_MAX_ATTEMPTS) {
+      await this.fail(
+        job.id,
+        leaseToken,
+        code,
+        `${message} (attempt ${failures} of ${this.env.LORAFLEET_MAX_ATTEMPTS}; giving up)`,
+      );
+      return;
+    }
+    const delayMs = this.env.LORAFLEET_RETRY_BACKOFF_MS * 2 ** (failures - 1);
+    this.logger.warn(`job ${job.id} attempt failed (${message}); retrying in ${delayMs} ms`);
+    await this.jobs.requeue(
+      job.id,
+      {
+        from: ['running'],
+        message: `Attempt failed: ${message}. Retrying in ${Math.round(delayMs / 1000)} s (failure ${failures} of ${this.env.LORAFLEET_MAX_ATTEMPTS})`,
+        leaseToken,
+        countFailure: true,
+        delayMs,
+        eventData: { reason: 'retry', error: message, failures },
+      },
+      QUEUE_NAMES.fineTune,
+      { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+    );
   }
 
   private async buildSpec(job: FineTuningJobEntity): Promise<TrainerSpec> {
@@ -141,18 +384,21 @@ export class FineTuneProcessor {
     try {
       modelDir = resolveBaseModel(this.env.LORAFLEET_MODELS_DIR, job.model).dir;
     } catch (error) {
-      if (error instanceof ModelNotFoundError)
-        throw new Error(`${error.message} on worker ${this.identity.id}`);
+      if (error instanceof ModelNotFoundError) {
+        throw new InvalidJobInputError(`${error.message} on worker ${this.identity.id}`);
+      }
       throw error;
     }
     const training = await this.files.getContent(job.tenantId, job.trainingFileId);
-    if (!training) throw new Error(`training file ${job.trainingFileId} no longer exists`);
+    if (!training)
+      throw new InvalidJobInputError(`training file ${job.trainingFileId} no longer exists`);
     const validation = job.validationFileId
       ? await this.files.getContent(job.tenantId, job.validationFileId)
       : null;
     if (job.validationFileId && !validation) {
-      throw new Error(`validation file ${job.validationFileId} no longer exists`);
+      throw new InvalidJobInputError(`validation file ${job.validationFileId} no longer exists`);
     }
+    const checkpoint = await this.jobs.latestCheckpoint(job.id);
     return {
       jobId: job.id,
       modelName: job.model,
@@ -165,11 +411,10 @@ export class FineTuneProcessor {
       lora: job.lora,
       training: job.training,
       backend: this.env.LORAFLEET_BACKEND,
+      checkpointEverySteps: this.env.LORAFLEET_CHECKPOINT_EVERY_STEPS,
+      checkpointEverySeconds: this.env.LORAFLEET_CHECKPOINT_EVERY_SECONDS,
+      resumeFrom: checkpoint ? new Uint8Array(checkpoint.blob) : null,
     };
-  }
-
-  private async note(jobId: string, leaseToken: string, message: string): Promise<void> {
-    await this.jobs.appendFencedEvent(jobId, leaseToken, { type: 'message', message });
   }
 
   private async fail(
@@ -179,12 +424,14 @@ export class FineTuneProcessor {
     message: string,
   ): Promise<void> {
     this.logger.warn(`job ${jobId} failed: ${message}`);
-    await this.jobs.transition(jobId, {
-      from: ['running'],
-      to: 'failed',
-      leaseToken,
-      message: `Fine-tuning job failed: ${message}`,
-      set: { error: { code, message, param: null } },
-    });
+    await retryWhileDatabaseDown(() =>
+      this.jobs.transition(jobId, {
+        from: ['running'],
+        to: 'failed',
+        leaseToken,
+        message: `Fine-tuning job failed: ${message}`,
+        set: { error: { code, message, param: null }, leaseToken: null },
+      }),
+    );
   }
 }

@@ -19,7 +19,13 @@ import {
   selectBackend,
   trainLora,
 } from '@lorafleet/lora-core';
-import type { ChildToParent, ParentToChild, TrainerSpec } from './trainer-protocol';
+import { version as tfjsVersion } from '@tensorflow/tfjs';
+import { createHash } from 'node:crypto';
+import type { ChildToParent, ParentToChild, StopReason, TrainerSpec } from './trainer-protocol';
+
+const LORAFLEET_VERSION = '0.1.0';
+
+const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
 
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ChildToParent): Promise<void> {
@@ -35,7 +41,7 @@ class BadInputError extends Error {}
 
 async function run(spec: TrainerSpec): Promise<void> {
   const backend = await selectBackend(spec.backend);
-  await send({ kind: 'ready', backend });
+  await send({ kind: 'ready', backend, resumedFromStep: null });
   const tokenizer = await loadTokenizer(spec.modelDir);
   let examples;
   try {
@@ -82,11 +88,22 @@ async function run(spec: TrainerSpec): Promise<void> {
     spec.seed,
   );
   let lastReport = 0;
+  const csvRows = ['step,epoch,train_loss,learning_rate,tokens_per_second'];
   const result = await trainLora(model, {
     batches,
     totalSteps,
     learningRate: spec.learningRate,
+    shouldStop: () => stopRequested !== null,
     onStep: (report) => {
+      csvRows.push(
+        [
+          report.step,
+          report.epoch.toFixed(4),
+          report.loss,
+          report.learningRate,
+          report.tokensPerSecond.toFixed(1),
+        ].join(','),
+      );
       // Report at most ~4 times a second, and always the last step.
       const now = Date.now();
       if (now - lastReport >= 250 || report.step === report.totalSteps) {
@@ -95,6 +112,10 @@ async function run(spec: TrainerSpec): Promise<void> {
       }
     },
   });
+  if (stopRequested !== null) {
+    await send({ kind: 'stopped', reason: stopRequested });
+    return;
+  }
   const exported = exportPeftAdapter(model, 'default', spec.modelName);
   await send({
     kind: 'result',
@@ -108,19 +129,56 @@ async function run(spec: TrainerSpec): Promise<void> {
       finalLoss: result.finalLoss,
       steps: result.steps,
       backend,
+      metrics: { final_train_loss: result.finalLoss },
+      resultCsv: `${csvRows.join('\n')}\n`,
+      samples: [],
+      lineage: {
+        base_model_sha256: model.baseModelSha256 ?? null,
+        training_file_sha256: sha256Hex(spec.trainingJsonl),
+        validation_file_sha256:
+          spec.validationJsonl === null ? null : sha256Hex(spec.validationJsonl),
+        hyperparameters: {
+          ...spec.hyperparameters,
+          learning_rate: spec.learningRate,
+          ...spec.training,
+        },
+        lora: { ...spec.lora },
+        tfjs_version: tfjsVersion,
+        lorafleet_version: LORAFLEET_VERSION,
+      },
     },
   });
 }
 
+let stopRequested: StopReason | null = null;
+
+/** Boot-time check (R17): can this machine run the configured backend at all? */
+async function probe(requested: string): Promise<void> {
+  const backend = await selectBackend(requested);
+  await send({ kind: 'ready', backend, resumedFromStep: null });
+}
+
+/** Non-finite loss means the hyperparameters diverge; retrying the same run cannot help (R16). */
+function classify(error: unknown): unknown {
+  if (error instanceof Error && /loss became (NaN|Infinity|-Infinity)/.test(error.message)) {
+    return new BadInputError(error.message);
+  }
+  return error;
+}
+
 process.on('message', (message: ParentToChild) => {
-  if (message.kind === 'stop') process.exit(0);
-  run(message.spec)
+  if (message.kind === 'stop') {
+    stopRequested ??= message.reason;
+    return;
+  }
+  const work = message.kind === 'probe' ? probe(message.backend) : run(message.spec);
+  work
     .then(() => process.exit(0))
     .catch((error: unknown) =>
       send({
         kind: 'error',
         message: error instanceof Error ? error.message : String(error),
-        retryable: !(error instanceof BadInputError),
+        retryable: !(classify(error) instanceof BadInputError),
       }).then(() => process.exit(1)),
     );
 });

@@ -3,11 +3,14 @@ import path from 'node:path';
 import type {
   ChildToParent,
   ParentToChild,
+  StopReason,
+  TrainerCheckpoint,
   TrainerProgress,
   TrainerResult,
   TrainerSpec,
 } from './trainer-protocol';
 
+/** How a trainer run ended, when it did not produce a result. */
 export class TrainerFailedError extends Error {
   constructor(
     message: string,
@@ -18,20 +21,42 @@ export class TrainerFailedError extends Error {
   }
 }
 
+/** The trainer was killed on purpose (cancel, lost lease, watchdog); not a crash. */
+export class TrainerKilledError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'TrainerKilledError';
+  }
+}
+
+export class TrainerStoppedError extends Error {
+  constructor(readonly reason: StopReason) {
+    super(`trainer stopped for ${reason}`);
+    this.name = 'TrainerStoppedError';
+  }
+}
+
 export interface TrainerHandlers {
-  onReady?(backend: string): void;
+  onReady?(backend: string, resumedFromStep: number | null): void;
   onPreflight?(summary: Record<string, number>): void;
   onProgress?(progress: TrainerProgress): void;
+  onEval?(step: number, metrics: Record<string, number>): void;
+  /** Awaited in order, so a `stopped` that follows a checkpoint is seen after it is stored. */
+  onCheckpoint?(checkpoint: TrainerCheckpoint): Promise<void>;
 }
 
 /**
  * One training run in a forked child process. `result` settles when the child reports a
- * result or dies; `kill()` ends it at once (cancel, lost lease, shutdown).
+ * result, stops, or dies; `kill()` ends it at once. Every message counts as a sign of life for
+ * the watchdog (R10).
  */
 export class TrainerProcess {
   readonly result: Promise<TrainerResult>;
   private readonly child: ChildProcess;
   private killedReason: string | undefined;
+  private lastSignOfLife = Date.now();
+  /** Checkpoint writes in flight, chained so they finish in order before a stop settles. */
+  private checkpointChain: Promise<void> = Promise.resolve();
 
   constructor(
     spec: TrainerSpec,
@@ -52,9 +77,10 @@ export class TrainerProcess {
         }
       };
       this.child.on('message', (message: ChildToParent) => {
+        this.lastSignOfLife = Date.now();
         switch (message.kind) {
           case 'ready':
-            handlers.onReady?.(message.backend);
+            handlers.onReady?.(message.backend, message.resumedFromStep);
             break;
           case 'preflight':
             handlers.onPreflight?.(message.summary);
@@ -62,8 +88,22 @@ export class TrainerProcess {
           case 'progress':
             handlers.onProgress?.(message.progress);
             break;
+          case 'eval':
+            handlers.onEval?.(message.step, message.metrics);
+            break;
+          case 'checkpoint':
+            this.checkpointChain = this.checkpointChain.then(() =>
+              handlers.onCheckpoint?.(message.checkpoint),
+            );
+            break;
+          case 'stopped':
+            void this.checkpointChain.then(
+              () => settle(() => reject(new TrainerStoppedError(message.reason))),
+              (error: unknown) => settle(() => reject(error)),
+            );
+            break;
           case 'result':
-            settle(() => resolve(message.result));
+            void this.checkpointChain.then(() => settle(() => resolve(message.result)));
             break;
           case 'error':
             settle(() => reject(new TrainerFailedError(message.message, message.retryable)));
@@ -73,17 +113,20 @@ export class TrainerProcess {
       this.child.on('error', (error) =>
         settle(() => reject(new TrainerFailedError(error.message, true))),
       );
-      this.child.on('exit', (code, signal) =>
+      this.child.on('exit', (code, signal) => {
+        // A clean exit after `stopped`/`result` settles through the chain above.
+        if (code === 0 && this.killedReason === undefined) return;
         settle(() =>
           reject(
-            new TrainerFailedError(
-              this.killedReason ??
-                `trainer process exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`,
-              this.killedReason === undefined,
-            ),
+            this.killedReason !== undefined
+              ? new TrainerKilledError(this.killedReason)
+              : new TrainerFailedError(
+                  `trainer process exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`,
+                  true,
+                ),
           ),
-        ),
-      );
+        );
+      });
     });
     this.send({ kind: 'start', spec });
   }
@@ -92,12 +135,22 @@ export class TrainerProcess {
     return this.child.pid;
   }
 
+  /** Milliseconds since the child last said anything. */
+  get silentForMs(): number {
+    return Date.now() - this.lastSignOfLife;
+  }
+
+  /** Asks for a checkpoint and a clean stop at the next step boundary. */
+  requestStop(reason: StopReason): void {
+    this.send({ kind: 'stop', reason });
+  }
+
   kill(reason: string): void {
     this.killedReason ??= reason;
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
 
   private send(message: ParentToChild): void {
-    this.child.send(message);
+    if (this.child.connected) this.child.send(message);
   }
 }

@@ -100,6 +100,10 @@ export class FineTuningJobEntity {
   @Column({ type: 'integer', default: 0 })
   attempt!: number;
 
+  /** Attempts that ended in a retryable failure or a crash; hand-backs and pauses do not count (R12, R13). */
+  @Column({ type: 'integer', default: 0 })
+  failures!: number;
+
   /**
    * Lease token of the current attempt (R7). Every worker write filters on it, so a stale
    * or zombie attempt changes zero rows.
@@ -118,6 +122,14 @@ export class FineTuningJobEntity {
 
   @Column({ type: 'jsonb', nullable: true })
   lineage!: JsonObject | null;
+
+  /** Final full-validation metrics of the successful attempt. */
+  @Column({ name: 'final_metrics', type: 'jsonb', nullable: true })
+  finalMetrics!: Record<string, number> | null;
+
+  /** Ids of result files (the step-metrics CSV), as OpenAI's `result_files`. */
+  @Column({ name: 'result_files', type: 'jsonb', default: () => "'[]'" })
+  resultFiles!: string[];
 
   @Column({ name: 'idempotency_key', type: 'text', nullable: true })
   idempotencyKey!: string | null;

@@ -40,6 +40,10 @@ export class OutboxEntity {
   @Column({ type: 'integer', default: 0 })
   attempts!: number;
 
+  /** BullMQ `delay` for this delivery: retry backoff (R13). */
+  @Column({ name: 'delay_ms', type: 'integer', default: 0 })
+  delayMs!: number;
+
   @Column({ name: 'last_error', type: 'text', nullable: true })
   lastError!: string | null;
 

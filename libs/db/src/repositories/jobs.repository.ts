@@ -11,6 +11,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import {
   AdapterEntity,
   CheckpointEntity,
+  FileEntity,
   FineTuningJobEntity,
   JobEventEntity,
   OutboxEntity,
@@ -74,6 +75,8 @@ export interface ClaimedAttempt {
   job: FineTuningJobEntity;
   leaseToken: string;
   attempt: number;
+  /** True when this attempt replaced a presumed-dead running attempt. */
+  takeover: boolean;
 }
 
 export interface JobProgressUpdate {
@@ -89,6 +92,12 @@ export interface NewAdapter {
   lineage: JsonObject | null;
   fineTunedModel: string;
   trainedTokens: number;
+  /** Final full-validation metrics. */
+  finalMetrics?: Record<string, number>;
+  /** Step metrics CSV, stored as a `fine-tune-results` file (OpenAI's `result_files`). */
+  resultCsv?: string;
+  /** Sample generations for a few validation prompts, recorded as an event. */
+  samples?: { prompt: string; completion: string; reference: string }[];
 }
 
 export interface JobListQuery {
@@ -227,39 +236,148 @@ export class JobsRepository {
   }
 
   /**
-   * Starts a new attempt on a queued job: bumps `attempt`, issues a fresh lease token and
-   * moves the job to `running`. Any earlier attempt's token stops matching at once.
+   * Starts a new attempt: bumps `attempt`, issues a fresh lease token and moves the job to
+   * `running`. Any earlier attempt's token stops matching at once (R7).
+   *
+   * A `running` job is taken over only when `takeover` is set: BullMQ redelivers an active
+   * job only after its holder stopped renewing the lock (crash, SIGKILL, frozen process), so
+   * the previous attempt is presumed dead; its token is revoked and the takeover counts as a
+   * failure toward the retry budget.
    */
   async claimAttempt(
     jobId: string,
     workerId: string,
     backend: string,
+    options: { takeover?: boolean } = {},
   ): Promise<ClaimedAttempt | null> {
     const leaseToken = randomUUID();
     const claimed = await this.dataSource.transaction(async (manager) => {
+      const previous = await manager.query<{ status: JobStatus; worker_id: string | null }[]>(
+        'SELECT status, worker_id FROM fine_tuning_jobs WHERE id = $1 FOR UPDATE',
+        [jobId],
+      );
+      const from = previous[0]?.status;
+      if (from !== 'queued' && !(from === 'running' && options.takeover)) return null;
       const result = await manager.query<unknown>(
         `UPDATE fine_tuning_jobs
             SET status = 'running', attempt = attempt + 1, lease_token = $2, worker_id = $3,
-                backend = $4, started_at = COALESCE(started_at, now()), updated_at = now()
-          WHERE id = $1 AND status = 'queued'
-          RETURNING attempt`,
-        [jobId, leaseToken, workerId, backend],
+                backend = $4, started_at = COALESCE(started_at, now()), updated_at = now(),
+                failures = failures + $5
+          WHERE id = $1
+          RETURNING attempt, failures`,
+        [jobId, leaseToken, workerId, backend, from === 'running' ? 1 : 0],
       );
-      const updated = returningRows<{ attempt: number }>(result);
-      if (updated.length === 0) return null;
-      const attempt = updated[0].attempt;
-      await this.insertEvent(manager, jobId, {
-        type: 'status',
-        message: `Fine-tuning job started (attempt ${attempt}) on ${workerId} using ${backend}`,
-        data: { status: 'running', from: 'queued', attempt, worker: workerId, backend },
-      });
-      return attempt;
+      const [row] = returningRows<{ attempt: number; failures: number }>(result);
+      if (from === 'running') {
+        await this.insertEvent(manager, jobId, {
+          type: 'message',
+          level: 'warn',
+          message: `Attempt ${row.attempt} on ${workerId} took over from ${previous[0].worker_id ?? 'an unknown worker'}, which stopped responding`,
+          data: {
+            attempt: row.attempt,
+            worker: workerId,
+            previous_worker: previous[0].worker_id,
+            takeover: true,
+          },
+        });
+      } else {
+        await this.insertEvent(manager, jobId, {
+          type: 'status',
+          message: `Fine-tuning job started (attempt ${row.attempt}) on ${workerId} using ${backend}`,
+          data: {
+            status: 'running',
+            from: 'queued',
+            attempt: row.attempt,
+            worker: workerId,
+            backend,
+          },
+        });
+      }
+      return { attempt: row.attempt, takeover: from === 'running' };
     });
     if (claimed === null) return null;
     const job = await this.dataSource
       .getRepository(FineTuningJobEntity)
       .findOneByOrFail({ id: jobId });
-    return { job, leaseToken, attempt: claimed };
+    return { job, leaseToken, attempt: claimed.attempt, takeover: claimed.takeover };
+  }
+
+  /** Records the attempt's backend once the trainer has initialised it (fenced). */
+  async recordBackend(jobId: string, leaseToken: string, backend: string): Promise<boolean> {
+    const result = await this.dataSource
+      .createQueryBuilder()
+      .update(FineTuningJobEntity)
+      .set({ backend })
+      .where('id = :jobId AND lease_token = :leaseToken', { jobId, leaseToken })
+      .execute();
+    return (result.affected ?? 0) > 0;
+  }
+
+  /**
+   * Stores a trainer checkpoint for the current attempt and prunes older ones to `keep`,
+   * in one transaction; stores nothing when the attempt is stale (R5, R7).
+   */
+  async saveCheckpoint(
+    jobId: string,
+    leaseToken: string,
+    checkpoint: {
+      attempt: number;
+      step: number;
+      metrics: Record<string, number> | null;
+      blob: Buffer;
+    },
+    keep: number,
+  ): Promise<string | null> {
+    return this.dataSource.transaction(async (manager) => {
+      const locked = await manager.query<{ id: string }[]>(
+        "SELECT id FROM fine_tuning_jobs WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE",
+        [jobId, leaseToken],
+      );
+      if (locked.length === 0) return null;
+      const id = newId('checkpoint');
+      await manager.insert(CheckpointEntity, {
+        id,
+        jobId,
+        attempt: checkpoint.attempt,
+        step: checkpoint.step,
+        metrics: checkpoint.metrics,
+        blob: checkpoint.blob,
+        bytes: checkpoint.blob.byteLength,
+      });
+      await manager.query(
+        `DELETE FROM checkpoints WHERE job_id = $1 AND id NOT IN (
+           SELECT id FROM checkpoints WHERE job_id = $1 ORDER BY step DESC, created_at DESC LIMIT $2)`,
+        [jobId, keep],
+      );
+      return id;
+    });
+  }
+
+  /** The newest checkpoint with its blob, to resume from. */
+  latestCheckpoint(jobId: string): Promise<CheckpointEntity | null> {
+    return this.dataSource
+      .getRepository(CheckpointEntity)
+      .createQueryBuilder('c')
+      .addSelect('c.blob')
+      .where('c.job_id = :jobId', { jobId })
+      .orderBy('c.step', 'DESC')
+      .addOrderBy('c.created_at', 'DESC')
+      .getOne();
+  }
+
+  /**
+   * Running jobs whose row has not changed for `staleMs` (no progress, no heartbeat of the
+   * attempt): candidates for the reconciler when BullMQ no longer holds them (R24).
+   */
+  async staleRunning(staleMs: number, limit: number): Promise<string[]> {
+    const rows = await this.dataSource.query<{ id: string }[]>(
+      `SELECT id FROM fine_tuning_jobs
+        WHERE status = 'running'
+          AND updated_at < now() - ($1::double precision * interval '1 millisecond')
+        ORDER BY updated_at ASC LIMIT $2`,
+      [staleMs, limit],
+    );
+    return rows.map((r) => r.id);
   }
 
   /** Fenced progress write; false when the attempt is stale. */
@@ -333,6 +451,24 @@ export class JobsRepository {
         weightsSha256: sha256Hex(adapter.weights),
         lineage: adapter.lineage,
       });
+      const resultFiles: string[] = [];
+      if (adapter.resultCsv !== undefined) {
+        const content = Buffer.from(adapter.resultCsv);
+        const fileId = newId('file');
+        await manager.insert(FileEntity, {
+          id: fileId,
+          tenantId: locked[0].tenant_id,
+          filename: 'step_metrics.csv',
+          purpose: 'fine-tune-results',
+          bytes: content.byteLength,
+          sha256: sha256Hex(content),
+          content,
+          status: 'processed',
+          statusDetails: null,
+          exampleCount: 0,
+        });
+        resultFiles.push(fileId);
+      }
       await manager.update(
         FineTuningJobEntity,
         { id: jobId },
@@ -342,9 +478,19 @@ export class JobsRepository {
           fineTunedModel: adapter.fineTunedModel,
           trainedTokens: adapter.trainedTokens,
           lineage: adapter.lineage,
+          finalMetrics: adapter.finalMetrics ?? null,
+          resultFiles,
+          leaseToken: null,
           finishedAt: () => 'now()',
         },
       );
+      if (adapter.finalMetrics || adapter.samples?.length) {
+        await this.insertEvent(manager, jobId, {
+          type: 'metrics',
+          message: 'Final validation metrics and sample generations',
+          data: { final: true, ...adapter.finalMetrics, samples: adapter.samples ?? [] },
+        });
+      }
       await this.insertEvent(manager, jobId, {
         type: 'status',
         message: `Fine-tuning job succeeded: ${adapter.fineTunedModel}`,
@@ -365,6 +511,10 @@ export class JobsRepository {
       message: string;
       leaseToken?: string;
       eventData?: JsonObject;
+      /** Retry after a failure: counts toward the retry budget (R13). */
+      countFailure?: boolean;
+      /** BullMQ delay for the new delivery (retry backoff). */
+      delayMs?: number;
     },
     queue: string,
     payload: JsonObject,
@@ -382,7 +532,8 @@ export class JobsRepository {
       }
       const result = await manager.query<unknown>(
         `UPDATE fine_tuning_jobs j SET status = 'queued', lease_token = NULL, worker_id = NULL,
-                pause_requested_at = NULL, updated_at = now()
+                pause_requested_at = NULL, updated_at = now(),
+                failures = failures + ${request.countFailure ? 1 : 0}
            FROM (SELECT id, status FROM fine_tuning_jobs WHERE id = $1 FOR UPDATE) prev
           WHERE j.id = prev.id AND j.status = ANY($2)${fence}
           RETURNING prev.status`,
@@ -395,7 +546,7 @@ export class JobsRepository {
         message: request.message,
         data: { ...request.eventData, status: 'queued', from: updated[0].status },
       });
-      await manager.insert(OutboxEntity, { jobId, queue, payload });
+      await manager.insert(OutboxEntity, { jobId, queue, payload, delayMs: request.delayMs ?? 0 });
       return true;
     });
   }
