@@ -1,1 +1,109 @@
-export {};
+/**
+ * `lorafleet` command-line entry. Local ML commands (model inspect/forward, merge) run
+ * lora-core in-process; `admin db …` talks to Postgres. Each command module is loaded on
+ * demand, so `model inspect` never loads TypeORM and `admin db` never loads tfjs.
+ */
+import { EXIT_FAILURE, EXIT_USAGE, UsageError, processIo, type CliIo } from './cli.io';
+
+const USAGE = `Usage: lorafleet <command> [options]
+
+Commands:
+  model inspect <model-dir>        architecture and PEFT-style parameter counts (config.json only)
+  model forward <model-dir> --ids  logits for token ids, optionally with a PEFT adapter
+  merge --model --adapter --out    merge a PEFT adapter into a Hugging Face model directory
+  admin db <migrate|check|create-tenant>
+                                   operator commands against Postgres (needs DATABASE_URL)
+
+Run "lorafleet <command> --help" for a command's options.`;
+
+const MODEL_USAGE = `Usage: lorafleet model <inspect|forward> ...
+
+  inspect <model-dir>   architecture and parameter counts
+  forward <model-dir>   logits for token ids`;
+
+type Handler = (args: string[], io: CliIo) => Promise<number>;
+
+async function route(
+  argv: string[],
+): Promise<{ handler: Handler; args: string[]; usage: string } | undefined> {
+  const [command, sub, ...rest] = argv;
+  switch (command) {
+    case 'model':
+      if (sub === 'inspect') {
+        const m = await import('./commands/model-inspect.command');
+        return { handler: m.runModelInspect, args: rest, usage: m.MODEL_INSPECT_USAGE };
+      }
+      if (sub === 'forward') {
+        const m = await import('./commands/model-forward.command');
+        return { handler: m.runModelForward, args: rest, usage: m.MODEL_FORWARD_USAGE };
+      }
+      return { handler: usageOnly(MODEL_USAGE, sub), args: [], usage: MODEL_USAGE };
+    case 'merge': {
+      const m = await import('./commands/merge.command');
+      return { handler: m.runMerge, args: argv.slice(1), usage: m.MERGE_USAGE };
+    }
+    case 'admin':
+      if (sub === 'db') {
+        const m = await import('./commands/admin-db.command');
+        return { handler: (args) => m.runAdminDb(args), args: rest, usage: '' };
+      }
+      return {
+        handler: usageOnly('Usage: lorafleet admin db <migrate|check|create-tenant> ...', sub),
+        args: [],
+        usage: '',
+      };
+    default:
+      return undefined;
+  }
+}
+
+/** A group command without a valid subcommand: help exits 0, anything else is a usage error. */
+function usageOnly(usage: string, sub: string | undefined): Handler {
+  return (_args, io) => {
+    if (sub === '--help' || sub === '-h') {
+      io.out(usage);
+      return Promise.resolve(0);
+    }
+    io.err(
+      `${sub === undefined ? 'missing subcommand' : `unknown subcommand "${sub}"`}\n\n${usage}`,
+    );
+    return Promise.resolve(EXIT_USAGE);
+  };
+}
+
+/** Runs the CLI and returns its exit code (never calls process.exit, for testability). */
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const [command] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    if (command === undefined) io.err(USAGE);
+    else io.out(USAGE);
+    return command === undefined ? EXIT_USAGE : 0;
+  }
+  const routed = await route(argv);
+  if (!routed) {
+    io.err(`unknown command "${command}"\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  try {
+    return await routed.handler(routed.args, io);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`error: ${error.message}${routed.usage ? `\n\n${routed.usage}` : ''}`);
+      return EXIT_USAGE;
+    }
+    io.err(`error: ${(error as Error).message ?? String(error)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`fatal: ${String(error)}\n`);
+      process.exitCode = EXIT_FAILURE;
+    },
+  );
+}

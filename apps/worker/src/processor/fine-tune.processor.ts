@@ -359,6 +359,7 @@ export class FineTuneProcessor {
         leaseToken,
         code,
         `${message} (attempt ${failures} of ${this.env.LORAFLEET_MAX_ATTEMPTS}; giving up)`,
+        failures,
       );
       return;
     }
@@ -422,6 +423,7 @@ export class FineTuneProcessor {
     leaseToken: string,
     code: string,
     message: string,
+    failures?: number,
   ): Promise<void> {
     this.logger.warn(`job ${jobId} failed: ${message}`);
     await retryWhileDatabaseDown(() =>
@@ -430,7 +432,11 @@ export class FineTuneProcessor {
         to: 'failed',
         leaseToken,
         message: `Fine-tuning job failed: ${message}`,
-        set: { error: { code, message, param: null }, leaseToken: null },
+        set: {
+          error: { code, message, param: null },
+          leaseToken: null,
+          ...(failures === undefined ? {} : { failures }),
+        },
       }),
     );
   }

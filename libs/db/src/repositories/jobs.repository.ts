@@ -66,6 +66,7 @@ export interface TransitionRequest {
       | 'cancelRequestedAt'
       | 'pauseRequestedAt'
       | 'lineage'
+      | 'failures'
     >
   >;
   eventData?: JsonObject;

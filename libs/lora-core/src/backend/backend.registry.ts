@@ -1,0 +1,59 @@
+/**
+ * Backend selection. This issue ships the two backends that install offline everywhere:
+ * tfjs `cpu` (pure JS) and `wasm` (XNNPACK). tfjs-node, tfjs-node-gpu and the BLAS routes
+ * join `BackendName` later (DESIGN §7); callers already go through this one seam.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { dirname } from 'node:path';
+
+export type BackendName = 'cpu' | 'wasm';
+
+export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm'];
+
+export class BackendError extends Error {
+  override readonly name = 'BackendError';
+}
+
+let wasmPathsSet = false;
+
+async function prepareWasm(): Promise<void> {
+  if (wasmPathsSet) return;
+  // Importing the package registers the 'wasm' backend factory. The .wasm binaries ship in
+  // its dist folder; point tfjs there so nothing is fetched over the network.
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const distDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
+  wasm.setWasmPaths(`${distDir}/`);
+  wasmPathsSet = true;
+}
+
+/** Activates backend `name` and returns the name tfjs reports; fails loudly otherwise. */
+export async function initBackend(name: BackendName): Promise<string> {
+  switch (name) {
+    case 'cpu':
+      break;
+    case 'wasm':
+      await prepareWasm();
+      break;
+    default:
+      throw new BackendError(
+        `unknown backend ${JSON.stringify(name)} (available: ${BACKEND_NAMES.join(', ')})`,
+      );
+  }
+  let ok: boolean;
+  try {
+    ok = await tf.setBackend(name);
+  } catch (error) {
+    throw new BackendError(`backend "${name}" failed to initialise: ${(error as Error).message}`);
+  }
+  await tf.ready();
+  if (!ok || tf.getBackend() !== name) {
+    throw new BackendError(`backend "${name}" is not available (tfjs is on "${tf.getBackend()}")`);
+  }
+  if (name === 'cpu') {
+    // The cpu backend prints a "install tfjs-node" banner on first use in Node. The choice
+    // of backend is deliberate here and recorded on the job, so the banner is only noise
+    // on stderr (and in CLI output).
+    (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+  }
+  return tf.getBackend();
+}

@@ -1,0 +1,402 @@
+/**
+ * The model contract shared by every architecture, plus what they have in common: owning
+ * parameters under their Hugging Face names, the causal/padding attention bias, and the
+ * bookkeeping for named LoRA adapters (PEFT's `add_adapter` / `set_adapter` / `merge` /
+ * `unmerge` / `disable_adapter` semantics).
+ */
+import * as tf from '@tensorflow/tfjs';
+
+import type { LoraConfig } from '../lora/lora.config';
+import { LoraConfigError, loraScaling, moduleNameMatches, validateLoraConfig } from '../lora/lora.config';
+import { SeededRandom, deriveSeed } from '../util/rng.util';
+import { LoraLinear, type HfWeightLayout, type LoraForwardContext } from './lora-linear.layer';
+import type { ModelConfig } from './model.config';
+import { ModelWeightsError } from './model.errors';
+
+/**
+ * `lora`: base weights are plain tensors (no gradient, no optimizer state) and only adapter
+ * matrices are `tf.Variable`s. `full`: every weight is a trainable `tf.Variable` (the
+ * full fine-tuning baseline LoRA is benchmarked against).
+ */
+export type ParameterMode = 'lora' | 'full';
+
+export interface ForwardOptions {
+  /** Enables adapter dropout. Default false (inference). */
+  training?: boolean;
+  /**
+   * Seed for this call's dropout masks. A trainer passes e.g. the step number so a resumed
+   * run draws the same masks; when omitted, a per-model counter is used.
+   */
+  dropoutSeed?: number;
+}
+
+/** How a model obtains its initial weights: from a checkpoint, or from a seeded RNG. */
+export interface WeightSource {
+  /**
+   * Returns the tensor stored under the canonical `*ForCausalLM` key in Hugging Face layout.
+   * `init` says how a random model would initialise it.
+   */
+  read(key: string, hfShape: number[], init: 'normal' | 'zeros' | 'ones'): Float32Array;
+}
+
+/** One base parameter, addressable by its canonical Hugging Face key. */
+export interface HfParameter {
+  key: string;
+  /** Shape as stored in a Hugging Face checkpoint. */
+  hfShape: number[];
+  /** True when the tfjs tensor is the transpose of the stored one (nn.Linear weights). */
+  transposed: boolean;
+  /** The current tensor (after merges), tfjs layout. */
+  tensor(): tf.Tensor;
+}
+
+/** Initial adapter values per module path: A [in, r] and B [r, out], row-major. */
+export type AdapterWeightsInit = Map<string, { a: Float32Array; b: Float32Array }>;
+
+/** Large negative instead of -inf: fully masked rows (left padding) stay NaN-free. */
+export const MASKED_SCORE = -1e9;
+
+export abstract class CausalLM {
+  abstract readonly config: ModelConfig;
+  /** Hex sha256 of the weights file(s) this model was loaded from; lineage (DESIGN §6). */
+  baseModelSha256: string | undefined;
+
+  protected readonly parameters: HfParameter[] = [];
+  protected readonly linears: LoraLinear[] = [];
+  /** Parameters not owned by a linear layer (embeddings, norms); disposed by the model. */
+  private readonly standalone: tf.Tensor[] = [];
+  private readonly adapterConfigs = new Map<string, LoraConfig>();
+  private active: string | null = null;
+  private disabled = false;
+  private dropoutCounter = 0;
+
+  protected constructor(readonly mode: ParameterMode) {}
+
+  /** Model-specific forward on validated inputs; runs inside `tf.tidy`. */
+  protected abstract forwardImpl(
+    inputIds: tf.Tensor2D, // [B, T] int32
+    attentionBias: tf.Tensor4D, // [B|1, 1, T, T]
+    ctx: LoraForwardContext,
+  ): tf.Tensor3D; // [B, T, V]
+
+  /**
+   * inputIds [B, T] int32, attentionMask [B, T] (1 = attend, 0 = padding) → logits [B, T, V].
+   * Positions are 0..T-1 whatever the mask says, as in transformers' default `position_ids`,
+   * so padding belongs on the right for training; left padding changes positions.
+   */
+  forward(inputIds: tf.Tensor2D, attentionMask?: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+    const [batch, length] = inputIds.shape;
+    if (inputIds.rank !== 2 || length === 0) {
+      throw new Error(`forward: inputIds must be [B, T] with T > 0 (got ${JSON.stringify(inputIds.shape)})`);
+    }
+    if (attentionMask && (attentionMask.shape[0] !== batch || attentionMask.shape[1] !== length)) {
+      throw new Error(
+        `forward: attentionMask ${JSON.stringify(attentionMask.shape)} does not match inputIds ${JSON.stringify(inputIds.shape)}`,
+      );
+    }
+    const activeAdapter = this.disabled ? null : this.active;
+    const training = opts.training ?? false;
+    if (training && activeAdapter !== null && this.linears.some((l) => l.mergedAdapters.includes(activeAdapter))) {
+      throw new Error(`forward: adapter "${activeAdapter}" is merged; unmerge it before training`);
+    }
+    const ctx: LoraForwardContext = {
+      activeAdapter,
+      training,
+      dropoutSeed: opts.dropoutSeed ?? deriveSeed(this.dropoutCounter++, 'dropout'),
+    };
+    return tf.tidy(() => {
+      const ids = inputIds.dtype === 'int32' ? inputIds : tf.cast(inputIds, 'int32'); // [B, T]
+      return this.forwardImpl(ids, buildAttentionBias(length, attentionMask), ctx);
+    });
+  }
+
+  /** Every linear layer in module order (each one an adapter can target). */
+  linearLayers(): readonly LoraLinear[] {
+    return this.linears;
+  }
+
+  /** Base parameters under their canonical `*ForCausalLM` keys. */
+  baseParameters(): readonly HfParameter[] {
+    return this.parameters;
+  }
+
+  /** Variables the optimizer updates: the active adapter's A and B, or every weight in full mode. */
+  trainableVariables(): tf.Variable[] {
+    return [...this.namedTrainableVariables().values()];
+  }
+
+  /**
+   * Trainable variables with stable names, for checkpoints. LoRA mode: `<module path>.lora_A`
+   * ([in, r]) and `.lora_B` ([r, out]). Full mode: the Hugging Face key (tfjs layout).
+   */
+  namedTrainableVariables(): Map<string, tf.Variable> {
+    const out = new Map<string, tf.Variable>();
+    if (this.mode === 'full') {
+      for (const p of this.parameters) out.set(p.key, p.tensor() as tf.Variable);
+      return out;
+    }
+    if (this.disabled || this.active === null) return out;
+    for (const layer of this.linears) {
+      const adapter = layer.adapters.get(this.active);
+      if (!adapter) continue;
+      out.set(`${layer.path}.lora_A`, adapter.a);
+      out.set(`${layer.path}.lora_B`, adapter.b);
+    }
+    return out;
+  }
+
+  // ---- adapters -------------------------------------------------------------------------
+
+  get activeAdapter(): string | null {
+    return this.active;
+  }
+
+  get adaptersDisabled(): boolean {
+    return this.disabled;
+  }
+
+  adapterNames(): string[] {
+    return [...this.adapterConfigs.keys()];
+  }
+
+  loraConfig(name: string): LoraConfig {
+    const cfg = this.adapterConfigs.get(name);
+    if (!cfg) throw new LoraConfigError(`no adapter named "${name}" (have: ${this.adapterNames().join(', ') || 'none'})`);
+    return cfg;
+  }
+
+  /** Layers that `cfg.targetModules` selects, PEFT's matching rules. */
+  resolveTargets(cfg: LoraConfig): LoraLinear[] {
+    const candidates =
+      cfg.targetModules === 'all-linear'
+        ? // PEFT's all-linear excludes the output layer.
+          this.linears.filter((l) => l.path !== 'lm_head')
+        : this.linears.filter((l) => moduleNameMatches(l.path, cfg.targetModules as string[]));
+    const excluded = cfg.excludeModules ?? [];
+    return candidates.filter((l) => !moduleNameMatches(l.path, excluded));
+  }
+
+  /**
+   * Adds adapter `name`. With a seed: A ~ kaiming-uniform(a=√5) = U(−1/√in, 1/√in) and
+   * B = 0, so the output is unchanged until B trains (PEFT's default init). With a map
+   * (module path → A [in, r], B [r, out], tfjs layout) the given values are used, e.g. when
+   * importing a PEFT adapter. The first adapter becomes active; later ones wait for
+   * `setActiveAdapter` (as PEFT's `add_adapter`).
+   */
+  addAdapter(name: string, cfg: LoraConfig, init: number | AdapterWeightsInit): void {
+    if (this.mode !== 'lora') throw new LoraConfigError('adapters need a model loaded in "lora" mode');
+    if (name.length === 0 || /[\s.]/.test(name)) {
+      throw new LoraConfigError(`adapter name "${name}" must be non-empty without dots or spaces`);
+    }
+    if (this.adapterConfigs.has(name)) throw new LoraConfigError(`adapter "${name}" already exists`);
+    validateLoraConfig(cfg);
+    const targets = this.resolveTargets(cfg);
+    if (targets.length === 0) {
+      throw new LoraConfigError(
+        `target modules ${JSON.stringify(cfg.targetModules)} match no linear layer (have: ${[...new Set(this.linears.map((l) => l.name))].join(', ')})`,
+        'targetModules',
+      );
+    }
+    if (typeof init !== 'number') {
+      const missing = targets.filter((l) => !init.has(l.path)).map((l) => l.path);
+      const extra = [...init.keys()].filter((p) => !targets.some((l) => l.path === p));
+      if (missing.length > 0 || extra.length > 0) {
+        throw new LoraConfigError(
+          `adapter weights do not match target modules (missing: ${missing.join(', ') || 'none'}; not targeted: ${extra.join(', ') || 'none'})`,
+          'targetModules',
+        );
+      }
+    }
+    const scaling = loraScaling(cfg);
+    for (const layer of targets) {
+      let aData: Float32Array;
+      let bData: Float32Array;
+      if (typeof init === 'number') {
+        const rng = new SeededRandom(deriveSeed(init, layer.path));
+        const bound = 1 / Math.sqrt(layer.inFeatures);
+        aData = rng.uniform(layer.inFeatures * cfg.r, -bound, bound);
+        bData = new Float32Array(cfg.r * layer.outFeatures);
+      } else {
+        ({ a: aData, b: bData } = init.get(layer.path)!);
+      }
+      const a = toVariable(tf.tensor2d(aData, [layer.inFeatures, cfg.r])); // [in, r]
+      const b = toVariable(tf.tensor2d(bData, [cfg.r, layer.outFeatures])); // [r, out]
+      layer.addAdapter(name, { r: cfg.r, scaling, dropout: cfg.dropout, a, b });
+    }
+    this.adapterConfigs.set(name, {
+      ...cfg,
+      // The layout is the architecture's, as PEFT forces it (Conv1D ⇒ fan_in_fan_out).
+      fanInFanOut: this.config.modelType === 'gpt2',
+      // Stored resolved, as PEFT does when it saves an all-linear config.
+      targetModules:
+        cfg.targetModules === 'all-linear' ? [...new Set(targets.map((l) => l.name))].sort() : [...cfg.targetModules],
+    });
+    if (this.active === null) this.active = name;
+    this.refreshTrainableFlags();
+  }
+
+  /** Current adapter values per module path, tfjs layout (A [in, r], B [r, out]). */
+  adapterWeights(name: string): Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }> {
+    const cfg = this.loraConfig(name);
+    const out = new Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>();
+    for (const layer of this.linears) {
+      const adapter = layer.adapters.get(name);
+      if (!adapter) continue;
+      out.set(layer.path, {
+        a: new Float32Array(adapter.a.dataSync()),
+        b: new Float32Array(adapter.b.dataSync()),
+        inFeatures: layer.inFeatures,
+        outFeatures: layer.outFeatures,
+      });
+    }
+    if (out.size === 0) throw new LoraConfigError(`adapter "${name}" (r=${cfg.r}) has no layers`);
+    return out;
+  }
+
+  /** Makes `name` the adapter used by forward and training. Unmerges first, like PEFT. */
+  setActiveAdapter(name: string): void {
+    this.loraConfig(name);
+    if (this.active !== name) this.unmergeAll();
+    this.active = name;
+    this.disabled = false;
+    this.refreshTrainableFlags();
+  }
+
+  /** Forward returns the base model's output until `enableAdapters`. Unmerges first. */
+  disableAdapters(): void {
+    this.unmergeAll();
+    this.disabled = true;
+    this.refreshTrainableFlags();
+  }
+
+  enableAdapters(): void {
+    this.disabled = false;
+    this.refreshTrainableFlags();
+  }
+
+  /** Folds scaling·A·B into the base weights (default: the active adapter). */
+  mergeAdapter(name: string | null = this.active): void {
+    if (name === null) throw new LoraConfigError('no adapter to merge');
+    this.loraConfig(name);
+    for (const layer of this.linears) if (layer.adapters.has(name)) layer.merge(name);
+  }
+
+  /** Subtracts every merged adapter again, restoring the base weights (up to rounding). */
+  unmergeAdapter(): void {
+    this.unmergeAll();
+  }
+
+  isMerged(name: string | null = this.active): boolean {
+    return name !== null && this.linears.some((l) => l.mergedAdapters.includes(name));
+  }
+
+  deleteAdapter(name: string): void {
+    this.loraConfig(name);
+    for (const layer of this.linears) layer.deleteAdapter(name);
+    this.adapterConfigs.delete(name);
+    if (this.active === name) this.active = this.adapterConfigs.keys().next().value ?? null;
+    this.refreshTrainableFlags();
+  }
+
+  dispose(): void {
+    for (const tensor of this.standalone) tensor.dispose();
+    for (const layer of this.linears) layer.dispose();
+    this.adapterConfigs.clear();
+  }
+
+  // ---- construction helpers for subclasses ---------------------------------------------
+
+  /** Creates a base parameter stored as-is (embeddings, norms, biases, Conv1D kernels). */
+  protected createParameter(source: WeightSource, key: string, shape: number[], init: 'normal' | 'zeros' | 'ones'): tf.Tensor {
+    const tensor = this.toParameter(tf.tensor(source.read(key, shape, init), shape));
+    this.parameters.push({ key, hfShape: shape, transposed: false, tensor: () => tensor });
+    this.standalone.push(tensor);
+    return tensor;
+  }
+
+  /** Creates a linear layer under `path` and registers its weight (and bias). */
+  protected createLinear(
+    source: WeightSource,
+    path: string,
+    inFeatures: number,
+    outFeatures: number,
+    layout: HfWeightLayout,
+    hasBias: boolean,
+  ): LoraLinear {
+    const hfShape = layout === 'conv1d' ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
+    const stored = source.read(`${path}.weight`, hfShape, 'normal');
+    // nn.Linear keeps [out, in]; tfjs multiplies x·W with W [in, out].
+    const data = layout === 'conv1d' ? stored : transpose2d(stored, outFeatures, inFeatures);
+    const weight = this.toParameter(tf.tensor2d(data, [inFeatures, outFeatures])) as tf.Tensor2D;
+    const bias = hasBias
+      ? (this.toParameter(tf.tensor1d(source.read(`${path}.bias`, [outFeatures], 'zeros'))) as tf.Tensor1D)
+      : null;
+    const layer = new LoraLinear(path, inFeatures, outFeatures, layout, weight, bias);
+    this.linears.push(layer);
+    this.parameters.push({ key: `${path}.weight`, hfShape, transposed: layout === 'linear', tensor: () => layer.weight });
+    if (bias) this.parameters.push({ key: `${path}.bias`, hfShape: [outFeatures], transposed: false, tensor: () => bias });
+    return layer;
+  }
+
+  private toParameter(tensor: tf.Tensor): tf.Tensor {
+    return this.mode === 'lora' ? tensor : toVariable(tensor);
+  }
+
+  private unmergeAll(): void {
+    for (const layer of this.linears) {
+      for (const name of [...layer.mergedAdapters].reverse()) layer.unmerge(name);
+    }
+  }
+
+  /** Only the active adapter's variables take gradients from `tf.variableGrads`. */
+  private refreshTrainableFlags(): void {
+    for (const layer of this.linears) {
+      for (const [name, adapter] of layer.adapters) {
+        const trainable = !this.disabled && name === this.active;
+        adapter.a.trainable = trainable;
+        adapter.b.trainable = trainable;
+      }
+    }
+  }
+}
+
+/** Wraps a fresh tensor in a trainable Variable and releases the temporary handle. */
+function toVariable<R extends tf.Rank>(tensor: tf.Tensor<R>): tf.Variable<R> {
+  const variable = tf.variable(tensor, true);
+  tensor.dispose();
+  return variable;
+}
+
+/** [rows, cols] row-major → [cols, rows] row-major. */
+export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const rowOffset = i * cols;
+    for (let j = 0; j < cols; j++) out[j * rows + i] = data[rowOffset + j];
+  }
+  return out;
+}
+
+/**
+ * Additive attention bias: 0 where query i may attend key j (j ≤ i and key j is not
+ * padding), MASKED_SCORE elsewhere. Returns [B, 1, T, T] with a mask, [1, 1, T, T] without.
+ */
+export function buildAttentionBias(length: number, attentionMask?: tf.Tensor2D): tf.Tensor4D {
+  return tf.tidy(() => {
+    const causal = tf.linalg.bandPart(tf.ones([length, length]), -1, 0); // [T, T] lower triangle
+    let allowed = tf.reshape(causal, [1, 1, length, length]); // [1, 1, T, T]
+    if (attentionMask) {
+      const keys = tf.reshape(tf.cast(attentionMask, 'float32'), [attentionMask.shape[0], 1, 1, length]); // [B, 1, 1, T]
+      allowed = tf.mul(allowed, keys); // [B, 1, T, T]
+    }
+    return tf.mul<tf.Tensor4D>(tf.sub(1, allowed), MASKED_SCORE); // [B|1, 1, T, T]
+  });
+}
+
+/** Thrown by weight sources when a tensor is missing or mis-shaped. */
+export function weightShapeError(key: string, expected: number[], actual: number[]): ModelWeightsError {
+  return new ModelWeightsError(
+    `tensor "${key}" has shape ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)}`,
+    key,
+  );
+}
