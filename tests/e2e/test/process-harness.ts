@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import path from 'node:path';
 
@@ -37,8 +37,34 @@ export class AppProcess {
     return this.child.pid;
   }
 
+  get hasExited(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
+  }
+
+  /** Resolves with the exit code (null when killed by a signal). */
+  waitForExit(): Promise<number | null> {
+    return this.exited;
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  /** Pids of this process's direct children (the trainer processes of a worker). */
+  childPids(): number[] {
+    if (!this.child.pid) return [];
+    const result = spawnSync('ps', ['-o', 'pid=', '--ppid', String(this.child.pid)], {
+      encoding: 'utf8',
+    });
+    return result.stdout
+      .split('\n')
+      .map((line) => Number(line.trim()))
+      .filter((pid) => pid > 0);
+  }
+
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    if (this.hasExited) return;
+    this.child.kill('SIGCONT'); // a test may have left it stopped
     this.child.kill('SIGTERM');
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
     await this.exited;
@@ -66,4 +92,13 @@ export async function waitFor<T>(
   throw new Error(
     `timed out after ${timeoutMs} ms waiting for ${what}${lastError instanceof Error ? `: ${lastError.message}` : ''}`,
   );
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
