@@ -74,7 +74,7 @@ export class AppProcess {
 
 export async function waitFor<T>(
   what: string,
-  probe: () => Promise<T | undefined>,
+  probe: () => Promise<T | undefined> | T | undefined,
   timeoutMs: number,
   intervalMs = 200,
 ): Promise<T> {

@@ -56,7 +56,7 @@ describe('worker reliability', () => {
     const trainers = first.childPids();
     expect(trainers.length).toBe(1);
     first.signal('SIGKILL');
-    await waitFor('trainer to exit', async () => (isAlive(trainers[0]) ? undefined : true), 5000);
+    await waitFor('trainer to exit', () => (isAlive(trainers[0]) ? undefined : true), 5000);
 
     fleet.startWorker('w-kill-2');
     const done = await fleet.waitForTerminal(job.id, 200_000);
@@ -79,7 +79,7 @@ describe('worker reliability', () => {
     expect((await fleet.request('POST', `/v1/fine_tuning/jobs/${job.id}/cancel`)).status).toBe(200);
     await waitFor(
       'trainer to exit after cancel',
-      async () => (isAlive(trainer) ? undefined : true),
+      () => (isAlive(trainer) ? undefined : true),
       5000,
     );
     expect(Date.now() - cancelledAt).toBeLessThan(5000);
@@ -210,7 +210,7 @@ describe('worker reliability', () => {
     expect((await fleet.row(job.id)).adapters).toBe(1);
     await waitFor(
       'zombie trainer gone',
-      async () => (zombie.childPids().length === 0 ? true : undefined),
+      () => (zombie.childPids().length === 0 ? true : undefined),
       10_000,
     );
     await Promise.all([zombie.stop(), rescuer.stop()]);
