@@ -3,3 +3,4 @@ export * from './entities';
 export * from './ids';
 export * from './repositories';
 export * from './testing/scratch-database';
+export * from './testing/service-faults';
