@@ -48,25 +48,55 @@ describe('worker reliability', () => {
       expect.arrayContaining([expect.stringMatching(pattern)]),
     );
 
-  it('leaves no orphan trainer when its worker is SIGKILLed, and another worker takes over (R9, R5)', async () => {
-    const first = fleet.startWorker('w-kill-1');
+  it('leaves no orphan trainer when its worker is SIGKILLed; another worker resumes from the checkpoint to identical bytes (R9, R5, R6)', async () => {
+    const checkpointing = { LORAFLEET_CHECKPOINT_EVERY_STEPS: '10' };
+    // The reference: the same job, uninterrupted, on the same backend.
+    const reference = fleet.startWorker('w-reference', checkpointing);
+    await fleet.workerReady('w-reference');
+    const uninterrupted = await fleet.createJob(fileId, 60);
+    expect((await fleet.waitForTerminal(uninterrupted.id, 200_000)).status).toBe('succeeded');
+    await fleet.stopWorkers();
+
+    const first = fleet.startWorker('w-kill-1', checkpointing);
     await fleet.workerReady('w-kill-1');
-    const job = await fleet.createJob(fileId, 300);
-    await fleet.waitForStep(job.id, 5);
+    const job = await fleet.createJob(fileId, 60);
+    const checkpoint = await waitFor(
+      'a stored checkpoint',
+      async () => {
+        const list = await fleet.request('GET', `/v1/fine_tuning/jobs/${job.id}/checkpoints`);
+        return list.body.data.length > 0
+          ? (list.body.data[0] as { step_number: number })
+          : undefined;
+      },
+      120_000,
+      50,
+    );
     const trainers = first.childPids();
     expect(trainers.length).toBe(1);
     first.signal('SIGKILL');
     await waitFor('trainer to exit', () => (isAlive(trainers[0]) ? undefined : true), 5000);
 
-    fleet.startWorker('w-kill-2');
+    fleet.startWorker('w-kill-2', checkpointing);
     const done = await fleet.waitForTerminal(job.id, 200_000);
     expect(done.status).toBe('succeeded');
     expect(done.worker).toBe('w-kill-2');
     expect(await fleet.row(job.id)).toMatchObject({ attempt: 2, failures: 1, adapters: 1 });
-    expect((await fleet.messages(job.id)).some((m) => /took over from w-kill-1/.test(m))).toBe(
-      true,
+    await expectMessage(job.id, /took over from w-kill-1/);
+    const resumed = (await fleet.messages(job.id)).find((m) =>
+      /resumed from checkpoint at step/.test(m),
+    );
+    expect(Number(/step (\d+)/.exec(resumed ?? '')?.[1])).toBeGreaterThanOrEqual(
+      checkpoint.step_number,
     );
     expectLegalTrail(await fleet.statusTrail(job.id));
+
+    const digests = await fleet.dataSource.query<{ job_id: string; weights_sha256: string }[]>(
+      'SELECT job_id, weights_sha256 FROM adapters WHERE job_id = ANY($1)',
+      [[job.id, uninterrupted.id]],
+    );
+    expect(digests).toHaveLength(2);
+    expect(digests[0].weights_sha256).toBe(digests[1].weights_sha256);
+    expect(reference.hasExited).toBe(true);
   });
 
   it('cancels a running job within seconds: trainer gone, no adapter, no retry (R11)', async () => {
@@ -93,6 +123,41 @@ describe('worker reliability', () => {
       'cancelled',
     ]);
     await worker.stop();
+  });
+
+  it('pauses a running job at a checkpoint, releases the slot, and resumes it to completion', async () => {
+    const worker = fleet.startWorker('w-pause');
+    await fleet.workerReady('w-pause');
+    const job = await fleet.createJob(fileId, 300);
+    await fleet.waitForStep(job.id, 3);
+    expect((await fleet.request('POST', `/v1/fine_tuning/jobs/${job.id}/pause`)).status).toBe(200);
+    const paused = await fleet.waitForJob(
+      job.id,
+      (j) => j.status === 'paused',
+      'job paused',
+      30_000,
+    );
+    expect(worker.childPids()).toEqual([]);
+    const checkpoints = await fleet.request('GET', `/v1/fine_tuning/jobs/${job.id}/checkpoints`);
+    expect(checkpoints.body.data[0].step_number).toBeGreaterThanOrEqual(3);
+    expect(paused.progress.step).toBeGreaterThanOrEqual(3);
+    // The slot is free: another job runs while this one is paused.
+    const other = await fleet.createJob(fileId, 5);
+    expect((await fleet.waitForTerminal(other.id)).status).toBe('succeeded');
+    expect((await fleet.request('POST', `/v1/fine_tuning/jobs/${job.id}/resume`)).status).toBe(200);
+    const done = await fleet.waitForTerminal(job.id, 200_000);
+    expect(done.status).toBe('succeeded');
+    expect(await fleet.row(job.id)).toMatchObject({ attempt: 2, failures: 0, adapters: 1 });
+    await expectMessage(job.id, /resumed from checkpoint at step/);
+    expect(await fleet.statusTrail(job.id)).toEqual([
+      'validating_files',
+      'queued',
+      'running',
+      'paused',
+      'queued',
+      'running',
+      'succeeded',
+    ]);
   });
 
   it('fails a hung trainer through the watchdog and frees the slot (R10)', async () => {

@@ -1,31 +1,22 @@
 /**
- * Trainer child process: owns tfjs and runs one training attempt from a TrainerSpec.
- * It exits as soon as the IPC channel closes, so it never outlives its worker (R9).
+ * Trainer child process: owns tfjs and runs one training attempt from a TrainerSpec with
+ * lora-core's `runFineTune`. It checkpoints through the parent (R5), stops cleanly on
+ * pause or shutdown (R12), and exits as soon as the IPC channel closes, so it never outlives
+ * its worker (R9).
  */
+import { DatasetValidationError } from '@lorafleet/data';
 import {
-  buildBatch,
-  loadTokenizer,
-  parseJsonlExamples,
-  preflightSummary,
-  tokenizeExample,
-  DatasetValidationError,
-  type TrainingBatch,
-} from '@lorafleet/data';
-import {
-  addLoraAdapter,
-  defaultTargetModules,
-  exportPeftAdapter,
-  loadCausalLM,
+  NonFiniteLossError,
+  TrainingAbortedError,
+  TrainingConfigError,
+  runFineTune,
   selectBackend,
-  trainLora,
+  type FineTuneResult,
 } from '@lorafleet/lora-core';
-import { version as tfjsVersion } from '@tensorflow/tfjs';
-import { createHash } from 'node:crypto';
+import type { JsonObject } from '@lorafleet/db';
 import type { ChildToParent, ParentToChild, StopReason, TrainerSpec } from './trainer-protocol';
 
 const LORAFLEET_VERSION = '0.1.0';
-
-const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
 
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ChildToParent): Promise<void> {
@@ -37,120 +28,170 @@ function send(message: ChildToParent): Promise<void> {
 
 process.on('disconnect', () => process.exit(1));
 
+/** Input the trainer cannot use; retrying the same job cannot help (R13, R16). */
 class BadInputError extends Error {}
+
+const stopController = new AbortController();
+let stopReason: StopReason | null = null;
 
 async function run(spec: TrainerSpec): Promise<void> {
   const backend = await selectBackend(spec.backend);
-  await send({ kind: 'ready', backend, resumedFromStep: null });
-  const tokenizer = await loadTokenizer(spec.modelDir);
-  let examples;
+  let lastProgress = 0;
+  let result: FineTuneResult;
   try {
-    examples = parseJsonlExamples(spec.trainingJsonl);
+    result = await runFineTune({
+      model: spec.modelDir,
+      trainJsonl: spec.trainingJsonl,
+      validationJsonl: spec.validationJsonl,
+      lora: {
+        r: spec.lora.r,
+        alpha: spec.lora.alpha,
+        dropout: spec.lora.dropout,
+        useRslora: spec.lora.use_rslora,
+        ...(spec.lora.target_modules === undefined
+          ? {}
+          : { targetModules: spec.lora.target_modules }),
+      },
+      hyperparameters: {
+        epochs: spec.hyperparameters.n_epochs,
+        batchSize: spec.hyperparameters.batch_size,
+        learningRate: spec.learningRate,
+        lrScheduler: spec.training.lr_scheduler,
+        warmupSteps: spec.training.warmup_steps,
+        weightDecay: spec.training.weight_decay,
+        gradientAccumulationSteps: spec.training.gradient_accumulation_steps,
+        maxSteps: spec.training.max_steps ?? null,
+        evalEverySteps: spec.training.eval_every_steps ?? null,
+        seed: spec.seed,
+      },
+      maxSeqLength: spec.training.max_seq_length,
+      resumeFrom: spec.resumeFrom,
+      signal: stopController.signal,
+      checkpoint: {
+        everySteps: spec.checkpointEverySteps,
+        everySeconds: spec.checkpointEverySeconds,
+        onAbort: true,
+        sink: (checkpoint) =>
+          send({
+            kind: 'checkpoint',
+            checkpoint: {
+              step: checkpoint.step,
+              epoch: checkpoint.epoch,
+              metrics: checkpoint.metrics
+                ? {
+                    train_loss: checkpoint.metrics.trainLoss,
+                    train_mean_token_accuracy: checkpoint.metrics.trainMeanTokenAccuracy,
+                    ...(checkpoint.metrics.validLoss === undefined
+                      ? {}
+                      : { valid_loss: checkpoint.metrics.validLoss }),
+                    ...(checkpoint.metrics.validMeanTokenAccuracy === undefined
+                      ? {}
+                      : { valid_mean_token_accuracy: checkpoint.metrics.validMeanTokenAccuracy }),
+                  }
+                : {},
+              blob: checkpoint.blob,
+            },
+          }),
+      },
+      lineage: { backend, lorafleet_version: LORAFLEET_VERSION, job_id: spec.jobId },
+      onPreflight: async (preflight) => {
+        await send({
+          kind: 'ready',
+          backend,
+          resumedFromStep: preflight.resumeStep > 0 ? preflight.resumeStep : null,
+        });
+        await send({
+          kind: 'preflight',
+          summary: {
+            examples: preflight.examples,
+            tokens: preflight.tokens,
+            trainableTokens: preflight.trainableTokens,
+            truncatedExamples: preflight.truncatedExamples,
+            totalSteps: preflight.totalSteps,
+          },
+        });
+      },
+      onProgress: (progress) => {
+        // At most ~4 reports a second, and always the last step.
+        const now = Date.now();
+        if (now - lastProgress < 250 && progress.step !== progress.totalSteps) return;
+        lastProgress = now;
+        void send({
+          kind: 'progress',
+          progress: {
+            step: progress.step,
+            totalSteps: progress.totalSteps,
+            epoch: progress.epoch,
+            loss: progress.loss,
+            learningRate: progress.learningRate,
+            tokensPerSecond: progress.tokensPerSecond,
+            etaSeconds: progress.etaSeconds,
+          },
+        });
+      },
+      onEval: (report) =>
+        send({
+          kind: 'eval',
+          step: report.step,
+          metrics: { valid_loss: report.loss, valid_mean_token_accuracy: report.meanTokenAccuracy },
+        }),
+    });
   } catch (error) {
-    if (error instanceof DatasetValidationError) throw new BadInputError(error.message);
+    if (error instanceof TrainingAbortedError && stopReason !== null) {
+      await send({ kind: 'stopped', reason: stopReason });
+      return;
+    }
+    if (
+      error instanceof DatasetValidationError ||
+      error instanceof TrainingConfigError ||
+      error instanceof NonFiniteLossError
+    ) {
+      throw new BadInputError(error.message);
+    }
     throw error;
   }
-  const { n_epochs: epochs, batch_size: batchSize } = spec.hyperparameters;
-  const maxSeqLength = spec.training.max_seq_length;
-  const summary = preflightSummary(examples, tokenizer, {
-    maxSeqLength,
-    batchSize,
-    epochs,
-    gradientAccumulationSteps: spec.training.gradient_accumulation_steps,
-  });
-  const totalSteps = Math.min(
-    summary.totalSteps,
-    spec.training.max_steps ?? Number.MAX_SAFE_INTEGER,
-  );
-  await send({ kind: 'preflight', summary: { ...summary, totalSteps } });
-
-  const tokenized = examples.map((example) =>
-    tokenizeExample(example, tokenizer, { maxSeqLength }),
-  );
-  const batches: TrainingBatch[] = [];
-  for (let i = 0; i < tokenized.length; i += batchSize) {
-    batches.push(
-      buildBatch(tokenized.slice(i, i + batchSize), { padTokenId: tokenizer.padTokenId }),
-    );
-  }
-
-  const model = await loadCausalLM(spec.modelDir);
-  addLoraAdapter(
-    model,
-    'default',
-    {
-      r: spec.lora.r,
-      alpha: spec.lora.alpha,
-      dropout: spec.lora.dropout,
-      targetModules: spec.lora.target_modules ?? defaultTargetModules(model.config.modelType),
-      useRslora: spec.lora.use_rslora,
-    },
-    spec.seed,
-  );
-  let lastReport = 0;
-  const csvRows = ['step,epoch,train_loss,learning_rate,tokens_per_second'];
-  const result = await trainLora(model, {
-    batches,
-    totalSteps,
-    learningRate: spec.learningRate,
-    shouldStop: () => stopRequested !== null,
-    onStep: (report) => {
-      csvRows.push(
-        [
-          report.step,
-          report.epoch.toFixed(4),
-          report.loss,
-          report.learningRate,
-          report.tokensPerSecond.toFixed(1),
-        ].join(','),
-      );
-      // Report at most ~4 times a second, and always the last step.
-      const now = Date.now();
-      if (now - lastReport >= 250 || report.step === report.totalSteps) {
-        lastReport = now;
-        void send({ kind: 'progress', progress: report });
-      }
-    },
-  });
-  if (stopRequested !== null) {
-    await send({ kind: 'stopped', reason: stopRequested });
-    return;
-  }
-  const exported = exportPeftAdapter(model, 'default', spec.modelName);
+  const lineage = result.lineage;
   await send({
     kind: 'result',
     result: {
-      adapterConfig: exported.adapterConfig as Record<
-        string,
-        string | number | boolean | null | object
-      >,
-      adapterSafetensors: exported.adapterSafetensors,
+      // PEFT's config is plain JSON (strings, numbers, booleans, lists).
+      adapterConfig: JSON.parse(JSON.stringify(result.adapter.adapterConfig)) as JsonObject,
+      adapterSafetensors: result.adapter.adapterSafetensors,
       trainedTokens: result.trainedTokens,
-      finalLoss: result.finalLoss,
+      finalLoss: result.finalTrainLoss,
       steps: result.steps,
       backend,
-      metrics: { final_train_loss: result.finalLoss },
-      resultCsv: `${csvRows.join('\n')}\n`,
-      samples: [],
+      metrics: {
+        final_train_loss: result.finalTrainLoss,
+        ...(result.validation
+          ? {
+              valid_loss: result.validation.loss,
+              valid_mean_token_accuracy: result.validation.meanTokenAccuracy,
+            }
+          : {}),
+      },
+      resultCsv: result.metricsCsv,
+      samples: result.samples.map((s) => ({
+        prompt: s.prompt,
+        completion: s.completion,
+        reference: s.reference,
+      })),
       lineage: {
-        base_model_sha256: model.baseModelSha256 ?? null,
-        training_file_sha256: sha256Hex(spec.trainingJsonl),
-        validation_file_sha256:
-          spec.validationJsonl === null ? null : sha256Hex(spec.validationJsonl),
-        hyperparameters: {
-          ...spec.hyperparameters,
-          learning_rate: spec.learningRate,
-          ...spec.training,
-        },
-        lora: { ...spec.lora },
-        tfjs_version: tfjsVersion,
+        base_model: lineage.baseModel,
+        base_model_sha256: lineage.baseModelSha256,
+        training_file_sha256: lineage.trainSha256,
+        validation_file_sha256: lineage.validationSha256,
+        config_sha256: lineage.configSha256,
+        hyperparameters: { ...lineage.hyperparameters },
+        lora: { ...lineage.lora },
+        max_seq_length: lineage.maxSeqLength,
+        tfjs_version: lineage.tfjsVersion,
         lorafleet_version: LORAFLEET_VERSION,
+        resumed_from_step: result.resumedFromStep,
       },
     },
   });
 }
-
-let stopRequested: StopReason | null = null;
 
 /** Boot-time check (R17): can this machine run the configured backend at all? */
 async function probe(requested: string): Promise<void> {
@@ -158,17 +199,10 @@ async function probe(requested: string): Promise<void> {
   await send({ kind: 'ready', backend, resumedFromStep: null });
 }
 
-/** Non-finite loss means the hyperparameters diverge; retrying the same run cannot help (R16). */
-function classify(error: unknown): unknown {
-  if (error instanceof Error && /loss became (NaN|Infinity|-Infinity)/.test(error.message)) {
-    return new BadInputError(error.message);
-  }
-  return error;
-}
-
 process.on('message', (message: ParentToChild) => {
   if (message.kind === 'stop') {
-    stopRequested ??= message.reason;
+    stopReason ??= message.reason;
+    stopController.abort(new Error(`stop requested for ${message.reason}`));
     return;
   }
   const work = message.kind === 'probe' ? probe(message.backend) : run(message.spec);
@@ -178,7 +212,7 @@ process.on('message', (message: ParentToChild) => {
       send({
         kind: 'error',
         message: error instanceof Error ? error.message : String(error),
-        retryable: !(classify(error) instanceof BadInputError),
+        retryable: !(error instanceof BadInputError),
       }).then(() => process.exit(1)),
     );
 });
