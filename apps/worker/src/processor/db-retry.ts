@@ -1,7 +1,8 @@
 /** Connection-level failures worth waiting out (Postgres restarting, R24). */
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
-  const code = String((error as { code?: unknown }).code ?? '');
+  const rawCode = (error as { code?: unknown }).code;
+  const code = typeof rawCode === 'string' || typeof rawCode === 'number' ? String(rawCode) : '';
   return (
     [
       'ECONNREFUSED',

@@ -99,7 +99,8 @@ export class TrainerProcess {
           case 'stopped':
             void this.checkpointChain.then(
               () => settle(() => reject(new TrainerStoppedError(message.reason))),
-              (error: unknown) => settle(() => reject(error)),
+              (error: unknown) =>
+                settle(() => reject(error instanceof Error ? error : new Error(String(error)))),
             );
             break;
           case 'result':
