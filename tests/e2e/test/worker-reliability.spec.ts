@@ -3,7 +3,7 @@
  * as real processes so the tests can SIGKILL, SIGSTOP and SIGTERM them.
  */
 import { isLegalJobTransition, type JobStatus } from '@lorafleet/contracts';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Fleet } from './fleet-harness';
@@ -302,5 +302,42 @@ describe('worker reliability', () => {
     const worker = new AppProcess('worker', { ...fleet.sharedEnv(), LORAFLEET_BACKEND: 'gpu' });
     expect(await worker.waitForExit()).toBe(1);
     expect(worker.output.join('')).toMatch(/@tensorflow\/tfjs-node-gpu is not installed/);
+  });
+});
+
+describe('worker memory over many jobs (R15)', () => {
+  const fleet = new Fleet();
+  const soak = process.env.LORAFLEET_SOAK === '1';
+  const jobCount = soak ? 20 : 5;
+  const stepsPerJob = soak ? 500 : 20;
+
+  beforeAll(async () => {
+    await fleet.start();
+  });
+
+  afterAll(async () => {
+    await fleet.stop();
+  });
+
+  const rssKiB = (pid: number): number => {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+  };
+
+  it(`keeps the worker's memory flat across ${jobCount} sequential jobs`, async () => {
+    const fileId = await fleet.uploadExamples(20);
+    const worker = fleet.startWorker('w-memory');
+    await fleet.workerReady('w-memory');
+    const samples: number[] = [];
+    for (let i = 0; i < jobCount; i++) {
+      const job = await fleet.createJob(fileId, stepsPerJob);
+      expect((await fleet.waitForTerminal(job.id, 300_000)).status).toBe('succeeded');
+      samples.push(rssKiB(worker.pid!));
+    }
+    // Each attempt's tensors live and die with its trainer child; the parent only moves
+    // bytes. Growth after the first job (warm-up) stays under 40 MiB.
+    const growthKiB = Math.max(...samples.slice(1)) - samples[0];
+    expect(growthKiB).toBeLessThan(40 * 1024);
+    expect(worker.childPids()).toEqual([]);
   });
 });

@@ -5,6 +5,9 @@ import { AdminGuard } from '../auth/admin.guard';
 import { ApiKeyGuard } from '../auth/api-key.guard';
 import { FINE_TUNE_QUEUE } from '../infra/tokens';
 
+/** Heartbeats arrive every few seconds (LORAFLEET_HEARTBEAT_MS, default 5 s); 30 s of silence means gone. */
+const WORKER_GONE_AFTER_MS = 30_000;
+
 /** The GPU fleet (DESIGN §4 Fleet): workers with their heartbeat, and queue depth per state. */
 @Controller('v1/workers')
 @UseGuards(ApiKeyGuard, AdminGuard)
@@ -40,7 +43,8 @@ export class WorkersController {
         pid: w.pid,
         backend: w.backend,
         device: w.device,
-        status: w.status,
+        // A worker that missed its heartbeats is gone, whatever it last said about itself.
+        status: now - w.lastHeartbeatAt.getTime() > WORKER_GONE_AFTER_MS ? 'gone' : w.status,
         current_job: w.currentJobId,
         versions: w.versions,
         started_at: Math.floor(w.startedAt.getTime() / 1000),
