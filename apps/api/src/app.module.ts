@@ -18,6 +18,7 @@ import { JobsService } from './jobs/jobs.service';
 import { OutboxRelayService } from './jobs/outbox-relay.service';
 import { ModelsController } from './models/models.controller';
 import { ModelsService } from './models/models.service';
+import { OpsModule } from './ops/ops.module';
 
 @Module({})
 export class AppModule {
@@ -31,7 +32,7 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [envModule, InfraModule],
+      imports: [envModule, InfraModule, OpsModule],
       controllers: [
         HealthController,
         FilesController,

@@ -4,6 +4,8 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { ApiEnv } from '@lorafleet/contracts';
 import { AppModule } from './app.module';
+import { registerDashboard } from './dashboard/dashboard.plugin';
+import { registerOps } from './ops/ops.setup';
 
 /** Builds the Nest application on Fastify; `main.ts` listens, tests may call this directly. */
 export async function createApiApp(env: ApiEnv): Promise<NestFastifyApplication> {
@@ -22,6 +24,9 @@ export async function createApiApp(env: ApiEnv): Promise<NestFastifyApplication>
     limits: { fileSize: env.LORAFLEET_UPLOAD_MAX_BYTES, files: 1, fields: 10 },
     throwFileSizeLimit: true,
   });
+  await registerDashboard(app); // the web UI at / (apps/dashboard/dist), same origin as /v1
+  // Metrics hook and bull-board: before init, so they see every route Nest registers.
+  await registerOps(app);
   app.enableShutdownHooks();
   return app;
 }

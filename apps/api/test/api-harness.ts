@@ -45,13 +45,18 @@ export async function until<T>(
 /** A private redis-server this test may stop and restart (never the shared one). */
 export class PrivateRedis {
   private process: ChildProcess | undefined;
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly options: { maxmemoryPolicy?: string } = {},
+  ) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the server; a no-op while it runs. */
   async start(): Promise<void> {
+    if (this.process && this.process.exitCode === null && this.process.signalCode === null) return;
     this.process = spawn(
       'redis-server',
       [
@@ -64,7 +69,7 @@ export class PrivateRedis {
         '--appendonly',
         'no',
         '--maxmemory-policy',
-        'noeviction',
+        this.options.maxmemoryPolicy ?? 'noeviction',
       ],
       { stdio: 'ignore' },
     );
@@ -85,7 +90,7 @@ export class PrivateRedis {
 
   async stop(): Promise<void> {
     const child = this.process;
-    if (!child || child.exitCode !== null) return;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
     await exited;
@@ -101,8 +106,10 @@ export class TcpProxy {
     private readonly targetPort: number,
   ) {}
 
+  /** Starts listening; a no-op while it listens. */
   async start(): Promise<void> {
-    this.server = createServer((client) => {
+    if (this.server) return;
+    const server = createServer((client) => {
       const upstream = connect(this.targetPort, '127.0.0.1');
       this.sockets.add(client).add(upstream);
       client.pipe(upstream).pipe(client);
@@ -115,7 +122,14 @@ export class TcpProxy {
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
     });
-    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
   }
 
   async stop(): Promise<void> {
@@ -132,20 +146,43 @@ export interface ApiHarness {
   app: NestFastifyApplication;
   baseUrl: string;
   env: ApiEnv;
+  /** A direct connection to the scratch database (never through `proxy`). */
   dataSource: DataSource;
   scratch: ScratchDatabase;
   tenants: TenantsRepository;
+  /** Present with `proxyPostgres`: stop it to cut the API off from Postgres, start it to heal. */
+  proxy?: TcpProxy;
   close(): Promise<void>;
 }
 
+export interface StartApiOptions {
+  /** Route the API's Postgres connections through a TcpProxy (R4 tests). */
+  proxyPostgres?: boolean;
+  /** Runs on the created app before it initialises and listens (e.g. to add Fastify hooks). */
+  beforeListen?: (app: NestFastifyApplication) => void | Promise<void>;
+}
+
 /** The real API in-process on a scratch database and its own BullMQ prefix. */
-export async function startApi(overrides: Record<string, string> = {}): Promise<ApiHarness> {
+export async function startApi(
+  overrides: Record<string, string> = {},
+  options: StartApiOptions = {},
+): Promise<ApiHarness> {
   const scratch = await createScratchDatabase('lorafleet_api');
   const dataSource = createDataSource({ url: scratch.url });
   await dataSource.initialize();
   await runMigrations(dataSource);
+  let proxy: TcpProxy | undefined;
+  let databaseUrl = scratch.url;
+  if (options.proxyPostgres) {
+    const url = new URL(scratch.url);
+    proxy = new TcpProxy(await freePort(), Number(url.port || 5432));
+    await proxy.start();
+    url.hostname = '127.0.0.1';
+    url.port = String(proxy.port);
+    databaseUrl = url.toString();
+  }
   const env = parseEnv(apiEnvShape, {
-    DATABASE_URL: scratch.url,
+    DATABASE_URL: databaseUrl,
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     LORAFLEET_MODELS_DIR: MODELS_DIR,
     LORAFLEET_QUEUE_PREFIX: `lf-api-${randomBytes(4).toString('hex')}`,
@@ -155,6 +192,7 @@ export async function startApi(overrides: Record<string, string> = {}): Promise<
     ...overrides,
   });
   const app = await createApiApp(env);
+  await options.beforeListen?.(app);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.getHttpServer().address();
   const port = typeof address === 'object' && address ? address.port : 0;
@@ -165,8 +203,10 @@ export async function startApi(overrides: Record<string, string> = {}): Promise<
     dataSource,
     scratch,
     tenants: new TenantsRepository(dataSource),
+    proxy,
     async close() {
       await app.close();
+      await proxy?.stop();
       const redis = new Redis(env.REDIS_URL, {
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,

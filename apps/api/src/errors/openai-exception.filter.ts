@@ -23,18 +23,51 @@ const STATUS_TO_CODE: Record<number, ErrorCode> = {
   503: 'service_unavailable',
 };
 
-/** Postgres/Redis connection failures: the request is fine, a dependency is down (R4). */
-function isDependencyOutage(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  const code = (error as { code?: unknown }).code;
+/** Node socket errors and Postgres connection/availability SQLSTATEs (classes 08, 53300, 57P0x). */
+const OUTAGE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+  '53300',
+  '57P01',
+  '57P02',
+  '57P03',
+]);
+
+/**
+ * Postgres/Redis connection failures: the request is fine, a dependency is down (R4).
+ * Duck-typed rather than `instanceof Error`: socket errors are created by Node's own `net`
+ * module, which under Jest lives in another realm, so `instanceof` misses them there.
+ */
+function isDependencyOutage(error: unknown): error is { message: string } {
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
   return (
-    ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', '57P01', '57P03'].includes(
-      String(code),
-    ) ||
-    /Connection terminated|timeout exceeded when trying to connect|Connection is closed/i.test(
-      error.message,
-    )
+    OUTAGE_CODES.has(String(code)) ||
+    (typeof message === 'string' &&
+      /Connection terminated|timeout exceeded when trying to connect|Connection is closed|Stream isn't writeable/i.test(
+        message,
+      ))
   );
+}
+
+/**
+ * Postgres cannot store NUL in text (22021) or `\u0000` in jsonb (22P05). Such a value came
+ * from the client (an id, a cursor, metadata), so it is a bad request, not a server fault.
+ */
+function isUnstorableText(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, driverError } = error as { code?: unknown; driverError?: { code?: unknown } };
+  return ['22021', '22P05'].includes(String(driverError?.code ?? code));
 }
 
 /** Renders every error as OpenAI's `{"error": {message, type, param, code}}`. */
@@ -45,7 +78,12 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const reply = host.switchToHttp().getResponse<FastifyReply>();
     const [status, body] = this.render(exception);
-    void reply.status(status).header('content-type', 'application/json').send(body);
+    void reply.status(status).header('content-type', 'application/json');
+    // OpenAI's clients retry 409 (meant for lock timeouts) unless told otherwise; a job-state
+    // conflict never heals on retry. A 503 (dependency down) is worth retrying, after a pause.
+    if (status === 409) void reply.header('x-should-retry', 'false');
+    if (status === 503) void reply.header('retry-after', '1');
+    void reply.send(body);
   }
 
   private render(exception: unknown): [number, ReturnType<typeof openAiError>] {
@@ -71,8 +109,14 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
       const message = exception instanceof Error ? exception.message : 'bad request';
       return [statusCode, openAiError(STATUS_TO_CODE[statusCode] ?? 'invalid_request', message)];
     }
+    if (isUnstorableText(exception)) {
+      return [
+        400,
+        openAiError('invalid_request', 'Text values must not contain NUL (\\u0000) characters'),
+      ];
+    }
     if (isDependencyOutage(exception)) {
-      this.logger.warn(`dependency unavailable: ${(exception as Error).message}`);
+      this.logger.warn(`dependency unavailable: ${exception.message}`);
       return [
         503,
         openAiError('service_unavailable', 'A backing service is unavailable; retry shortly.'),

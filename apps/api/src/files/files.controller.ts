@@ -47,7 +47,8 @@ export class FilesController {
           continue;
         }
         // toBuffer() throws a 413 error once the part exceeds the configured fileSize limit.
-        file = { filename: part.filename, content: await part.toBuffer() };
+        // A part may come without a file name (`filename=""` or none); the column is NOT NULL.
+        file = { filename: part.filename || 'file', content: await part.toBuffer() };
       } else if (part.fieldname === 'purpose') {
         purpose = String(part.value);
       }

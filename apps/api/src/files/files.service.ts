@@ -36,7 +36,10 @@ export class FilesService {
       : [
           `${result.errorCount} problem(s) found:`,
           ...result.errors.map((e) => (e.line > 0 ? `line ${e.line}: ${e.reason}` : e.reason)),
-        ].join('\n');
+        ]
+          .join('\n')
+          // Reasons may quote the offending bytes; Postgres text cannot hold NUL.
+          .replaceAll('\u0000', '\\u0000');
     const entity = await this.files.create({
       tenantId,
       filename: upload.filename,

@@ -16,7 +16,19 @@ import { withEtag } from '../http/etag';
 import type { AuthenticatedPrincipal } from '@lorafleet/db';
 import { ApiKeyGuard } from '../auth/api-key.guard';
 import { Principal } from '../auth/principal.decorator';
+import { ApiError } from '../errors/api-error';
 import { JobsService } from './jobs.service';
+
+type QueryParams = Record<string, string | string[] | undefined>;
+
+/** A query parameter given at most once: `?after=a&after=b` arrives as an array → 400. */
+function single(query: QueryParams, name: string): string | undefined {
+  const value = query[name];
+  if (Array.isArray(value)) {
+    throw new ApiError('invalid_request', `Query parameter ${name} may be given only once`, name);
+  }
+  return value;
+}
 
 @Controller('v1/fine_tuning/jobs')
 @UseGuards(ApiKeyGuard)
@@ -39,23 +51,24 @@ export class JobsController {
   @Get()
   async list(
     @Principal() principal: AuthenticatedPrincipal,
-    @Query() query: Record<string, string | undefined>,
+    @Query() query: QueryParams,
     @Req() request: FastifyRequest,
     @Res({ passthrough: true }) reply: FastifyReply,
   ) {
     // `metadata[k]=v` arrives as flat keys because the query parser is not nested.
     const metadata: Record<string, string> = {};
-    for (const [key, value] of Object.entries(query)) {
+    for (const key of Object.keys(query)) {
       const match = /^metadata\[(.+)\]$/.exec(key);
+      const value = match ? single(query, key) : undefined;
       if (match && value !== undefined) metadata[match[1]] = value;
     }
     return withEtag(
       request,
       reply,
       await this.jobs.list(principal.tenantId, {
-        after: query.after,
-        limit: query.limit,
-        status: query.status,
+        after: single(query, 'after'),
+        limit: single(query, 'limit'),
+        status: single(query, 'status'),
         metadata,
       }),
     );
@@ -75,19 +88,23 @@ export class JobsController {
   events(
     @Principal() principal: AuthenticatedPrincipal,
     @Param('id') id: string,
-    @Query('after') after?: string,
-    @Query('limit') limit?: string,
+    @Query() query: QueryParams,
   ) {
-    return this.jobs.events(principal.tenantId, id, after, limit);
+    return this.jobs.events(principal.tenantId, id, single(query, 'after'), single(query, 'limit'));
   }
 
   @Get(':id/checkpoints')
   checkpoints(
     @Principal() principal: AuthenticatedPrincipal,
     @Param('id') id: string,
-    @Query('limit') limit?: string,
+    @Query() query: QueryParams,
   ) {
-    return this.jobs.checkpoints(principal.tenantId, id, limit);
+    return this.jobs.checkpoints(
+      principal.tenantId,
+      id,
+      single(query, 'limit'),
+      single(query, 'after'),
+    );
   }
 
   @Post(':id/cancel')

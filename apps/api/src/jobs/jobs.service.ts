@@ -44,6 +44,9 @@ function isUniqueViolation(error: unknown): boolean {
   return (driverError.driverError?.code ?? driverError.code) === '23505';
 }
 
+/** How many of a job's newest checkpoints a checkpoint cursor (`after`) is looked up among. */
+const CHECKPOINT_CURSOR_SCAN = 1000;
+
 export interface ListJobsQuery {
   after?: string;
   limit?: string;
@@ -188,10 +191,21 @@ export class JobsService {
     return this.get(tenantId, id);
   }
 
-  async checkpoints(tenantId: string, id: string, limitText: string | undefined) {
+  async checkpoints(tenantId: string, id: string, limitText: string | undefined, after?: string) {
     const job = await this.owned(tenantId, id);
     const limit = this.parseLimit(limitText);
-    const rows = await this.jobs.listCheckpoints(id, limit + 1);
+    let rows = await this.jobs.listCheckpoints(
+      id,
+      after === undefined ? limit + 1 : CHECKPOINT_CURSOR_SCAN,
+    );
+    if (after !== undefined) {
+      // The openai client pages with `after` = the last id it saw; ignoring it would make its
+      // auto-pagination loop forever. The repository pages by count only, and a job keeps
+      // few checkpoints, so the cursor is found among the job's newest ones.
+      const at = rows.findIndex((c) => c.id === after);
+      if (at < 0) throw new ApiError('invalid_request', `Unknown cursor: ${after}`, 'after');
+      rows = rows.slice(at + 1, at + 2 + limit);
+    }
     return {
       object: 'list' as const,
       data: rows.slice(0, limit).map((c) => ({
