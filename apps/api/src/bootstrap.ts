@@ -24,9 +24,10 @@ export async function createApiApp(env: ApiEnv): Promise<NestFastifyApplication>
     limits: { fileSize: env.LORAFLEET_UPLOAD_MAX_BYTES, files: 1, fields: 10 },
     throwFileSizeLimit: true,
   });
-  await registerDashboard(app); // the web UI at / (apps/dashboard/dist), same origin as /v1
-  // Metrics hook and bull-board: before init, so they see every route Nest registers.
+  // Metrics hook and bull-board: before init, so they see every route Nest registers, and
+  // before the dashboard so its routes are measured too.
   await registerOps(app);
+  await registerDashboard(app); // the web UI at / (apps/dashboard/dist), same origin as /v1
   app.enableShutdownHooks();
   return app;
 }

@@ -7,9 +7,8 @@ import {
   runMigrations,
   type ScratchDatabase,
 } from '@lorafleet/db';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server, type Socket, connect } from 'node:net';
+import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -42,105 +41,9 @@ export async function until<T>(
   }
 }
 
-/** A private redis-server this test may stop and restart (never the shared one). */
-export class PrivateRedis {
-  private process: ChildProcess | undefined;
-  constructor(
-    readonly port: number,
-    private readonly options: { maxmemoryPolicy?: string } = {},
-  ) {}
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  /** Starts the server; a no-op while it runs. */
-  async start(): Promise<void> {
-    if (this.process && this.process.exitCode === null && this.process.signalCode === null) return;
-    this.process = spawn(
-      'redis-server',
-      [
-        '--port',
-        String(this.port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--maxmemory-policy',
-        this.options.maxmemoryPolicy ?? 'noeviction',
-      ],
-      { stdio: 'ignore' },
-    );
-    await until('private redis', async () => {
-      const client = new Redis(this.url, {
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      try {
-        await client.connect();
-        return (await client.ping()) === 'PONG' ? true : undefined;
-      } finally {
-        client.disconnect();
-      }
-    });
-  }
-
-  async stop(): Promise<void> {
-    const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
-
-/** A TCP proxy in front of Postgres, so a test can cut the API off from the database. */
-export class TcpProxy {
-  private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
-  constructor(
-    readonly port: number,
-    private readonly targetPort: number,
-  ) {}
-
-  /** Starts listening; a no-op while it listens. */
-  async start(): Promise<void> {
-    if (this.server) return;
-    const server = createServer((client) => {
-      const upstream = connect(this.targetPort, '127.0.0.1');
-      this.sockets.add(client).add(upstream);
-      client.pipe(upstream).pipe(client);
-      const drop = () => {
-        client.destroy();
-        upstream.destroy();
-        this.sockets.delete(client);
-        this.sockets.delete(upstream);
-      };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.server = server;
-  }
-
-  async stop(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    this.sockets.clear();
-    await new Promise<void>((resolve) =>
-      this.server ? this.server.close(() => resolve()) : resolve(),
-    );
-    this.server = undefined;
-  }
-}
+/** Fault helpers shared with the worker suites (libs/db testing). */
+import { PrivateRedis, TcpProxy } from '@lorafleet/db';
+export { PrivateRedis, TcpProxy };
 
 export interface ApiHarness {
   app: NestFastifyApplication;

@@ -3,14 +3,8 @@ import type { FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 import { DATA_SOURCE, REDIS } from '../infra/tokens';
-
-const withTimeout = <T>(promise: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([
-    promise,
-    new Promise<T>((_, reject) =>
-      setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref(),
-    ),
-  ]);
+import { redisEvictionWarning } from '../ops/redis-policy.service';
+import { withTimeout } from '../ops/with-timeout';
 
 /** Liveness and readiness (no /v1, no auth). */
 @Controller()
@@ -31,23 +25,16 @@ export class HealthController {
     const checks: Record<string, string> = {};
     const warnings: string[] = [];
     try {
-      await withTimeout(this.dataSource.query('SELECT 1'), 1000);
+      await withTimeout(this.dataSource.query('SELECT 1'), 1000, 'postgres ping');
       checks.postgres = 'ok';
     } catch (error) {
       checks.postgres = `down: ${(error as Error).message}`;
     }
     try {
-      await withTimeout(this.redis.ping(), 1000);
+      await withTimeout(this.redis.ping(), 1000, 'redis ping');
       checks.redis = 'ok';
-      const policy = (await withTimeout(
-        this.redis.config('GET', 'maxmemory-policy'),
-        1000,
-      )) as string[];
-      if (policy[1] !== 'noeviction') {
-        warnings.push(
-          `redis maxmemory-policy is ${policy[1]}; BullMQ needs noeviction or queued jobs may vanish`,
-        );
-      }
+      const warning = await redisEvictionWarning(this.redis);
+      if (warning) warnings.push(warning);
     } catch (error) {
       checks.redis = `down: ${(error as Error).message}`;
     }

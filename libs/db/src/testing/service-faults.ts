@@ -36,7 +36,9 @@ export class PrivateRedis {
     return `redis://127.0.0.1:${this.port}`;
   }
 
+  /** Starts the server; a no-op while it runs. */
   async start(): Promise<void> {
+    if (this.process && this.process.exitCode === null && this.process.signalCode === null) return;
     this.process = spawn(
       'redis-server',
       [
@@ -75,7 +77,9 @@ export class TcpProxy {
     private readonly targetPort: number,
   ) {}
 
+  /** Starts listening; a no-op while it listens. */
   async start(): Promise<void> {
+    if (this.server) return;
     this.server = createServer((client) => {
       const upstream = connect(this.targetPort, '127.0.0.1');
       this.sockets.add(client).add(upstream);
