@@ -14,7 +14,6 @@ export default tseslint.config(
       '**/*.cjs',
       '**/*.mjs',
       '**/*.js',
-      'apps/dashboard/**',
       'tools/reference/**',
     ],
   },

@@ -150,7 +150,8 @@ describe('dashboard static serving', () => {
       expect(response.headers['content-type']).toMatch(/application\/json/);
       expect(response.body).not.toContain('<!doctype html>');
     }
-    for (const route of DASHBOARD_CLIENT_ROUTES) {
+    const clientRoutes: readonly string[] = DASHBOARD_CLIENT_ROUTES;
+    for (const route of clientRoutes) {
       expect(RESERVED_PREFIXES.some((p) => route === p || route.startsWith(`${p}/`))).toBe(false);
     }
   });

@@ -1,0 +1,94 @@
+import type { FineTuningJobEvent } from '@lorafleet/contracts';
+
+/** `ftevent-123` → 123: event ids grow with time, so they order the log. */
+export function eventSeq(id: string): number {
+  const match = /(\d+)$/.exec(id);
+  return match ? Number(match[1]) : 0;
+}
+
+/** Union of two event lists by id, newest first (the API's order). */
+export function mergeEvents(
+  known: readonly FineTuningJobEvent[],
+  incoming: readonly FineTuningJobEvent[],
+): FineTuningJobEvent[] {
+  if (incoming.length === 0) return known as FineTuningJobEvent[];
+  const byId = new Map<string, FineTuningJobEvent>();
+  for (const event of known) byId.set(event.id, event);
+  for (const event of incoming) byId.set(event.id, event);
+  return [...byId.values()].sort((a, b) => eventSeq(b.id) - eventSeq(a.id));
+}
+
+/** Newest known event sequence number, or -1. */
+export function newestSeq(events: readonly FineTuningJobEvent[]): number {
+  return events.length ? eventSeq(events[0].id) : -1;
+}
+
+export const CHART_METRICS = [
+  'train_loss',
+  'valid_loss',
+  'train_mean_token_accuracy',
+  'valid_mean_token_accuracy',
+] as const;
+export type ChartMetric = (typeof CHART_METRICS)[number];
+
+export interface MetricSeries {
+  steps: number[];
+  values: Record<ChartMetric, (number | null)[]>;
+  /** How many points each metric has (non-null values). */
+  counts: Record<ChartMetric, number>;
+}
+
+const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/** A step's metrics from elsewhere (checkpoints carry metrics the step events may lack). */
+export interface StepMetrics {
+  step: number;
+  metrics: Record<string, unknown>;
+}
+
+/**
+ * Step-indexed metric series from `type: "metrics"` events. A step reported twice (a resumed
+ * attempt replays steps after its last checkpoint) keeps the latest value. `extra` (checkpoint
+ * metrics) fills only values the events do not have for that step.
+ */
+export function metricSeries(
+  events: readonly FineTuningJobEvent[],
+  extra: readonly StepMetrics[] = [],
+): MetricSeries {
+  const byStep = new Map<number, Partial<Record<ChartMetric, number>>>();
+  const chronological = [...events].sort((a, b) => eventSeq(a.id) - eventSeq(b.id));
+  for (const event of chronological) {
+    if (event.type !== 'metrics' || !event.data) continue;
+    const step = event.data.step;
+    if (!finite(step)) continue;
+    const row = byStep.get(step) ?? {};
+    for (const metric of CHART_METRICS) {
+      const value = event.data[metric];
+      if (finite(value)) row[metric] = value;
+    }
+    byStep.set(step, row);
+  }
+  for (const { step, metrics } of extra) {
+    if (!finite(step)) continue;
+    const row = byStep.get(step) ?? {};
+    for (const metric of CHART_METRICS) {
+      const value = metrics[metric];
+      if (row[metric] === undefined && finite(value)) row[metric] = value;
+    }
+    byStep.set(step, row);
+  }
+  const steps = [...byStep.keys()].sort((a, b) => a - b);
+  const values = Object.fromEntries(
+    CHART_METRICS.map((m) => [m, [] as (number | null)[]]),
+  ) as MetricSeries['values'];
+  const counts = Object.fromEntries(CHART_METRICS.map((m) => [m, 0])) as MetricSeries['counts'];
+  for (const step of steps) {
+    const row = byStep.get(step)!;
+    for (const metric of CHART_METRICS) {
+      const value = row[metric];
+      values[metric].push(value ?? null);
+      if (value !== undefined) counts[metric] += 1;
+    }
+  }
+  return { steps, values, counts };
+}
