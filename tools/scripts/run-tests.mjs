@@ -20,6 +20,9 @@ const SUITES = [
   { name: 'api', config: 'apps/api/jest.config.cjs', area: 'api' },
   { name: 'worker', config: 'apps/worker/jest.config.cjs', area: 'worker' },
   { name: 'e2e', config: 'tests/e2e/jest.config.cjs', area: 'worker' },
+  { name: 'demo', config: 'tests/demo/jest.config.cjs', area: 'demo' },
+  { name: 'dashboard-unit', config: 'apps/dashboard/jest.config.cjs', area: 'dashboard' },
+  { name: 'dashboard', config: 'tests/dashboard/jest.config.cjs', area: 'dashboard' },
 ];
 
 const wanted = process.argv.slice(2);

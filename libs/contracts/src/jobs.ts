@@ -59,6 +59,8 @@ export const FineTuningJobSchema = z.object({
   created_at: z.number().int(),
   finished_at: z.number().int().nullable(),
   fine_tuned_model: z.string().nullable(),
+  /** The suffix given at creation (lorafleet extension; OpenAI folds it into the model name). */
+  suffix: z.string().nullable(),
   organization_id: z.string(),
   training_file: z.string(),
   validation_file: z.string().nullable(),

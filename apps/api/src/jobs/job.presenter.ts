@@ -15,6 +15,7 @@ export function presentJob(job: FineTuningJobEntity): FineTuningJob {
     created_at: Math.floor(job.createdAt.getTime() / 1000),
     finished_at: seconds(job.finishedAt),
     fine_tuned_model: job.fineTunedModel,
+    suffix: job.suffix,
     organization_id: job.tenantId,
     training_file: job.trainingFileId,
     validation_file: job.validationFileId,

@@ -169,6 +169,7 @@ export class FineTuneProcessor {
               total_steps: progress.totalSteps,
               epoch: progress.epoch,
               train_loss: progress.loss,
+              train_mean_token_accuracy: progress.meanTokenAccuracy,
               learning_rate: progress.learningRate,
               tokens_per_second: progress.tokensPerSecond,
             },

@@ -123,6 +123,7 @@ async function run(spec: TrainerSpec): Promise<void> {
             totalSteps: progress.totalSteps,
             epoch: progress.epoch,
             loss: progress.loss,
+            meanTokenAccuracy: progress.meanTokenAccuracy,
             learningRate: progress.learningRate,
             tokensPerSecond: progress.tokensPerSecond,
             etaSeconds: progress.etaSeconds,

@@ -40,6 +40,7 @@ export interface TrainerProgress {
   totalSteps: number;
   epoch: number;
   loss: number;
+  meanTokenAccuracy: number;
   learningRate: number;
   tokensPerSecond: number;
   etaSeconds: number;

@@ -1,0 +1,96 @@
+import path from 'node:path';
+import { isDatabaseUnavailable, retryWhileDatabaseDown } from '../src/processor/db-retry';
+import {
+  TrainerFailedError,
+  TrainerKilledError,
+  TrainerProcess,
+  TrainerStoppedError,
+} from '../src/trainer/trainer-process';
+import type { TrainerCheckpoint, TrainerSpec } from '../src/trainer/trainer-protocol';
+
+const FAKE_TRAINER = path.join(__dirname, 'fixtures/scripted-trainer.js');
+
+const spec = {} as TrainerSpec; // the scripted child ignores the spec
+
+function start(script: string, stored: TrainerCheckpoint[] = []): TrainerProcess {
+  process.env.SCRIPTED_TRAINER = script;
+  return new TrainerProcess(
+    spec,
+    {
+      onCheckpoint: async (checkpoint) => {
+        await new Promise((resolve) => setTimeout(resolve, 50)); // a slow database write
+        stored.push(checkpoint);
+      },
+    },
+    FAKE_TRAINER,
+  );
+}
+
+describe('TrainerProcess (IPC with a scripted child)', () => {
+  it('resolves with the result only after earlier checkpoints are stored', async () => {
+    const stored: TrainerCheckpoint[] = [];
+    const result = await start('result', stored).result;
+    expect(stored.map((c) => c.step)).toEqual([1]);
+    expect(Array.from(result.adapterSafetensors)).toEqual([7, 7]);
+  });
+
+  it('reports bad input as non-retryable and a crash as retryable', async () => {
+    await expect(start('bad-input').result).rejects.toMatchObject({
+      name: 'TrainerFailedError',
+      retryable: false,
+      message: 'line 3: not JSON',
+    });
+    const crash = start('crash').result;
+    await expect(crash).rejects.toBeInstanceOf(TrainerFailedError);
+    await expect(crash).rejects.toMatchObject({
+      retryable: true,
+      message: expect.stringMatching(/code 3/),
+    });
+  });
+
+  it('stops on request after storing the final checkpoint', async () => {
+    const stored: TrainerCheckpoint[] = [];
+    const trainer = start('wait', stored);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    trainer.requestStop('pause');
+    await expect(trainer.result).rejects.toBeInstanceOf(TrainerStoppedError);
+    expect(stored.map((c) => c.step)).toEqual([2]);
+  });
+
+  it('reports a kill with its reason, and tracks silence for the watchdog', async () => {
+    const trainer = start('wait');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(trainer.silentForMs).toBeGreaterThanOrEqual(0);
+    trainer.kill('cancelled');
+    await expect(trainer.result).rejects.toEqual(new TrainerKilledError('cancelled'));
+  });
+});
+
+describe('database retry', () => {
+  it('tells outages from other errors', () => {
+    expect(
+      isDatabaseUnavailable(
+        Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+      ),
+    ).toBe(true);
+    expect(isDatabaseUnavailable(new Error('Connection terminated unexpectedly'))).toBe(true);
+    expect(
+      isDatabaseUnavailable(Object.assign(new Error('duplicate key'), { code: '23505' })),
+    ).toBe(false);
+    expect(isDatabaseUnavailable('nope')).toBe(false);
+  });
+
+  it('retries a write through an outage and gives up on other errors', async () => {
+    let calls = 0;
+    const value = await retryWhileDatabaseDown(() => {
+      calls++;
+      if (calls < 3)
+        return Promise.reject(Object.assign(new Error('down'), { code: 'ECONNRESET' }));
+      return Promise.resolve('stored');
+    });
+    expect({ value, calls }).toEqual({ value: 'stored', calls: 3 });
+    await expect(
+      retryWhileDatabaseDown(() => Promise.reject(new Error('syntax error'))),
+    ).rejects.toThrow('syntax error');
+  });
+});
