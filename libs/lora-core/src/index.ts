@@ -1,1 +1,209 @@
-export {};
+// Public API of @lorafleet/lora-core: tfjs causal LMs (GPT-2, Llama), LoRA with PEFT
+// semantics, Hugging Face / PEFT / safetensors file formats, parameter counting, backends.
+export { SafetensorsError, type SafetensorsErrorCode } from './safetensors/safetensors.error';
+export {
+  MAX_HEADER_BYTES,
+  readSafetensors,
+  readSafetensorsHeader,
+  writeSafetensors,
+  type SafetensorsFile,
+  type SafetensorsHeader,
+  type SafetensorsInput,
+  type SafetensorsTensor,
+  type SafetensorsTensorInfo,
+} from './safetensors/safetensors.codec';
+
+export {
+  parseModelConfig,
+  type Gpt2Activation,
+  type Gpt2Config,
+  type LlamaConfig,
+  type ModelConfig,
+  type ModelType,
+  type RopeScaling,
+} from './models/model.config';
+export { ModelConfigError, ModelWeightsError } from './models/model.errors';
+export {
+  CausalLM,
+  buildAttentionBias,
+  type AdapterWeightsInit,
+  type ForwardOptions,
+  type HfParameter,
+  type ParameterMode,
+  type WeightSource,
+} from './models/causal-lm.model';
+export {
+  LoraLinear,
+  type HfWeightLayout,
+  type LoraAdapterWeights,
+} from './models/lora-linear.layer';
+export { Gpt2Model } from './models/gpt2.model';
+export { LlamaModel, ropeInverseFrequencies } from './models/llama.model';
+export {
+  buildCausalLM,
+  createRandomCausalLM,
+  hfStateDict,
+  loadCausalLM,
+  readModelConfig,
+  saveHfModel,
+  type LoadModelOptions,
+  type SaveModelOptions,
+} from './models/hf-model.loader';
+
+export {
+  LoraConfigError,
+  defaultTargetModules,
+  loraScaling,
+  moduleNameMatches,
+  validateLoraConfig,
+  type LoraConfig,
+} from './lora/lora.config';
+export {
+  addLoraAdapter,
+  deleteAdapter,
+  disableAdapters,
+  enableAdapters,
+  mergeAdapter,
+  setActiveAdapter,
+  unmergeAdapter,
+} from './lora/lora-adapter.ops';
+export {
+  ADAPTER_CONFIG_FILE,
+  ADAPTER_WEIGHTS_FILE,
+  PeftAdapterError,
+  exportPeftAdapter,
+  importPeftAdapter,
+  loadPeftAdapter,
+  parsePeftAdapterConfig,
+  savePeftAdapter,
+  type ExportedPeftAdapter,
+} from './lora/peft-adapter.io';
+
+export {
+  countBaseParameters,
+  countParameters,
+  formatTrainableParameters,
+  linearModuleSpecs,
+  loraTargetSpecs,
+  type LinearModuleSpec,
+  type ParameterCount,
+} from './params/parameter-count.util';
+
+export { causalLmLoss } from './train/causal-lm.loss';
+export {
+  BACKEND_NAMES,
+  BackendError,
+  initBackend,
+  type BackendName,
+} from './backend/backend.registry';
+export { SeededRandom, deriveSeed } from './util/rng.util';
+export { sha256File, sha256Hex } from './util/hash.util';
+export { formatFixedLikePython, formatThousands } from './util/python-format.util';
+
+export { REQUESTED_BACKENDS, selectBackend, type RequestedBackend } from './backend/select-backend';
+
+// ---- issue 4: trainer, checkpoints, generation --------------------------------------------
+export {
+  Trainer,
+  evaluateSequences,
+  resolveHyperparameters,
+  type CheckpointOptions,
+  type EvaluateOptions,
+  type TrainRunResult,
+  type TrainerOptions,
+} from './trainer/trainer';
+export {
+  runFineTune,
+  resolveLoraConfig,
+  type FineTuneLineage,
+  type FineTuneOptions,
+  type FineTunePreflight,
+  type FineTuneResult,
+  type LoadedModel,
+  type SampleGeneration,
+} from './trainer/fine-tune';
+export {
+  DEFAULT_HYPERPARAMETERS,
+  NonFiniteLossError,
+  TrainingAbortedError,
+  TrainingConfigError,
+  type EarlyStoppingOptions,
+  type EvalMetrics,
+  type EvalReport,
+  type StepMetrics,
+  type StopReason,
+  type TrainerCheckpointEvent,
+  type TrainingHyperparameters,
+  type TrainingProgress,
+} from './trainer/trainer.types';
+export {
+  AdamW,
+  DEFAULT_ADAMW,
+  type AdamWOptions,
+  type AdamWState,
+} from './trainer/adamw.optimizer';
+export {
+  LR_SCHEDULERS,
+  learningRateAt,
+  lrMultiplier,
+  type LrScheduleOptions,
+  type LrSchedulerType,
+} from './trainer/lr-schedule';
+export {
+  DataSchedule,
+  epochOrder,
+  hashSequences,
+  type TokenizedSequence,
+} from './trainer/data-order';
+export {
+  shiftTargets,
+  weightedCorrectCount,
+  weightedTokenNllSum,
+  type ShiftedTargets,
+} from './trainer/token-loss';
+export { METRICS_CSV_COLUMNS, metricsToCsv } from './trainer/metrics-csv';
+export {
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  CheckpointError,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  readCheckpointState,
+  type CheckpointState,
+  type CheckpointTensor,
+  type TrainerCheckpoint,
+} from './checkpoint/checkpoint.codec';
+export { KvCacheDecoder } from './generation/kv-cache.decoder';
+export {
+  generateText,
+  generateTokens,
+  type GenerateOptions,
+  type GenerationResult,
+  type TextGenerationResult,
+} from './generation/generate';
+export {
+  argmax,
+  sampleToken,
+  samplingDistribution,
+  type SamplingOptions,
+} from './generation/sampling';
+export { clipByGlobalNorm, squaredGlobalNorm } from './trainer/gradient-clip';
+export {
+  checkpointFileName,
+  latestCheckpoint,
+  listCheckpointFiles,
+  pruneCheckpoints,
+  writeCheckpointFile,
+} from './checkpoint/checkpoint-store';
+export {
+  requestedBackendFromEnv,
+  selectBackendFromEnv,
+  type SelectedBackend,
+} from './backend/select-backend';
+export {
+  avoidTransposedMatMul,
+  batchedMatMul,
+  frozenMatMul,
+  matMul2d,
+  tiedHeadMatMul,
+} from './backend/matmul.ops';

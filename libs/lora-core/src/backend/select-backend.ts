@@ -24,16 +24,19 @@ interface TfjsNodeModule {
 }
 
 /** Loads a tfjs-node package by name; undefined when it is not installed or fails to load. */
-function tryRequire(packageName: string): { module?: TfjsNodeModule; error?: string } {
+async function tryRequire(
+  packageName: string,
+): Promise<{ module?: TfjsNodeModule; error?: string }> {
   try {
-    return { module: require(packageName) as TfjsNodeModule };
+    // Loading the package registers its "tensorflow" backend with tfjs as a side effect.
+    return { module: (await import(packageName)) as TfjsNodeModule };
   } catch (error) {
     return { error: (error as Error).message.split('\n')[0] };
   }
 }
 
 async function useTensorflowBinding(packageName: string, wantGpu: boolean): Promise<string> {
-  const loaded = tryRequire(packageName);
+  const loaded = await tryRequire(packageName);
   if (!loaded.module) {
     throw new BackendError(
       `${packageName} is not installed or failed to load (${loaded.error}). It downloads libtensorflow at ` +
@@ -95,4 +98,31 @@ export async function selectBackend(requested: string): Promise<string> {
       }
     }
   }
+}
+
+/** The backend named by `LORAFLEET_BACKEND` (default `auto`); unknown values fail loudly. */
+export function requestedBackendFromEnv(env: NodeJS.ProcessEnv = process.env): RequestedBackend {
+  const value = (env.LORAFLEET_BACKEND ?? 'auto').trim() || 'auto';
+  if (!(REQUESTED_BACKENDS as readonly string[]).includes(value)) {
+    throw new BackendError(
+      `LORAFLEET_BACKEND="${value}" is not a backend; choose one of ${REQUESTED_BACKENDS.join(', ')}`,
+    );
+  }
+  return value as RequestedBackend;
+}
+
+export interface SelectedBackend {
+  requested: RequestedBackend;
+  /** What runs: `tensorflow-gpu`, `tensorflow`, `wasm` or `cpu` (recorded on the job). */
+  backend: string;
+  gpu: boolean;
+}
+
+/** `selectBackend(LORAFLEET_BACKEND)`, reporting what was asked for and what was picked. */
+export async function selectBackendFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<SelectedBackend> {
+  const requested = requestedBackendFromEnv(env);
+  const backend = await selectBackend(requested);
+  return { requested, backend, gpu: backend === 'tensorflow-gpu' };
 }

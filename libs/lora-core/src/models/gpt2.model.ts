@@ -9,6 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+// Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
+import { batchedMatMul, tiedHeadMatMul } from '../backend/matmul.ops';
 import { CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
 import type { LoraForwardContext, LoraLinear } from './lora-linear.layer';
 import type { Gpt2Config } from './model.config';
@@ -75,8 +77,8 @@ export class Gpt2Model extends CausalLM {
       const qh = splitHeads(q, H, headDim); // [B, H, T, D]
       const kh = splitHeads(k, H, headDim); // [B, H, T, D]
       const vh = splitHeads(v, H, headDim); // [B, H, T, D]
-      const scores = tf.add<tf.Tensor4D>(tf.mul(tf.matMul(qh, kh, false, true), scale), attentionBias); // [B, H, T, T]
-      const attended: tf.Tensor4D = tf.matMul(tf.softmax(scores, -1), vh); // [B, H, T, D]
+      const scores = tf.add<tf.Tensor4D>(tf.mul(batchedMatMul(qh, kh, true), scale), attentionBias); // [B, H, T, T]
+      const attended: tf.Tensor4D = batchedMatMul(tf.softmax(scores, -1), vh); // [B, H, T, D]
       const y = perPosition(mergeHeads(attended), (t) => block.attnProj.apply(t, ctx)); // [B, T, C]
       x = tf.add(x, y); // [B, T, C]
 
@@ -92,7 +94,7 @@ export class Gpt2Model extends CausalLM {
     const flat = tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
     const logits = this.lmHead
       ? this.lmHead.apply(flat, ctx) // [B·T, V]
-      : tf.matMul(flat, this.wte, false, true); // [B·T, V], tied: x · wteᵀ
+      : tiedHeadMatMul(flat, this.wte); // [B·T, V], tied: x · wteᵀ
     return tf.reshape(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
   }
 }

@@ -9,6 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+// Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
+import { batchedMatMul, tiedHeadMatMul } from '../backend/matmul.ops';
 import { CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
 import type { LoraForwardContext, LoraLinear } from './lora-linear.layer';
 import type { LlamaConfig } from './model.config';
@@ -120,10 +122,10 @@ export class LlamaModel extends CausalLM {
       const k = applyRotary(splitHeads(perPosition(h, (t) => layer.kProj.apply(t, ctx)), KV, D), cos, sin); // [B, KV, T, D]
       const v = splitHeads(perPosition(h, (t) => layer.vProj.apply(t, ctx)), KV, D); // [B, KV, T, D]
       const qGrouped = tf.reshape(q, [batch, KV, groups * length, D]); // [B, KV, G·T, D]
-      const scores = tf.mul(tf.matMul(qGrouped, k, false, true), 1 / Math.sqrt(D)); // [B, KV, G·T, T]
+      const scores = tf.mul(batchedMatMul(qGrouped, k, true), 1 / Math.sqrt(D)); // [B, KV, G·T, T]
       const masked = tf.add(tf.reshape(scores, [batch, KV, groups, length, length]), groupedBias); // [B, KV, G, T, T]
       const probs = tf.reshape(tf.softmax(masked, -1), [batch, KV, groups * length, length]); // [B, KV, G·T, T]
-      const attended = tf.reshape<tf.Rank.R4>(tf.matMul(probs, v), [batch, H, length, D]); // [B, H, T, D]
+      const attended = tf.reshape<tf.Rank.R4>(batchedMatMul(probs, v), [batch, H, length, D]); // [B, H, T, D]
       x = tf.add(x, perPosition(mergeHeads(attended), (t) => layer.oProj.apply(t, ctx))); // [B, T, C]
 
       const h2 = rmsNorm(x, layer.postNorm, eps); // [B, T, C]
@@ -139,7 +141,7 @@ export class LlamaModel extends CausalLM {
     const flat = tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
     const logits = this.lmHead
       ? this.lmHead.apply(flat, ctx) // [B·T, V]
-      : tf.matMul(flat, this.embedTokens, false, true); // [B·T, V], tied: x · Eᵀ
+      : tiedHeadMatMul(flat, this.embedTokens); // [B·T, V], tied: x · Eᵀ
     return tf.reshape(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
   }
 }

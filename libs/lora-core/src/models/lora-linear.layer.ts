@@ -14,6 +14,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+// Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
+import { frozenMatMul, matMul2d } from '../backend/matmul.ops';
 import { deriveSeed } from '../util/rng.util';
 
 /** How the Hugging Face checkpoint stores this layer's weight. */
@@ -73,7 +75,7 @@ export class LoraLinear {
   /** x [N, in] → [N, out]. */
   apply(x: tf.Tensor2D, ctx: LoraForwardContext): tf.Tensor2D {
     return tf.tidy(() => {
-      let y: tf.Tensor2D = tf.matMul(x, this.weight); // [N, out]
+      let y: tf.Tensor2D = frozenMatMul(x, this.weight); // [N, out]
       if (this.bias) y = tf.add<tf.Tensor2D>(y, this.bias); // [N, out]
       const name = ctx.activeAdapter;
       if (name === null || this.mergedAdapters.includes(name)) return y;
@@ -84,8 +86,8 @@ export class LoraLinear {
         input = tf.dropout(x, adapter.dropout, undefined, deriveSeed(ctx.dropoutSeed, this.path)) as tf.Tensor2D;
       }
       // Scale the rank-r intermediate rather than the [N, out] result: same maths, r/out of the work.
-      const down = tf.mul<tf.Tensor2D>(tf.matMul(input, adapter.a), adapter.scaling); // [N, r]
-      return tf.add<tf.Tensor2D>(y, tf.matMul(down, adapter.b)); // [N, out]
+      const down = tf.mul<tf.Tensor2D>(matMul2d(input, adapter.a), adapter.scaling); // [N, r]
+      return tf.add<tf.Tensor2D>(y, matMul2d(down, adapter.b)); // [N, out]
     });
   }
 

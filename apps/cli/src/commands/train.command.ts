@@ -1,0 +1,415 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+
+import {
+  LR_SCHEDULERS,
+  REQUESTED_BACKENDS,
+  TrainingAbortedError,
+  latestCheckpoint,
+  listCheckpointFiles,
+  pruneCheckpoints,
+  runFineTune,
+  savePeftAdapter,
+  selectBackend,
+  writeCheckpointFile,
+  type FineTuneResult,
+  type LrSchedulerType,
+  type TrainingHyperparameters,
+  type TrainingProgress,
+} from '@lorafleet/lora-core';
+
+import {
+  parseCommandArgs,
+  parseList,
+  parsePositiveInt,
+  parsePositiveNumber,
+  requireString,
+} from '../cli-args.util';
+import { EXIT_OK, UsageError, type CliIo } from '../cli.io';
+
+export const TRAIN_USAGE = `Usage: lorafleet train --model <dir> --train <jsonl> --out <peft-dir> [options]
+
+Fine-tunes a LoRA adapter on a JSONL dataset ({"prompt","completion"}, {"messages":[...]}
+or {"text"} lines; the loss covers completion/assistant tokens only) and writes a PEFT
+adapter directory plus lorafleet.json (lineage) and training_metrics.csv.
+
+Data and model:
+  --model <dir>                 base model (config.json, model.safetensors, tokenizer.json)
+  --train <jsonl>               training data
+  --validation <jsonl>          validation data: final loss/accuracy and sample generations
+  --out <dir>                   output directory (must be empty or absent unless --force)
+  --max-seq-length <n>          longest example kept, tail cut (default min(1024, positions))
+
+LoRA:
+  --r <n>                       rank (default 8)
+  --alpha <a>                   lora_alpha (default 16)
+  --dropout <p>                 lora_dropout (default 0.05)
+  --target-modules <a,b|all-linear>  modules to adapt (default: PEFT's for the architecture)
+  --use-rslora                  scale by alpha/sqrt(r)
+
+Optimisation:
+  --epochs <n>                  passes over the data (default 3)
+  --max-steps <n>               stop after n optimizer steps (the schedule decays over them)
+  --batch-size <n>              examples per micro-batch (default 4)
+  --grad-accum <n>              micro-batches per optimizer step (default 1)
+  --learning-rate <lr>          peak learning rate (default 2e-4)
+  --lr-scheduler <name>         ${LR_SCHEDULERS.join(' | ')} (default linear)
+  --warmup-steps <n>            linear warmup (default 0)
+  --weight-decay <w>            AdamW decoupled weight decay (default 0)
+  --max-grad-norm <g>           global-norm clipping, 0 disables (default 1)
+  --seed <n>                    seeds LoRA init, shuffling and dropout (default 42)
+  --eval-every <n>              validation loss every n steps
+  --early-stopping <patience>   stop after <patience> evaluations without improvement and
+                                keep the best adapter (needs --validation and --eval-every)
+
+Checkpoints:
+  --checkpoint-dir <dir>        write checkpoints here
+  --checkpoint-every <n>        every n steps (default 50 with --checkpoint-dir)
+  --checkpoint-every-seconds <t>  also when t seconds passed since the last one
+  --checkpoint-keep <k>         keep the newest k files (default 3)
+  --resume                      continue from the newest checkpoint in --checkpoint-dir
+
+Other:
+  --backend <name>              ${REQUESTED_BACKENDS.join(' | ')} (default $LORAFLEET_BACKEND or auto)
+  --force                       write into a non-empty --out
+  --json                        print the final summary as JSON
+  --quiet                       no progress output
+  -h, --help                    show this help
+
+Ctrl-C stops after the current step, writes a checkpoint (with --checkpoint-dir) and
+exits 130; rerun with --resume to continue.`;
+
+/** Exit code after an interrupt (128 + SIGINT), as shells report it. */
+const EXIT_INTERRUPTED = 130;
+
+function parseNonNegative(value: string, flag: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw new UsageError(`${flag} must be a number >= 0 (got "${value}")`);
+  }
+  return n;
+}
+
+function parseNonNegativeInt(value: string, flag: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new UsageError(`${flag} must be an integer >= 0 (got "${value}")`);
+  }
+  return Number(value);
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${rest}` : `${m}:${rest}`;
+}
+
+/** One progress line: a bar, the step, epoch, loss, lr, throughput and ETA. */
+export function progressLine(p: TrainingProgress, width = 24): string {
+  const filled = Math.round((p.step / p.totalSteps) * width);
+  const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
+  return (
+    `[${bar}] ${p.step}/${p.totalSteps} epoch ${p.epoch.toFixed(2)}/${p.totalEpochs.toFixed(2)} ` +
+    `loss ${p.loss.toFixed(4)} acc ${(p.meanTokenAccuracy * 100).toFixed(1)}% lr ${p.learningRate.toExponential(2)} ` +
+    `${Math.round(p.tokensPerSecond)} tok/s ETA ${formatDuration(p.etaSeconds)}`
+  );
+}
+
+function summaryText(
+  result: FineTuneResult,
+  outDir: string,
+  backend: string,
+  seconds: number,
+): string {
+  const lines = [
+    `trained ${result.steps}/${result.totalSteps} steps (${result.epochs.toFixed(2)} epochs, ${result.stopReason}) on ${backend} in ${formatDuration(seconds)}`,
+    `  train loss ${result.finalTrainLoss.toFixed(4)}, ${result.trainedTokens} tokens (${result.trainedTargetTokens} trained targets)`,
+  ];
+  if (result.resumedFromStep !== null) lines.push(`  resumed from step ${result.resumedFromStep}`);
+  if (result.validation) {
+    lines.push(
+      `  validation loss ${result.validation.loss.toFixed(4)} (perplexity ${Math.exp(result.validation.loss).toFixed(2)}), ` +
+        `mean token accuracy ${(result.validation.meanTokenAccuracy * 100).toFixed(1)}% over ${result.validation.tokens} tokens`,
+    );
+  }
+  if (result.bestStep !== null && result.restoredBest) {
+    lines.push(`  kept the best adapter, from step ${result.bestStep}`);
+  }
+  for (const sample of result.samples) {
+    lines.push(
+      `  sample: ${JSON.stringify(sample.prompt)} -> ${JSON.stringify(sample.completion)}`,
+    );
+  }
+  lines.push(
+    `  wrote ${outDir} (adapter_config.json, adapter_model.safetensors, lorafleet.json, training_metrics.csv)`,
+  );
+  return lines.join('\n');
+}
+
+export async function runTrain(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, {
+    model: { type: 'string' },
+    train: { type: 'string' },
+    validation: { type: 'string' },
+    out: { type: 'string' },
+    'max-seq-length': { type: 'string' },
+    r: { type: 'string' },
+    alpha: { type: 'string' },
+    dropout: { type: 'string' },
+    'target-modules': { type: 'string' },
+    'use-rslora': { type: 'boolean' },
+    epochs: { type: 'string' },
+    'max-steps': { type: 'string' },
+    'batch-size': { type: 'string' },
+    'grad-accum': { type: 'string' },
+    'learning-rate': { type: 'string' },
+    'lr-scheduler': { type: 'string' },
+    'warmup-steps': { type: 'string' },
+    'weight-decay': { type: 'string' },
+    'max-grad-norm': { type: 'string' },
+    seed: { type: 'string' },
+    'eval-every': { type: 'string' },
+    'early-stopping': { type: 'string' },
+    'checkpoint-dir': { type: 'string' },
+    'checkpoint-every': { type: 'string' },
+    'checkpoint-every-seconds': { type: 'string' },
+    'checkpoint-keep': { type: 'string' },
+    resume: { type: 'boolean' },
+    backend: { type: 'string' },
+    force: { type: 'boolean' },
+    json: { type: 'boolean' },
+    quiet: { type: 'boolean' },
+  });
+  if (values.help) {
+    io.out(TRAIN_USAGE);
+    return EXIT_OK;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const modelDir = requireString(values.model, '--model');
+  const trainPath = requireString(values.train, '--train');
+  const outDir = requireString(values.out, '--out');
+  const opt = <T>(
+    value: string | undefined,
+    parse: (v: string, flag: string) => T,
+    flag: string,
+  ) => (value === undefined ? undefined : parse(value, flag));
+
+  const scheduler = values['lr-scheduler'];
+  if (scheduler !== undefined && !(LR_SCHEDULERS as readonly string[]).includes(scheduler)) {
+    throw new UsageError(
+      `--lr-scheduler must be one of ${LR_SCHEDULERS.join(', ')} (got "${scheduler}")`,
+    );
+  }
+  const seed = opt(values.seed, parseNonNegativeInt, '--seed');
+  const hyperparameters: Partial<TrainingHyperparameters> = {
+    epochs: opt(values.epochs, parsePositiveInt, '--epochs'),
+    maxSteps: opt(values['max-steps'], parsePositiveInt, '--max-steps'),
+    batchSize: opt(values['batch-size'], parsePositiveInt, '--batch-size'),
+    gradientAccumulationSteps: opt(values['grad-accum'], parsePositiveInt, '--grad-accum'),
+    learningRate: opt(values['learning-rate'], parsePositiveNumber, '--learning-rate'),
+    lrScheduler: scheduler as LrSchedulerType | undefined,
+    warmupSteps: opt(values['warmup-steps'], parseNonNegativeInt, '--warmup-steps'),
+    weightDecay: opt(values['weight-decay'], parseNonNegative, '--weight-decay'),
+    maxGradNorm: opt(values['max-grad-norm'], parseNonNegative, '--max-grad-norm'),
+    evalEverySteps: opt(values['eval-every'], parsePositiveInt, '--eval-every'),
+    seed,
+  };
+  const dropout = opt(values.dropout, parseNonNegative, '--dropout');
+  const targets = values['target-modules'];
+  const lora = {
+    r: opt(values.r, parsePositiveInt, '--r'),
+    alpha: opt(values.alpha, parsePositiveNumber, '--alpha'),
+    dropout,
+    targetModules:
+      targets === undefined
+        ? undefined
+        : targets === 'all-linear'
+          ? ('all-linear' as const)
+          : parseList(targets, '--target-modules'),
+    useRslora: values['use-rslora'] ?? undefined,
+  };
+  const patience = opt(values['early-stopping'], parsePositiveInt, '--early-stopping');
+  if (
+    patience !== undefined &&
+    (values.validation === undefined || hyperparameters.evalEverySteps === undefined)
+  ) {
+    throw new UsageError('--early-stopping needs --validation and --eval-every');
+  }
+  const maxSeqLength = opt(values['max-seq-length'], parsePositiveInt, '--max-seq-length');
+
+  const checkpointDir = values['checkpoint-dir'];
+  const checkpointEvery = opt(values['checkpoint-every'], parsePositiveInt, '--checkpoint-every');
+  const checkpointEverySeconds = opt(
+    values['checkpoint-every-seconds'],
+    parsePositiveNumber,
+    '--checkpoint-every-seconds',
+  );
+  const checkpointKeep = opt(values['checkpoint-keep'], parsePositiveInt, '--checkpoint-keep') ?? 3;
+  if (
+    checkpointDir === undefined &&
+    (values.resume || checkpointEvery !== undefined || checkpointEverySeconds !== undefined)
+  ) {
+    throw new UsageError('--resume and --checkpoint-every need --checkpoint-dir');
+  }
+  if (resolve(outDir) === resolve(modelDir)) throw new UsageError('--out must differ from --model');
+  if (existsSync(outDir) && readdirSync(outDir).length > 0 && !values.force) {
+    throw new UsageError(`--out ${outDir} is not empty (pass --force to overwrite)`);
+  }
+  const requestedBackend = values.backend ?? process.env.LORAFLEET_BACKEND ?? 'auto';
+  if (!(REQUESTED_BACKENDS as readonly string[]).includes(requestedBackend)) {
+    throw new UsageError(
+      `--backend must be one of ${REQUESTED_BACKENDS.join(', ')} (got "${requestedBackend}")`,
+    );
+  }
+
+  let resumeFrom: Uint8Array | null = null;
+  if (checkpointDir !== undefined) {
+    if (values.resume) {
+      const latest = await latestCheckpoint(checkpointDir, (path, reason) =>
+        io.err(`skipping unreadable checkpoint ${path}: ${reason}`),
+      );
+      if (latest) {
+        resumeFrom = latest.blob;
+        io.err(
+          `resuming from ${latest.path} (step ${latest.state.step}/${latest.state.totalSteps})`,
+        );
+      } else {
+        io.err(`no checkpoint in ${checkpointDir}; starting from step 0`);
+      }
+    } else if ((await listCheckpointFiles(checkpointDir)).length > 0) {
+      throw new UsageError(
+        `--checkpoint-dir ${checkpointDir} already holds checkpoints; pass --resume to continue from them or use an empty directory`,
+      );
+    }
+  }
+
+  const [trainJsonl, validationJsonl] = await Promise.all([
+    readFile(trainPath),
+    values.validation === undefined ? Promise.resolve(null) : readFile(values.validation),
+  ]);
+  const backend = await selectBackend(requestedBackend);
+
+  // Ctrl-C / SIGTERM: finish the step, checkpoint, exit 130 (a second signal kills at once).
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(EXIT_INTERRUPTED);
+    io.err(`\n${signal}: stopping after the current step`);
+    controller.abort(new Error(`interrupted by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const tty = process.stderr.isTTY === true && !values.quiet;
+  let lastLine = 0;
+  const started = performance.now();
+  try {
+    const result = await runFineTune({
+      model: modelDir,
+      trainJsonl,
+      validationJsonl,
+      lora,
+      hyperparameters,
+      maxSeqLength,
+      earlyStopping: patience === undefined ? undefined : { patience },
+      resumeFrom,
+      signal: controller.signal,
+      checkpoint:
+        checkpointDir === undefined
+          ? undefined
+          : {
+              everySteps:
+                checkpointEvery ?? (checkpointEverySeconds === undefined ? 50 : undefined),
+              everySeconds: checkpointEverySeconds,
+              sink: async ({ blob, step }) => {
+                await writeCheckpointFile(checkpointDir, step, blob);
+                await pruneCheckpoints(checkpointDir, checkpointKeep);
+              },
+            },
+      lineage: { backend },
+      onPreflight: (p) => {
+        if (values.quiet) return;
+        io.err(
+          `pre-flight: ${p.examples} examples, ${p.tokens} tokens (${p.trainableTokens} trained) per epoch, ` +
+            `${p.truncatedExamples} truncated, ${p.totalSteps} steps` +
+            (p.validationExamples > 0 ? `, ${p.validationExamples} validation examples` : '') +
+            ` on ${backend}`,
+        );
+      },
+      onProgress: (p) => {
+        if (values.quiet) return;
+        if (tty) {
+          process.stderr.write(`\r${progressLine(p)}\x1b[K${p.step === p.totalSteps ? '\n' : ''}`);
+          return;
+        }
+        // Logs and pipes: a line at most every 2 s, and the last step.
+        const now = performance.now();
+        if (now - lastLine >= 2000 || p.step === p.totalSteps) {
+          lastLine = now;
+          io.err(progressLine(p));
+        }
+      },
+      onEval: (e) => {
+        if (values.quiet) return;
+        io.err(
+          `${tty ? '\n' : ''}eval at step ${e.step}: loss ${e.loss.toFixed(4)}, accuracy ${(e.meanTokenAccuracy * 100).toFixed(1)}%${e.isBest ? ' (best)' : ''}`,
+        );
+      },
+    });
+    await savePeftAdapter(outDir, result.adapter);
+    const lineage = {
+      base_model: basename(resolve(modelDir)),
+      base_model_sha256: result.lineage.baseModelSha256,
+      training_file_sha256: result.lineage.trainSha256,
+      validation_file_sha256: result.lineage.validationSha256,
+      config_sha256: result.lineage.configSha256,
+      hyperparameters: result.lineage.hyperparameters,
+      lora: result.lineage.lora,
+      max_seq_length: result.lineage.maxSeqLength,
+      backend,
+      tfjs_version: result.lineage.tfjsVersion,
+      resumed_from_step: result.resumedFromStep,
+    };
+    await writeFile(join(outDir, 'lorafleet.json'), `${JSON.stringify(lineage, null, 2)}\n`);
+    await writeFile(join(outDir, 'training_metrics.csv'), result.metricsCsv);
+    const seconds = (performance.now() - started) / 1000;
+    if (values.json) {
+      io.out(
+        JSON.stringify({
+          out: outDir,
+          backend,
+          steps: result.steps,
+          total_steps: result.totalSteps,
+          epochs: result.epochs,
+          stop_reason: result.stopReason,
+          resumed_from_step: result.resumedFromStep,
+          final_train_loss: result.finalTrainLoss,
+          validation: result.validation,
+          best_step: result.bestStep,
+          trained_tokens: result.trainedTokens,
+          seconds,
+          samples: result.samples,
+        }),
+      );
+    } else {
+      io.out(summaryText(result, outDir, backend, seconds));
+    }
+    return EXIT_OK;
+  } catch (error) {
+    if (error instanceof TrainingAbortedError) {
+      io.err(
+        `stopped after step ${error.step}` +
+          (checkpointDir === undefined
+            ? ' (no --checkpoint-dir, nothing saved)'
+            : `; checkpoint in ${checkpointDir}, rerun with --resume to continue`),
+      );
+      return EXIT_INTERRUPTED;
+    }
+    throw error;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

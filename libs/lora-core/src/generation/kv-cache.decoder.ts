@@ -1,0 +1,280 @@
+/**
+ * Incremental decoding with a key/value cache for the two architectures of
+ * `models/` (GPT-2 and Llama). `CausalLM.forward` recomputes every position on each call,
+ * O(T²) work per generated token; with the cache each new token costs one position.
+ *
+ * The decoder reads the model through its public surface only (`baseParameters()` by
+ * Hugging Face key, `linearLayers()` by module path) and reuses its building blocks
+ * (`nn.ops`, `LoraLinear.apply`), so adapters, merges and the active-adapter switch behave
+ * exactly as in `forward`. `test/generation.spec.ts` checks cached logits against
+ * `forward` at every position. Batch size is 1: sample generations and the CLI decode one
+ * prompt at a time, which needs neither left padding nor per-row positions.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+import { batchedMatMul, tiedHeadMatMul } from '../backend/matmul.ops';
+import type { CausalLM, HfParameter } from '../models/causal-lm.model';
+import { MASKED_SCORE } from '../models/causal-lm.model';
+import { ropeInverseFrequencies } from '../models/llama.model';
+import type { LoraForwardContext, LoraLinear } from '../models/lora-linear.layer';
+import type { Gpt2Config, LlamaConfig } from '../models/model.config';
+import { activation, layerNorm, mergeHeads, rmsNorm, silu, splitHeads } from '../models/nn.ops';
+
+/** Per-layer cached keys and values, [1, heads, T_past, D] each. */
+interface LayerCache {
+  k: tf.Tensor4D;
+  v: tf.Tensor4D;
+}
+
+export class KvCacheDecoder {
+  private readonly params = new Map<string, HfParameter>();
+  private readonly linears = new Map<string, LoraLinear>();
+  private cache: LayerCache[] = [];
+  private pastLength = 0;
+  private readonly inverseFrequencies: Float64Array | null;
+
+  /** `adapter`: the adapter whose branch is added (null = base model). */
+  constructor(
+    private readonly model: CausalLM,
+    private readonly adapter: string | null,
+  ) {
+    for (const p of model.baseParameters()) this.params.set(p.key, p);
+    for (const layer of model.linearLayers()) this.linears.set(layer.path, layer);
+    this.inverseFrequencies =
+      model.config.modelType === 'llama' ? ropeInverseFrequencies(model.config) : null;
+  }
+
+  /** Tokens already in the cache. */
+  get length(): number {
+    return this.pastLength;
+  }
+
+  /**
+   * Appends `ids` (positions length..length+n-1) to the cache and returns the logits of the
+   * last new position as a [1, V] tensor the caller disposes.
+   */
+  step(ids: readonly number[]): tf.Tensor2D {
+    if (ids.length === 0) throw new RangeError('decoder step needs at least one token');
+    const max = this.model.config.maxPositions;
+    if (this.model.config.modelType === 'gpt2' && this.pastLength + ids.length > max) {
+      throw new RangeError(`sequence would exceed n_positions ${max}`);
+    }
+    const ctx: LoraForwardContext = {
+      activeAdapter: this.adapter,
+      training: false,
+      dropoutSeed: 0,
+    };
+    const newCache: LayerCache[] = [];
+    const logits = tf.tidy(() => {
+      const input = tf.tensor2d([...ids], [1, ids.length], 'int32'); // [1, Tn]
+      const hidden =
+        this.model.config.modelType === 'gpt2'
+          ? this.gpt2(this.model.config, input, ctx, newCache)
+          : this.llama(this.model.config, input, ctx, newCache);
+      for (const entry of newCache) {
+        tf.keep(entry.k);
+        tf.keep(entry.v);
+      }
+      return hidden;
+    });
+    for (const entry of this.cache) {
+      entry.k.dispose();
+      entry.v.dispose();
+    }
+    this.cache = newCache;
+    this.pastLength += ids.length;
+    return logits;
+  }
+
+  dispose(): void {
+    for (const entry of this.cache) {
+      entry.k.dispose();
+      entry.v.dispose();
+    }
+    this.cache = [];
+    this.pastLength = 0;
+  }
+
+  // ---- architectures -------------------------------------------------------------------
+
+  private param(key: string): tf.Tensor {
+    const parameter = this.params.get(key);
+    if (!parameter) throw new Error(`decoder: model has no parameter "${key}"`);
+    // Looked up on every use: merging an adapter replaces a layer's weight tensor.
+    return parameter.tensor();
+  }
+
+  private linear(path: string, x: tf.Tensor2D, ctx: LoraForwardContext): tf.Tensor2D {
+    const layer = this.linears.get(path);
+    if (!layer) throw new Error(`decoder: model has no linear layer "${path}"`);
+    return layer.apply(x, ctx);
+  }
+
+  /** Additive causal bias for Tn new queries over Tp + Tn keys: [1, 1, Tn, Tp+Tn]. */
+  private causalBias(newLength: number): tf.Tensor4D {
+    const total = this.pastLength + newLength;
+    const bias = new Float32Array(newLength * total);
+    for (let i = 0; i < newLength; i++) {
+      for (let j = this.pastLength + i + 1; j < total; j++) bias[i * total + j] = MASKED_SCORE;
+    }
+    return tf.tensor4d(bias, [1, 1, newLength, total]);
+  }
+
+  /** Concatenates the layer's past keys/values with the new ones along time. */
+  private extend(
+    layerIndex: number,
+    k: tf.Tensor4D,
+    v: tf.Tensor4D,
+    out: LayerCache[],
+  ): LayerCache {
+    const past = this.cache[layerIndex];
+    const entry = past
+      ? { k: tf.concat([past.k, k], 2), v: tf.concat([past.v, v], 2) } // [1, H, Tp+Tn, D]
+      : { k, v };
+    out.push(entry);
+    return entry;
+  }
+
+  /** Final hidden state of the last position → logits [1, V]. */
+  private head(last: tf.Tensor2D, tiedKey: string, ctx: LoraForwardContext): tf.Tensor2D {
+    if (this.linears.has('lm_head')) return this.linear('lm_head', last, ctx); // [1, V]
+    return tiedHeadMatMul(last, this.param(tiedKey) as tf.Tensor2D); // [1, V], tied: x · Eᵀ
+  }
+
+  private gpt2(
+    config: Gpt2Config,
+    ids: tf.Tensor2D,
+    ctx: LoraForwardContext,
+    out: LayerCache[],
+  ): tf.Tensor2D {
+    const { hiddenSize: C, numHeads: H, layerNormEpsilon: eps } = config;
+    const headDim = C / H;
+    const n = ids.shape[1];
+    const positions = tf.range(this.pastLength, this.pastLength + n, 1, 'int32'); // [Tn]
+    let x = tf.add<tf.Tensor3D>(
+      tf.gather(this.param('transformer.wte.weight'), ids),
+      tf.gather(this.param('transformer.wpe.weight'), positions),
+    ); // [1, Tn, C]
+    const bias = this.causalBias(n); // [1, 1, Tn, Tall]
+    for (let i = 0; i < config.numLayers; i++) {
+      const p = `transformer.h.${i}`;
+      const h = layerNorm(x, this.param(`${p}.ln_1.weight`), this.param(`${p}.ln_1.bias`), eps); // [1, Tn, C]
+      const qkv = this.linear(`${p}.attn.c_attn`, tf.reshape(h, [n, C]), ctx); // [Tn, 3C]
+      const [q, k, v] = tf.split(tf.reshape(qkv, [1, n, 3 * C]), 3, -1) as [
+        tf.Tensor3D,
+        tf.Tensor3D,
+        tf.Tensor3D,
+      ]; // 3 × [1, Tn, C]
+      const cached = this.extend(i, splitHeads(k, H, headDim), splitHeads(v, H, headDim), out); // [1, H, Tall, D]
+      let scale = config.scaleAttnWeights ? 1 / Math.sqrt(headDim) : 1;
+      if (config.scaleAttnByInverseLayerIdx) scale /= i + 1;
+      const scores = tf.add<tf.Tensor4D>(
+        tf.mul(batchedMatMul(splitHeads(q, H, headDim), cached.k, true), scale),
+        bias,
+      ); // [1, H, Tn, Tall]
+      const attended: tf.Tensor4D = batchedMatMul(tf.softmax(scores, -1), cached.v); // [1, H, Tn, D]
+      const y = this.linear(`${p}.attn.c_proj`, tf.reshape(mergeHeads(attended), [n, C]), ctx); // [Tn, C]
+      x = tf.add(x, tf.reshape(y, [1, n, C])); // [1, Tn, C]
+      const h2 = layerNorm(x, this.param(`${p}.ln_2.weight`), this.param(`${p}.ln_2.bias`), eps); // [1, Tn, C]
+      const up = activation(
+        this.linear(`${p}.mlp.c_fc`, tf.reshape(h2, [n, C]), ctx),
+        config.activation,
+      ) as tf.Tensor2D; // [Tn, inner]
+      x = tf.add(x, tf.reshape(this.linear(`${p}.mlp.c_proj`, up, ctx), [1, n, C])); // [1, Tn, C]
+    }
+    const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
+    const final = layerNorm(
+      last,
+      this.param('transformer.ln_f.weight'),
+      this.param('transformer.ln_f.bias'),
+      eps,
+    ); // [1, 1, C]
+    return this.head(tf.reshape(final, [1, C]), 'transformer.wte.weight', ctx); // [1, V]
+  }
+
+  private llama(
+    config: LlamaConfig,
+    ids: tf.Tensor2D,
+    ctx: LoraForwardContext,
+    out: LayerCache[],
+  ): tf.Tensor2D {
+    const {
+      hiddenSize: C,
+      numHeads: H,
+      numKeyValueHeads: KV,
+      headDim: D,
+      rmsNormEps: eps,
+    } = config;
+    const n = ids.shape[1];
+    const groups = H / KV;
+    const { cos, sin } = this.rotary(n, D); // [Tn, D] each
+    const total = this.pastLength + n;
+    const bias = tf.reshape(this.causalBias(n), [1, 1, 1, n, total]); // [1, 1, 1, Tn, Tall]
+    let x = tf.gather(this.param('model.embed_tokens.weight'), ids) as tf.Tensor3D; // [1, Tn, C]
+    for (let i = 0; i < config.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      const h = tf.reshape<tf.Rank.R2>(rmsNorm(x, this.param(`${p}.input_layernorm.weight`), eps), [
+        n,
+        C,
+      ]); // [Tn, C]
+      const proj = (name: string, heads: number) =>
+        splitHeads(
+          tf.reshape(this.linear(`${p}.self_attn.${name}`, h, ctx), [1, n, heads * D]),
+          heads,
+          D,
+        ); // [1, heads, Tn, D]
+      const q = applyRotary(proj('q_proj', H), cos, sin); // [1, H, Tn, D]
+      const k = applyRotary(proj('k_proj', KV), cos, sin); // [1, KV, Tn, D]
+      const cached = this.extend(i, k, proj('v_proj', KV), out); // [1, KV, Tall, D]
+      // GQA as in LlamaModel.forward: fold the query-group axis into time, one matMul.
+      const qGrouped = tf.reshape(q, [1, KV, groups * n, D]); // [1, KV, G·Tn, D]
+      const scores = tf.mul(batchedMatMul(qGrouped, cached.k, true), 1 / Math.sqrt(D)); // [1, KV, G·Tn, Tall]
+      const masked = tf.add(tf.reshape(scores, [1, KV, groups, n, total]), bias); // [1, KV, G, Tn, Tall]
+      const probs = tf.reshape(tf.softmax(masked, -1), [1, KV, groups * n, total]); // [1, KV, G·Tn, Tall]
+      const attended = tf.reshape<tf.Rank.R4>(batchedMatMul(probs, cached.v), [1, H, n, D]); // [1, H, Tn, D]
+      const o = this.linear(
+        `${p}.self_attn.o_proj`,
+        tf.reshape<tf.Rank.R2>(mergeHeads(attended), [n, H * D]),
+        ctx,
+      ); // [Tn, C]
+      x = tf.add(x, tf.reshape(o, [1, n, C])); // [1, Tn, C]
+      const h2 = tf.reshape<tf.Rank.R2>(
+        rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), eps),
+        [n, C],
+      ); // [Tn, C]
+      const gate = silu(this.linear(`${p}.mlp.gate_proj`, h2, ctx)); // [Tn, I]
+      const up = this.linear(`${p}.mlp.up_proj`, h2, ctx); // [Tn, I]
+      const down = this.linear(`${p}.mlp.down_proj`, tf.mul<tf.Tensor2D>(gate, up), ctx); // [Tn, C]
+      x = tf.add(x, tf.reshape(down, [1, n, C])); // [1, Tn, C]
+    }
+    const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
+    const final = rmsNorm(last, this.param('model.norm.weight'), eps); // [1, 1, C]
+    return this.head(tf.reshape(final, [1, C]), 'model.embed_tokens.weight', ctx); // [1, V]
+  }
+
+  /** cos/sin [Tn, D] for absolute positions past..past+Tn-1 (LlamaModel's table layout). */
+  private rotary(n: number, D: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+    const inv = this.inverseFrequencies!;
+    const half = D / 2;
+    const cos = new Float32Array(n * D);
+    const sin = new Float32Array(n * D);
+    for (let r = 0; r < n; r++) {
+      const t = this.pastLength + r;
+      for (let i = 0; i < half; i++) {
+        const angle = t * inv[i];
+        cos[r * D + i] = cos[r * D + i + half] = Math.cos(angle);
+        sin[r * D + i] = sin[r * D + i + half] = Math.sin(angle);
+      }
+    }
+    return { cos: tf.tensor2d(cos, [n, D]), sin: tf.tensor2d(sin, [n, D]) };
+  }
+}
+
+/** HF `apply_rotary_pos_emb`: x·cos + rotate_half(x)·sin. */
+function applyRotary(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+  const half = x.shape[3] / 2;
+  const x1 = tf.slice(x, [0, 0, 0, 0], [-1, -1, -1, half]); // [1, H, Tn, D/2]
+  const x2 = tf.slice(x, [0, 0, 0, half], [-1, -1, -1, half]); // [1, H, Tn, D/2]
+  const rotated = tf.concat([tf.neg(x2), x1], 3); // [1, H, Tn, D]
+  return tf.add<tf.Tensor4D>(tf.mul(x, cos), tf.mul(rotated, sin)); // [1, H, Tn, D]
+}

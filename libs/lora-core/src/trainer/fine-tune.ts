@@ -1,0 +1,306 @@
+/**
+ * `runFineTune`: the one call the worker's trainer child (and `lorafleet train`) makes. JSONL
+ * in, PEFT adapter out, with the pre-flight, progress, evaluation, checkpoints, resume,
+ * final validation, sample generations and the step-metrics CSV (DESIGN §6, issue 4).
+ * docs/trainer.md is its manual.
+ */
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+
+import {
+  buildGenerationPrompt,
+  loadTokenizer,
+  parseJsonlExamples,
+  preflightSummary,
+  tokenizeExample,
+  type PreflightSummary,
+  type TextTokenizer,
+  type TrainingExample,
+} from '@lorafleet/data';
+
+import { generateTokens } from '../generation/generate';
+import { exportPeftAdapter, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
+import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
+import type { CausalLM } from '../models/causal-lm.model';
+import { loadCausalLM } from '../models/hf-model.loader';
+import { metricsToCsv } from './metrics-csv';
+import { Trainer, resolveHyperparameters, type CheckpointOptions } from './trainer';
+import {
+  TrainingConfigError,
+  type EarlyStoppingOptions,
+  type EvalMetrics,
+  type EvalReport,
+  type StepMetrics,
+  type StopReason,
+  type TrainingHyperparameters,
+  type TrainingProgress,
+} from './trainer.types';
+
+export interface LoadedModel {
+  model: CausalLM;
+  tokenizer: TextTokenizer;
+  /** Recorded as `base_model_name_or_path`. */
+  name?: string;
+}
+
+export interface FineTuneOptions {
+  /** A Hugging Face model directory, or a model already loaded (in `lora` mode) with its tokenizer. */
+  model: string | LoadedModel;
+  /** Training JSONL (file content). */
+  trainJsonl: string | Uint8Array;
+  validationJsonl?: string | Uint8Array | null;
+  /** LoRA settings; defaults r=8, alpha=16, dropout=0.05, the architecture's PEFT targets. */
+  lora?: Partial<LoraConfig>;
+  hyperparameters?: Partial<TrainingHyperparameters>;
+  /** Longest tokenized example kept (the tail is cut). Default min(1024, the model's positions). */
+  maxSeqLength?: number;
+  earlyStopping?: EarlyStoppingOptions;
+  /** Cap periodic validation at the first N validation examples (the final pass uses all). */
+  evalMaxExamples?: number;
+  checkpoint?: CheckpointOptions;
+  /** A blob from an earlier attempt's checkpoint sink: training continues from it. */
+  resumeFrom?: Uint8Array | null;
+  signal?: AbortSignal;
+  onPreflight?: (preflight: FineTunePreflight) => void | Promise<void>;
+  onProgress?: (progress: TrainingProgress) => void | Promise<void>;
+  onEval?: (report: EvalReport) => void | Promise<void>;
+  /** Sample generations on the first validation prompts; `false` to skip. Default 3 × 32 tokens. */
+  samples?: { count?: number; maxNewTokens?: number } | false;
+  /** Adapter name on the model. Default `default` (PEFT's). */
+  adapterName?: string;
+  /** With a caller-loaded model: leave the trained adapter on it. Default false (deleted). */
+  keepAdapter?: boolean;
+  /** Extra lineage recorded in checkpoints and the result (not part of the config hash). */
+  lineage?: Record<string, string | null>;
+}
+
+export interface FineTunePreflight extends PreflightSummary {
+  /** Steps this run will take: min(stepsPerEpoch × epochs, maxSteps). */
+  totalSteps: number;
+  validationExamples: number;
+  /** Steps already done when resuming, else 0. */
+  resumeStep: number;
+}
+
+export interface SampleGeneration {
+  prompt: string;
+  reference: string;
+  completion: string;
+  finishReason: 'stop' | 'length';
+}
+
+export interface FineTuneLineage {
+  baseModel: string;
+  baseModelSha256: string | null;
+  trainSha256: string;
+  validationSha256: string | null;
+  configSha256: string;
+  hyperparameters: TrainingHyperparameters;
+  lora: LoraConfig;
+  maxSeqLength: number;
+  tfjsVersion: string;
+  backend: string;
+}
+
+export interface FineTuneResult {
+  /** `adapter_config.json` object and `adapter_model.safetensors` bytes (PEFT layout). */
+  adapter: ExportedPeftAdapter;
+  stopReason: StopReason;
+  steps: number;
+  totalSteps: number;
+  epochs: number;
+  /** Real tokens read over the run (OpenAI `trained_tokens`). */
+  trainedTokens: number;
+  trainedTargetTokens: number;
+  finalTrainLoss: number;
+  /** Final pass over the whole validation set (after restoring the best adapter, if any). */
+  validation: EvalMetrics | null;
+  bestStep: number | null;
+  bestValidLoss: number | null;
+  restoredBest: boolean;
+  samples: SampleGeneration[];
+  metrics: StepMetrics[];
+  /** OpenAI `result_files`-style CSV of the step metrics. */
+  metricsCsv: string;
+  preflight: FineTunePreflight;
+  resumedFromStep: number | null;
+  trainableParameters: number;
+  optimizerStateBytes: number;
+  lineage: FineTuneLineage;
+}
+
+const sha256 = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex');
+
+function decodeJsonl(content: string | Uint8Array): string {
+  return typeof content === 'string'
+    ? content
+    : new TextDecoder('utf-8', { fatal: true }).decode(content);
+}
+
+export function resolveLoraConfig(partial: Partial<LoraConfig>, model: CausalLM): LoraConfig {
+  return {
+    r: partial.r ?? 8,
+    alpha: partial.alpha ?? 16,
+    dropout: partial.dropout ?? 0.05,
+    targetModules: partial.targetModules ?? defaultTargetModules(model.config.modelType),
+    useRslora: partial.useRslora ?? false,
+    ...(partial.excludeModules ? { excludeModules: partial.excludeModules } : {}),
+  };
+}
+
+export async function runFineTune(options: FineTuneOptions): Promise<FineTuneResult> {
+  const owned = typeof options.model === 'string';
+  let loaded: LoadedModel;
+  if (typeof options.model === 'string') {
+    // Tokenizer first: it is cheap and, if it fails, no model weights are left allocated.
+    const tokenizer = await loadTokenizer(options.model);
+    loaded = { model: await loadCausalLM(options.model), tokenizer, name: basename(options.model) };
+  } else {
+    loaded = options.model;
+  }
+  const { model, tokenizer } = loaded;
+  const adapterName = options.adapterName ?? 'default';
+  let trainer: Trainer | null = null;
+  let adapterAdded = false;
+  try {
+    if (model.mode !== 'lora')
+      throw new TrainingConfigError('runFineTune needs a model in "lora" mode', 'model');
+    const trainText = decodeJsonl(options.trainJsonl);
+    const validationText =
+      options.validationJsonl === undefined || options.validationJsonl === null
+        ? null
+        : decodeJsonl(options.validationJsonl);
+    const trainExamples = parseJsonlExamples(trainText);
+    const validationExamples: TrainingExample[] =
+      validationText === null ? [] : parseJsonlExamples(validationText);
+
+    const positions = model.config.modelType === 'gpt2' ? model.config.maxPositions : 1024;
+    const maxSeqLength = options.maxSeqLength ?? Math.min(1024, positions);
+    if (model.config.modelType === 'gpt2' && maxSeqLength > positions) {
+      throw new TrainingConfigError(
+        `maxSeqLength ${maxSeqLength} exceeds the model's n_positions ${positions}`,
+        'maxSeqLength',
+      );
+    }
+    const loraConfig = resolveLoraConfig(options.lora ?? {}, model);
+    // Seeded init: the same seed gives the same A matrices (and so the same run).
+    model.addAdapter(adapterName, loraConfig, resolveHyperparameters(options.hyperparameters).seed);
+    adapterAdded = true;
+    model.setActiveAdapter(adapterName);
+
+    const tokenize = (examples: TrainingExample[]) =>
+      examples.map((example) => tokenizeExample(example, tokenizer, { maxSeqLength }));
+    trainer = new Trainer({
+      model,
+      train: tokenize(trainExamples),
+      validation: tokenize(validationExamples),
+      padTokenId: tokenizer.padTokenId,
+      hyperparameters: options.hyperparameters,
+      earlyStopping: options.earlyStopping,
+      evalMaxExamples: options.evalMaxExamples,
+      checkpoint: options.checkpoint,
+      onProgress: options.onProgress,
+      onEval: options.onEval,
+      signal: options.signal,
+      lineage: {
+        trainFileSha256: sha256(trainText),
+        validationFileSha256: validationText === null ? null : sha256(validationText),
+        ...(options.lineage ?? {}),
+      },
+    });
+    const hp = trainer.hyperparameters;
+
+    let resumedFromStep: number | null = null;
+    if (options.resumeFrom) resumedFromStep = trainer.restore(options.resumeFrom).step;
+
+    const summary = preflightSummary(trainExamples, tokenizer, {
+      maxSeqLength,
+      batchSize: hp.batchSize,
+      epochs: hp.epochs,
+      gradientAccumulationSteps: hp.gradientAccumulationSteps,
+    });
+    const preflight: FineTunePreflight = {
+      ...summary,
+      totalSteps: trainer.totalSteps,
+      validationExamples: validationExamples.length,
+      resumeStep: resumedFromStep ?? 0,
+    };
+    await options.onPreflight?.(preflight);
+
+    const run = await trainer.run();
+    const validation =
+      validationExamples.length > 0 ? await trainer.evaluate(undefined, Infinity) : null;
+
+    const samples: SampleGeneration[] = [];
+    if (options.samples !== false && validationExamples.length > 0) {
+      const count = options.samples?.count ?? 3;
+      const maxNewTokens = options.samples?.maxNewTokens ?? 32;
+      const limit = model.config.modelType === 'gpt2' ? model.config.maxPositions : Infinity;
+      for (const example of validationExamples.slice(0, count)) {
+        const { promptIds, reference } = buildGenerationPrompt(example, tokenizer);
+        // Keep the prompt's tail when prompt + completion would not fit the positions.
+        const kept = promptIds.slice(
+          Math.max(0, promptIds.length - Math.max(1, limit - maxNewTokens)),
+        );
+        if (kept.length === 0) continue;
+        const generated = await generateTokens(model, kept, {
+          maxNewTokens: Math.min(maxNewTokens, limit - kept.length),
+          seed: hp.seed,
+          stopTokenIds: tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [],
+          adapter: adapterName,
+        });
+        samples.push({
+          prompt: tokenizer.decode(kept),
+          reference,
+          completion: tokenizer.decode(generated.tokenIds, { skipSpecialTokens: true }),
+          finishReason: generated.finishReason,
+        });
+      }
+    }
+
+    const baseName = loaded.name ?? 'base';
+    const adapter = exportPeftAdapter(model, adapterName, baseName);
+    const trainableParameters = [...model.namedTrainableVariables().values()].reduce(
+      (n, v) => n + v.size,
+      0,
+    );
+    return {
+      adapter,
+      stopReason: run.stopReason,
+      steps: run.steps,
+      totalSteps: run.totalSteps,
+      epochs: run.epochs,
+      trainedTokens: run.trainedTokens,
+      trainedTargetTokens: run.trainedTargetTokens,
+      finalTrainLoss: run.finalTrainLoss,
+      validation,
+      bestStep: run.bestStep,
+      bestValidLoss: run.bestValidLoss,
+      restoredBest: run.restoredBest,
+      samples,
+      metrics: run.metrics,
+      metricsCsv: metricsToCsv(run.metrics, validation),
+      preflight,
+      resumedFromStep,
+      trainableParameters,
+      optimizerStateBytes: trainer.optimizerStateBytes,
+      lineage: {
+        baseModel: baseName,
+        baseModelSha256: model.baseModelSha256 ?? null,
+        trainSha256: sha256(trainText),
+        validationSha256: validationText === null ? null : sha256(validationText),
+        configSha256: trainer.configSha256,
+        hyperparameters: hp,
+        lora: model.loraConfig(adapterName),
+        maxSeqLength,
+        tfjsVersion: tf.version.tfjs,
+        backend: tf.getBackend(),
+      },
+    };
+  } finally {
+    trainer?.dispose();
+    if (owned) model.dispose();
+    else if (adapterAdded && !options.keepAdapter) model.deleteAdapter(adapterName);
+  }
+}

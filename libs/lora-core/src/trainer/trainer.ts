@@ -1,0 +1,922 @@
+/**
+ * The training loop, written out by hand because `model.fit` can neither checkpoint an
+ * optimizer exactly nor resume mid-epoch (issue 4 item 3).
+ *
+ * One optimizer step:
+ *   1. the step's micro-batches come from the epoch's seeded order (data-order.ts);
+ *   2. each micro-batch's loss is Σ token NLL / (targets in the whole accumulation group),
+ *      so the accumulated gradient equals the big batch's gradient of the mean token loss;
+ *   3. one host read fetches loss, correct tokens and the squared gradient norm together;
+ *      a NaN/Inf there stops training before the update (R16);
+ *   4. global-norm clipping (torch `clip_grad_norm_`), then AdamW at the scheduled rate.
+ *
+ * Everything random is derived from the seed and a counter (shuffle: epoch; dropout: step and
+ * micro-batch), and every piece of mutable state goes into the checkpoint, so a run resumed
+ * from a checkpoint ends with the same adapter bytes as an uninterrupted run on the same
+ * backend (R6).
+ */
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+
+import {
+  CheckpointError,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  type CheckpointState,
+  type CheckpointTensor,
+} from '../checkpoint/checkpoint.codec';
+import type { CausalLM } from '../models/causal-lm.model';
+import { deriveSeed } from '../util/rng.util';
+import { AdamW } from './adamw.optimizer';
+import { DataSchedule, epochOrder, hashSequences, type TokenizedSequence } from './data-order';
+import { clipByGlobalNorm, squaredGlobalNorm } from './gradient-clip';
+import { learningRateAt, LR_SCHEDULERS } from './lr-schedule';
+import { buildMicroBatch, countTargets, disposeMicroBatch } from './micro-batch';
+import { weightedCorrectCount, weightedTokenNllSum } from './token-loss';
+import {
+  DEFAULT_HYPERPARAMETERS,
+  NonFiniteLossError,
+  TrainingAbortedError,
+  TrainingConfigError,
+  type EarlyStoppingOptions,
+  type EvalMetrics,
+  type EvalReport,
+  type StepMetrics,
+  type StopReason,
+  type TrainerCheckpointEvent,
+  type TrainingHyperparameters,
+  type TrainingProgress,
+} from './trainer.types';
+
+export interface CheckpointOptions {
+  /** Emit a checkpoint every N optimizer steps. */
+  everySteps?: number;
+  /** Emit a checkpoint when T seconds have passed since the last one (checked after each step). */
+  everySeconds?: number;
+  /** Receives each checkpoint; awaited before training continues. */
+  sink: (checkpoint: TrainerCheckpointEvent) => void | Promise<void>;
+  /** Emit a checkpoint when the AbortSignal fires. Default true. */
+  onAbort?: boolean;
+}
+
+export interface TrainerOptions {
+  /** A model whose trainable variables are what to train (an active LoRA adapter, or full mode). */
+  model: CausalLM;
+  train: readonly TokenizedSequence[];
+  validation?: readonly TokenizedSequence[];
+  /** Id written into padding positions (never attended, never scored). */
+  padTokenId: number;
+  hyperparameters?: Partial<TrainingHyperparameters>;
+  /** Shuffle each epoch (seeded). Default true. */
+  shuffle?: boolean;
+  /** Evaluate every N steps on at most this many validation examples (the first ones). */
+  evalMaxExamples?: number;
+  /** Micro-batch size for evaluation. Default: the training batch size. */
+  evalBatchSize?: number;
+  earlyStopping?: EarlyStoppingOptions;
+  checkpoint?: CheckpointOptions;
+  onProgress?: (progress: TrainingProgress) => void | Promise<void>;
+  onEval?: (report: EvalReport) => void | Promise<void>;
+  /** Checked before every step. On abort: checkpoint (if a sink exists), then `TrainingAbortedError`. */
+  signal?: AbortSignal;
+  /** Recorded in checkpoints (not hashed): e.g. data file hashes, versions, backend. */
+  lineage?: Record<string, string | null>;
+}
+
+export interface TrainRunResult {
+  stopReason: StopReason;
+  /** Optimizer steps completed (including steps before a resume). */
+  steps: number;
+  totalSteps: number;
+  /** Fractional epochs completed. */
+  epochs: number;
+  /** Target tokens scored over the whole run. */
+  trainedTargetTokens: number;
+  /** Real tokens read over the whole run (OpenAI `trained_tokens`). */
+  trainedTokens: number;
+  finalTrainLoss: number;
+  bestStep: number | null;
+  bestValidLoss: number | null;
+  /** True when the best evaluated parameters were loaded back at the end. */
+  restoredBest: boolean;
+  metrics: StepMetrics[];
+}
+
+/** Fills defaults and rejects unusable values with a `TrainingConfigError` naming the field. */
+export function resolveHyperparameters(
+  partial: Partial<TrainingHyperparameters> = {},
+): TrainingHyperparameters {
+  const defined = Object.fromEntries(
+    Object.entries(partial).filter(([, v]) => v !== undefined),
+  ) as Partial<TrainingHyperparameters>;
+  const hp: TrainingHyperparameters = { ...DEFAULT_HYPERPARAMETERS, ...defined };
+  const positiveInt = (field: keyof TrainingHyperparameters) => {
+    const value = hp[field];
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+      throw new TrainingConfigError(
+        `${field} must be a positive integer (got ${String(value)})`,
+        field,
+      );
+    }
+  };
+  const nonNegative = (field: keyof TrainingHyperparameters) => {
+    const value = hp[field];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+      throw new TrainingConfigError(
+        `${field} must be a finite number >= 0 (got ${String(value)})`,
+        field,
+      );
+    }
+  };
+  positiveInt('epochs');
+  positiveInt('batchSize');
+  positiveInt('gradientAccumulationSteps');
+  if (hp.maxSteps !== null) positiveInt('maxSteps');
+  if (hp.evalEverySteps !== null) positiveInt('evalEverySteps');
+  if (!Number.isSafeInteger(hp.warmupSteps) || hp.warmupSteps < 0) {
+    throw new TrainingConfigError(
+      `warmupSteps must be an integer >= 0 (got ${hp.warmupSteps})`,
+      'warmupSteps',
+    );
+  }
+  if (!Number.isSafeInteger(hp.seed)) {
+    throw new TrainingConfigError(`seed must be an integer (got ${hp.seed})`, 'seed');
+  }
+  if (!(hp.learningRate > 0) || !Number.isFinite(hp.learningRate)) {
+    throw new TrainingConfigError(
+      `learningRate must be a positive number (got ${hp.learningRate})`,
+      'learningRate',
+    );
+  }
+  nonNegative('weightDecay');
+  nonNegative('maxGradNorm');
+  nonNegative('adamEpsilon');
+  for (const field of ['adamBeta1', 'adamBeta2'] as const) {
+    if (!(hp[field] >= 0 && hp[field] < 1)) {
+      throw new TrainingConfigError(`${field} must be in [0, 1) (got ${hp[field]})`, field);
+    }
+  }
+  if (!LR_SCHEDULERS.includes(hp.lrScheduler)) {
+    throw new TrainingConfigError(
+      `lrScheduler must be one of ${LR_SCHEDULERS.join(', ')} (got ${String(hp.lrScheduler)})`,
+      'lrScheduler',
+    );
+  }
+  return hp;
+}
+
+/** Canonical JSON (sorted keys) so equal configs hash equally whatever the key order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+interface BestState {
+  validLoss: number | null;
+  step: number | null;
+  evalsWithoutImprovement: number;
+  params: Map<string, Float32Array> | null;
+}
+
+export class Trainer {
+  readonly hyperparameters: TrainingHyperparameters;
+  readonly totalSteps: number;
+  readonly stepsPerEpoch: number;
+  readonly configSha256: string;
+  readonly trainSha256: string;
+  readonly validationSha256: string | null;
+
+  private readonly model: CausalLM;
+  private readonly train: readonly TokenizedSequence[];
+  private readonly validation: readonly TokenizedSequence[];
+  private readonly variables: Map<string, tf.Variable>;
+  /** tfjs variable name → our stable name (variableGrads keys gradients by the former). */
+  private readonly stableNames = new Map<string, string>();
+  private readonly optimizer: AdamW;
+  private readonly schedule: DataSchedule;
+  private readonly config: Record<string, unknown>;
+  private readonly shuffle: boolean;
+
+  private stepCount = 0;
+  private epochIndex = 0;
+  private order: number[];
+  private cursor = 0;
+  private history: StepMetrics[] = [];
+  private targetTokens = 0;
+  private tokens = 0;
+  private best: BestState = {
+    validLoss: null,
+    step: null,
+    evalsWithoutImprovement: 0,
+    params: null,
+  };
+  private lastCheckpoint: { step: number; blob: Uint8Array } | null = null;
+  private checkpointRequested = false;
+  private stopRequested = false;
+  private disposed = false;
+
+  constructor(private readonly options: TrainerOptions) {
+    this.model = options.model;
+    this.hyperparameters = resolveHyperparameters(options.hyperparameters);
+    const hp = this.hyperparameters;
+    this.train = options.train;
+    this.validation = options.validation ?? [];
+    this.shuffle = options.shuffle ?? true;
+    if (this.train.length === 0)
+      throw new TrainingConfigError('the training set is empty', 'train');
+    const maxLength =
+      this.model.config.modelType === 'gpt2' ? this.model.config.maxPositions : Infinity;
+    for (const [name, set] of [
+      ['train', this.train],
+      ['validation', this.validation],
+    ] as const) {
+      set.forEach((sequence, index) => {
+        if (sequence.inputIds.length === 0 || sequence.inputIds.length > maxLength) {
+          throw new TrainingConfigError(
+            `${name} example ${index + 1} has ${sequence.inputIds.length} tokens (allowed 1..${maxLength}); ` +
+              'lower max_seq_length',
+            name,
+          );
+        }
+      });
+    }
+    if (options.earlyStopping) {
+      if (this.validation.length === 0 || hp.evalEverySteps === null) {
+        throw new TrainingConfigError(
+          'early stopping needs validation data and evalEverySteps',
+          'earlyStopping',
+        );
+      }
+      if (
+        !Number.isSafeInteger(options.earlyStopping.patience) ||
+        options.earlyStopping.patience < 1
+      ) {
+        throw new TrainingConfigError(
+          'earlyStopping.patience must be a positive integer',
+          'earlyStopping',
+        );
+      }
+    }
+    this.variables = this.model.namedTrainableVariables();
+    if (this.variables.size === 0) {
+      throw new TrainingConfigError(
+        'the model has no trainable variables; add a LoRA adapter first',
+        'model',
+      );
+    }
+    for (const [name, variable] of this.variables) this.stableNames.set(variable.name, name);
+
+    this.schedule = new DataSchedule(this.train.length, hp.batchSize, hp.gradientAccumulationSteps);
+    this.stepsPerEpoch = this.schedule.stepsPerEpoch;
+    this.totalSteps = Math.min(
+      this.stepsPerEpoch * hp.epochs,
+      hp.maxSteps ?? Number.MAX_SAFE_INTEGER,
+    );
+    this.order = epochOrder(hp.seed, 0, this.train.length, this.shuffle);
+    this.optimizer = new AdamW(this.variables, {
+      beta1: hp.adamBeta1,
+      beta2: hp.adamBeta2,
+      epsilon: hp.adamEpsilon,
+      weightDecay: hp.weightDecay,
+    });
+
+    this.trainSha256 = hashSequences(this.train);
+    this.validationSha256 = this.validation.length > 0 ? hashSequences(this.validation) : null;
+    const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
+    // Only what shapes the trajectory goes into the hash: evaluation settings matter only
+    // when early stopping acts on them.
+    const { evalEverySteps, ...trajectory } = hp;
+    this.config = {
+      hyperparameters: trajectory,
+      shuffle: this.shuffle,
+      earlyStopping: options.earlyStopping
+        ? {
+            ...options.earlyStopping,
+            evalEverySteps,
+            evalMaxExamples: options.evalMaxExamples ?? null,
+          }
+        : null,
+      mode: this.model.mode,
+      adapter: adapter === null ? null : { name: adapter, ...this.model.loraConfig(adapter) },
+      model: this.model.config.raw,
+      baseModelSha256: this.model.baseModelSha256 ?? null,
+    };
+    this.configSha256 = createHash('sha256').update(canonicalJson(this.config)).digest('hex');
+  }
+
+  /** Optimizer steps completed. */
+  get step(): number {
+    return this.stepCount;
+  }
+
+  get epoch(): number {
+    return this.stepCount / this.stepsPerEpoch;
+  }
+
+  get metrics(): readonly StepMetrics[] {
+    return this.history;
+  }
+
+  get optimizerStateBytes(): number {
+    return this.optimizer.stateBytes();
+  }
+
+  /** Asks for a checkpoint after the current step (e.g. on SIGTERM before handing a job back). */
+  requestCheckpoint(): void {
+    this.checkpointRequested = true;
+  }
+
+  /** Makes `run()` return after the current step, as if training had completed. */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  /**
+   * One optimizer step. Throws `NonFiniteLossError` (without updating anything) when the loss
+   * or the gradient norm is NaN/Inf.
+   */
+  async trainStep(): Promise<StepMetrics> {
+    this.assertUsable();
+    if (this.stepCount >= this.totalSteps) {
+      throw new Error(`training is complete (${this.totalSteps} steps)`);
+    }
+    const hp = this.hyperparameters;
+    const started = performance.now();
+    const stepNumber = this.stepCount + 1;
+    const plan = this.schedule.plan(this.order, this.cursor);
+    const learningRate = learningRateAt(stepNumber, {
+      learningRate: hp.learningRate,
+      scheduler: hp.lrScheduler,
+      warmupSteps: hp.warmupSteps,
+      totalSteps: this.totalSteps,
+    });
+    const pass = this.forwardBackward(plan.microBatches, stepNumber);
+    const { groupTargets, tokens } = pass;
+    try {
+      const gradients = pass.grads;
+      // One host read per step: loss, correct tokens and Σ‖g‖² together.
+      const packed = tf.tidy(() =>
+        tf.stack([pass.lossSum, pass.correctSum, squaredGlobalNorm(gradients)]),
+      ); // [3]
+      const [loss, correctCount, squaredNorm] = await packed.data();
+      packed.dispose();
+      const gradNorm = Math.sqrt(squaredNorm);
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+        throw new NonFiniteLossError(
+          stepNumber,
+          loss,
+          gradNorm,
+          this.lastCheckpoint?.step ?? null,
+          this.lastCheckpoint?.blob ?? null,
+        );
+      }
+      clipByGlobalNorm(gradients, hp.maxGradNorm, gradNorm);
+      this.optimizer.step(gradients, learningRate);
+
+      this.stepCount = stepNumber;
+      this.cursor = plan.nextCursor;
+      if (this.cursor >= this.order.length) {
+        this.epochIndex += 1;
+        this.order = epochOrder(hp.seed, this.epochIndex, this.train.length, this.shuffle);
+        this.cursor = 0;
+      }
+      this.targetTokens += groupTargets;
+      this.tokens += tokens;
+      const seconds = (performance.now() - started) / 1000;
+      const metrics: StepMetrics = {
+        step: stepNumber,
+        epoch: stepNumber / this.stepsPerEpoch,
+        trainLoss: loss,
+        trainMeanTokenAccuracy: groupTargets > 0 ? correctCount / groupTargets : 0,
+        learningRate,
+        gradNorm,
+        targetTokens: groupTargets,
+        tokens,
+        tokensPerSecond: seconds > 0 ? tokens / seconds : 0,
+      };
+      this.history.push(metrics);
+      return metrics;
+    } finally {
+      disposePass(pass);
+    }
+  }
+
+  /**
+   * The accumulated gradient of the mean token loss over `microBatches` (lists of training
+   * example indices), as host arrays by parameter name, without updating anything. The
+   * training step uses the same code; tests use it to check accumulation and masking.
+   */
+  async computeGradients(
+    microBatches: number[][],
+  ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
+    this.assertUsable();
+    const pass = this.forwardBackward(microBatches, this.stepCount + 1);
+    try {
+      const gradients = new Map<string, Float32Array>();
+      for (const [name, g] of pass.grads) gradients.set(name, new Float32Array(await g.data()));
+      return { loss: (await pass.lossSum.data())[0], gradients };
+    } finally {
+      disposePass(pass);
+    }
+  }
+
+  /**
+   * Mean token loss and accuracy over `examples` (default: the validation set, capped at
+   * `evalMaxExamples` when `maxExamples` is not given). No dropout, no state change.
+   */
+  async evaluate(
+    examples: readonly TokenizedSequence[] = this.validation,
+    maxExamples: number | undefined = this.options.evalMaxExamples,
+  ): Promise<EvalMetrics> {
+    this.assertUsable();
+    return evaluateSequences(this.model, examples, {
+      padTokenId: this.options.padTokenId,
+      batchSize: this.options.evalBatchSize ?? this.hyperparameters.batchSize,
+      maxExamples,
+    });
+  }
+
+  /** Runs to the end (or early stop), with callbacks, evaluation, checkpoints and abort checks. */
+  async run(): Promise<TrainRunResult> {
+    this.assertUsable();
+    const hp = this.hyperparameters;
+    const attemptStartStep = this.stepCount;
+    let attemptSeconds = 0;
+    let attemptTokens = 0;
+    let lastCheckpointAt = performance.now();
+    let stopReason: StopReason =
+      this.totalSteps < this.stepsPerEpoch * hp.epochs ? 'max_steps' : 'completed';
+
+    const patience = this.options.earlyStopping?.patience;
+    while (this.stepCount < this.totalSteps) {
+      if (this.options.signal?.aborted) await this.abort();
+      if (this.stopRequested) break;
+      // A checkpoint written at the step that triggered early stopping resumes as stopped.
+      if (patience !== undefined && this.best.evalsWithoutImprovement >= patience) {
+        stopReason = 'early_stopping';
+        break;
+      }
+      const started = performance.now();
+      const metrics = await this.trainStep();
+      attemptSeconds += (performance.now() - started) / 1000;
+      attemptTokens += metrics.tokens;
+
+      let stop = false;
+      if (
+        hp.evalEverySteps !== null &&
+        this.validation.length > 0 &&
+        this.stepCount % hp.evalEverySteps === 0
+      ) {
+        stop = await this.evaluateAndTrack(metrics);
+      }
+      const attemptSteps = this.stepCount - attemptStartStep;
+      await this.options.onProgress?.({
+        step: this.stepCount,
+        totalSteps: this.totalSteps,
+        epoch: metrics.epoch,
+        totalEpochs: this.totalSteps / this.stepsPerEpoch,
+        loss: metrics.trainLoss,
+        meanTokenAccuracy: metrics.trainMeanTokenAccuracy,
+        learningRate: metrics.learningRate,
+        gradNorm: metrics.gradNorm,
+        tokensPerSecond: attemptSeconds > 0 ? attemptTokens / attemptSeconds : 0,
+        etaSeconds: (attemptSeconds / attemptSteps) * (this.totalSteps - this.stepCount),
+        elapsedSeconds: attemptSeconds,
+      });
+
+      const sink = this.options.checkpoint;
+      if (sink) {
+        const everySteps = sink.everySteps ?? 0;
+        const everySeconds = sink.everySeconds ?? 0;
+        const due =
+          this.checkpointRequested ||
+          (everySteps > 0 && this.stepCount % everySteps === 0) ||
+          (everySeconds > 0 && performance.now() - lastCheckpointAt >= everySeconds * 1000);
+        if (due) {
+          await this.emitCheckpoint(this.checkpointRequested ? 'requested' : 'interval', metrics);
+          lastCheckpointAt = performance.now();
+        }
+      }
+      if (stop) {
+        stopReason = 'early_stopping';
+        break;
+      }
+      // Let the parent's IPC, timers and abort handlers run between steps.
+      await yieldToEventLoop();
+    }
+
+    let restoredBest = false;
+    if (
+      this.options.earlyStopping &&
+      this.options.earlyStopping.restoreBest !== false &&
+      this.best.params
+    ) {
+      this.loadParams(this.best.params);
+      restoredBest = true;
+    }
+    const last = this.history[this.history.length - 1];
+    return {
+      stopReason,
+      steps: this.stepCount,
+      totalSteps: this.totalSteps,
+      epochs: this.epoch,
+      trainedTargetTokens: this.targetTokens,
+      trainedTokens: this.tokens,
+      finalTrainLoss: last?.trainLoss ?? Number.NaN,
+      bestStep: this.best.step,
+      bestValidLoss: this.best.validLoss,
+      restoredBest,
+      metrics: this.history,
+    };
+  }
+
+  /** Encodes the complete training state as one blob (see checkpoint.codec.ts). */
+  checkpoint(): Uint8Array {
+    this.assertUsable();
+    const hp = this.hyperparameters;
+    const params = new Map<string, CheckpointTensor>();
+    for (const [name, variable] of this.variables) {
+      params.set(name, { shape: variable.shape, data: new Float32Array(variable.dataSync()) });
+    }
+    const optimizerState = this.optimizer.getState();
+    const moments = (map: Map<string, Float32Array>) => {
+      const out = new Map<string, CheckpointTensor>();
+      for (const [name, data] of map)
+        out.set(name, { shape: this.variables.get(name)!.shape, data });
+      return out;
+    };
+    let best: Map<string, CheckpointTensor> | null = null;
+    if (this.best.params) best = moments(this.best.params);
+    const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
+    const state: CheckpointState = {
+      step: this.stepCount,
+      totalSteps: this.totalSteps,
+      stepsPerEpoch: this.stepsPerEpoch,
+      epoch: this.epochIndex,
+      data: {
+        order: this.order,
+        cursor: this.cursor,
+        trainSha256: this.trainSha256,
+        validationSha256: this.validationSha256,
+        trainExamples: this.train.length,
+      },
+      optimizer: {
+        type: 'adamw',
+        iteration: optimizerState.iteration,
+        beta1: this.optimizer.options.beta1,
+        beta2: this.optimizer.options.beta2,
+        epsilon: this.optimizer.options.epsilon,
+        weightDecay: this.optimizer.options.weightDecay,
+      },
+      rng: {
+        seed: hp.seed,
+        algorithm: 'mulberry32 seeded with deriveSeed(seed, label) (FNV-1a)',
+        streams: {
+          shuffle: 'label "shuffle:<epoch>", Fisher-Yates',
+          dropout: 'label "dropout:<step>:<micro-batch>", tf.dropout seed',
+          loraInit: 'deriveSeed(seed, <module path>), kaiming-uniform A, zero B',
+        },
+      },
+      configSha256: this.configSha256,
+      config: this.config,
+      adapter:
+        adapter === null
+          ? null
+          : {
+              name: adapter,
+              loraConfig: { ...this.model.loraConfig(adapter) },
+            },
+      earlyStopping: {
+        bestValidLoss: this.best.validLoss,
+        bestStep: this.best.step,
+        evalsWithoutImprovement: this.best.evalsWithoutImprovement,
+      },
+      metrics: this.history,
+      counters: { targetTokens: this.targetTokens, tokens: this.tokens },
+      lineage: {
+        baseModelSha256: this.model.baseModelSha256 ?? null,
+        tfjsVersion: tf.version.tfjs,
+        backend: tf.getBackend(),
+        ...(this.options.lineage ?? {}),
+      },
+      createdAt: new Date().toISOString(),
+    };
+    return encodeCheckpoint({
+      state,
+      params,
+      moments: { m: moments(optimizerState.m), v: moments(optimizerState.v) },
+      best,
+    });
+  }
+
+  /**
+   * Restores the state saved by `checkpoint()`. The run configuration and the training data
+   * must hash the same (`CheckpointError` otherwise, naming what differs).
+   */
+  restore(blob: Uint8Array): CheckpointState {
+    this.assertUsable();
+    const checkpoint = decodeCheckpoint(blob);
+    const { state } = checkpoint;
+    if (state.configSha256 !== this.configSha256) {
+      const theirs = state.config ?? {};
+      const differing = Object.keys({ ...theirs, ...this.config }).filter(
+        (key) => canonicalJson(theirs[key]) !== canonicalJson(this.config[key]),
+      );
+      throw new CheckpointError(
+        `checkpoint belongs to another run configuration (differs in: ${differing.join(', ') || 'unknown'})`,
+      );
+    }
+    if (state.data.trainSha256 !== this.trainSha256) {
+      throw new CheckpointError(
+        'checkpoint was written for different training data (sha256 differs)',
+      );
+    }
+    if (this.options.earlyStopping && state.data.validationSha256 !== this.validationSha256) {
+      throw new CheckpointError(
+        'checkpoint was written for different validation data (sha256 differs)',
+      );
+    }
+    if (state.data.order.length !== this.train.length || state.step > this.totalSteps) {
+      throw new CheckpointError('checkpoint data order or step does not fit this run');
+    }
+    const toHost = (map: Map<string, CheckpointTensor>) => {
+      const out = new Map<string, Float32Array>();
+      for (const [name, tensor] of map) out.set(name, tensor.data);
+      return out;
+    };
+    const params = toHost(checkpoint.params);
+    this.loadParams(params);
+    this.optimizer.setState({
+      iteration: state.optimizer.iteration,
+      m: toHost(checkpoint.moments.m),
+      v: toHost(checkpoint.moments.v),
+    });
+    this.stepCount = state.step;
+    this.epochIndex = state.epoch;
+    this.order = [...state.data.order];
+    this.cursor = state.data.cursor;
+    this.history = [...state.metrics];
+    this.targetTokens = state.counters.targetTokens;
+    this.tokens = state.counters.tokens;
+    this.best = {
+      validLoss: state.earlyStopping.bestValidLoss,
+      step: state.earlyStopping.bestStep,
+      evalsWithoutImprovement: state.earlyStopping.evalsWithoutImprovement,
+      params: checkpoint.best ? toHost(checkpoint.best) : null,
+    };
+    this.lastCheckpoint = { step: state.step, blob };
+    return state;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.optimizer.dispose();
+    this.disposed = true;
+  }
+
+  // ---- internals -----------------------------------------------------------------------
+
+  private assertUsable(): void {
+    if (this.disposed) throw new Error('this Trainer has been disposed');
+  }
+
+  /**
+   * Forward and backward over one step's micro-batches. Each micro-batch contributes
+   * Σ token NLL / (targets of the whole group), so the sum over micro-batches is the mean
+   * token loss of the group and the summed gradients are the big batch's gradient.
+   */
+  private forwardBackward(microBatches: number[][], stepNumber: number): ForwardBackwardPass {
+    const seed = this.hyperparameters.seed;
+    const groupTargets = microBatches.reduce((n, mb) => n + countTargets(this.train, mb), 0);
+    const divisor = Math.max(groupTargets, 1);
+    const varList = [...this.variables.values()];
+    const vocab = this.model.config.vocabSize;
+    let grads: Map<string, tf.Tensor> | null = null;
+    let lossSum: tf.Scalar | null = null;
+    let correctSum: tf.Scalar | null = null;
+    let tokens = 0;
+    try {
+      for (let k = 0; k < microBatches.length; k++) {
+        const batch = buildMicroBatch(this.train, microBatches[k], this.options.padTokenId, vocab);
+        tokens += batch.tokens;
+        const kept: { correct?: tf.Scalar } = {};
+        try {
+          const dropoutSeed = deriveSeed(seed, `dropout:${stepNumber}:${k}`);
+          const { value, grads: micro } = tf.variableGrads(() => {
+            const logits = this.model.forward(batch.inputIds, batch.attentionMask ?? undefined, {
+              training: true,
+              dropoutSeed,
+            }); // [B, T, V]
+            const flat = tf.reshape<tf.Rank.R2>(logits, [batch.rows * batch.length, vocab]); // [B·T, V]
+            // Kept past variableGrads' scope; disposed once added up.
+            kept.correct = tf.keep(weightedCorrectCount(flat, batch.shifted)); // []
+            return tf.div<tf.Scalar>(weightedTokenNllSum(flat, batch.shifted), divisor); // []
+          }, varList);
+          lossSum = accumulate(lossSum, value);
+          correctSum = accumulate(correctSum, kept.correct!);
+          grads = accumulateGrads(grads, micro, this.stableNames);
+        } finally {
+          disposeMicroBatch(batch);
+        }
+      }
+    } catch (error) {
+      lossSum?.dispose();
+      correctSum?.dispose();
+      if (grads) for (const g of grads.values()) g.dispose();
+      throw error;
+    }
+    if (!grads || !lossSum || !correctSum)
+      throw new Error('a training step needs at least one micro-batch');
+    return { grads, lossSum, correctSum, tokens, groupTargets };
+  }
+
+  private loadParams(params: Map<string, Float32Array>): void {
+    for (const [name, variable] of this.variables) {
+      const data = params.get(name);
+      if (!data) throw new CheckpointError(`checkpoint has no values for "${name}"`);
+      if (data.length !== variable.size) {
+        throw new CheckpointError(
+          `checkpoint "${name}" has ${data.length} values, expected ${variable.size}`,
+        );
+      }
+      tf.tidy(() => variable.assign(tf.tensor(data, variable.shape))); // [param shape]
+    }
+    const extra = [...params.keys()].filter((k) => !this.variables.has(k));
+    if (extra.length > 0)
+      throw new CheckpointError(`checkpoint has unknown parameters: ${extra.join(', ')}`);
+  }
+
+  private snapshotParams(): Map<string, Float32Array> {
+    const out = new Map<string, Float32Array>();
+    for (const [name, variable] of this.variables)
+      out.set(name, new Float32Array(variable.dataSync()));
+    return out;
+  }
+
+  /** Validation pass on step metrics; updates the best state. Returns true to stop early. */
+  private async evaluateAndTrack(metrics: StepMetrics): Promise<boolean> {
+    const result = await this.evaluate();
+    metrics.validLoss = result.loss;
+    metrics.validMeanTokenAccuracy = result.meanTokenAccuracy;
+    const early = this.options.earlyStopping;
+    const minDelta = early?.minDelta ?? 0;
+    const isBest = this.best.validLoss === null || result.loss < this.best.validLoss - minDelta;
+    if (isBest) {
+      this.best.validLoss = result.loss;
+      this.best.step = this.stepCount;
+      this.best.evalsWithoutImprovement = 0;
+      // Only early stopping needs the weights; snapshots cost a host copy of the adapter.
+      if (early) this.best.params = this.snapshotParams();
+    } else {
+      this.best.evalsWithoutImprovement += 1;
+    }
+    await this.options.onEval?.({ ...result, step: this.stepCount, isBest });
+    return early !== undefined && this.best.evalsWithoutImprovement >= early.patience;
+  }
+
+  private async emitCheckpoint(
+    reason: TrainerCheckpointEvent['reason'],
+    metrics?: StepMetrics,
+  ): Promise<Uint8Array> {
+    const sink = this.options.checkpoint!;
+    // Never hand out a checkpoint with NaN/Inf weights: the last good one must stay the newest.
+    const nonFinite = tf.tidy(() =>
+      tf.addN(
+        [...this.variables.values()].map((v) =>
+          tf.sum(tf.cast(tf.logicalNot(tf.isFinite(v)), 'float32')),
+        ),
+      ),
+    ); // []
+    const bad = (await nonFinite.data())[0];
+    nonFinite.dispose();
+    if (bad > 0) {
+      throw new NonFiniteLossError(
+        this.stepCount,
+        metrics?.trainLoss ?? Number.NaN,
+        metrics?.gradNorm ?? Number.NaN,
+        this.lastCheckpoint?.step ?? null,
+        this.lastCheckpoint?.blob ?? null,
+      );
+    }
+    const blob = this.checkpoint();
+    await sink.sink({ blob, step: this.stepCount, epoch: this.epoch, metrics, reason });
+    this.lastCheckpoint = { step: this.stepCount, blob };
+    this.checkpointRequested = false;
+    return blob;
+  }
+
+  private async abort(): Promise<never> {
+    const signal = this.options.signal!;
+    let blob: Uint8Array | null = null;
+    const sink = this.options.checkpoint;
+    if (sink && sink.onAbort !== false) {
+      blob =
+        this.lastCheckpoint?.step === this.stepCount
+          ? this.lastCheckpoint.blob
+          : await this.emitCheckpoint('abort', this.history[this.history.length - 1]);
+    }
+    throw new TrainingAbortedError(this.stepCount, signal.reason, blob);
+  }
+}
+
+interface ForwardBackwardPass {
+  grads: Map<string, tf.Tensor>;
+  /** Σ micro-batch losses = the group's mean token loss. */
+  lossSum: tf.Scalar;
+  correctSum: tf.Scalar;
+  /** Real tokens read. */
+  tokens: number;
+  /** Target tokens scored. */
+  groupTargets: number;
+}
+
+function disposePass(pass: ForwardBackwardPass): void {
+  pass.lossSum.dispose();
+  pass.correctSum.dispose();
+  for (const g of pass.grads.values()) g.dispose();
+}
+
+function accumulate(total: tf.Scalar | null, value: tf.Scalar): tf.Scalar {
+  if (total === null) return value;
+  const sum = tf.add<tf.Scalar>(total, value); // []
+  total.dispose();
+  value.dispose();
+  return sum;
+}
+
+function accumulateGrads(
+  total: Map<string, tf.Tensor> | null,
+  micro: tf.NamedTensorMap,
+  stableNames: Map<string, string>,
+): Map<string, tf.Tensor> {
+  const out = total ?? new Map<string, tf.Tensor>();
+  for (const [variableName, grad] of Object.entries(micro)) {
+    const name = stableNames.get(variableName)!;
+    const previous = out.get(name);
+    if (previous) {
+      out.set(name, tf.add(previous, grad)); // [param shape]
+      previous.dispose();
+      grad.dispose();
+    } else {
+      out.set(name, grad);
+    }
+  }
+  return out;
+}
+
+export interface EvaluateOptions {
+  padTokenId: number;
+  batchSize: number;
+  /** Evaluate only the first N examples. */
+  maxExamples?: number;
+}
+
+/** Mean next-token loss and token accuracy of `model` over target tokens of `examples`. */
+export async function evaluateSequences(
+  model: CausalLM,
+  examples: readonly TokenizedSequence[],
+  options: EvaluateOptions,
+): Promise<EvalMetrics> {
+  const count = Math.min(examples.length, options.maxExamples ?? examples.length);
+  const vocab = model.config.vocabSize;
+  let totals = tf.zeros([2]); // [2]: Σ NLL, Σ correct
+  let targets = 0;
+  for (let start = 0; start < count; start += options.batchSize) {
+    const indices = Array.from(
+      { length: Math.min(options.batchSize, count - start) },
+      (_, i) => start + i,
+    );
+    const batch = buildMicroBatch(examples, indices, options.padTokenId, vocab);
+    targets += batch.shifted.count;
+    const next = tf.tidy(() => {
+      const logits = model.forward(batch.inputIds, batch.attentionMask ?? undefined); // [B, T, V]
+      const flat = tf.reshape<tf.Rank.R2>(logits, [batch.rows * batch.length, vocab]); // [B·T, V]
+      const pair = tf.stack([
+        weightedTokenNllSum(flat, batch.shifted),
+        weightedCorrectCount(flat, batch.shifted),
+      ]); // [2]
+      return tf.add(totals, pair); // [2]
+    });
+    totals.dispose();
+    totals = next;
+    disposeMicroBatch(batch);
+    // Evaluation of a large set can take a while; keep the event loop responsive.
+    await yieldToEventLoop();
+  }
+  const [nll, correct] = await totals.data();
+  totals.dispose();
+  return {
+    loss: targets > 0 ? nll / targets : Number.NaN,
+    meanTokenAccuracy: targets > 0 ? correct / targets : Number.NaN,
+    tokens: targets,
+    examples: count,
+  };
+}
