@@ -160,6 +160,19 @@ describe.each(['wasm', 'cpu'] as BackendName[])('trainer on %s', (backend) => {
       }
     }
     if (error.lastCheckpoint) expect(error.lastCheckpoint).toBe(sunk[sunk.length - 1].blob);
+    // An overflowing last update (lr 1e39 > float32 max) has no later step to notice it:
+    // the run still refuses to return Inf weights.
+    await expect(
+      fineTune({
+        hyperparameters: {
+          ...RESUME_HP,
+          maxSteps: 1,
+          learningRate: 1e39,
+          maxGradNorm: 0,
+          warmupSteps: 0,
+        },
+      }),
+    ).rejects.toThrow(NonFiniteLossError);
   });
 
   if (cpu) return; // The remaining behaviours are backend-independent; wasm is faster.

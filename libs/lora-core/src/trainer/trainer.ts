@@ -513,6 +513,8 @@ export class Trainer {
       await yieldToEventLoop();
     }
 
+    // The last update can overflow without a later step to notice: never return Inf weights.
+    await this.assertFiniteParams(this.history[this.history.length - 1]);
     let restoredBest = false;
     if (
       this.options.earlyStopping &&
@@ -782,12 +784,8 @@ export class Trainer {
     return early !== undefined && this.best.evalsWithoutImprovement >= early.patience;
   }
 
-  private async emitCheckpoint(
-    reason: TrainerCheckpointEvent['reason'],
-    metrics?: StepMetrics,
-  ): Promise<Uint8Array> {
-    const sink = this.options.checkpoint!;
-    // Never hand out a checkpoint with NaN/Inf weights: the last good one must stay the newest.
+  /** Throws `NonFiniteLossError` when any trainable value is NaN/Inf (e.g. an overflowing update). */
+  private async assertFiniteParams(metrics?: StepMetrics): Promise<void> {
     const nonFinite = tf.tidy(() =>
       tf.addN(
         [...this.variables.values()].map((v) =>
@@ -806,6 +804,15 @@ export class Trainer {
         this.lastCheckpoint?.blob ?? null,
       );
     }
+  }
+
+  private async emitCheckpoint(
+    reason: TrainerCheckpointEvent['reason'],
+    metrics?: StepMetrics,
+  ): Promise<Uint8Array> {
+    const sink = this.options.checkpoint!;
+    // Never hand out a checkpoint with NaN/Inf weights: the last good one must stay the newest.
+    await this.assertFiniteParams(metrics);
     const blob = this.checkpoint();
     await sink.sink({ blob, step: this.stepCount, epoch: this.epoch, metrics, reason });
     this.lastCheckpoint = { step: this.stepCount, blob };
