@@ -177,37 +177,35 @@ describe.each(['wasm', 'cpu'] as BackendName[])('trainer on %s', (backend) => {
 
   if (cpu) return; // The remaining behaviours are backend-independent; wasm is faster.
 
-  // R15's long version: LORAFLEET_SOAK=1 runs 500 steps (issue 4: flat across 500 steps).
-  (process.env.LORAFLEET_SOAK === '1' ? it : it.skip)(
-    'soak: numTensors flat and RSS bounded over 500 steps',
-    async () => {
-      const train = await tokenizedPairs();
-      const model = tinyGpt2();
-      model.addAdapter('default', { ...LORA, useRslora: false }, 1);
-      const counts: number[] = [];
-      const rss: number[] = [];
-      const trainer = new Trainer({
-        model,
-        train,
-        validation: train.slice(0, 2),
-        padTokenId: 268,
-        hyperparameters: { ...RESUME_HP, epochs: 250, evalEverySteps: 25 },
-        checkpoint: { everySteps: 50, sink: () => undefined },
-        onProgress: (p) => {
-          counts.push(tf.memory().numTensors);
-          if (p.step % 50 === 0) rss.push(process.memoryUsage().rss);
-        },
-      });
-      await trainer.run();
-      trainer.dispose();
-      model.dispose();
-      expect(counts).toHaveLength(500);
-      expect(new Set(counts).size).toBe(1);
-      // Allow 64 MiB of drift for V8 heap growth; a per-step leak would exceed it.
-      expect(Math.max(...rss) - rss[0]).toBeLessThan(64 * 1024 * 1024);
-    },
-    600_000,
-  );
+  // R15: numTensors flat and RSS bounded. A short run always; LORAFLEET_SOAK=1 runs the
+  // issue's 500 steps.
+  const soakSteps = process.env.LORAFLEET_SOAK === '1' ? 500 : 40;
+  it(`soak: numTensors flat and RSS bounded over ${soakSteps} steps`, async () => {
+    const train = await tokenizedPairs();
+    const model = tinyGpt2();
+    model.addAdapter('default', { ...LORA, useRslora: false }, 1);
+    const counts: number[] = [];
+    const rss: number[] = [];
+    const trainer = new Trainer({
+      model,
+      train,
+      validation: train.slice(0, 2),
+      padTokenId: 268,
+      hyperparameters: { ...RESUME_HP, epochs: soakSteps / 2, evalEverySteps: 10 },
+      checkpoint: { everySteps: 10, sink: () => undefined },
+      onProgress: (p) => {
+        counts.push(tf.memory().numTensors);
+        if (p.step % 10 === 0) rss.push(process.memoryUsage().rss);
+      },
+    });
+    await trainer.run();
+    trainer.dispose();
+    model.dispose();
+    expect(counts).toHaveLength(soakSteps);
+    expect(new Set(counts).size).toBe(1);
+    // Allow 64 MiB of drift for V8 heap growth; a per-step leak would exceed it.
+    expect(Math.max(...rss) - rss[0]).toBeLessThan(64 * 1024 * 1024);
+  }, 600_000);
 
   it(`overfits 8 examples: train loss below 0.5 nats/token (from ~7) in 40 steps`, async () => {
     const result = await fineTune({
