@@ -160,6 +160,8 @@ describe('dashboard in a browser', () => {
     });
     await page.locator('#upload-result .success').waitFor();
     expect(await page.locator('#field-training-file').inputValue()).toMatch(/^file-/);
+    // models/ holds several base models; train the tiny random one, which is fastest.
+    await page.selectOption('#field-model', 'tiny-random-gpt2');
     expect(await page.locator('#field-model').inputValue()).toBe('tiny-random-gpt2');
     // Client-side bounds: r must be 1–256.
     await page.fill('#field-lora-r', '0');
