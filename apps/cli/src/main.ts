@@ -11,8 +11,19 @@ Commands:
   model inspect <model-dir>        architecture and PEFT-style parameter counts (config.json only)
   model forward <model-dir> --ids  logits for token ids, optionally with a PEFT adapter
   merge --model --adapter --out    merge a PEFT adapter into a Hugging Face model directory
+  train --model --train --out      fine-tune a LoRA adapter on JSONL (checkpoints, --resume)
+  generate --model --prompt        generate text, optionally with a PEFT adapter
+  eval --model --data              completion-only loss and token accuracy on JSONL
   admin db <migrate|check|create-tenant>
                                    operator commands against Postgres (needs DATABASE_URL)
+
+Remote commands (talk to the REST API: --api-url/LORAFLEET_API_URL, --api-key/LORAFLEET_API_KEY):
+  files <upload|list|get|content|delete>
+                                   training files
+  jobs <create|list|get|watch|wait|events|cancel|pause|resume>
+                                   fine-tuning jobs; watch shows a progress bar until the end
+  adapters <get|download>          trained PEFT adapters (download --out <dir>)
+  models <list|get>                base and fine-tuned models
 
 Run "lorafleet <command> --help" for a command's options.`;
 
@@ -42,6 +53,18 @@ async function route(
       const m = await import('./commands/merge.command');
       return { handler: m.runMerge, args: argv.slice(1), usage: m.MERGE_USAGE };
     }
+    case 'train': {
+      const m = await import('./commands/train.command');
+      return { handler: m.runTrain, args: argv.slice(1), usage: m.TRAIN_USAGE };
+    }
+    case 'generate': {
+      const m = await import('./commands/generate.command');
+      return { handler: m.runGenerate, args: argv.slice(1), usage: m.GENERATE_USAGE };
+    }
+    case 'eval': {
+      const m = await import('./commands/eval.command');
+      return { handler: m.runEval, args: argv.slice(1), usage: m.EVAL_USAGE };
+    }
     case 'admin':
       if (sub === 'db') {
         const m = await import('./commands/admin-db.command');
@@ -52,8 +75,27 @@ async function route(
         args: [],
         usage: '',
       };
+    case 'files':
+    case 'jobs':
+    case 'adapters':
+    case 'models':
+      return { handler: await remoteGroup(command), args: argv.slice(1), usage: '' };
     default:
       return undefined;
+  }
+}
+
+/** The remote command groups (each prints its own usage on bad input). */
+async function remoteGroup(command: 'files' | 'jobs' | 'adapters' | 'models'): Promise<Handler> {
+  switch (command) {
+    case 'files':
+      return (await import('./commands/remote-files.command')).runFiles;
+    case 'jobs':
+      return (await import('./commands/remote-jobs.command')).runJobs;
+    case 'adapters':
+      return (await import('./commands/remote-adapters.command')).runAdapters;
+    case 'models':
+      return (await import('./commands/remote-models.command')).runModels;
   }
 }
 

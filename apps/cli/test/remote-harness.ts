@@ -1,0 +1,207 @@
+/**
+ * The real api (and optionally a worker) as child processes for the remote CLI tests, and a
+ * helper that runs the built `lorafleet` binary as a process against them.
+ */
+import {
+  TenantsRepository,
+  createDataSource,
+  createScratchDatabase,
+  runMigrations,
+  type ScratchDatabase,
+} from '@lorafleet/db';
+import { Redis } from 'ioredis';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+
+export const REPO_ROOT = path.resolve(__dirname, '../../..');
+export const CLI_BIN = path.join(REPO_ROOT, 'apps/cli/bin/lorafleet.js');
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+/**
+ * The process tests run the built CLI, api and worker ("npm test" builds them first); say so
+ * plainly when a build is missing.
+ */
+export function assertBuilt(): void {
+  for (const app of ['cli', 'api', 'worker']) {
+    const main = path.join(REPO_ROOT, `apps/${app}/dist/main.js`);
+    if (!existsSync(main)) {
+      throw new Error(`${main} is missing: run "npm run build" first ("npm test" does)`);
+    }
+  }
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node apps/cli/bin/lorafleet.js …args` and collects its output. */
+export function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  timeoutMs = 60_000,
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+    delete childEnv.LORAFLEET_API_URL;
+    delete childEnv.LORAFLEET_API_KEY;
+    for (const [k, v] of Object.entries(env)) {
+      if (v === undefined) delete childEnv[k];
+      else childEnv[k] = v;
+    }
+    const child = spawn(process.execPath, [CLI_BIN, ...args], {
+      cwd: REPO_ROOT,
+      env: childEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+class AppProcess {
+  readonly output: string[] = [];
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<void>;
+
+  constructor(app: 'api' | 'worker', env: Record<string, string>) {
+    this.child = spawn(process.execPath, [path.join(REPO_ROOT, `apps/${app}/dist/main.js`)], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const collect = (chunk: Buffer) => this.output.push(chunk.toString());
+    this.child.stdout?.on('data', collect);
+    this.child.stderr?.on('data', collect);
+    this.exited = new Promise((resolve) => this.child.on('exit', () => resolve()));
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+export interface RemoteFixture {
+  baseUrl: string;
+  apiKey: string;
+  /** The env a CLI run needs to reach the api. */
+  env: Record<string, string>;
+  apiOutput(): string;
+  workerOutput(): string;
+  close(): Promise<void>;
+}
+
+/** Scratch database + tenant, the built api and (optionally) one worker on tiny models. */
+export async function startRemoteFixture(
+  options: { worker?: boolean } = {},
+): Promise<RemoteFixture> {
+  assertBuilt();
+  const scratch: ScratchDatabase = await createScratchDatabase('lorafleet_cli');
+  const dataSource = createDataSource({ url: scratch.url });
+  await dataSource.initialize();
+  await runMigrations(dataSource);
+  const tenants = new TenantsRepository(dataSource);
+  const tenant = await tenants.createTenant('cli-tests');
+  const apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+  await dataSource.destroy();
+
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const queuePrefix = `lf-cli-${randomBytes(4).toString('hex')}`;
+  const env = {
+    DATABASE_URL: scratch.url,
+    REDIS_URL,
+    LORAFLEET_MODELS_DIR: path.join(REPO_ROOT, 'models'),
+    LORAFLEET_QUEUE_PREFIX: queuePrefix,
+    LORAFLEET_MIN_EXAMPLES: '2',
+    LORAFLEET_LOG_LEVEL: 'warn',
+  };
+  const api = new AppProcess('api', {
+    ...env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    LORAFLEET_OUTBOX_POLL_MS: '100',
+  });
+  const worker = options.worker
+    ? new AppProcess('worker', {
+        ...env,
+        LORAFLEET_BACKEND: 'cpu',
+        LORAFLEET_WORKER_ID: 'cli-test-worker',
+        LORAFLEET_CONTROL_POLL_MS: '200',
+        LORAFLEET_CHECKPOINT_EVERY_STEPS: '20',
+        LORAFLEET_RETRY_BACKOFF_MS: '0',
+      })
+    : undefined;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ready = await fetch(`${baseUrl}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ready) break;
+    if (Date.now() > deadline) {
+      await Promise.all([api.stop(), worker?.stop()]);
+      await scratch.drop();
+      throw new Error(`api did not become ready:\n${api.output.join('')}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    baseUrl,
+    apiKey,
+    env: { LORAFLEET_API_URL: baseUrl, LORAFLEET_API_KEY: apiKey },
+    apiOutput: () => api.output.join(''),
+    workerOutput: () => worker?.output.join('') ?? '',
+    async close() {
+      await Promise.all([api.stop(), worker?.stop()]);
+      const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const keys = await redis.keys(`${queuePrefix}:*`).catch(() => [] as string[]);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await scratch.drop();
+    },
+  };
+}
+
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+  intervalMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
