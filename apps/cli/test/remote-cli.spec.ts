@@ -338,12 +338,18 @@ describe('jobs and adapters', () => {
   it('gets, lists and prints the events of the job', async () => {
     const get = await cli('jobs', 'get', succeededJob);
     expect(get.stdout).toMatch(/status:\s+succeeded/);
-    // (the worker's last progress write may lose the race with completion: step 2 or 3 of 3)
-    expect(get.stdout).toMatch(/progress:\s+\d\/3 \(\d+(\.\d)?%\)/);
+    // A succeeded job always shows its whole run (step = total_steps).
+    expect(get.stdout).toMatch(/progress:\s+3\/3 \(100%\)/);
     const list = await cli('jobs', 'list', '--status', 'succeeded', '--metadata', 'team=cli');
     expect(list.stdout).toMatch(
-      new RegExp(`${succeededJob}\\s+succeeded\\s+tiny-random-gpt2\\s+\\d/3`),
+      new RegExp(`${succeededJob}\\s+succeeded\\s+tiny-random-gpt2\\s+3/3`),
     );
+    const got = await cli('jobs', 'get', succeededJob, '--json');
+    expect(json<{ progress: Record<string, unknown> }>(got.stdout).progress).toMatchObject({
+      step: 3,
+      total_steps: 3,
+      percent: 100,
+    });
     const none = await cli('jobs', 'list', '--metadata', 'team=nobody');
     expect(none.stdout.trim()).toBe('No jobs.');
     const events = await cli('jobs', 'events', succeededJob, '--limit', '100');

@@ -127,8 +127,61 @@ describe('libs/db against a real Postgres', () => {
     expect(await jobs.completeWithAdapter(job.id, second!.leaseToken, adapter)).toBeNull();
     expect(await new AdaptersRepository(ds).countForJob(job.id)).toBe(1);
     const final = await jobs.findById(job.id);
-    expect(final).toMatchObject({ status: 'succeeded', progressStep: 3, trainedTokens: 10 });
+    // Completion sets the step to the last reported total_steps (succeeded ⇒ step = total).
+    expect(final).toMatchObject({
+      status: 'succeeded',
+      progressStep: 10,
+      progressTotalSteps: 10,
+      trainedTokens: 10,
+    });
     expect(final?.finishedAt).toBeInstanceOf(Date);
+  });
+
+  it("completes with step = total_steps; a late progress write cannot move a succeeded job's progress", async () => {
+    const adapter = {
+      adapterConfig: { r: 4 },
+      weights: Buffer.from([1, 2, 3]),
+      lineage: null,
+      fineTunedModel: 'ft:tiny:x::late',
+      trainedTokens: 10,
+    };
+    const progressAt = (step: number) => ({
+      step,
+      totalSteps: 3,
+      epoch: step / 3,
+      estimatedFinish: null,
+    });
+
+    // The worker's writes for steps 1 and 2 landed; the one for step 3 loses the race.
+    const raced = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const claim = await jobs.claimAttempt(raced.id, 'worker-a', 'cpu');
+    expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(2))).toBe(true);
+    expect(await jobs.completeWithAdapter(raced.id, claim!.leaseToken, adapter)).not.toBeNull();
+    expect(await jobs.findById(raced.id)).toMatchObject({
+      status: 'succeeded',
+      progressStep: 3,
+      progressTotalSteps: 3,
+    });
+    // Late writes of the finished attempt, even of an earlier step, change nothing.
+    expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(3))).toBe(false);
+    expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(1))).toBe(false);
+    expect(await jobs.findById(raced.id)).toMatchObject({ progressStep: 3, progressTotalSteps: 3 });
+
+    // The step count the trainer reports wins over the last progress write; with no progress
+    // write at all it still fills both.
+    const counted = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const second = await jobs.claimAttempt(counted.id, 'worker-a', 'cpu');
+    expect(
+      await jobs.completeWithAdapter(counted.id, second!.leaseToken, {
+        ...adapter,
+        fineTunedModel: 'ft:tiny:x::counted',
+        totalSteps: 7,
+      }),
+    ).not.toBeNull();
+    expect(await jobs.findById(counted.id)).toMatchObject({
+      progressStep: 7,
+      progressTotalSteps: 7,
+    });
   });
 
   it('rejects illegal transitions and leaves terminal jobs alone', async () => {

@@ -99,6 +99,11 @@ export interface NewAdapter {
   resultCsv?: string;
   /** Sample generations for a few validation prompts, recorded as an event. */
   samples?: { prompt: string; completion: string; reference: string }[];
+  /**
+   * Optimizer steps the run took. The job's progress is set to it (step = total_steps);
+   * without it, to the last reported `total_steps`.
+   */
+  totalSteps?: number;
 }
 
 export interface JobListQuery {
@@ -107,6 +112,10 @@ export interface JobListQuery {
   status?: JobStatus;
   metadata?: Record<string, string>;
 }
+
+/** A completed job's step and total_steps: the run's step count, else the last reported total. */
+const FINAL_STEP_SQL =
+  'COALESCE(CAST(:totalSteps AS integer), progress_total_steps, progress_step)';
 
 /** TypeORM returns `[rows, affected]` for UPDATE … RETURNING on Postgres, plain rows for SELECT. */
 function returningRows<T>(result: unknown): T[] {
@@ -381,7 +390,11 @@ export class JobsRepository {
     return rows.map((r) => r.id);
   }
 
-  /** Fenced progress write; false when the attempt is stale. */
+  /**
+   * Fenced progress write; false when the attempt is stale. Only a `running` job holding this
+   * lease changes, so a write that lands after completion (the worker sends them without
+   * waiting) cannot move a finished job's progress.
+   */
   async updateProgress(
     jobId: string,
     leaseToken: string,
@@ -470,10 +483,14 @@ export class JobsRepository {
         });
         resultFiles.push(fileId);
       }
-      await manager.update(
-        FineTuningJobEntity,
-        { id: jobId },
-        {
+      // A succeeded job shows its whole run: step = total_steps. The worker's progress writes
+      // are fire-and-forget, so the last one may still be in flight (and will then be fenced
+      // out by the lease and status below); completion does not depend on it.
+      const totalSteps = adapter.totalSteps ?? null;
+      await manager
+        .createQueryBuilder()
+        .update(FineTuningJobEntity)
+        .set({
           status: 'succeeded',
           adapterId,
           fineTunedModel: adapter.fineTunedModel,
@@ -483,8 +500,12 @@ export class JobsRepository {
           resultFiles,
           leaseToken: null,
           finishedAt: () => 'now()',
-        },
-      );
+          progressTotalSteps: () => FINAL_STEP_SQL,
+          progressStep: () => FINAL_STEP_SQL,
+        })
+        .where('id = :jobId', { jobId })
+        .setParameter('totalSteps', totalSteps)
+        .execute();
       if (adapter.finalMetrics || adapter.samples?.length) {
         await this.insertEvent(manager, jobId, {
           type: 'metrics',
