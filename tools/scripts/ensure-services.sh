@@ -36,7 +36,7 @@ TEST_DB="${LORAFLEET_TEST_DB:-lorafleet_test}"
 WAIT_S="${LORAFLEET_SERVICES_WAIT_S:-60}"
 SKIP_SYSTEM_PACKAGES="${LORAFLEET_SKIP_SYSTEM_PACKAGES:-0}"
 # Packages later suites need: headless browser tests and the OpenBLAS-backed tfjs backend.
-SYSTEM_PACKAGES=(chromium fonts-liberation libopenblas0-pthread)
+SYSTEM_PACKAGES=(chromium fonts-liberation libopenblas0-pthread libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri)
 HBA_MARKER="# lorafleet: trust loopback for local tests (tools/scripts/ensure-services.sh)"
 
 APT_OPTS=(-q -o Acquire::Retries=5 -o DPkg::Lock::Timeout=3600)

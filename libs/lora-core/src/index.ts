@@ -72,6 +72,7 @@ export {
   ADAPTER_WEIGHTS_FILE,
   PeftAdapterError,
   exportPeftAdapter,
+  exportPeftAdapterAsync,
   importPeftAdapter,
   loadPeftAdapter,
   parsePeftAdapterConfig,
@@ -207,3 +208,11 @@ export {
   matMul2d,
   tiedHeadMatMul,
 } from './backend/matmul.ops';
+export {
+  DAWN_BACKENDS,
+  initWebgpuBackend,
+  webgpuDeviceErrors,
+  type DawnBackend,
+  type WebgpuBackendInfo,
+  type WebgpuBackendOptions,
+} from './backend/webgpu.backend';

@@ -54,9 +54,40 @@ export function exportPeftAdapter(
   adapterName: string,
   baseModelNameOrPath: string,
 ): ExportedPeftAdapter {
+  return serialisePeftAdapter(
+    model,
+    adapterName,
+    model.adapterWeights(adapterName),
+    baseModelNameOrPath,
+  );
+}
+
+/**
+ * `exportPeftAdapter()` reading the weights asynchronously: the webgpu backend has no
+ * synchronous read. Same bytes on every backend.
+ */
+export async function exportPeftAdapterAsync(
+  model: CausalLM,
+  adapterName: string,
+  baseModelNameOrPath: string,
+): Promise<ExportedPeftAdapter> {
+  return serialisePeftAdapter(
+    model,
+    adapterName,
+    await model.adapterWeightsAsync(adapterName),
+    baseModelNameOrPath,
+  );
+}
+
+function serialisePeftAdapter(
+  model: CausalLM,
+  adapterName: string,
+  weights: ReturnType<CausalLM['adapterWeights']>,
+  baseModelNameOrPath: string,
+): ExportedPeftAdapter {
   const cfg = model.loraConfig(adapterName);
   const tensors = new Map<string, SafetensorsInput>();
-  for (const [path, w] of model.adapterWeights(adapterName)) {
+  for (const [path, w] of weights) {
     // tfjs A [in, r] → PEFT lora_A.weight [r, in]; tfjs B [r, out] → lora_B.weight [out, r].
     tensors.set(`${KEY_PREFIX}${path}.lora_A.weight`, {
       shape: [cfg.r, w.inFeatures],

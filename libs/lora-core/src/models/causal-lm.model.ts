@@ -253,6 +253,24 @@ export abstract class CausalLM {
     return out;
   }
 
+  /** `adapterWeights()` with asynchronous reads, for backends without a synchronous one (webgpu). */
+  async adapterWeightsAsync(name: string): Promise<Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>> {
+    const cfg = this.loraConfig(name);
+    const out = new Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>();
+    for (const layer of this.linears) {
+      const adapter = layer.adapters.get(name);
+      if (!adapter) continue;
+      out.set(layer.path, {
+        a: new Float32Array(await adapter.a.data<'float32'>()), // [in, r]
+        b: new Float32Array(await adapter.b.data<'float32'>()), // [r, out]
+        inFeatures: layer.inFeatures,
+        outFeatures: layer.outFeatures,
+      });
+    }
+    if (out.size === 0) throw new LoraConfigError(`adapter "${name}" (r=${cfg.r}) has no layers`);
+    return out;
+  }
+
   /** Makes `name` the adapter used by forward and training. Unmerges first, like PEFT. */
   setActiveAdapter(name: string): void {
     this.loraConfig(name);

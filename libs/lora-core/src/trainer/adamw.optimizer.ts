@@ -123,6 +123,20 @@ export class AdamW {
     return { iteration: this.iterationCount, m, v };
   }
 
+  /**
+   * `getState()` with asynchronous reads: the webgpu backend cannot read a tensor
+   * synchronously. Same values on every backend.
+   */
+  async getStateAsync(): Promise<AdamWState> {
+    const m = new Map<string, Float32Array>();
+    const v = new Map<string, Float32Array>();
+    for (const [name, slot] of this.slots) {
+      m.set(name, new Float32Array(await slot.m.data<'float32'>()));
+      v.set(name, new Float32Array(await slot.v.data<'float32'>()));
+    }
+    return { iteration: this.iterationCount, m, v };
+  }
+
   /** Restores a state produced by `getState` for the same parameter names and shapes. */
   setState(state: AdamWState): void {
     if (!Number.isSafeInteger(state.iteration) || state.iteration < 0) {

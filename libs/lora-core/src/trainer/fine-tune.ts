@@ -20,7 +20,7 @@ import {
 } from '@lorafleet/data';
 
 import { generateTokens } from '../generation/generate';
-import { exportPeftAdapter, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
+import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
 import { loadCausalLM } from '../models/hf-model.loader';
@@ -260,7 +260,8 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     }
 
     const baseName = loaded.name ?? 'base';
-    const adapter = exportPeftAdapter(model, adapterName, baseName);
+    // Asynchronous reads: this also runs on webgpu, which has no synchronous one.
+    const adapter = await exportPeftAdapterAsync(model, adapterName, baseName);
     const trainableParameters = [...model.namedTrainableVariables().values()].reduce(
       (n, v) => n + v.size,
       0,

@@ -27,7 +27,7 @@ import {
 } from '../checkpoint/checkpoint.codec';
 import type { CausalLM } from '../models/causal-lm.model';
 import { deriveSeed } from '../util/rng.util';
-import { AdamW } from './adamw.optimizer';
+import { AdamW, type AdamWState } from './adamw.optimizer';
 import { DataSchedule, epochOrder, hashSequences, type TokenizedSequence } from './data-order';
 import { clipByGlobalNorm, squaredGlobalNorm } from './gradient-clip';
 import { learningRateAt, LR_SCHEDULERS } from './lr-schedule';
@@ -540,15 +540,35 @@ export class Trainer {
     };
   }
 
-  /** Encodes the complete training state as one blob (see checkpoint.codec.ts). */
+  /**
+   * Encodes the complete training state as one blob (see checkpoint.codec.ts). Reads tensors
+   * synchronously, so not on webgpu; the trainer itself uses `checkpointAsync()`.
+   */
   checkpoint(): Uint8Array {
     this.assertUsable();
+    const values = new Map<string, Float32Array>();
+    for (const [name, variable] of this.variables) {
+      values.set(name, new Float32Array(variable.dataSync()));
+    }
+    return this.encodeState(values, this.optimizer.getState());
+  }
+
+  /** `checkpoint()` with asynchronous reads: works on every backend, webgpu included. */
+  async checkpointAsync(): Promise<Uint8Array> {
+    this.assertUsable();
+    const values = new Map<string, Float32Array>();
+    for (const [name, variable] of this.variables) {
+      values.set(name, new Float32Array(await variable.data<'float32'>()));
+    }
+    return this.encodeState(values, await this.optimizer.getStateAsync());
+  }
+
+  private encodeState(values: Map<string, Float32Array>, optimizerState: AdamWState): Uint8Array {
     const hp = this.hyperparameters;
     const params = new Map<string, CheckpointTensor>();
-    for (const [name, variable] of this.variables) {
-      params.set(name, { shape: variable.shape, data: new Float32Array(variable.dataSync()) });
+    for (const [name, data] of values) {
+      params.set(name, { shape: this.variables.get(name)!.shape, data });
     }
-    const optimizerState = this.optimizer.getState();
     const moments = (map: Map<string, Float32Array>) => {
       const out = new Map<string, CheckpointTensor>();
       for (const [name, data] of map)
@@ -756,10 +776,11 @@ export class Trainer {
       throw new CheckpointError(`checkpoint has unknown parameters: ${extra.join(', ')}`);
   }
 
-  private snapshotParams(): Map<string, Float32Array> {
+  private async snapshotParams(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
+    // Asynchronous reads: webgpu has no synchronous one.
     for (const [name, variable] of this.variables)
-      out.set(name, new Float32Array(variable.dataSync()));
+      out.set(name, new Float32Array(await variable.data<'float32'>()));
     return out;
   }
 
@@ -776,7 +797,7 @@ export class Trainer {
       this.best.step = this.stepCount;
       this.best.evalsWithoutImprovement = 0;
       // Only early stopping needs the weights; snapshots cost a host copy of the adapter.
-      if (early) this.best.params = this.snapshotParams();
+      if (early) this.best.params = await this.snapshotParams();
     } else {
       this.best.evalsWithoutImprovement += 1;
     }
@@ -813,7 +834,7 @@ export class Trainer {
     const sink = this.options.checkpoint!;
     // Never hand out a checkpoint with NaN/Inf weights: the last good one must stay the newest.
     await this.assertFiniteParams(metrics);
-    const blob = this.checkpoint();
+    const blob = await this.checkpointAsync();
     await sink.sink({ blob, step: this.stepCount, epoch: this.epoch, metrics, reason });
     this.lastCheckpoint = { step: this.stepCount, blob };
     this.checkpointRequested = false;
