@@ -16,6 +16,9 @@ Commands:
   eval --model --data              completion-only loss and token accuracy on JSONL
   admin db <migrate|check|create-tenant>
                                    operator commands against Postgres (needs DATABASE_URL)
+  admin create-key --tenant <name> [--admin] [--json]
+                                   issue an API key for a tenant (prints the key once)
+  admin revoke-key <key-or-id>     revoke an API key (answers 401 from then on)
 
 Remote commands (talk to the REST API: --api-url/LORAFLEET_API_URL, --api-key/LORAFLEET_API_KEY):
   files <upload|list|get|content|delete>
@@ -26,6 +29,12 @@ Remote commands (talk to the REST API: --api-url/LORAFLEET_API_URL, --api-key/LO
   models <list|get>                base and fine-tuned models
 
 Run "lorafleet <command> --help" for a command's options.`;
+
+const ADMIN_USAGE = `Usage: lorafleet admin <db|create-key|revoke-key> ...
+
+  db <migrate|check|create-tenant>                     schema and tenants
+  create-key --tenant <name-or-id> [--admin] [--json]  issue an API key
+  revoke-key <key-or-id>                               revoke an API key`;
 
 const MODEL_USAGE = `Usage: lorafleet model <inspect|forward> ...
 
@@ -70,11 +79,15 @@ async function route(
         const m = await import('./commands/admin-db.command');
         return { handler: (args) => m.runAdminDb(args), args: rest, usage: '' };
       }
-      return {
-        handler: usageOnly('Usage: lorafleet admin db <migrate|check|create-tenant> ...', sub),
-        args: [],
-        usage: '',
-      };
+      if (sub === 'create-key') {
+        const m = await import('./commands/admin-keys.command');
+        return { handler: m.runCreateKey, args: rest, usage: m.CREATE_KEY_USAGE };
+      }
+      if (sub === 'revoke-key') {
+        const m = await import('./commands/admin-keys.command');
+        return { handler: m.runRevokeKey, args: rest, usage: m.REVOKE_KEY_USAGE };
+      }
+      return { handler: usageOnly(ADMIN_USAGE, sub), args: [], usage: '' };
     case 'files':
     case 'jobs':
     case 'adapters':

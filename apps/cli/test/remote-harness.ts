@@ -111,6 +111,10 @@ class AppProcess {
 export interface RemoteFixture {
   baseUrl: string;
   apiKey: string;
+  /** The scratch database the api uses (for the `admin` commands). */
+  databaseUrl: string;
+  /** The tenant that owns `apiKey`. */
+  tenantId: string;
   /** The env a CLI run needs to reach the api. */
   env: Record<string, string>;
   apiOutput(): string;
@@ -176,6 +180,8 @@ export async function startRemoteFixture(
   return {
     baseUrl,
     apiKey,
+    databaseUrl: scratch.url,
+    tenantId: tenant.id,
     env: { LORAFLEET_API_URL: baseUrl, LORAFLEET_API_KEY: apiKey },
     apiOutput: () => api.output.join(''),
     workerOutput: () => worker?.output.join('') ?? '',

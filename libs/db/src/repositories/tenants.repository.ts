@@ -50,6 +50,21 @@ export class TenantsRepository {
     return key ? { tenantId: key.tenantId, apiKeyId: key.id, isAdmin: key.isAdmin } : null;
   }
 
+  /** Tenants whose id or name is `nameOrId` (names are not unique), oldest first. */
+  findByNameOrId(nameOrId: string): Promise<TenantEntity[]> {
+    return this.dataSource
+      .getRepository(TenantEntity)
+      .find({ where: [{ id: nameOrId }, { name: nameOrId }], order: { createdAt: 'ASC' } });
+  }
+
+  /** A key by its id (`key-…`) or by its plaintext (matched through the digest), revoked or not. */
+  findApiKey(keyOrId: string): Promise<ApiKeyEntity | null> {
+    return this.dataSource
+      .getRepository(ApiKeyEntity)
+      .findOne({ where: [{ id: keyOrId }, { keyHash: sha256Hex(keyOrId) }] });
+  }
+
+  /** Revokes a key at once (R20); false when it does not exist or was already revoked. */
   async revokeApiKey(apiKeyId: string): Promise<boolean> {
     const result = await this.dataSource
       .getRepository(ApiKeyEntity)
