@@ -91,6 +91,7 @@ function job(overrides: Partial<FineTuningJob> = {}): FineTuningJob {
     worker: null,
     backend: null,
     adapter_id: null,
+    base_model_hash: null,
     ...overrides,
   };
 }

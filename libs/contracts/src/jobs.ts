@@ -77,6 +77,11 @@ export const FineTuningJobSchema = z.object({
   worker: z.string().nullable(),
   backend: z.string().nullable(),
   adapter_id: z.string().nullable(),
+  /**
+   * Content hash of the base model recorded at creation (sha256 over its config, weights and
+   * tokenizer files); the worker refuses to train on a base whose hash differs.
+   */
+  base_model_hash: z.string().nullable(),
 });
 export type FineTuningJob = z.infer<typeof FineTuningJobSchema>;
 

@@ -8,3 +8,4 @@ export * from './batch.builder';
 export * from './preflight.summary';
 export * from './token-count.estimator';
 export * from './models/model-registry';
+export * from './models/model-hash';

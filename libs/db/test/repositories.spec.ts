@@ -27,6 +27,7 @@ describe('libs/db against a real Postgres', () => {
     expect(await runMigrations(ds)).toEqual([
       'InitialSchema1795943627789',
       'WorkerResults1795945892651',
+      'BaseModelHash1795955175204',
     ]);
     jobs = new JobsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;
@@ -50,6 +51,7 @@ describe('libs/db against a real Postgres', () => {
   const newJob = (): NewJob => ({
     tenantId,
     model: 'tiny',
+    baseModelHash: 'a'.repeat(64),
     trainingFileId: fileId,
     validationFileId: null,
     suffix: null,
@@ -251,6 +253,7 @@ describe('job control queries', () => {
       {
         tenantId,
         model: 'tiny',
+        baseModelHash: null,
         trainingFileId: 'file-x',
         validationFileId: null,
         suffix: null,

@@ -32,6 +32,7 @@ export interface JobView {
   status: string;
   error: { code: string; message: string } | null;
   adapter_id: string | null;
+  base_model_hash: string | null;
   progress: { step: number; total_steps: number | null };
   worker: string | null;
   organization_id: string;

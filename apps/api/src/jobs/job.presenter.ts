@@ -37,6 +37,7 @@ export function presentJob(job: FineTuningJobEntity): FineTuningJob {
     worker: job.workerId,
     backend: job.backend,
     adapter_id: job.adapterId,
+    base_model_hash: job.baseModelHash,
   };
 }
 

@@ -96,7 +96,9 @@ export class JobsService {
         `This organization already has ${this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT} active fine-tuning jobs; wait for one to finish or cancel one`,
       );
     }
-    this.models.resolve(request.model, 'model');
+    const baseModelHash = await this.models.contentHash(
+      this.models.resolve(request.model, 'model'),
+    );
     const trainingFile = await this.usableFile(tenantId, request.training_file, 'training_file');
     if (request.validation_file) {
       await this.usableFile(tenantId, request.validation_file, 'validation_file');
@@ -114,6 +116,7 @@ export class JobsService {
         {
           tenantId,
           model: request.model,
+          baseModelHash,
           trainingFileId: request.training_file,
           validationFileId: request.validation_file ?? null,
           suffix: request.suffix ?? null,

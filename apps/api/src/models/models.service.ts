@@ -1,6 +1,13 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { ApiEnv } from '@lorafleet/contracts';
-import { ModelNotFoundError, listBaseModels, resolveBaseModel, type BaseModelEntry } from '@lorafleet/data';
+import {
+  BaseModelHashError,
+  ModelNotFoundError,
+  hashBaseModel,
+  listBaseModels,
+  resolveBaseModel,
+  type BaseModelEntry,
+} from '@lorafleet/data';
 import type { AdapterEntity } from '@lorafleet/db';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
@@ -27,6 +34,26 @@ export class ModelsService {
       return resolveBaseModel(this.env.LORAFLEET_MODELS_DIR, name);
     } catch (error) {
       if (error instanceof ModelNotFoundError) throw new ApiError('model_not_found', error.message, param);
+      throw error;
+    }
+  }
+
+  /**
+   * The base model's content hash (config, weights, tokenizer), recorded on a new job so the
+   * worker trains on exactly this base. Hashed once per directory and cached while its files
+   * are unchanged; an incomplete directory is a 404 naming `param`.
+   */
+  async contentHash(model: BaseModelEntry, param = 'model'): Promise<string> {
+    try {
+      return (await hashBaseModel(model.dir)).sha256;
+    } catch (error) {
+      if (error instanceof BaseModelHashError) {
+        throw new ApiError(
+          'model_not_found',
+          `Model ${JSON.stringify(model.name)} is incomplete: ${error.message}`,
+          param,
+        );
+      }
       throw error;
     }
   }

@@ -5,7 +5,12 @@ import {
   fineTunedModelName,
   type WorkerEnv,
 } from '@lorafleet/contracts';
-import { ModelNotFoundError, resolveBaseModel } from '@lorafleet/data';
+import {
+  BaseModelHashError,
+  ModelNotFoundError,
+  hashBaseModel,
+  resolveBaseModel,
+} from '@lorafleet/data';
 import {
   FilesRepository,
   JobsRepository,
@@ -23,8 +28,16 @@ import {
 import type { StopReason, TrainerResult, TrainerSpec } from '../trainer/trainer-protocol';
 import { retryWhileDatabaseDown } from './db-retry';
 
-/** Bad input: retrying cannot help (R13). */
-class InvalidJobInputError extends Error {}
+/** Bad input: retrying cannot help (R13). `code` goes on the failed job's error. */
+class InvalidJobInputError extends Error {
+  constructor(
+    message: string,
+    readonly code = 'invalid_input',
+  ) {
+    super(message);
+    this.name = 'InvalidJobInputError';
+  }
+}
 
 interface ActiveAttempt {
   jobId: string;
@@ -123,8 +136,9 @@ export class FineTuneProcessor {
       spec = await this.buildSpec(job);
     } catch (error) {
       if (error instanceof InvalidJobInputError) {
-        await this.fail(job.id, leaseToken, 'invalid_input', error.message);
-        return;
+        // Fails once: the row says why, and BullMQ must not retry the delivery either.
+        await this.fail(job.id, leaseToken, error.code, error.message);
+        throw new UnrecoverableError(error.message);
       }
       throw error;
     }
@@ -142,7 +156,12 @@ export class FineTuneProcessor {
               resumedFromStep === null
                 ? `Trainer started on backend ${backend}`
                 : `Trainer resumed from checkpoint at step ${resumedFromStep} on backend ${backend}`,
-            data: { backend, resumed_from_step: resumedFromStep, attempt },
+            data: {
+              backend,
+              resumed_from_step: resumedFromStep,
+              attempt,
+              base_model_hash: spec.baseModelHash,
+            },
           });
         }),
       onPreflight: (summary) =>
@@ -381,16 +400,40 @@ export class FineTuneProcessor {
     );
   }
 
-  private async buildSpec(job: FineTuningJobEntity): Promise<TrainerSpec> {
-    let modelDir: string;
+  /**
+   * The base model's directory on this worker, once its content hash matches the one recorded
+   * when the job was created: a missing, incomplete or changed base fails the job at once,
+   * naming the model and both hashes, instead of training an adapter for another base.
+   */
+  private async verifiedBaseModel(
+    job: FineTuningJobEntity,
+  ): Promise<{ dir: string; sha256: string }> {
+    const where = `on worker ${this.identity.id} (${this.env.LORAFLEET_MODELS_DIR})`;
+    let dir: string;
+    let sha256: string;
     try {
-      modelDir = resolveBaseModel(this.env.LORAFLEET_MODELS_DIR, job.model).dir;
+      dir = resolveBaseModel(this.env.LORAFLEET_MODELS_DIR, job.model).dir;
+      sha256 = (await hashBaseModel(dir)).sha256;
     } catch (error) {
-      if (error instanceof ModelNotFoundError) {
-        throw new InvalidJobInputError(`${error.message} on worker ${this.identity.id}`);
+      if (error instanceof ModelNotFoundError || error instanceof BaseModelHashError) {
+        throw new InvalidJobInputError(
+          `base model ${JSON.stringify(job.model)} is missing ${where}: ${error.message}`,
+          'base_model_missing',
+        );
       }
       throw error;
     }
+    if (job.baseModelHash !== null && sha256 !== job.baseModelHash) {
+      throw new InvalidJobInputError(
+        `base model ${JSON.stringify(job.model)} changed since the job was created: expected sha256 ${job.baseModelHash}, found ${sha256} ${where}`,
+        'base_model_mismatch',
+      );
+    }
+    return { dir, sha256 };
+  }
+
+  private async buildSpec(job: FineTuningJobEntity): Promise<TrainerSpec> {
+    const base = await this.verifiedBaseModel(job);
     const training = await this.files.getContent(job.tenantId, job.trainingFileId);
     if (!training)
       throw new InvalidJobInputError(`training file ${job.trainingFileId} no longer exists`);
@@ -404,7 +447,8 @@ export class FineTuneProcessor {
     return {
       jobId: job.id,
       modelName: job.model,
-      modelDir,
+      modelDir: base.dir,
+      baseModelHash: base.sha256,
       trainingJsonl: training.toString('utf8'),
       validationJsonl: validation ? validation.toString('utf8') : null,
       seed: job.seed,
@@ -426,8 +470,7 @@ export class FineTuneProcessor {
     message: string,
     failures?: number,
   ): Promise<void> {
-    this.logger.warn(`job ${jobId} failed: ${message}`);
-    await retryWhileDatabaseDown(() =>
+    const failed = await retryWhileDatabaseDown(() =>
       this.jobs.transition(jobId, {
         from: ['running'],
         to: 'failed',
@@ -440,5 +483,7 @@ export class FineTuneProcessor {
         },
       }),
     );
+    if (failed) this.logger.warn(`job ${jobId} failed: ${message}`);
+    else this.logger.log(`job ${jobId} not failed (${message}): the attempt no longer holds it`);
   }
 }

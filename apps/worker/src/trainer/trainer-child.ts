@@ -179,6 +179,9 @@ async function run(spec: TrainerSpec): Promise<void> {
       })),
       lineage: {
         base_model: lineage.baseModel,
+        // Verified against the job's recorded hash before training (config, weights, tokenizer).
+        base_model_hash: spec.baseModelHash,
+        // sha256 of the weight bytes as lora-core loaded them.
         base_model_sha256: lineage.baseModelSha256,
         training_file_sha256: lineage.trainSha256,
         validation_file_sha256: lineage.validationSha256,

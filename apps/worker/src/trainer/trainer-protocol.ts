@@ -11,6 +11,8 @@ export interface TrainerSpec {
   jobId: string;
   modelName: string;
   modelDir: string;
+  /** Content hash of the base model, verified against the job's before training (lineage). */
+  baseModelHash: string;
   trainingJsonl: string;
   validationJsonl: string | null;
   seed: number;

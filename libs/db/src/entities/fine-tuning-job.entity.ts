@@ -45,6 +45,14 @@ export class FineTuningJobEntity {
   @Column({ type: 'text' })
   model!: string;
 
+  /**
+   * Content hash of the base model when the job was created (libs/data `hashBaseModel`). The
+   * worker refuses to train on a base whose hash differs. Null for jobs created before it was
+   * recorded.
+   */
+  @Column({ name: 'base_model_hash', type: 'text', nullable: true })
+  baseModelHash!: string | null;
+
   @Column({ type: 'text' })
   status!: JobStatus;
 

@@ -1,10 +1,12 @@
 import type { MixedList } from 'typeorm';
 import { InitialSchema1795943627789 } from './1795943627789-initial-schema.migration';
 import { WorkerResults1795945892651 } from './1795945892651-worker-results.migration';
+import { BaseModelHash1795955175204 } from './1795955175204-base-model-hash.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
 export const ALL_MIGRATIONS: MixedList<Function> = [
   InitialSchema1795943627789,
   WorkerResults1795945892651,
+  BaseModelHash1795955175204,
 ];

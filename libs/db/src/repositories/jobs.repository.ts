@@ -25,6 +25,8 @@ import { newId, sha256Hex } from '../ids';
 export interface NewJob {
   tenantId: string;
   model: string;
+  /** Content hash of the base model at creation; the worker verifies it before training. */
+  baseModelHash: string | null;
   trainingFileId: string;
   validationFileId: string | null;
   suffix: string | null;
