@@ -102,6 +102,11 @@ export { sha256File, sha256Hex } from './util/hash.util';
 export { formatFixedLikePython, formatThousands } from './util/python-format.util';
 
 export { REQUESTED_BACKENDS, selectBackend, type RequestedBackend } from './backend/select-backend';
+export {
+  blasKernelsActive,
+  blasProductCount,
+  setBlasKernels, type BlasHostBackend } from './backend/blas.kernels';
+export { loadOpenBlas, type OpenBlas } from './backend/openblas';
 
 // ---- issue 4: trainer, checkpoints, generation --------------------------------------------
 export {

@@ -1,6 +1,7 @@
 /**
  * Backend selection (DESIGN §7, R17): explicit choices fail loudly and name what is missing;
- * `auto` walks tfjs-node-gpu → tfjs-node → wasm → cpu; a GPU request never runs on the CPU.
+ * `auto` walks tfjs-node-gpu → tfjs-node → wasm-blas → cpu-blas → wasm → cpu; a GPU request
+ * never runs on the CPU.
  * This machine has neither tfjs-node package (they download libtensorflow at install), so
  * the "installed" cases use a virtual module that registers a stand-in `tensorflow` backend.
  */
@@ -10,6 +11,7 @@ import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import {
   BackendError,
   REQUESTED_BACKENDS,
+  blasKernelsActive,
   requestedBackendFromEnv,
   selectBackend,
   selectBackendFromEnv,
@@ -38,22 +40,48 @@ describe('selectBackend without tfjs-node packages', () => {
     expect(error.message).toContain('@tensorflow/tfjs-node is not installed');
   });
 
-  it('auto falls through to wasm and reports it', async () => {
-    expect(await selectBackend('auto')).toBe('wasm');
+  it('auto falls through to wasm-blas (OpenBLAS installed) and reports it', async () => {
+    expect(await selectBackend('auto')).toBe('wasm-blas');
     expect(tf.getBackend()).toBe('wasm');
+    expect(blasKernelsActive('wasm')).toBe(true);
+  });
+
+  describe('without OpenBLAS (LORAFLEET_OPENBLAS_LIB pointing nowhere)', () => {
+    const saved = process.env.LORAFLEET_OPENBLAS_LIB;
+    beforeAll(() => {
+      process.env.LORAFLEET_OPENBLAS_LIB = '/nonexistent/libopenblas.so.0';
+    });
+    afterAll(() => {
+      if (saved === undefined) delete process.env.LORAFLEET_OPENBLAS_LIB;
+      else process.env.LORAFLEET_OPENBLAS_LIB = saved;
+    });
+
+    it('auto is not an error: it takes plain wasm', async () => {
+      expect(await selectBackend('auto')).toBe('wasm');
+      expect(blasKernelsActive('wasm')).toBe(false);
+    });
+
+    it.each(['wasm-blas', 'cpu-blas'])(
+      'explicit %s fails loudly naming the library',
+      async (name) => {
+        const error = await rejection(selectBackend(name));
+        expect(error).toBeInstanceOf(BackendError);
+        expect(error.message).toContain('/nonexistent/libopenblas.so.0');
+        expect(error.message).toContain('apt-get install libopenblas0-pthread');
+        expect(blasKernelsActive(name.replace('-blas', ''))).toBe(false);
+      },
+    );
   });
 
   it('explicit wasm and cpu are honoured', async () => {
     expect(await selectBackend('cpu')).toBe('cpu');
     expect(await selectBackend('wasm')).toBe('wasm');
+    expect(blasKernelsActive('wasm')).toBe(false);
   });
 
-  it('unknown and not-yet-built backends fail loudly', async () => {
+  it('unknown backends fail loudly, listing the known ones', async () => {
     expect((await rejection(selectBackend('tpu'))).message).toContain(
       REQUESTED_BACKENDS.join(', '),
-    );
-    expect((await rejection(selectBackend('webgpu'))).message).toMatch(
-      /not available in this build/,
     );
   });
 

@@ -18,6 +18,8 @@ import {
   loadCausalLM,
   loadPeftAdapter,
   runFineTune,
+  selectBackend,
+  selectBackendFromEnv,
   type FineTuneResult,
   type WebgpuBackendInfo,
   webgpuDeviceErrors,
@@ -85,6 +87,14 @@ describe('initWebgpuBackend', () => {
     if (/llvmpipe|lavapipe|swiftshader/i.test(info.adapter)) expect(info.software).toBe(true);
     // A second call reuses the device.
     expect(await initWebgpuBackend()).toBe(info);
+  });
+
+  it('LORAFLEET_BACKEND=webgpu selects it, and reports gpu only for a hardware adapter', async () => {
+    delete process.env.LORAFLEET_WEBGPU_BACKEND;
+    expect(await selectBackend('webgpu')).toBe('webgpu');
+    const selected = await selectBackendFromEnv({ LORAFLEET_BACKEND: 'webgpu' });
+    expect(selected).toEqual({ requested: 'webgpu', backend: 'webgpu', gpu: !info.software });
+    expect(tf.getBackend()).toBe('webgpu');
   });
 });
 

@@ -6,13 +6,15 @@
 import * as tf from '@tensorflow/tfjs';
 import { dirname } from 'node:path';
 
+import { BackendError } from './backend.error';
+import { setBlasKernels } from './blas.kernels';
+import { installWasmSliceKernels } from './wasm-slice.kernels';
+
 export type BackendName = 'cpu' | 'wasm';
 
 export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm'];
 
-export class BackendError extends Error {
-  override readonly name = 'BackendError';
-}
+export { BackendError };
 
 let wasmPathsSet = false;
 
@@ -23,6 +25,7 @@ async function prepareWasm(): Promise<void> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   const distDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
   wasm.setWasmPaths(`${distDir}/`);
+  installWasmSliceKernels();
   wasmPathsSet = true;
 }
 
@@ -49,6 +52,8 @@ export async function initBackend(name: BackendName): Promise<string> {
   if (!ok || tf.getBackend() !== name) {
     throw new BackendError(`backend "${name}" is not available (tfjs is on "${tf.getBackend()}")`);
   }
+  // Plain `cpu`/`wasm` means the stock kernels; `selectBackend` turns OpenBLAS on after this.
+  setBlasKernels(name, false);
   if (name === 'cpu') {
     // The cpu backend prints a "install tfjs-node" banner on first use in Node. The choice
     // of backend is deliberate here and recorded on the job, so the banner is only noise

@@ -14,12 +14,19 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+import { blasKernelsActive } from './blas.kernels';
+
 /**
- * Whether to route products around the wasm backend's slow MatMul path.
+ * Whether to route products around the wasm backend's slow MatMul path. Not with the
+ * OpenBLAS kernels (`wasm-blas`), which take every transpose form natively.
  * `LORAFLEET_WASM_FAST_MATMUL=0` turns it off (the benchmark's "before" figure).
  */
 export function avoidTransposedMatMul(): boolean {
-  return tf.getBackend() === 'wasm' && process.env.LORAFLEET_WASM_FAST_MATMUL !== '0';
+  return (
+    tf.getBackend() === 'wasm' &&
+    !blasKernelsActive('wasm') &&
+    process.env.LORAFLEET_WASM_FAST_MATMUL !== '0'
+  );
 }
 
 function isTrainable(t: tf.Tensor): boolean {

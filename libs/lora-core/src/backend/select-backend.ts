@@ -1,11 +1,14 @@
 /**
  * LORAFLEET_BACKEND → an initialised tfjs backend (DESIGN §7, R17). `auto` walks
- * tfjs-node-gpu → tfjs-node → wasm → cpu and takes the first that loads. Any explicit choice
- * that cannot load fails with an error naming what is missing; a GPU request never falls
- * back to the CPU silently.
+ * tfjs-node-gpu → tfjs-node → webgpu on a hardware adapter → wasm-blas → wasm → cpu-blas → cpu
+ * and takes the first that loads (the order is by measured speed, docs/benchmarks.md). Any
+ * explicit choice that cannot load fails with an error naming what is missing; a GPU request
+ * never falls back to the CPU silently.
  */
 import * as tf from '@tensorflow/tfjs';
+import { setBlasKernels, type BlasHostBackend } from './blas.kernels';
 import { BackendError, initBackend } from './backend.registry';
+import { initWebgpuBackend, vulkanLoaderPresent } from './webgpu.backend';
 
 export const REQUESTED_BACKENDS = [
   'auto',
@@ -71,15 +74,14 @@ export async function selectBackend(requested: string): Promise<string> {
     case 'tensorflow':
       return useTensorflowBinding('@tensorflow/tfjs-node', false);
     case 'webgpu':
+      return (await initWebgpuBackend()).backend;
     case 'wasm-blas':
+      return useBlas('wasm');
     case 'cpu-blas':
-      throw new BackendError(
-        `backend "${requested}" is not available in this build yet (fast-backends issue)`,
-      );
+      return useBlas('cpu');
     case 'wasm':
-      return initBackend('wasm');
     case 'cpu':
-      return initBackend('cpu');
+      return initBackend(requested as 'wasm' | 'cpu');
     case 'auto': {
       for (const [packageName, gpu] of [
         ['@tensorflow/tfjs-node-gpu', true],
@@ -91,13 +93,38 @@ export async function selectBackend(requested: string): Promise<string> {
           // Not installed here; try the next one.
         }
       }
-      try {
-        return await initBackend('wasm');
-      } catch {
-        return initBackend('cpu');
+      if (vulkanLoaderPresent()) {
+        try {
+          const gpu = await initWebgpuBackend({ hardwareOnly: true });
+          if (!gpu.software) return gpu.backend;
+        } catch {
+          // No hardware adapter; the CPU backends follow.
+        }
       }
+      // By measured speed (docs/benchmarks.md): wasm-blas, then plain wasm, which beats
+      // cpu-blas because the cpu backend's other ops are plain JavaScript.
+      const cpuChoices: Array<() => Promise<string>> = [
+        () => useBlas('wasm'),
+        () => initBackend('wasm'),
+        () => useBlas('cpu'),
+      ];
+      for (const choose of cpuChoices) {
+        try {
+          return await choose();
+        } catch {
+          // Not available here (no OpenBLAS, no wasm); try the next.
+        }
+      }
+      return initBackend('cpu');
     }
   }
+}
+
+/** `wasm-blas` / `cpu-blas`: the host backend with its matmul kernels on OpenBLAS. */
+async function useBlas(host: BlasHostBackend): Promise<string> {
+  await initBackend(host);
+  setBlasKernels(host, true); // BackendError naming the missing library
+  return `${host}-blas`;
 }
 
 /** The backend named by `LORAFLEET_BACKEND` (default `auto`); unknown values fail loudly. */
@@ -124,5 +151,7 @@ export async function selectBackendFromEnv(
 ): Promise<SelectedBackend> {
   const requested = requestedBackendFromEnv(env);
   const backend = await selectBackend(requested);
-  return { requested, backend, gpu: backend === 'tensorflow-gpu' };
+  const gpu =
+    backend === 'tensorflow-gpu' || (backend === 'webgpu' && !(await initWebgpuBackend()).software);
+  return { requested, backend, gpu };
 }

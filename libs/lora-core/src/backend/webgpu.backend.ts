@@ -24,6 +24,11 @@ export interface WebgpuBackendOptions {
    * i.e. llvmpipe without a GPU). `LORAFLEET_WEBGPU_BACKEND` still wins when set.
    */
   forceFallback?: boolean;
+  /**
+   * Only Dawn's default (hardware) backend, no GLES fallback: what `LORAFLEET_BACKEND=auto`
+   * asks for, since a software adapter is slower than wasm.
+   */
+  hardwareOnly?: boolean;
 }
 
 export interface WebgpuBackendInfo {
@@ -133,7 +138,9 @@ function attemptsFor(options: WebgpuBackendOptions, env: NodeJS.ProcessEnv): Att
     return [{ dawnBackend, compatibility: dawnBackend === 'opengles' || dawnBackend === 'opengl' }];
   }
   const gles: Attempt = { dawnBackend: 'opengles', compatibility: true };
-  return options.forceFallback ? [gles] : [{ dawnBackend: null, compatibility: false }, gles];
+  const hardware: Attempt = { dawnBackend: null, compatibility: false };
+  if (options.hardwareOnly) return [hardware];
+  return options.forceFallback ? [gles] : [hardware, gles];
 }
 
 function sharedLibraryDirs(env: NodeJS.ProcessEnv): string[] {
@@ -147,6 +154,15 @@ function sharedLibraryDirs(env: NodeJS.ProcessEnv): string[] {
     '/usr/lib',
     '/usr/local/lib',
   ];
+}
+
+/**
+ * Whether the Vulkan loader is installed, checked without loading Dawn: `auto` tries webgpu
+ * only then (on Linux a GPU adapter comes through Vulkan), which keeps Dawn's start-up and its
+ * stderr warnings off machines that have no GPU.
+ */
+export function vulkanLoaderPresent(env: NodeJS.ProcessEnv = process.env): boolean {
+  return hasSharedLibrary('libvulkan.so.1', env);
 }
 
 function hasSharedLibrary(name: string, env: NodeJS.ProcessEnv): boolean {
