@@ -105,7 +105,9 @@ export { REQUESTED_BACKENDS, selectBackend, type RequestedBackend } from './back
 export {
   blasKernelsActive,
   blasProductCount,
-  setBlasKernels, type BlasHostBackend } from './backend/blas.kernels';
+  setBlasKernels,
+  type BlasHostBackend,
+} from './backend/blas.kernels';
 export { loadOpenBlas, type OpenBlas } from './backend/openblas';
 
 // ---- issue 4: trainer, checkpoints, generation --------------------------------------------
