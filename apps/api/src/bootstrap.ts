@@ -3,23 +3,40 @@ import multipart from '@fastify/multipart';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { ApiEnv } from '@lorafleet/contracts';
+import type { FastifyInstance } from 'fastify';
 import { AppModule } from './app.module';
 import { registerDashboard } from './dashboard/dashboard.plugin';
+import {
+  PinoNestLogger,
+  fastifyLoggingOptions,
+  registerRequestLogging,
+  type LogDestination,
+} from './http/request-logging';
 import { registerOps } from './ops/ops.setup';
 
+export interface CreateApiAppOptions {
+  /** Where the JSON log lines go (default stdout); tests capture them here. */
+  logDestination?: LogDestination;
+}
+
 /** Builds the Nest application on Fastify; `main.ts` listens, tests may call this directly. */
-export async function createApiApp(env: ApiEnv): Promise<NestFastifyApplication> {
+export async function createApiApp(
+  env: ApiEnv,
+  options: CreateApiAppOptions = {},
+): Promise<NestFastifyApplication> {
   const adapter = new FastifyAdapter({
     // JSON bodies are small (job specs); uploads go through multipart with their own limit.
     bodyLimit: 1024 * 1024,
     trustProxy: true,
+    ...fastifyLoggingOptions(env, options.logDestination),
   });
+  const fastify: FastifyInstance = adapter.getInstance();
   const app = await NestFactory.create<NestFastifyApplication>(AppModule.forEnv(env), adapter, {
-    logger: ['error', 'warn', 'log', 'debug'].slice(
-      0,
-      ['error', 'warn', 'log', 'debug'].indexOf(env.LORAFLEET_LOG_LEVEL) + 1,
-    ) as ('error' | 'warn' | 'log' | 'debug')[],
+    // Nest's own messages go through the same pino logger: one JSON format for the process.
+    logger: new PinoNestLogger(fastify.log),
   });
+  // The request-id header and the per-request log line, before Nest registers its routes.
+  registerRequestLogging(fastify);
   await app.register(multipart, {
     limits: { fileSize: env.LORAFLEET_UPLOAD_MAX_BYTES, files: 1, fields: 10 },
     throwFileSizeLimit: true,

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { ConfigError, apiEnvShape, parseEnv } from '@lorafleet/contracts';
 import { createApiApp } from './bootstrap';
 
@@ -5,7 +6,7 @@ async function main(): Promise<void> {
   const env = parseEnv(apiEnvShape);
   const app = await createApiApp(env);
   await app.listen({ port: env.PORT, host: env.HOST });
-  console.log(`lorafleet api listening on http://${env.HOST}:${env.PORT}`);
+  Logger.log(`lorafleet api listening on http://${env.HOST}:${env.PORT}`, 'Main');
 }
 
 main().catch((error: unknown) => {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 import { createApiApp } from '../src/bootstrap';
+import type { LogDestination } from '../src/http/request-logging';
 
 export const MODELS_DIR = path.resolve(__dirname, '../../../models');
 
@@ -63,6 +64,8 @@ export interface StartApiOptions {
   proxyPostgres?: boolean;
   /** Runs on the created app before it initialises and listens (e.g. to add Fastify hooks). */
   beforeListen?: (app: NestFastifyApplication) => void | Promise<void>;
+  /** Collects the API's JSON log lines (default: stdout). */
+  logDestination?: LogDestination;
 }
 
 /** The real API in-process on a scratch database and its own BullMQ prefix. */
@@ -94,7 +97,7 @@ export async function startApi(
     LORAFLEET_LOG_LEVEL: 'error',
     ...overrides,
   });
-  const app = await createApiApp(env);
+  const app = await createApiApp(env, { logDestination: options.logDestination });
   await options.beforeListen?.(app);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.getHttpServer().address();

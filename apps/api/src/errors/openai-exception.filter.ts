@@ -1,12 +1,6 @@
-import {
-  type ArgumentsHost,
-  Catch,
-  type ExceptionFilter,
-  HttpException,
-  Logger,
-} from '@nestjs/common';
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException } from '@nestjs/common';
 import { openAiError, type ErrorCode } from '@lorafleet/contracts';
-import type { FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { ApiError } from './api-error';
 
@@ -70,14 +64,16 @@ function isUnstorableText(error: unknown): boolean {
   return ['22021', '22P05'].includes(String(driverError?.code ?? code));
 }
 
-/** Renders every error as OpenAI's `{"error": {message, type, param, code}}`. */
+/**
+ * Renders every error as OpenAI's `{"error": {message, type, param, code}}`. Server-side
+ * faults are logged through the request's logger, so the line carries its `request_id`.
+ */
 @Catch()
 export class OpenAiExceptionFilter implements ExceptionFilter {
-  private readonly logger = new Logger('Errors');
-
   catch(exception: unknown, host: ArgumentsHost): void {
-    const reply = host.switchToHttp().getResponse<FastifyReply>();
-    const [status, body] = this.render(exception);
+    const http = host.switchToHttp();
+    const reply = http.getResponse<FastifyReply>();
+    const [status, body] = this.render(exception, http.getRequest<FastifyRequest>().log);
     void reply.status(status).header('content-type', 'application/json');
     // OpenAI's clients retry 409 (meant for lock timeouts) unless told otherwise; a job-state
     // conflict never heals on retry. A 503 (dependency down) is worth retrying, after a pause.
@@ -86,7 +82,10 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
     void reply.send(body);
   }
 
-  private render(exception: unknown): [number, ReturnType<typeof openAiError>] {
+  private render(
+    exception: unknown,
+    log: FastifyBaseLogger,
+  ): [number, ReturnType<typeof openAiError>] {
     if (exception instanceof ApiError) {
       return [exception.status, openAiError(exception.code, exception.message, exception.param)];
     }
@@ -116,14 +115,15 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
       ];
     }
     if (isDependencyOutage(exception)) {
-      this.logger.warn(`dependency unavailable: ${exception.message}`);
+      log.warn({ context: 'Errors' }, `dependency unavailable: ${exception.message}`);
       return [
         503,
         openAiError('service_unavailable', 'A backing service is unavailable; retry shortly.'),
       ];
     }
-    this.logger.error(
-      exception instanceof Error ? (exception.stack ?? exception.message) : String(exception),
+    log.error(
+      { context: 'Errors', err: exception },
+      exception instanceof Error ? exception.message : String(exception),
     );
     return [500, openAiError('internal_error', 'Internal server error')];
   }
