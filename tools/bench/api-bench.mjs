@@ -11,6 +11,12 @@
 //   npm run -s bench:api -- --json          one JSON object on stdout instead of the table
 //   options: --connections N  --duration S  --jobs N (rows seeded, default 10000)
 //            --only TEXT (run only the scenarios whose name contains TEXT; no ratios)
+//            --latency-jobs N (submit→running samples, default 20; 0 skips the worker)
+//
+// Submit→running: before the load scenarios, one worker (the built apps/worker/dist, as a
+// child process, LORAFLEET_BACKEND=cpu) sits idle; N one-step jobs on models/tiny-random-gpt2
+// are submitted one at a time, each after the previous finished, and the time from sending
+// the POST to the job's `started_at` (written by the worker's claim) is recorded.
 //
 // Needs Postgres (DATABASE_URL, default the local trust-auth one) and Redis (REDIS_URL,
 // default 127.0.0.1:6379); it uses a scratch database and its own BullMQ prefix, and removes
@@ -30,15 +36,23 @@ if (isMainThread) {
 
 /** Parses argv; unknown flags are an error so typos do not silently bench the defaults. */
 function parseArgs(argv) {
-  const options = { smoke: false, json: false, connections: 100, duration: 5, jobs: 10_000 };
+  const options = {
+    smoke: false,
+    json: false,
+    connections: 100,
+    duration: 5,
+    jobs: 10_000,
+    'latency-jobs': 20,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--smoke') options.smoke = true;
     else if (arg === '--json') options.json = true;
     else if (arg === '--only') options.only = argv[++i];
-    else if (['--connections', '--duration', '--jobs'].includes(arg)) {
+    else if (['--connections', '--duration', '--jobs', '--latency-jobs'].includes(arg)) {
       const value = Number(argv[++i]);
-      if (!Number.isFinite(value) || value <= 0) throw new Error(`${arg} needs a positive number`);
+      const min = arg === '--latency-jobs' ? 0 : Number.MIN_VALUE;
+      if (!Number.isFinite(value) || value < min) throw new Error(`${arg} needs a positive number`);
       options[arg.slice(2)] = value;
     } else if (arg === '--') continue;
     else throw new Error(`unknown option ${arg} (see the header of tools/bench/api-bench.mjs)`);
@@ -47,6 +61,7 @@ function parseArgs(argv) {
     options.connections = Math.min(options.connections, 10);
     options.requests = 300; // per scenario, after 50 warm-up requests
     options.jobs = Math.min(options.jobs, 1000);
+    options['latency-jobs'] = Math.min(options['latency-jobs'], 3);
   }
   return options;
 }
@@ -194,6 +209,33 @@ async function main() {
       },
     ];
 
+    // Submit→running with an idle worker, before the load scenarios fill the queue.
+    let submitToRunning = null;
+    const wantLatency =
+      options['latency-jobs'] > 0 && (!options.only || 'submit→running'.includes(options.only));
+    if (wantLatency) {
+      log('… submit→running (one idle cpu worker)');
+      await fetch(`${apiBase}/v1/fine_tuning/jobs/${template}/cancel`, {
+        method: 'POST',
+        headers: auth,
+      });
+      submitToRunning = await measureSubmitToRunning({
+        root,
+        dataSource,
+        apiBase,
+        auth,
+        fileId: file.id,
+        env: {
+          DATABASE_URL: scratch.url,
+          REDIS_URL: redisUrl,
+          LORAFLEET_QUEUE_PREFIX: prefix,
+          LORAFLEET_MODELS_DIR: path.join(root, 'models'),
+        },
+        samples: options['latency-jobs'],
+        log,
+      });
+    }
+
     const results = [];
     for (const scenario of scenarios.filter(
       (s) => !options.only || s.name.includes(options.only),
@@ -236,13 +278,16 @@ async function main() {
       results,
       ratios,
       targets,
+      submitToRunning,
     };
     if (options.json) {
       console.log(JSON.stringify(report));
     } else {
       printTable(report);
     }
-    if (results.some((r) => r.errors > 0)) process.exitCode = 1;
+    if (results.some((r) => r.errors > 0) || (submitToRunning && submitToRunning.failed > 0)) {
+      process.exitCode = 1;
+    }
   } finally {
     for (const step of cleanup) await step().catch(() => undefined);
     const redis = new Redis(redisUrl, { maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -252,6 +297,115 @@ async function main() {
       .catch(() => 0);
     redis.disconnect();
     await scratch.drop();
+  }
+}
+
+/**
+ * Starts one worker, waits until it is registered and idle, then submits `samples` one-step
+ * jobs one after another (plus one unrecorded warm-up), each after the previous one finished.
+ * Latency = the job's `started_at` (Postgres clock, same machine) − when the POST was sent.
+ */
+async function measureSubmitToRunning({
+  root,
+  dataSource,
+  apiBase,
+  auth,
+  fileId,
+  env,
+  samples,
+  log,
+}) {
+  const { spawn } = await import('node:child_process');
+  const output = [];
+  const worker = spawn(process.execPath, [path.join(root, 'apps/worker/dist/main.js')], {
+    cwd: root,
+    env: {
+      ...process.env,
+      ...env,
+      LORAFLEET_BACKEND: 'cpu',
+      LORAFLEET_WORKER_ID: 'bench-worker',
+      LORAFLEET_LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  worker.stdout.on('data', (c) => output.push(String(c)));
+  worker.stderr.on('data', (c) => output.push(String(c)));
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const deadline = (ms, what) => {
+    const at = Date.now() + ms;
+    return () => {
+      if (worker.exitCode !== null) throw new Error(`worker exited:\n${output.join('')}`);
+      if (Date.now() > at) throw new Error(`timed out waiting for ${what}:\n${output.join('')}`);
+    };
+  };
+  try {
+    const registered = deadline(120_000, 'the worker to register');
+    for (;;) {
+      const rows = await dataSource.query("SELECT status FROM workers WHERE id = 'bench-worker'");
+      if (rows[0]?.status === 'idle') break;
+      registered();
+      await sleep(100);
+    }
+    const body = JSON.stringify({
+      model: 'tiny-random-gpt2',
+      training_file: fileId,
+      hyperparameters: { n_epochs: 1, batch_size: 1 },
+      lora: { r: 2, alpha: 4, target_modules: ['c_attn'] },
+      training: { max_steps: 1, max_seq_length: 16 },
+    });
+    const latencies = [];
+    let failed = 0;
+    for (let i = 0; i <= samples; i++) {
+      const sent = Date.now();
+      const created = await fetch(`${apiBase}/v1/fine_tuning/jobs`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body,
+      });
+      if (created.status !== 201)
+        throw new Error(`POST job: ${created.status} ${await created.text()}`);
+      const { id } = await created.json();
+      const finished = deadline(120_000, `job ${id} to finish`);
+      let row;
+      for (;;) {
+        [row] = await dataSource.query(
+          'SELECT status, started_at FROM fine_tuning_jobs WHERE id = $1',
+          [id],
+        );
+        if (['succeeded', 'failed', 'cancelled'].includes(row.status)) break;
+        finished();
+        await sleep(10);
+      }
+      if (row.status !== 'succeeded') failed++;
+      if (i > 0 && row.started_at) latencies.push(row.started_at.getTime() - sent);
+      // The worker reports idle once the attempt is over; then it waits on the queue.
+      const idle = deadline(30_000, 'the worker to be idle again');
+      while (
+        (await dataSource.query("SELECT status FROM workers WHERE id = 'bench-worker'"))[0]
+          ?.status !== 'idle'
+      ) {
+        idle();
+        await sleep(10);
+      }
+      await sleep(100);
+    }
+    latencies.sort((a, b) => a - b);
+    const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+    log(`  ${latencies.length} jobs: ${latencies.join(' ')} ms`);
+    return {
+      jobs: latencies.length,
+      failed,
+      p50: at(0.5),
+      p99: at(0.99),
+      max: latencies[latencies.length - 1],
+      mean: Math.round(latencies.reduce((a, b) => a + b, 0) / latencies.length),
+    };
+  } finally {
+    worker.kill('SIGTERM');
+    const timer = setTimeout(() => worker.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
   }
 }
 
@@ -369,6 +523,12 @@ function printTable(report) {
   console.log('\nratios (req/s)');
   for (const [name, value] of Object.entries(ratios).filter(([, v]) => v !== null))
     console.log(`  ${name.padEnd(30)} ${value}`);
+  if (report.submitToRunning) {
+    const l = report.submitToRunning;
+    console.log(
+      `\nsubmit→running, one idle cpu worker: ${l.jobs} jobs, p50 ${l.p50} ms, p99 ${l.p99} ms, max ${l.max} ms, mean ${l.mean} ms${l.failed ? `, ${l.failed} FAILED` : ''}`,
+    );
+  }
   console.log('\ntargets (issue 5)');
   for (const [name, ok] of Object.entries(targets).filter(([, v]) => v !== null))
     console.log(`  ${name.padEnd(38)} ${ok ? 'met' : 'NOT met'}`);

@@ -69,6 +69,60 @@ describe('REST API', () => {
       await api.tenants.revokeApiKey(issued.apiKey.id);
       expect((await temp.request('GET', '/v1/files')).status).toBe(401);
     });
+
+    it('GET job checks the key in the same query as the job: bad keys 401 first, revocation at once', async () => {
+      const tenant = await api.tenants.createTenant('hot-path');
+      const issued = await api.tenants.issueApiKey(tenant.id);
+      const owner = new Client(api.baseUrl, issued.plaintext);
+      const file = (await owner.upload(GOOD_JSONL)).body.id as string;
+      const job = (
+        await owner.request('POST', '/v1/fine_tuning/jobs', {
+          model: 'tiny-random-gpt2',
+          training_file: file,
+        })
+      ).body;
+      const route = `/v1/fine_tuning/jobs/${job.id}`;
+      const got = await owner.request('GET', route);
+      expect(got.status).toBe(200);
+      expect(got.body).toEqual(job);
+      // The key is checked before the job: a bad key never learns whether the id exists.
+      for (const key of ['', 'lf-not-a-key']) {
+        for (const path of [route, '/v1/fine_tuning/jobs/ftjob-missing']) {
+          const answer = await new Client(api.baseUrl, key).request('GET', path);
+          expect({ key, path, status: answer.status, code: answer.body.error?.code }).toEqual({
+            key,
+            path,
+            status: 401,
+            code: 'invalid_api_key',
+          });
+        }
+      }
+      // Revoked: 401 on the very next request, on this route too (no key cache).
+      await api.tenants.revokeApiKey(issued.apiKey.id);
+      const revoked = await owner.request('GET', route);
+      expect(revoked.status).toBe(401);
+      expect(revoked.body.error).toMatchObject({ type: 'authentication_error' });
+      // A NUL in the id is a 400, as on every other route.
+      expect((await alice.request('GET', '/v1/fine_tuning/jobs/ftjob-%00x')).status).toBe(400);
+    });
+
+    it('GET job is never staler than Postgres: a row changed behind the API shows at once', async () => {
+      const job = (await alice.request('POST', '/v1/fine_tuning/jobs', jobBody())).body;
+      const route = `/v1/fine_tuning/jobs/${job.id}`;
+      const first = await alice.request('GET', route);
+      const etag = first.headers.get('etag')!;
+      expect((await alice.request('GET', route, undefined, { 'If-None-Match': etag })).status).toBe(
+        304,
+      );
+      await api.dataSource.query(
+        'UPDATE fine_tuning_jobs SET progress_step = 2, progress_total_steps = 9 WHERE id = $1',
+        [job.id],
+      );
+      const after = await alice.request('GET', route, undefined, { 'If-None-Match': etag });
+      expect(after.status).toBe(200);
+      expect(after.body.progress).toMatchObject({ step: 2, total_steps: 9 });
+      expect(after.headers.get('etag')).not.toBe(etag);
+    });
   });
 
   describe('files', () => {

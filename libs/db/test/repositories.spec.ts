@@ -7,6 +7,7 @@ import {
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
+  FineTuningJobEntity,
   pendingSchemaChanges,
   runMigrations,
   type NewJob,
@@ -184,6 +185,38 @@ describe('libs/db against a real Postgres', () => {
       progressStep: 7,
       progressTotalSteps: 7,
     });
+  });
+
+  it('reads a job with its API key in one query, exactly as TypeORM hydrates it (R19, R20)', async () => {
+    const tenants = new TenantsRepository(ds);
+    const { apiKey, plaintext } = await tenants.issueApiKey(tenantId, { isAdmin: true });
+    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const claim = await jobs.claimAttempt(job.id, 'worker-a', 'cpu');
+    await jobs.updateProgress(job.id, claim!.leaseToken, {
+      step: 2,
+      totalSteps: 5,
+      epoch: 0.4,
+      estimatedFinish: new Date('2030-01-01T00:00:00Z'),
+    });
+
+    const found = await jobs.findForApiKey(plaintext, job.id);
+    expect(found?.principal).toEqual({ tenantId, apiKeyId: apiKey.id, isAdmin: true });
+    expect(found?.job).toEqual(await jobs.findForTenant(tenantId, job.id));
+    expect(found?.job).toBeInstanceOf(FineTuningJobEntity);
+
+    // The key resolves but the id does not exist for this tenant (or at all).
+    const other = await tenants.createTenant('other');
+    const otherKey = (await tenants.issueApiKey(other.id)).plaintext;
+    expect(await jobs.findForApiKey(otherKey, job.id)).toEqual({
+      principal: expect.objectContaining({ tenantId: other.id }),
+      job: null,
+    });
+    expect((await jobs.findForApiKey(plaintext, 'ftjob-nope'))?.job).toBeNull();
+    // Unknown and revoked keys resolve to nothing, at once.
+    expect(await jobs.findForApiKey('lf-unknown', job.id)).toBeNull();
+    await tenants.revokeApiKey(apiKey.id);
+    expect(await jobs.findForApiKey(plaintext, job.id)).toBeNull();
+    expect(await tenants.authenticate(plaintext)).toBeNull();
   });
 
   it('rejects illegal transitions and leaves terminal jobs alone', async () => {

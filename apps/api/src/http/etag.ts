@@ -3,10 +3,16 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /**
  * Weak ETag over the JSON body; a matching If-None-Match answers 304 with no body, so a
- * dashboard polling an unchanged job costs one indexed read and no payload.
+ * dashboard polling an unchanged job costs one indexed read and no payload. The body is
+ * serialised once, for the tag and the answer alike (hence the string return).
  */
-export function withEtag<T>(request: FastifyRequest, reply: FastifyReply, body: T): T | undefined {
-  const etag = `W/"${createHash('sha1').update(JSON.stringify(body)).digest('base64url')}"`;
+export function withEtag(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  body: unknown,
+): string | undefined {
+  const json = JSON.stringify(body);
+  const etag = `W/"${createHash('sha1').update(json).digest('base64url')}"`;
   void reply.header('ETag', etag).header('Cache-Control', 'no-cache');
   const ifNoneMatch = request.headers['if-none-match'];
   if (
@@ -16,5 +22,6 @@ export function withEtag<T>(request: FastifyRequest, reply: FastifyReply, body: 
     void reply.status(304);
     return undefined;
   }
-  return body;
+  void reply.type('application/json; charset=utf-8');
+  return json;
 }

@@ -59,6 +59,17 @@ export function fastifyLoggingOptions(
   };
 }
 
+/** pino's numeric levels (`silent` above them all). */
+const LEVEL_VALUES: Record<string, number> = {
+  trace: 10,
+  debug: 20,
+  info: 30,
+  warn: 40,
+  error: 50,
+  fatal: 60,
+  silent: Infinity,
+};
+
 /** Label for requests that matched no route (the URL is logged separately). */
 const UNMATCHED_ROUTE = 'unmatched';
 
@@ -72,6 +83,9 @@ export function registerRequestLogging(fastify: FastifyInstance): void {
     void reply.header(REQUEST_ID_HEADER, request.id);
   });
   fastify.addHook('onResponse', async (request, reply) => {
+    const level = reply.statusCode >= 500 ? 'error' : 'info';
+    // At `warn`/`error` most answers log nothing: skip building the line.
+    if ((LEVEL_VALUES[request.log.level] ?? 0) > LEVEL_VALUES[level]) return;
     const principal = (request as FastifyRequest & { principal?: AuthenticatedPrincipal })
       .principal;
     const line = {
@@ -82,8 +96,7 @@ export function registerRequestLogging(fastify: FastifyInstance): void {
       duration_ms: Math.round(reply.elapsedTime * 100) / 100,
       tenant_id: principal?.tenantId ?? null,
     };
-    if (reply.statusCode >= 500) request.log.error(line, 'request');
-    else request.log.info(line, 'request');
+    request.log[level](line, 'request');
   });
 }
 

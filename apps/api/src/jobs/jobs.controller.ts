@@ -14,7 +14,7 @@ import {
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { withEtag } from '../http/etag';
 import type { AuthenticatedPrincipal } from '@lorafleet/db';
-import { ApiKeyGuard } from '../auth/api-key.guard';
+import { ApiKeyGuard, InlineApiKeyCheck, type InlineAuthRequest } from '../auth/api-key.guard';
 import { Principal } from '../auth/principal.decorator';
 import { ApiError } from '../errors/api-error';
 import { JobsService } from './jobs.service';
@@ -74,14 +74,18 @@ export class JobsController {
     );
   }
 
+  /**
+   * The hottest read (clients poll it): the key check and the job read are one prepared
+   * query, so the guard only parses the header here.
+   */
   @Get(':id')
+  @InlineApiKeyCheck()
   async retrieve(
-    @Principal() principal: AuthenticatedPrincipal,
     @Param('id') id: string,
-    @Req() request: FastifyRequest,
+    @Req() request: InlineAuthRequest,
     @Res({ passthrough: true }) reply: FastifyReply,
   ) {
-    return withEtag(request, reply, await this.jobs.get(principal.tenantId, id));
+    return withEtag(request, reply, await this.jobs.getWithApiKey(request, id));
   }
 
   @Get(':id/events')

@@ -21,6 +21,7 @@ import {
   type FineTuningJobEntity,
 } from '@lorafleet/db';
 import { randomInt } from 'node:crypto';
+import { BAD_KEY_MESSAGE, type InlineAuthRequest } from '../auth/api-key.guard';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
 import { ModelsService } from '../models/models.service';
@@ -230,6 +231,19 @@ export class JobsService {
     if (!job)
       throw new ApiError('not_found', `No such fine-tuning job: ${id}`, 'fine_tuning_job_id');
     return job;
+  }
+
+  /**
+   * `GET /v1/fine_tuning/jobs/{id}`: key and tenant-scoped job in one query. Sets the
+   * request's principal (for the request log) once the key resolved.
+   */
+  async getWithApiKey(request: InlineAuthRequest, id: string): Promise<FineTuningJob> {
+    const found = await this.jobs.findForApiKey(request.apiKey, id);
+    if (!found) throw new ApiError('invalid_api_key', BAD_KEY_MESSAGE);
+    request.principal = found.principal;
+    if (!found.job)
+      throw new ApiError('not_found', `No such fine-tuning job: ${id}`, 'fine_tuning_job_id');
+    return presentJob(found.job);
   }
 
   async get(tenantId: string, id: string): Promise<FineTuningJob> {

@@ -21,6 +21,8 @@ import {
 } from '../entities';
 import type { JsonObject } from '../entities/json';
 import { newId, sha256Hex } from '../ids';
+import { pgPool } from '../pg-pool';
+import { principalFromRow, type AuthenticatedPrincipal } from './tenants.repository';
 
 export interface NewJob {
   tenantId: string;
@@ -108,6 +110,12 @@ export interface NewAdapter {
   totalSteps?: number;
 }
 
+interface HotJobRead {
+  name: string;
+  sql: string;
+  columns: { property: string; column: string; alias: string }[];
+}
+
 export interface JobListQuery {
   after?: string;
   limit: number;
@@ -165,6 +173,65 @@ export class JobsRepository {
 
   findById(id: string): Promise<FineTuningJobEntity | null> {
     return this.dataSource.getRepository(FineTuningJobEntity).findOneBy({ id });
+  }
+
+  /**
+   * The hot path of `GET /v1/fine_tuning/jobs/{id}`: the API key check and the tenant-scoped
+   * job read in one round trip, as a named prepared statement on the pg pool (no query
+   * builder, no TypeORM hydration). Null when the key is unknown or revoked; `job` is null
+   * when the key is good but the tenant has no such job. Nothing is cached: every call reads
+   * the key and the row as Postgres has them now (R20, never staler than the database).
+   */
+  async findForApiKey(
+    plaintextKey: string,
+    id: string,
+  ): Promise<{ principal: AuthenticatedPrincipal; job: FineTuningJobEntity | null } | null> {
+    const read = this.hotJobRead();
+    const { rows } = await pgPool(this.dataSource).query<Record<string, unknown>>({
+      name: read.name,
+      text: read.sql,
+      values: [sha256Hex(plaintextKey), id],
+    });
+    if (rows.length === 0) return null;
+    const row = rows[0];
+    const principal = principalFromRow({
+      tenant_id: row.__key_tenant_id as string,
+      id: row.__key_id as string,
+      is_admin: row.__key_is_admin as boolean,
+    });
+    if (row.__job_found !== true) return { principal, job: null };
+    const job = new FineTuningJobEntity();
+    const target = job as unknown as Record<string, unknown>;
+    for (const { property, alias } of read.columns) target[property] = row[alias];
+    return { principal, job };
+  }
+
+  private hotJobReadCache?: HotJobRead;
+
+  /**
+   * SQL and column map of `findForApiKey`, built once from the entity metadata: explicit
+   * columns (never `j.*`), so a column added by a later migration cannot change the prepared
+   * statement's result type under a running API. The name carries a hash of the column list.
+   */
+  private hotJobRead(): HotJobRead {
+    if (this.hotJobReadCache) return this.hotJobReadCache;
+    const columns = this.dataSource.getMetadata(FineTuningJobEntity).columns.map((column, i) => ({
+      property: column.propertyName,
+      column: column.databaseName,
+      alias: `c${i}`,
+    }));
+    const select = columns.map((c) => `j."${c.column}" AS ${c.alias}`).join(', ');
+    const sql = `SELECT k.tenant_id AS __key_tenant_id, k.id AS __key_id, k.is_admin AS __key_is_admin,
+            j.id IS NOT NULL AS __job_found, ${select}
+       FROM api_keys k
+       LEFT JOIN fine_tuning_jobs j ON j.id = $2 AND j.tenant_id = k.tenant_id
+      WHERE k.key_hash = $1 AND k.revoked_at IS NULL`;
+    this.hotJobReadCache = {
+      name: `lorafleet_job_for_key_${sha256Hex(sql).slice(0, 12)}`,
+      sql,
+      columns,
+    };
+    return this.hotJobReadCache;
   }
 
   findForTenant(tenantId: string, id: string): Promise<FineTuningJobEntity | null> {

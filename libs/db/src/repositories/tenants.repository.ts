@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { IsNull, type DataSource } from 'typeorm';
 import { ApiKeyEntity, TenantEntity } from '../entities';
 import { newId, sha256Hex } from '../ids';
+import { pgPool } from '../pg-pool';
 
 export interface IssuedApiKey {
   apiKey: ApiKeyEntity;
@@ -13,6 +14,17 @@ export interface AuthenticatedPrincipal {
   tenantId: string;
   apiKeyId: string;
   isAdmin: boolean;
+}
+
+/** The api_keys columns a principal is made of. */
+export interface PrincipalRow {
+  tenant_id: string;
+  id: string;
+  is_admin: boolean;
+}
+
+export function principalFromRow(row: PrincipalRow): AuthenticatedPrincipal {
+  return { tenantId: row.tenant_id, apiKeyId: row.id, isAdmin: row.is_admin };
 }
 
 export class TenantsRepository {
@@ -44,10 +56,14 @@ export class TenantsRepository {
    * secrets, so response time reveals nothing about the stored key's plaintext.
    */
   async authenticate(plaintext: string): Promise<AuthenticatedPrincipal | null> {
-    const key = await this.dataSource
-      .getRepository(ApiKeyEntity)
-      .findOne({ where: { keyHash: sha256Hex(plaintext), revokedAt: IsNull() } });
-    return key ? { tenantId: key.tenantId, apiKeyId: key.id, isAdmin: key.isAdmin } : null;
+    // Every /v1 request runs this: a named prepared statement on the pg pool, no query
+    // builder, no entity. Not cached, so a revoked key fails on its next request (R20).
+    const { rows } = await pgPool(this.dataSource).query<PrincipalRow>({
+      name: 'lorafleet_authenticate',
+      text: `SELECT tenant_id, id, is_admin FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`,
+      values: [sha256Hex(plaintext)],
+    });
+    return rows.length > 0 ? principalFromRow(rows[0]) : null;
   }
 
   /** Tenants whose id or name is `nameOrId` (names are not unique), oldest first. */
