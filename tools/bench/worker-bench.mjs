@@ -2,12 +2,17 @@
 // Worker throughput benchmark (issue 6): the built api and 1 then 2 worker processes on N
 // short jobs against the local Postgres and Redis. Prints jobs/min, queue wait p50/p99
 // (created → started), per-job overhead (pick-up → first reported step, last step →
-// succeeded) and checkpoint cost (bytes and ms per checkpoint).
-//   npm run bench:worker [-- --smoke] [-- --json] [-- --jobs N]
+// succeeded) and checkpoint cost (bytes and ms per checkpoint) for the tiny model the jobs
+// train and for the reference model of tools/bench/bench-train.ts (GPT-2 style, d = 256,
+// 4 layers, r = 8 on c_attn): encode the training state, store it in Postgres the way the
+// worker does (fenced insert + prune, one transaction), decode it to resume. Needs the built
+// libs (`npx nx run-many -t build`).
+//   npm run bench:worker [-- --smoke] [-- --json] [-- --jobs N] [-- --checkpoint-only]
 // A benchmark prints figures; it asserts nothing about speed.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
+import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
@@ -18,6 +23,7 @@ const db = require(path.join(root, 'libs/db/dist/index.js'));
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
 const json = args.includes('--json');
+const checkpointOnly = args.includes('--checkpoint-only');
 const jobsArg = args.indexOf('--jobs');
 const jobCount = jobsArg >= 0 ? Number(args[jobsArg + 1]) : smoke ? 6 : 100;
 const stepsPerJob = smoke ? 4 : 10;
@@ -64,26 +70,45 @@ async function runScenario(workers) {
     LORAFLEET_QUEUE_PREFIX: `lf-bench-${randomBytes(4).toString('hex')}`,
   };
   const processes = [
-    startApp('api', { ...shared, PORT: String(port), HOST: '127.0.0.1', LORAFLEET_OUTBOX_POLL_MS: '50', LORAFLEET_MIN_EXAMPLES: '2', LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT: '10000' }),
+    startApp('api', {
+      ...shared,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LORAFLEET_OUTBOX_POLL_MS: '50',
+      LORAFLEET_MIN_EXAMPLES: '2',
+      LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT: '10000',
+    }),
   ];
   for (let i = 0; i < workers; i++) {
     processes.push(
-      startApp('worker', { ...shared, LORAFLEET_BACKEND: 'cpu', LORAFLEET_WORKER_ID: `bench-${i}`, LORAFLEET_CHECKPOINT_EVERY_STEPS: '2', LORAFLEET_CONTROL_POLL_MS: '500' }),
+      startApp('worker', {
+        ...shared,
+        LORAFLEET_BACKEND: 'cpu',
+        LORAFLEET_WORKER_ID: `bench-${i}`,
+        LORAFLEET_CHECKPOINT_EVERY_STEPS: '2',
+        LORAFLEET_CONTROL_POLL_MS: '500',
+      }),
     );
   }
   try {
     const headers = { authorization: `Bearer ${key}` };
     for (;;) {
-      const ready = await fetch(`${base}/readyz`).then((r) => r.ok).catch(() => false);
+      const ready = await fetch(`${base}/readyz`)
+        .then((r) => r.ok)
+        .catch(() => false);
       const registered = (await ds.query('SELECT count(*)::int AS n FROM workers'))[0].n;
       if (ready && registered === workers) break;
       await sleep(200);
     }
-    const lines = Array.from({ length: 8 }, (_, i) => JSON.stringify({ prompt: `Say ${i}: `, completion: `ok ${i}` }));
+    const lines = Array.from({ length: 8 }, (_, i) =>
+      JSON.stringify({ prompt: `Say ${i}: `, completion: `ok ${i}` }),
+    );
     const form = new FormData();
     form.append('purpose', 'fine-tune');
     form.append('file', new Blob([lines.join('\n') + '\n']), 'bench.jsonl');
-    const file = await (await fetch(`${base}/v1/files`, { method: 'POST', headers, body: form })).json();
+    const file = await (
+      await fetch(`${base}/v1/files`, { method: 'POST', headers, body: form })
+    ).json();
     const started = Date.now();
     const ids = [];
     for (let i = 0; i < jobCount; i++) {
@@ -125,33 +150,209 @@ async function runScenario(workers) {
       wall_seconds: elapsedMs / 1000,
       jobs_per_minute: (succeeded / elapsedMs) * 60_000,
       queue_wait_ms: {
-        p50: percentile(jobs.map((j) => j.started - j.created), 50),
-        p99: percentile(jobs.map((j) => j.started - j.created), 99),
+        p50: percentile(
+          jobs.map((j) => j.started - j.created),
+          50,
+        ),
+        p99: percentile(
+          jobs.map((j) => j.started - j.created),
+          99,
+        ),
       },
-      pickup_to_first_step_ms: { p50: percentile(jobs.filter((j) => j.first_step).map((j) => j.first_step - j.started), 50) },
-      last_step_to_succeeded_ms: { p50: percentile(jobs.filter((j) => j.last_step).map((j) => j.finished - j.last_step), 50) },
+      pickup_to_first_step_ms: {
+        p50: percentile(
+          jobs.filter((j) => j.first_step).map((j) => j.first_step - j.started),
+          50,
+        ),
+      },
+      last_step_to_succeeded_ms: {
+        p50: percentile(
+          jobs.filter((j) => j.last_step).map((j) => j.finished - j.last_step),
+          50,
+        ),
+      },
       checkpoint_bytes: checkpoints.length ? checkpoints[0].bytes : null,
+      load_average_1min_end: Number(loadavg()[0].toFixed(2)),
     };
   } finally {
     for (const child of processes) child.kill('SIGTERM');
-    await Promise.all(processes.map((c) => new Promise((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', resolve)))));
+    await Promise.all(
+      processes.map(
+        (c) =>
+          new Promise((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', resolve))),
+      ),
+    );
     await ds.destroy();
     await scratch.drop();
   }
 }
 
+const median = (values) => percentile(values, 50);
+
+/**
+ * Checkpoint cost of the reference model, measured alone so the figure is not mixed with job
+ * start-up: bytes of one checkpoint blob, ms to encode it (`checkpointAsync`, as the trainer
+ * does), ms to store it through `JobsRepository.saveCheckpoint` (fenced insert and prune in
+ * one transaction, as the worker does) and ms to restore from it. Medians of `repeats`.
+ */
+async function referenceCheckpointCost() {
+  const lc = require(path.join(root, 'libs/lora-core/dist/index.js'));
+  const backend = await lc.selectBackend('cpu');
+  // tools/bench/bench-train.ts REFERENCE. The vocabulary does not enter the checkpoint: only
+  // the adapter, its AdamW moments, the step, RNG and data cursor do.
+  const reference = {
+    n_embd: 256,
+    n_layer: 4,
+    n_head: 4,
+    n_positions: 128,
+    vocab_size: 4096,
+    r: 8,
+  };
+  const model = lc.createRandomCausalLM(
+    lc.parseModelConfig({ model_type: 'gpt2', ...reference }),
+    1,
+    { mode: 'lora' },
+  );
+  model.addAdapter(
+    'bench',
+    {
+      r: reference.r,
+      alpha: 2 * reference.r,
+      dropout: 0,
+      targetModules: ['c_attn'],
+      useRslora: false,
+    },
+    1,
+  );
+  // A short sequence is enough: one real step creates the optimizer moments, and the
+  // checkpoint's size does not depend on the batch.
+  const ids = Array.from({ length: 16 }, (_, t) => (t * 104729) % reference.vocab_size);
+  const trainer = new lc.Trainer({
+    model,
+    train: [{ inputIds: ids, lossMask: ids.map((_, t) => (t === 0 ? 0 : 1)) }],
+    padTokenId: 0,
+    shuffle: false,
+    hyperparameters: { batchSize: 1, epochs: 100, learningRate: 1e-4, seed: 1 },
+  });
+  const repeats = smoke ? 3 : 15;
+  const encodeMs = [];
+  const restoreMs = [];
+  const storeMs = [];
+  let blob;
+  const trainableParameters = model.trainableVariables().reduce((n, v) => n + v.size, 0);
+  const scratch = await db.createScratchDatabase('lorafleet_bench_ckpt');
+  const ds = db.createDataSource({ url: scratch.url });
+  try {
+    await trainer.trainStep();
+    for (let i = 0; i < repeats; i++) {
+      let t = performance.now();
+      blob = await trainer.checkpointAsync();
+      encodeMs.push(performance.now() - t);
+      t = performance.now();
+      trainer.restore(blob);
+      restoreMs.push(performance.now() - t);
+    }
+    await ds.initialize();
+    await db.runMigrations(ds);
+    const tenant = await new db.TenantsRepository(ds).createTenant('bench');
+    const jobs = new db.JobsRepository(ds);
+    const job = await jobs.createWithOutbox(
+      {
+        tenantId: tenant.id,
+        model: 'reference',
+        baseModelHash: null,
+        trainingFileId: 'file-bench',
+        validationFileId: null,
+        suffix: null,
+        seed: 1,
+        metadata: null,
+        hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
+        lora: { r: reference.r, alpha: 2 * reference.r, dropout: 0, use_rslora: false },
+        training: {
+          max_seq_length: 16,
+          lr_scheduler: 'linear',
+          warmup_steps: 0,
+          weight_decay: 0,
+          gradient_accumulation_steps: 1,
+        },
+        learningRate: 1e-4,
+        idempotencyKey: null,
+        requestHash: null,
+      },
+      'bench',
+      (id) => ({ jobId: id }),
+    );
+    const claim = await jobs.claimAttempt(job.id, 'bench', backend);
+    const bytes = Buffer.from(blob);
+    for (let i = 0; i < repeats + 1; i++) {
+      const t = performance.now();
+      const id = await jobs.saveCheckpoint(
+        job.id,
+        claim.leaseToken,
+        { attempt: 1, step: i + 1, metrics: { train_loss: 1 }, blob: bytes },
+        3,
+      );
+      if (id === null) throw new Error('checkpoint refused');
+      if (i > 0) storeMs.push(performance.now() - t); // the first warms the connection pool
+    }
+  } finally {
+    trainer.dispose();
+    model.dispose();
+    if (ds.isInitialized) await ds.destroy();
+    await scratch.drop();
+  }
+  return {
+    model: `gpt2 d=${reference.n_embd} layers=${reference.n_layer} vocab=${reference.vocab_size} r=${reference.r} (c_attn)`,
+    backend,
+    trainable_parameters: trainableParameters,
+    bytes: blob.byteLength,
+    encode_ms: median(encodeMs),
+    store_ms: median(storeMs),
+    restore_ms: median(restoreMs),
+    repeats,
+  };
+}
+
+const loadAtStart = loadavg().map((n) => Number(n.toFixed(2)));
+const checkpoint = await referenceCheckpointCost();
 const results = [];
-for (const workers of [1, 2]) results.push(await runScenario(workers));
-const ratio = results[1].jobs_per_minute / results[0].jobs_per_minute;
+if (!checkpointOnly) for (const workers of [1, 2]) results.push(await runScenario(workers));
+const ratio = checkpointOnly ? null : results[1].jobs_per_minute / results[0].jobs_per_minute;
+const loadAverage = loadavg().map((n) => Number(n.toFixed(2)));
 if (json) {
-  console.log(JSON.stringify({ smoke, results, scaling_2_over_1: ratio }));
+  console.log(
+    JSON.stringify({
+      smoke,
+      results,
+      scaling_2_over_1: ratio,
+      checkpoint_reference: checkpoint,
+      cpus: cpus().length,
+      load_average_start: loadAtStart,
+      load_average_end: loadAverage,
+    }),
+  );
 } else {
-  console.log(`worker benchmark (${smoke ? 'smoke' : 'full'}): ${jobCount} jobs × ${stepsPerJob} steps on tiny-random-gpt2, cpu backend`);
-  console.log('workers  jobs/min  queue-wait p50/p99 ms  pickup→1st step p50 ms  last step→done p50 ms  checkpoint bytes');
+  console.log(
+    `worker benchmark (${smoke ? 'smoke' : 'full'}): ${jobCount} jobs × ${stepsPerJob} steps on tiny-random-gpt2, cpu backend`,
+  );
+  console.log(
+    'workers  jobs/min  queue-wait p50/p99 ms  pickup→1st step p50 ms  last step→done p50 ms  checkpoint bytes',
+  );
   for (const r of results) {
     console.log(
       `${String(r.workers).padStart(7)}  ${r.jobs_per_minute.toFixed(1).padStart(8)}  ${`${Math.round(r.queue_wait_ms.p50)}/${Math.round(r.queue_wait_ms.p99)}`.padStart(21)}  ${String(Math.round(r.pickup_to_first_step_ms.p50 ?? NaN)).padStart(22)}  ${String(Math.round(r.last_step_to_succeeded_ms.p50 ?? NaN)).padStart(21)}  ${String(r.checkpoint_bytes).padStart(16)}`,
     );
   }
-  console.log(`scaling 2 workers / 1 worker: ${ratio.toFixed(2)}× (2 cores shared with api, Postgres and Redis)`);
+  if (ratio !== null) {
+    console.log(
+      `scaling 2 workers / 1 worker: ${ratio.toFixed(2)}× (${cpus().length} cores shared with api, Postgres and Redis)`,
+    );
+  }
+  console.log(
+    `checkpoint, reference model (${checkpoint.model}, ${checkpoint.trainable_parameters} trainable parameters, ${checkpoint.backend}): ` +
+      `${checkpoint.bytes} bytes; encode ${checkpoint.encode_ms.toFixed(1)} ms, store in Postgres ${checkpoint.store_ms.toFixed(1)} ms, restore ${checkpoint.restore_ms.toFixed(1)} ms (medians of ${checkpoint.repeats})`,
+  );
+  console.log(
+    `load average (1/5/15 min): ${loadAtStart.join(' ')} at the start, ${loadAverage.join(' ')} at the end, on ${cpus().length} cores`,
+  );
 }
