@@ -1,12 +1,15 @@
 /**
  * The official `openai` npm client (v6) against the API with only `baseURL` and `apiKey`
- * changed (DESIGN §4). Running a job to a terminal state needs a worker; the end-to-end
- * suite does that. Here: upload, create, retrieve, auto-paginated listing, events,
- * checkpoints, cancel, and the client's error classes.
+ * changed (DESIGN §4): upload, create, retrieve, auto-paginated listing, events, checkpoints,
+ * cancel, the client's error classes, and a job polled to `succeeded` while a real worker
+ * process (the built apps/worker, cpu backend) trains it.
  */
 import { JobsRepository } from '@lorafleet/db';
 import OpenAI, { toFile } from 'openai';
-import { GOOD_JSONL, startApi, type ApiHarness } from './api-harness';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { GOOD_JSONL, MODELS_DIR, startApi, type ApiHarness } from './api-harness';
 
 jest.setTimeout(40_000);
 
@@ -214,5 +217,123 @@ describe('official openai client', () => {
 
     const badKey = new OpenAI({ apiKey: 'lf-wrong', baseURL: `${api.baseUrl}/v1` });
     await expect(badKey.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+  });
+});
+
+/** The built worker (`npm test` builds it first) as a child process against `api`. */
+function startWorker(api: ApiHarness): { child: ChildProcess; output: string[] } {
+  const main = path.resolve(__dirname, '../../worker/dist/main.js');
+  if (!existsSync(main)) {
+    throw new Error(`${main} is missing: run "npm run build" first ("npm test" does)`);
+  }
+  const output: string[] = [];
+  const child = spawn(process.execPath, [main], {
+    env: {
+      ...process.env,
+      DATABASE_URL: api.env.DATABASE_URL,
+      REDIS_URL: api.env.REDIS_URL,
+      LORAFLEET_QUEUE_PREFIX: api.env.LORAFLEET_QUEUE_PREFIX,
+      LORAFLEET_MODELS_DIR: MODELS_DIR,
+      LORAFLEET_BACKEND: 'cpu',
+      LORAFLEET_WORKER_ID: 'openai-client-worker',
+      LORAFLEET_CONTROL_POLL_MS: '200',
+      LORAFLEET_LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+  return { child, output };
+}
+
+describe('official openai client with a real worker', () => {
+  let api: ApiHarness;
+  let client: OpenAI;
+  let worker: { child: ChildProcess; output: string[] } | undefined;
+
+  beforeAll(async () => {
+    api = await startApi();
+    const tenant = await api.tenants.createTenant('sdk-worker');
+    client = new OpenAI({
+      apiKey: (await api.tenants.issueApiKey(tenant.id)).plaintext,
+      baseURL: `${api.baseUrl}/v1`,
+    });
+    worker = startWorker(api);
+  });
+
+  afterAll(async () => {
+    const child = worker?.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await api.close();
+  });
+
+  it('polls a job with jobs.retrieve until it succeeds, then reads its model, events and results', async () => {
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(GOOD_JSONL), 'train.jsonl'),
+      purpose: 'fine-tune',
+    });
+    const created = await client.fineTuning.jobs.create({
+      model: 'tiny-random-gpt2',
+      training_file: file.id,
+      suffix: 'polled',
+      seed: 11,
+      method: {
+        type: 'supervised',
+        supervised: { hyperparameters: { n_epochs: 1, batch_size: 1 } },
+      },
+      // lorafleet's extensions, as a client passes unknown body fields.
+      ...({
+        lora: { r: 2, alpha: 4, target_modules: ['c_attn'] },
+        training: { max_steps: 3, max_seq_length: 32 },
+      } as object),
+    });
+
+    // What a client does: retrieve until the status is terminal.
+    const seen = new Set<string>();
+    let job = created;
+    const deadline = Date.now() + 90_000;
+    while (!['succeeded', 'failed', 'cancelled'].includes(job.status)) {
+      if (Date.now() > deadline || worker?.child.exitCode !== null) {
+        throw new Error(
+          `job ${job.id} still ${job.status} (seen: ${[...seen].join(', ')}); worker:\n${worker?.output.join('')}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      job = await client.fineTuning.jobs.retrieve(created.id);
+      seen.add(job.status);
+    }
+    expect(job).toMatchObject({
+      id: created.id,
+      status: 'succeeded',
+      error: null,
+      fine_tuned_model: expect.stringMatching(/^ft:tiny-random-gpt2:org-[^:]+:polled:ftjob-/),
+      finished_at: expect.any(Number),
+      trained_tokens: expect.any(Number),
+    });
+    // Succeeded means the whole run: step = total_steps.
+    const progress = (job as unknown as { progress: Record<string, unknown> }).progress;
+    expect(progress).toMatchObject({ step: 3, total_steps: 3, percent: 100 });
+    expect(job.result_files).toHaveLength(1);
+
+    // The fine-tuned model is listed and retrievable like any OpenAI model.
+    const model = await client.models.retrieve(job.fine_tuned_model!);
+    expect(model).toMatchObject({ id: job.fine_tuned_model, object: 'model' });
+
+    const messages: string[] = [];
+    for await (const event of client.fineTuning.jobs.listEvents(job.id, { limit: 5 })) {
+      messages.push(event.message);
+    }
+    expect(messages[0]).toMatch(/^Fine-tuning job succeeded: ft:/);
+    expect(messages).toContain('Fine-tuning job queued');
+    expect(messages.some((m) => /^Fine-tuning job started \(attempt 1\)/.test(m))).toBe(true);
+
+    const csv = await (await client.files.content(job.result_files[0])).text();
+    expect(csv.split('\n')[0]).toMatch(/step/);
   });
 });
