@@ -109,6 +109,7 @@ export {
   type BlasHostBackend,
 } from './backend/blas.kernels';
 export { loadOpenBlas, type OpenBlas } from './backend/openblas';
+export { wasmFastMatMulCount, wasmFastMatMulEnabled } from './backend/wasm-matmul.kernels';
 
 // ---- issue 4: trainer, checkpoints, generation --------------------------------------------
 export {

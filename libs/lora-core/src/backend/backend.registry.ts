@@ -1,13 +1,15 @@
 /**
- * Backend selection. This issue ships the two backends that install offline everywhere:
- * tfjs `cpu` (pure JS) and `wasm` (XNNPACK). tfjs-node, tfjs-node-gpu and the BLAS routes
- * join `BackendName` later (DESIGN §7); callers already go through this one seam.
+ * The tfjs host backends that install offline everywhere: `cpu` (pure JS) and `wasm`
+ * (XNNPACK). Preparing wasm also installs lorafleet's kernel replacements (Slice/SplitV from
+ * heap views, BatchMatMul on XNNPACK's fast path); `select-backend.ts` layers OpenBLAS
+ * (`wasm-blas`, `cpu-blas`), webgpu and tfjs-node on top (DESIGN §7).
  */
 import * as tf from '@tensorflow/tfjs';
 import { dirname } from 'node:path';
 
 import { BackendError } from './backend.error';
 import { setBlasKernels } from './blas.kernels';
+import { installWasmFastMatMul } from './wasm-matmul.kernels';
 import { installWasmSliceKernels } from './wasm-slice.kernels';
 
 export type BackendName = 'cpu' | 'wasm';
@@ -26,6 +28,7 @@ async function prepareWasm(): Promise<void> {
   const distDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
   wasm.setWasmPaths(`${distDir}/`);
   installWasmSliceKernels();
+  installWasmFastMatMul(); // before any OpenBLAS kernel, which wraps whatever is registered
   wasmPathsSet = true;
 }
 
