@@ -255,9 +255,25 @@ describe('libs/db against a real Postgres', () => {
       after: b.id,
     });
     expect(page2.map((j) => j.id)).toEqual([a.id]);
+    // Plain SQL rows hydrate exactly as TypeORM's entities.
+    expect(page1[0]).toBeInstanceOf(FineTuningJobEntity);
+    expect(page1[0]).toEqual(await jobs.findForTenant(tenantId, b.id));
     const cancelled = await jobs.listForTenant(tenantId, { limit: 50, status: 'cancelled' });
+    expect(cancelled.length).toBeGreaterThan(0);
     expect(cancelled.every((j) => j.status === 'cancelled')).toBe(true);
+    // Every filter together; a cursor from another tenant matches nothing.
+    expect(
+      (
+        await jobs.listForTenant(tenantId, {
+          limit: 5,
+          status: 'queued',
+          metadata: { team: 'z' },
+          after: b.id,
+        })
+      ).map((j) => j.id),
+    ).toEqual([a.id]);
     expect(await jobs.listForTenant('org-other', { limit: 50 })).toEqual([]);
+    expect(await jobs.listForTenant('org-other', { limit: 50, after: b.id })).toEqual([]);
   });
 });
 

@@ -110,10 +110,27 @@ export interface NewAdapter {
   totalSteps?: number;
 }
 
+interface JobColumn {
+  property: string;
+  column: string;
+  alias: string;
+}
+
 interface HotJobRead {
   name: string;
   sql: string;
-  columns: { property: string; column: string; alias: string }[];
+  columns: JobColumn[];
+}
+
+/**
+ * A pg row → the entity, as TypeORM would hydrate it: pg already parses jsonb, timestamptz,
+ * integer and double precision columns, and this entity has no transformers.
+ */
+function hydrateJob(row: Record<string, unknown>, columns: JobColumn[]): FineTuningJobEntity {
+  const job = new FineTuningJobEntity();
+  const target = job as unknown as Record<string, unknown>;
+  for (const { property, alias } of columns) target[property] = row[alias];
+  return job;
 }
 
 export interface JobListQuery {
@@ -200,27 +217,35 @@ export class JobsRepository {
       is_admin: row.__key_is_admin as boolean,
     });
     if (row.__job_found !== true) return { principal, job: null };
-    const job = new FineTuningJobEntity();
-    const target = job as unknown as Record<string, unknown>;
-    for (const { property, alias } of read.columns) target[property] = row[alias];
-    return { principal, job };
+    return { principal, job: hydrateJob(row, read.columns) };
+  }
+
+  private jobColumnsCache?: { columns: JobColumn[]; select: string };
+
+  /**
+   * The job columns for plain SQL reads, from the entity metadata: explicit columns (never
+   * `j.*`), so a column added by a later migration cannot change a prepared statement's
+   * result type under a running API.
+   */
+  private jobColumns(): { columns: JobColumn[]; select: string } {
+    if (!this.jobColumnsCache) {
+      const columns = this.dataSource.getMetadata(FineTuningJobEntity).columns.map((column, i) => ({
+        property: column.propertyName,
+        column: column.databaseName,
+        alias: `c${i}`,
+      }));
+      const select = columns.map((c) => `j."${c.column}" AS ${c.alias}`).join(', ');
+      this.jobColumnsCache = { columns, select };
+    }
+    return this.jobColumnsCache;
   }
 
   private hotJobReadCache?: HotJobRead;
 
-  /**
-   * SQL and column map of `findForApiKey`, built once from the entity metadata: explicit
-   * columns (never `j.*`), so a column added by a later migration cannot change the prepared
-   * statement's result type under a running API. The name carries a hash of the column list.
-   */
+  /** SQL and column map of `findForApiKey`; the name carries a hash of the SQL. */
   private hotJobRead(): HotJobRead {
     if (this.hotJobReadCache) return this.hotJobReadCache;
-    const columns = this.dataSource.getMetadata(FineTuningJobEntity).columns.map((column, i) => ({
-      property: column.propertyName,
-      column: column.databaseName,
-      alias: `c${i}`,
-    }));
-    const select = columns.map((c) => `j."${c.column}" AS ${c.alias}`).join(', ');
+    const { columns, select } = this.jobColumns();
     const sql = `SELECT k.tenant_id AS __key_tenant_id, k.id AS __key_id, k.is_admin AS __key_is_admin,
             j.id IS NOT NULL AS __job_found, ${select}
        FROM api_keys k
@@ -244,27 +269,38 @@ export class JobsRepository {
       .findOneBy({ tenantId, idempotencyKey: key });
   }
 
-  /** Newest first; `after` is the id of the last job on the previous page (OpenAI cursor). */
+  /**
+   * Newest first; `after` is the id of the last job on the previous page (OpenAI cursor).
+   * Plain prepared SQL on the pg pool like `findForApiKey` (dashboards and clients poll this
+   * page): one statement per filter shape, rows mapped straight onto the entity.
+   */
   async listForTenant(tenantId: string, query: JobListQuery): Promise<FineTuningJobEntity[]> {
-    const qb = this.dataSource
-      .getRepository(FineTuningJobEntity)
-      .createQueryBuilder('j')
-      .where('j.tenant_id = :tenantId', { tenantId });
-    if (query.status) qb.andWhere('j.status = :status', { status: query.status });
+    const { columns, select } = this.jobColumns();
+    const values: unknown[] = [tenantId];
+    const where = ['j.tenant_id = $1'];
+    if (query.status) {
+      values.push(query.status);
+      where.push(`j.status = $${values.length}`);
+    }
     if (query.metadata && Object.keys(query.metadata).length > 0) {
-      qb.andWhere('j.metadata @> :metadata::jsonb', { metadata: JSON.stringify(query.metadata) });
+      values.push(JSON.stringify(query.metadata));
+      where.push(`j.metadata @> $${values.length}::jsonb`);
     }
     if (query.after) {
-      qb.andWhere(
-        '(j.created_at, j.id) < (SELECT a.created_at, a.id FROM fine_tuning_jobs a WHERE a.id = :after AND a.tenant_id = :tenantId)',
-        { after: query.after },
+      values.push(query.after);
+      where.push(
+        `(j.created_at, j.id) < (SELECT a.created_at, a.id FROM fine_tuning_jobs a WHERE a.id = $${values.length} AND a.tenant_id = $1)`,
       );
     }
-    return qb
-      .orderBy('j.created_at', 'DESC')
-      .addOrderBy('j.id', 'DESC')
-      .take(query.limit)
-      .getMany();
+    values.push(query.limit);
+    const sql = `SELECT ${select} FROM fine_tuning_jobs j WHERE ${where.join(' AND ')}
+      ORDER BY j.created_at DESC, j.id DESC LIMIT $${values.length}`;
+    const { rows } = await pgPool(this.dataSource).query<Record<string, unknown>>({
+      name: `lorafleet_list_jobs_${sha256Hex(sql).slice(0, 12)}`,
+      text: sql,
+      values,
+    });
+    return rows.map((row) => hydrateJob(row, columns));
   }
 
   listEvents(jobId: string, after: string | undefined, limit: number): Promise<JobEventEntity[]> {
