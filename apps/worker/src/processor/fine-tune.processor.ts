@@ -285,6 +285,9 @@ export class FineTuneProcessor {
         finalMetrics: result.metrics,
         resultCsv: result.resultCsv,
         samples: result.samples,
+        // The run's own step count: the job's final progress reads step = total, whatever
+        // progress write was last to land.
+        totalSteps: result.steps,
       }),
     );
     if (adapter) {
