@@ -19,6 +19,7 @@ import {
   createWriteStream,
   existsSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -100,6 +101,8 @@ const settings = {
   keep: argv.includes('--keep') || env.LORAFLEET_DEMO_KEEP === '1',
   databaseUrl: env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres',
   redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
+  /** Where the demo's own Postgres and Redis live when it has to start them (not root). */
+  servicesDir: path.resolve(ROOT, env.LORAFLEET_DEMO_SERVICES_DIR || '.lorafleet/services'),
 };
 if (!/^[a-z_][a-z0-9_]{0,62}$/.test(settings.database)) {
   badSetting(`LORAFLEET_DEMO_DB must be a lower-case identifier (got "${settings.database}")`);
@@ -259,6 +262,115 @@ async function checkRedis(url) {
   }
 }
 
+/** The first of `names` found on PATH or in `extraDirs`, or null. */
+function findExecutable(names, extraDirs = []) {
+  const dirs = [...(env.PATH ?? '').split(path.delimiter), ...extraDirs].filter(Boolean);
+  for (const name of names) {
+    for (const dir of dirs) {
+      const candidate = path.join(dir, name);
+      if (existsSync(candidate)) return candidate;
+    }
+  }
+  return null;
+}
+
+/** Debian keeps initdb and pg_ctl out of PATH, in /usr/lib/postgresql/<version>/bin. */
+function postgresBinDirs() {
+  const base = '/usr/lib/postgresql';
+  if (!existsSync(base)) return [];
+  return readdirSync(base)
+    .sort((x, y) => Number(y) - Number(x))
+    .map((version) => path.join(base, version, 'bin'));
+}
+
+/**
+ * Starts Postgres and Redis from their installed binaries, as the current user, in data
+ * directories under settings.servicesDir, on the loopback ports of the configured URLs (so a
+ * second demo finds them again). Returns a hint on how to stop them, or null when a binary is
+ * missing or a server fails to start.
+ */
+function startPrivateServers(pgUrl, redisUrl) {
+  const initdb = findExecutable(['initdb'], postgresBinDirs());
+  const pgCtl = findExecutable(['pg_ctl'], postgresBinDirs());
+  const redisServer = findExecutable(['redis-server']);
+  if (!initdb || !pgCtl || !redisServer) return null;
+  const pgPort = pgUrl.port || '5432';
+  const redisPort = redisUrl.port || '6379';
+  const pgUser = decodeURIComponent(pgUrl.username) || 'postgres';
+  const run = (command, args) =>
+    spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const lastLine = (result) => (result.stderr || result.stdout || '').trim().split('\n').pop();
+
+  const pgData = path.join(settings.servicesDir, `postgres-${pgPort}`);
+  mkdirSync(settings.servicesDir, { recursive: true });
+  if (!existsSync(path.join(pgData, 'PG_VERSION'))) {
+    say(`initialising a Postgres cluster in ${shown(pgData)}/ (user ${pgUser}, trust on loopback)`);
+    const init = run(initdb, [
+      '-D',
+      pgData,
+      '-U',
+      pgUser,
+      '-A',
+      'trust',
+      '--no-sync',
+      '-E',
+      'UTF8',
+    ]);
+    if (init.status !== 0) {
+      say(red(`initdb failed: ${lastLine(init)}`));
+      return null;
+    }
+  }
+  if (run(pgCtl, ['-D', pgData, 'status']).status !== 0) {
+    const start = run(pgCtl, [
+      '-D',
+      pgData,
+      '-l',
+      path.join(pgData, 'server.log'),
+      '-w',
+      '-o',
+      `-p ${pgPort} -c listen_addresses=127.0.0.1 -k ${pgData}`,
+      'start',
+    ]);
+    if (start.status !== 0) {
+      say(red(`pg_ctl start failed: ${lastLine(start)} (log: ${shown(pgData)}/server.log)`));
+      return null;
+    }
+  }
+  const redisDir = path.join(settings.servicesDir, `redis-${redisPort}`);
+  mkdirSync(redisDir, { recursive: true });
+  const pidFile = path.join(redisDir, 'redis.pid');
+  const redisAlive =
+    existsSync(pidFile) && run('kill', ['-0', readFileSync(pidFile, 'utf8').trim()]).status === 0;
+  if (!redisAlive) {
+    const started = run(redisServer, [
+      '--port',
+      redisPort,
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      redisDir,
+      '--daemonize',
+      'yes',
+      '--pidfile',
+      pidFile,
+      '--logfile',
+      path.join(redisDir, 'redis.log'),
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--maxmemory-policy',
+      'noeviction',
+    ]);
+    if (started.status !== 0) {
+      say(red(`redis-server failed to start: ${lastLine(started)}`));
+      return null;
+    }
+  }
+  return { stopHint: `${pgCtl} -D ${shown(pgData)} stop; kill $(cat ${shown(pidFile)})` };
+}
+
 async function ensureServices() {
   let pgError = await checkPostgres(settings.databaseUrl);
   let redisError = await checkRedis(settings.redisUrl);
@@ -293,6 +405,28 @@ async function ensureServices() {
       if (!pgError && !redisError) return;
     }
   }
+  // Not root (Postgres refuses to run as root): the servers' binaries may still be installed,
+  // and any user may run them in data directories of their own, on the URLs' loopback ports.
+  if (local && !isRoot) {
+    const started = startPrivateServers(pg, redis);
+    if (started) {
+      // redis-server daemonizes before it listens: give both a few seconds.
+      for (let attempt = 0; attempt < 20; attempt++) {
+        pgError = await checkPostgres(settings.databaseUrl);
+        redisError = await checkRedis(settings.redisUrl);
+        if (!pgError && !redisError) break;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      if (!pgError && !redisError) {
+        say(
+          `own Postgres ${hostOf(settings.databaseUrl)} and Redis ${hostOf(settings.redisUrl)} ` +
+            `started from the installed binaries in ${shown(settings.servicesDir)}/; they keep ` +
+            `running (stop: ${started.stopHint})`,
+        );
+        return;
+      }
+    }
+  }
   const problems = [
     pgError && `  Postgres at ${redact(settings.databaseUrl)}: ${pgError}`,
     redisError && `  Redis at ${settings.redisUrl}: ${redisError}`,
@@ -302,10 +436,14 @@ async function ensureServices() {
   fail(
     `the demo needs Postgres (13+) and Redis (6.2+), and these do not answer:\n${problems}`,
     [
-      'Either install and start them locally, e.g. on Debian/Ubuntu as root:',
+      'Either install them, e.g. on Debian/Ubuntu as root:',
       '  apt-get install -y postgresql redis-server && bash tools/scripts/ensure-services.sh',
       '(ensure-services.sh starts both and lets user postgres log in over 127.0.0.1 without a password;',
-      ' `npm run demo` runs it by itself when it is started as root)',
+      ' `npm run demo` runs it by itself when it is started as root; started as another user, it runs',
+      ` the installed initdb/pg_ctl and redis-server itself, in ${shown(settings.servicesDir)}/)`,
+      'or start them with Docker where a Docker engine runs:',
+      '  docker run -d -p 127.0.0.1:5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16',
+      '  docker run -d -p 127.0.0.1:6379:6379 redis:7',
       'or point the demo at running servers:',
       '  DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/postgres REDIS_URL=redis://HOST:6379 npm run demo',
       '(the Postgres user needs CREATEDB; the demo creates its own database, ' +

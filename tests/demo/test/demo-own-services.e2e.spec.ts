@@ -1,0 +1,124 @@
+/**
+ * `npm run demo` for a user who is not root and whose Postgres and Redis do not answer: the
+ * demo starts the installed server binaries itself (initdb + pg_ctl, redis-server) in a
+ * data directory of its own, on the URLs' loopback ports, and runs the whole job against
+ * them. As root (CI), the demo runs as user `nobody` through `runuser`, because Postgres
+ * refuses to run as root and root takes the ensure-services.sh path instead.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+const REPO_ROOT = path.resolve(__dirname, '../../..');
+const NOBODY = 65534;
+
+jest.setTimeout(180_000);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+describe('npm run demo without root and without running servers', () => {
+  const asRoot = process.getuid?.() === 0;
+  const base = mkdtempSync(path.join(tmpdir(), 'lorafleet-demo-own-'));
+  const runDir = path.join(base, 'run');
+  const servicesDir = path.join(base, 'services');
+  let pgPort = 0;
+  let redisPort = 0;
+
+  beforeAll(async () => {
+    pgPort = await freePort();
+    redisPort = await freePort();
+    if (asRoot) chownSync(base, NOBODY, NOBODY);
+  });
+
+  afterAll(() => {
+    // Stop the servers the demo left running (as their owner), then remove everything.
+    const pgData = path.join(servicesDir, `postgres-${pgPort}`);
+    const stop = (command: string, args: string[]) =>
+      asRoot
+        ? spawnSync('runuser', ['-u', 'nobody', '--', command, ...args])
+        : spawnSync(command, args);
+    const pgCtl = ['/usr/local/bin/pg_ctl', ...postgresCtlCandidates()].find((p) => existsSync(p));
+    if (pgCtl && existsSync(pgData)) stop(pgCtl, ['-D', pgData, '-m', 'immediate', 'stop']);
+    const pidFile = path.join(servicesDir, `redis-${redisPort}`, 'redis.pid');
+    if (existsSync(pidFile)) stop('kill', [readFileSync(pidFile, 'utf8').trim()]);
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it('starts its own Postgres and Redis from the installed binaries and runs the job', async () => {
+    const env = {
+      ...process.env,
+      HOME: base,
+      NO_COLOR: '1',
+      LORAFLEET_DEMO_SKIP_BUILD: '1',
+      LORAFLEET_DEMO_STEPS: '10',
+      LORAFLEET_DEMO_TEST_LIMIT: '5',
+      LORAFLEET_DEMO_DIR: runDir,
+      LORAFLEET_DEMO_SERVICES_DIR: servicesDir,
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/postgres`,
+      REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+    };
+    const demo = path.join(REPO_ROOT, 'tools/demo/demo.mjs');
+    const [command, args] = asRoot
+      ? [
+          'runuser',
+          ['-u', 'nobody', '--', 'env', ...envArgs(env), process.execPath, demo] as string[],
+        ]
+      : [process.execPath, [demo]];
+    const output: string[] = [];
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn(command, args, {
+        cwd: REPO_ROOT,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stdout.on('data', (c: Buffer) => output.push(c.toString()));
+      child.stderr.on('data', (c: Buffer) => output.push(c.toString()));
+      child.on('error', reject);
+      child.on('exit', resolve);
+    });
+    const text = output.join('');
+    if (code !== 0) throw new Error(`demo exited ${code}:\n${text}`);
+
+    expect(text).toContain(`initialising a Postgres cluster in ${servicesDir}/postgres-${pgPort}/`);
+    expect(text).toMatch(
+      new RegExp(
+        `own Postgres 127\\.0\\.0\\.1:${pgPort} and Redis 127\\.0\\.0\\.1:${redisPort} started`,
+      ),
+    );
+    expect(existsSync(path.join(servicesDir, `postgres-${pgPort}`, 'PG_VERSION'))).toBe(true);
+    expect(existsSync(path.join(servicesDir, `redis-${redisPort}`, 'redis.pid'))).toBe(true);
+    // The whole job ran against them: adapter downloaded, evaluation done, DEMO line printed.
+    expect(existsSync(path.join(runDir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
+    expect(text.trim().split('\n').pop()).toMatch(
+      /^DEMO metric=phoneme_error_rate base=\d+\.\d{3} adapter=\d+\.\d{3} wall_s=\d+$/,
+    );
+    const demoEnv = readFileSync(path.join(runDir, 'demo.env'), 'utf8');
+    expect(demoEnv).toContain(`127.0.0.1:${pgPort}`);
+    expect(demoEnv).toContain(`REDIS_URL=redis://127.0.0.1:${redisPort}`);
+  });
+});
+
+/** `KEY=value` arguments for `env`, since runuser does not pass the environment through. */
+function envArgs(env: NodeJS.ProcessEnv): string[] {
+  return Object.entries(env)
+    .filter(([key, value]) => value !== undefined && !key.startsWith('npm_') && key !== 'INIT_CWD')
+    .map(([key, value]) => `${key}=${value}`);
+}
+
+/** Debian's pg_ctl lives in /usr/lib/postgresql/<version>/bin. */
+function postgresCtlCandidates(): string[] {
+  const base = '/usr/lib/postgresql';
+  if (!existsSync(base)) return [];
+  return readdirSync(base).map((version) => path.join(base, version, 'bin', 'pg_ctl'));
+}
