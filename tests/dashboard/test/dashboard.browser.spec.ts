@@ -173,9 +173,11 @@ describe('dashboard in a browser', () => {
       ['#field-seed', '7'],
       ['#field-lora-r', '4'],
       ['#field-lora-alpha', '8'],
-      ['#field-n-epochs', '8'],
+      // Long enough (a few seconds even on a quiet machine) for the page, which polls every
+      // 2 s, to show the progress bar between 0 and 100.
+      ['#field-n-epochs', '50'],
       ['#field-batch-size', '2'],
-      ['#field-max-steps', '30'],
+      ['#field-max-steps', '200'],
       ['#field-max-seq-length', '32'],
     ];
     for (const [selector, value] of fill) await page.fill(selector, value);
