@@ -7,6 +7,7 @@ import type {
   FastifyServerOptions,
   FastifyRequest,
 } from 'fastify';
+import { LogController } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 
@@ -41,10 +42,7 @@ export interface LogDestination {
 export function fastifyLoggingOptions(
   env: Pick<ApiEnv, 'LORAFLEET_LOG_LEVEL'>,
   destination?: LogDestination,
-): Pick<
-  FastifyServerOptions,
-  'logger' | 'genReqId' | 'requestIdLogLabel' | 'disableRequestLogging'
-> {
+): Pick<FastifyServerOptions, 'logger' | 'genReqId' | 'logController'> {
   return {
     logger: {
       level: PINO_LEVELS[env.LORAFLEET_LOG_LEVEL],
@@ -54,8 +52,10 @@ export function fastifyLoggingOptions(
       ...(destination ? { stream: destination } : {}),
     },
     genReqId: (request: IncomingMessage) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
-    requestIdLogLabel: 'request_id',
-    disableRequestLogging: true,
+    logController: new LogController({
+      requestIdLogLabel: 'request_id',
+      disableRequestLogging: true,
+    }),
   };
 }
 
