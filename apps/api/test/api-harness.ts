@@ -8,7 +8,6 @@ import {
   type ScratchDatabase,
 } from '@lorafleet/db';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -16,17 +15,6 @@ import { createApiApp } from '../src/bootstrap';
 import type { LogDestination } from '../src/http/request-logging';
 
 export const MODELS_DIR = path.resolve(__dirname, '../../../models');
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export async function until<T>(
   what: string,
@@ -44,6 +32,8 @@ export async function until<T>(
 
 /** Fault helpers shared with the worker suites (libs/db testing). */
 import { PrivateRedis, TcpProxy } from '@lorafleet/db';
+import { freePort } from '@lorafleet/db';
+export { freePort };
 export { PrivateRedis, TcpProxy };
 
 export interface ApiHarness {

@@ -5,27 +5,17 @@
  * them. As root (CI), the demo runs as user `nobody` through `runuser`, because Postgres
  * refuses to run as root and root takes the ensure-services.sh path instead.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { freePort } from '@lorafleet/db';
 
-const REPO_ROOT = path.resolve(__dirname, '../../..');
+import { DEMO_SCRIPT, runDemo } from './demo-process';
+
 const NOBODY = 65534;
 
 jest.setTimeout(180_000);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 describe('npm run demo without root and without running servers', () => {
   const asRoot = process.getuid?.() === 0;
@@ -68,27 +58,17 @@ describe('npm run demo without root and without running servers', () => {
       DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/postgres`,
       REDIS_URL: `redis://127.0.0.1:${redisPort}`,
     };
-    const demo = path.join(REPO_ROOT, 'tools/demo/demo.mjs');
-    const [command, args] = asRoot
-      ? [
-          'runuser',
-          ['-u', 'nobody', '--', 'env', ...envArgs(env), process.execPath, demo] as string[],
-        ]
-      : [process.execPath, [demo]];
-    const output: string[] = [];
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const child = spawn(command, args, {
-        cwd: REPO_ROOT,
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      child.stdout.on('data', (c: Buffer) => output.push(c.toString()));
-      child.stderr.on('data', (c: Buffer) => output.push(c.toString()));
-      child.on('error', reject);
-      child.on('exit', resolve);
-    });
-    const text = output.join('');
-    if (code !== 0) throw new Error(`demo exited ${code}:\n${text}`);
+    const text = asRoot
+      ? await runDemo(env, 'runuser', [
+          '-u',
+          'nobody',
+          '--',
+          'env',
+          ...envArgs(env),
+          process.execPath,
+          DEMO_SCRIPT,
+        ])
+      : await runDemo(env);
 
     expect(text).toContain(`initialising a Postgres cluster in ${servicesDir}/postgres-${pgPort}/`);
     expect(text).toMatch(

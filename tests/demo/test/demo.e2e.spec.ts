@@ -7,14 +7,14 @@
  * the demo's headline metric, the phoneme error rate (lower is better), and must not do worse
  * on exact match.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
 
-const REPO_ROOT = path.resolve(__dirname, '../../..');
+import { runDemo } from './demo-process';
+
 /** Reduced budget (override with the same variables the demo reads). */
 const STEPS = process.env.LORAFLEET_DEMO_STEPS ?? '100';
 const TEST_LIMIT = process.env.LORAFLEET_DEMO_TEST_LIMIT ?? '60';
@@ -45,28 +45,15 @@ describe('npm run demo (reduced budget)', () => {
   });
 
   it('fine-tunes over REST and the adapter beats the 5-shot base model on held-out words', async () => {
-    const output: string[] = [];
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const child = spawn(process.execPath, [path.join(REPO_ROOT, 'tools/demo/demo.mjs')], {
-        cwd: REPO_ROOT,
-        env: {
-          ...process.env,
-          LORAFLEET_DEMO_SKIP_BUILD: '1',
-          LORAFLEET_DEMO_STEPS: STEPS,
-          LORAFLEET_DEMO_TEST_LIMIT: TEST_LIMIT,
-          LORAFLEET_DEMO_DB: database,
-          LORAFLEET_DEMO_DIR: runDir,
-          NO_COLOR: '1',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      child.stdout.on('data', (c: Buffer) => output.push(c.toString()));
-      child.stderr.on('data', (c: Buffer) => output.push(c.toString()));
-      child.on('error', reject);
-      child.on('exit', resolve);
+    const text = await runDemo({
+      ...process.env,
+      LORAFLEET_DEMO_SKIP_BUILD: '1',
+      LORAFLEET_DEMO_STEPS: STEPS,
+      LORAFLEET_DEMO_TEST_LIMIT: TEST_LIMIT,
+      LORAFLEET_DEMO_DB: database,
+      LORAFLEET_DEMO_DIR: runDir,
+      NO_COLOR: '1',
     });
-    const text = output.join('');
-    if (code !== 0) throw new Error(`demo exited ${code}:\n${text}`);
 
     // The live progress: bar, step, loss and ETA lines.
     expect(text).toMatch(new RegExp(`step \\d+/${STEPS} {2}loss \\d+\\.\\d{4} {2}eta `));
