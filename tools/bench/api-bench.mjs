@@ -183,6 +183,15 @@ async function main() {
         expect: 200,
       },
       {
+        // The API's framework cost alone (Nest on Fastify, hooks, no database): how much of
+        // GET job's time is the pipeline rather than the query.
+        name: 'API /healthz (no query)',
+        base: apiBase,
+        method: 'GET',
+        paths: ['/healthz'],
+        expect: 200,
+      },
+      {
         name: 'GET job',
         base: apiBase,
         method: 'GET',
