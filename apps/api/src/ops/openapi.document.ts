@@ -546,6 +546,9 @@ const SUCCESS_HEADERS: Record<string, JsonSchema> = {
   retrieveFineTuningJob: { ETag: { schema: { type: 'string' } } },
 };
 
+/** Every answer carries the request id it was logged under (apps/api/src/http/request-logging.ts). */
+const REQUEST_ID_RESPONSE = { 'X-Request-Id': { $ref: '#/components/headers/RequestId' } };
+
 /** Every operation as `[METHOD, path]`, for the docs page and the route-coverage test. */
 export function documentedRoutes(): {
   method: string;
@@ -595,18 +598,25 @@ export function buildOpenApiDocument(): Record<string, unknown> {
     const opResponses: Record<string, unknown> = {
       [String(op.status)]: {
         description: op.summary,
-        ...(SUCCESS_HEADERS[op.operationId] ? { headers: SUCCESS_HEADERS[op.operationId] } : {}),
+        headers: { ...REQUEST_ID_RESPONSE, ...SUCCESS_HEADERS[op.operationId] },
         content: op.response,
       },
     };
     if (op.parameters?.includes(ifNoneMatch)) {
-      opResponses['304'] = { description: 'Not modified: the If-None-Match ETag still matches' };
+      opResponses['304'] = {
+        description: 'Not modified: the If-None-Match ETag still matches',
+        headers: REQUEST_ID_RESPONSE,
+      };
     }
     for (const status of op.errors) {
       opResponses[String(status)] =
         op.tag === 'Ops'
-          ? { description: ERROR_DESCRIPTIONS[status] }
-          : { description: ERROR_DESCRIPTIONS[status], content: json(ref('Error')) };
+          ? { description: ERROR_DESCRIPTIONS[status], headers: REQUEST_ID_RESPONSE }
+          : {
+              description: ERROR_DESCRIPTIONS[status],
+              headers: REQUEST_ID_RESPONSE,
+              content: json(ref('Error')),
+            };
     }
     paths[op.path] ??= {};
     paths[op.path][op.method] = {
@@ -615,7 +625,7 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       ...(op.description ? { description: op.description } : {}),
       tags: [op.tag],
       security: SECURITY[op.auth],
-      ...(op.parameters ? { parameters: op.parameters } : {}),
+      parameters: [...(op.parameters ?? []), { $ref: '#/components/parameters/RequestId' }],
       ...(op.requestBody ? { requestBody: op.requestBody } : {}),
       responses: opResponses,
     };
@@ -637,6 +647,23 @@ export function buildOpenApiDocument(): Record<string, unknown> {
     paths,
     components: {
       schemas: { ...responses, ...requests },
+      parameters: {
+        RequestId: {
+          name: 'X-Request-Id',
+          in: 'header',
+          required: false,
+          description:
+            'Correlates the request with its log lines; kept when it matches the pattern, ' +
+            'otherwise the API generates a UUID. Echoed on every answer.',
+          schema: { type: 'string', maxLength: 128, pattern: '^[\\w.:@/+=-]{1,128}$' },
+        },
+      },
+      headers: {
+        RequestId: {
+          description: "The request id the answer was logged under (the caller's or a UUID)",
+          schema: { type: 'string' },
+        },
+      },
       securitySchemes: {
         apiKey: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <API key>' },
         adminBasic: {
