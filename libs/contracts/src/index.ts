@@ -1,3 +1,4 @@
+export * from './adapters';
 export * from './errors';
 export * from './env';
 export * from './files';

@@ -3,7 +3,8 @@ import type { AuthenticatedPrincipal } from '@lorafleet/db';
 import type { FastifyReply } from 'fastify';
 import { ApiKeyGuard } from '../auth/api-key.guard';
 import { Principal } from '../auth/principal.decorator';
-import { AdaptersService, type AdapterObject } from './adapters.service';
+import type { AdapterObject } from '@lorafleet/contracts';
+import { AdaptersService } from './adapters.service';
 
 @Controller('v1/adapters')
 @UseGuards(ApiKeyGuard)

@@ -1,19 +1,8 @@
 import { Injectable } from '@nestjs/common';
+import type { AdapterObject } from '@lorafleet/contracts';
 import { AdaptersRepository, type AdapterEntity } from '@lorafleet/db';
 import { ApiError } from '../errors/api-error';
 import { tarGz } from '../http/tar-gz';
-
-export interface AdapterObject {
-  id: string;
-  object: 'adapter';
-  created_at: number;
-  fine_tuned_model: string;
-  base_model: string;
-  fine_tuning_job_id: string;
-  adapter_config: Record<string, unknown>;
-  weights_sha256: string;
-  files: string[];
-}
 
 export const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'] as const;
 export type AdapterFileName = (typeof ADAPTER_FILES)[number];

@@ -1,6 +1,10 @@
-import { FileObjectSchema, FineTuningJobSchema, JobStatusSchema } from '@lorafleet/contracts';
+import {
+  FileObjectSchema,
+  FineTuningJobSchema,
+  JobStatusSchema,
+  type AdapterObject,
+} from '@lorafleet/contracts';
 import { z } from 'zod';
-import type { AdapterObject } from '../adapters/adapters.service';
 import type { WorkersController } from '../fleet/workers.controller';
 import type { JobsService } from '../jobs/jobs.service';
 import type { ModelObject } from '../models/models.service';

@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises';
 
 import { loadTokenizer, parseJsonlExamples, tokenizeExample } from '@lorafleet/data';
 import {
-  REQUESTED_BACKENDS,
   evaluateSequences,
   loadCausalLM,
   loadPeftAdapter,
@@ -11,6 +10,7 @@ import {
 
 import { parseCommandArgs, parsePositiveInt, requireString } from '../cli-args.util';
 import { EXIT_OK, UsageError, type CliIo } from '../cli.io';
+import { REQUESTED_BACKEND_HELP, parseRequestedBackend } from './backend.option';
 import { checkAdapterLineage } from './adapter-lineage.util';
 
 export const EVAL_USAGE = `Usage: lorafleet eval --model <dir> --data <jsonl> [options]
@@ -25,7 +25,7 @@ Options:
   --max-seq-length <n>      longest example kept, tail cut (default min(1024, positions))
   --batch-size <n>          examples per forward pass (default 8)
   --allow-base-mismatch     apply an adapter whose lineage names other base weights
-  --backend <name>          ${REQUESTED_BACKENDS.join(' | ')} (default $LORAFLEET_BACKEND or auto)
+  --backend <name>          ${REQUESTED_BACKEND_HELP}
   --json                    print {"loss", "perplexity", "mean_token_accuracy", ...}
   -h, --help                show this help`;
 
@@ -49,12 +49,7 @@ export async function runEval(args: string[], io: CliIo): Promise<number> {
   const dataPath = requireString(values.data, '--data');
   const batchSize =
     values['batch-size'] === undefined ? 8 : parsePositiveInt(values['batch-size'], '--batch-size');
-  const requestedBackend = values.backend ?? process.env.LORAFLEET_BACKEND ?? 'auto';
-  if (!(REQUESTED_BACKENDS as readonly string[]).includes(requestedBackend)) {
-    throw new UsageError(
-      `--backend must be one of ${REQUESTED_BACKENDS.join(', ')} (got "${requestedBackend}")`,
-    );
-  }
+  const requestedBackend = parseRequestedBackend(values.backend);
 
   const examples = parseJsonlExamples(await readFile(dataPath, 'utf8'));
   const tokenizer = await loadTokenizer(modelDir);

@@ -1,14 +1,9 @@
 import { loadTokenizer, renderChat } from '@lorafleet/data';
-import {
-  REQUESTED_BACKENDS,
-  generateText,
-  loadCausalLM,
-  loadPeftAdapter,
-  selectBackend,
-} from '@lorafleet/lora-core';
+import { generateText, loadCausalLM, loadPeftAdapter, selectBackend } from '@lorafleet/lora-core';
 
 import { parseCommandArgs, parsePositiveInt, requireString } from '../cli-args.util';
 import { EXIT_OK, UsageError, type CliIo } from '../cli.io';
+import { REQUESTED_BACKEND_HELP, parseRequestedBackend } from './backend.option';
 import { checkAdapterLineage } from './adapter-lineage.util';
 
 export const GENERATE_USAGE = `Usage: lorafleet generate --model <dir> --prompt <text> [options]
@@ -25,7 +20,7 @@ Options:
   --top-p <p>               nucleus sampling mass in (0, 1] (default 1)
   --seed <n>                sampling seed (default 0)
   --allow-base-mismatch     apply an adapter whose lineage names other base weights
-  --backend <name>          ${REQUESTED_BACKENDS.join(' | ')} (default $LORAFLEET_BACKEND or auto)
+  --backend <name>          ${REQUESTED_BACKEND_HELP}
   --json                    print {"completion", "token_ids", "finish_reason", ...}
   -h, --help                show this help`;
 
@@ -85,12 +80,7 @@ export async function runGenerate(args: string[], io: CliIo): Promise<number> {
     throw new UsageError(`--seed must be an integer >= 0 (got "${values.seed}")`);
   }
   const seed = values.seed === undefined ? 0 : Number(values.seed);
-  const requestedBackend = values.backend ?? process.env.LORAFLEET_BACKEND ?? 'auto';
-  if (!(REQUESTED_BACKENDS as readonly string[]).includes(requestedBackend)) {
-    throw new UsageError(
-      `--backend must be one of ${REQUESTED_BACKENDS.join(', ')} (got "${requestedBackend}")`,
-    );
-  }
+  const requestedBackend = parseRequestedBackend(values.backend);
 
   const tokenizer = await loadTokenizer(modelDir);
   const prompt = values.chat

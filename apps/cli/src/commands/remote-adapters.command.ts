@@ -1,5 +1,5 @@
 /** `lorafleet adapters get|download`: trained PEFT adapters over REST (`/v1/adapters`). */
-import type { FineTuningJob } from '@lorafleet/contracts';
+import type { AdapterObject, FineTuningJob } from '@lorafleet/contracts';
 import { createHash } from 'node:crypto';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -17,19 +17,6 @@ import {
 } from '../remote/remote-command';
 import { TarError, readTarGz, safeRelativePath } from '../remote/tar';
 import { isTerminal } from '../remote/watch';
-
-/** The adapter object of `GET /v1/adapters/{id}`. */
-export interface AdapterObject {
-  id: string;
-  object: 'adapter';
-  created_at: number;
-  fine_tuned_model: string;
-  base_model: string;
-  fine_tuning_job_id: string;
-  adapter_config: Record<string, unknown>;
-  weights_sha256: string;
-  files: string[];
-}
 
 export const ADAPTERS_USAGE = `Usage: lorafleet adapters <command> [options]
 

@@ -4,7 +4,6 @@ import { basename, join, resolve } from 'node:path';
 
 import {
   LR_SCHEDULERS,
-  REQUESTED_BACKENDS,
   TrainingAbortedError,
   latestCheckpoint,
   listCheckpointFiles,
@@ -27,6 +26,7 @@ import {
   requireString,
 } from '../cli-args.util';
 import { EXIT_OK, UsageError, type CliIo } from '../cli.io';
+import { REQUESTED_BACKEND_HELP, parseRequestedBackend } from './backend.option';
 
 export const TRAIN_USAGE = `Usage: lorafleet train --model <dir> --train <jsonl> --out <peft-dir> [options]
 
@@ -71,7 +71,7 @@ Checkpoints:
   --resume                      continue from the newest checkpoint in --checkpoint-dir
 
 Other:
-  --backend <name>              ${REQUESTED_BACKENDS.join(' | ')} (default $LORAFLEET_BACKEND or auto)
+  --backend <name>              ${REQUESTED_BACKEND_HELP}
   --force                       write into a non-empty --out
   --json                        print the final summary as JSON
   --quiet                       no progress output
@@ -258,12 +258,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
   if (existsSync(outDir) && readdirSync(outDir).length > 0 && !values.force) {
     throw new UsageError(`--out ${outDir} is not empty (pass --force to overwrite)`);
   }
-  const requestedBackend = values.backend ?? process.env.LORAFLEET_BACKEND ?? 'auto';
-  if (!(REQUESTED_BACKENDS as readonly string[]).includes(requestedBackend)) {
-    throw new UsageError(
-      `--backend must be one of ${REQUESTED_BACKENDS.join(', ')} (got "${requestedBackend}")`,
-    );
-  }
+  const requestedBackend = parseRequestedBackend(values.backend);
 
   let resumeFrom: Uint8Array | null = null;
   if (checkpointDir !== undefined) {
