@@ -35,9 +35,39 @@ const GOOD_JSONL =
     .map(([prompt, completion]) => JSON.stringify({ prompt, completion }))
     .join('\n') + '\n';
 const BAD_JSONL = '{"prompt": 1}\nnot json\n';
+/**
+ * 400 examples × 50 epochs = 20,000 steps: the job paused, resumed and cancelled below must
+ * still be running after the checks in between, however fast the machine. On a quiet machine
+ * the tiny model trains ~100 steps a second, so GOOD_JSONL's 400 steps ended within the 5 s
+ * hidden-tab check and the pause was refused (the job had already succeeded).
+ */
+const LONG_JSONL = Array.from(
+  { length: 400 },
+  (_, i) => JSON.stringify({ prompt: `Echo ${i}: `, completion: `${i}` }) + '\n',
+).join('');
 
 /** RGB of the train-loss line (apps/dashboard/src/pages/job-detail.tsx). */
 const TRAIN_LOSS_RGB: [number, number, number] = [0x1d, 0x4e, 0xd8];
+
+/**
+ * Confirms the open job-action dialog and waits for it to close. A refused action keeps the
+ * dialog open with the API's message; fail with that message rather than a later timeout.
+ */
+async function confirmAction(page: Page, label: string): Promise<void> {
+  const dialog = page.locator('dialog[open]');
+  await page.getByRole('button', { name: label }).click();
+  const refusal = await waitFor(
+    `the dialog to close after "${label}"`,
+    async () => {
+      if ((await dialog.count()) === 0) return null;
+      const alert = dialog.getByRole('alert');
+      return (await alert.count()) > 0 ? ((await alert.textContent()) ?? '') : undefined;
+    },
+    15_000,
+    50,
+  );
+  if (refusal !== null) throw new Error(`"${label}" was refused: ${refusal}`);
+}
 
 describe('dashboard in a browser', () => {
   let stack: Stack;
@@ -294,7 +324,7 @@ describe('dashboard in a browser', () => {
   });
 
   it('pauses, resumes and cancels a second job, each after confirmation', async () => {
-    const file = await alice.upload('long.jsonl', GOOD_JSONL);
+    const file = await alice.upload('long.jsonl', LONG_JSONL);
     const created = await alice.request('POST', '/v1/fine_tuning/jobs', {
       model: 'tiny-random-gpt2',
       training_file: file.id,
@@ -345,7 +375,7 @@ describe('dashboard in a browser', () => {
 
     await page.getByRole('button', { name: 'Pause' }).click();
     await page.getByRole('dialog', { name: 'Pause this job?' }).waitFor();
-    await page.getByRole('button', { name: 'Yes, pause' }).click();
+    await confirmAction(page, 'Yes, pause');
     await waitFor(
       'paused',
       async () => ((await statusOf(page)) === 'paused' ? true : undefined),
@@ -361,7 +391,7 @@ describe('dashboard in a browser', () => {
     );
 
     await page.getByRole('button', { name: 'Resume' }).click();
-    await page.getByRole('button', { name: 'Yes, resume' }).click();
+    await confirmAction(page, 'Yes, resume');
     await waitFor(
       'resumed',
       async () => (['queued', 'running'].includes((await statusOf(page)) ?? '') ? true : undefined),
@@ -379,7 +409,7 @@ describe('dashboard in a browser', () => {
     await page.getByRole('button', { name: 'Cancel job' }).click();
     await dialog.waitFor();
     await screenshot(page, 'job-cancel-confirm', false);
-    await page.getByRole('button', { name: 'Yes, cancel job' }).click();
+    await confirmAction(page, 'Yes, cancel job');
     await waitFor(
       'cancelled',
       async () => ((await statusOf(page)) === 'cancelled' ? true : undefined),

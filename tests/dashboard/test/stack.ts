@@ -12,7 +12,7 @@ import {
 } from '@lorafleet/db';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
@@ -54,7 +54,13 @@ class AppProcess {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const collect = (chunk: Buffer) => this.output.push(chunk.toString());
+    const logDir = process.env.LORAFLEET_TEST_LOG_DIR;
+    const logFile = logDir ? path.join(logDir, `${app}-${this.child.pid ?? 'x'}.log`) : null;
+    if (logDir) mkdirSync(logDir, { recursive: true });
+    const collect = (chunk: Buffer) => {
+      this.output.push(chunk.toString());
+      if (logFile) appendFileSync(logFile, chunk);
+    };
     this.child.stdout?.on('data', collect);
     this.child.stderr?.on('data', collect);
     this.exited = new Promise((resolve) => this.child.on('exit', () => resolve()));
@@ -145,7 +151,7 @@ export async function startStack(): Promise<Stack> {
       LORAFLEET_MODELS_DIR: path.join(REPO_ROOT, 'models'),
       LORAFLEET_QUEUE_PREFIX: queuePrefix,
       LORAFLEET_MIN_EXAMPLES: '4',
-      LORAFLEET_LOG_LEVEL: 'warn',
+      LORAFLEET_LOG_LEVEL: process.env.LORAFLEET_TEST_LOG_DIR ? 'log' : 'warn',
     };
     api = new AppProcess('api', {
       ...env,

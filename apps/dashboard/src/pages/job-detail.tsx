@@ -263,6 +263,9 @@ export function JobDetailPage({ id }: { id: string }) {
       pollNow();
     } catch (error) {
       setActionError(error instanceof Error ? error.message : String(error));
+      // A refusal usually means the job moved on (it finished while the tab was hidden, say):
+      // show its state now rather than at the next poll.
+      pollNow();
     } finally {
       setActionBusy(false);
     }
