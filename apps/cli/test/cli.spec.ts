@@ -7,6 +7,7 @@ import { buildByteLevelBpeTokenizerJson, toByteLevel, writeTokenizerDir } from '
 import {
   createRandomCausalLM,
   initBackend,
+  REQUESTED_BACKENDS,
   parseModelConfig,
   readSafetensors,
   saveHfModel,
@@ -212,6 +213,66 @@ describe('lorafleet merge', () => {
     const again = await run('merge', '--model', GPT2, '--adapter', GPT2_ADAPTER, '--out', out);
     expect(again.code).toBe(2);
     expect(again.err).toMatch(/not empty/);
+  });
+
+  it('runs on webgpu (LORAFLEET_BACKEND) and writes the weights a --backend cpu merge writes', async () => {
+    const mergeArgs = (out: string) => [
+      'merge',
+      '--model',
+      GPT2,
+      '--adapter',
+      GPT2_ADAPTER,
+      '--out',
+      out,
+    ];
+    const saved = process.env.LORAFLEET_BACKEND;
+    // Both defaults at once: the environment picks webgpu, and --backend overrides it.
+    process.env.LORAFLEET_BACKEND = 'webgpu';
+    let cpu: Awaited<ReturnType<typeof run>>;
+    let gpu: Awaited<ReturnType<typeof run>>;
+    try {
+      cpu = await run(...mergeArgs(join(scratch, 'merged-cpu')), '--backend', 'cpu');
+      gpu = await run(...mergeArgs(join(scratch, 'merged-webgpu')));
+    } finally {
+      if (saved === undefined) delete process.env.LORAFLEET_BACKEND;
+      else process.env.LORAFLEET_BACKEND = saved;
+    }
+    expect(cpu.code).toBe(0);
+    expect(cpu.out).toMatch(/ on cpu$/m);
+    expect(gpu.code).toBe(0);
+    expect(gpu.out).toMatch(/ on webgpu$/m);
+
+    const weights = (dir: string) =>
+      readSafetensors(readFileSync(join(scratch, dir, 'model.safetensors'))).tensors;
+    const [onCpu, onGpu] = [weights('merged-cpu'), weights('merged-webgpu')];
+    expect([...onGpu.keys()]).toEqual([...onCpu.keys()]);
+    let worst = 0;
+    for (const [key, ref] of onCpu) {
+      const got = onGpu.get(key)!.data;
+      for (let i = 0; i < ref.data.length; i++) {
+        worst = Math.max(worst, Math.abs(got[i] - ref.data[i]));
+      }
+    }
+    // The webgpu parity bound for merged weights (libs/lora-core/test/webgpu-backend.spec.ts).
+    expect(worst).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('exits 2 naming every backend on an unknown --backend', async () => {
+    const result = await run(
+      'merge',
+      '--model',
+      GPT2,
+      '--adapter',
+      GPT2_ADAPTER,
+      '--out',
+      join(scratch, 'never-written'),
+      '--backend',
+      'nonsense',
+    );
+    expect(result.code).toBe(2);
+    expect(result.err).toContain(
+      `--backend must be one of ${REQUESTED_BACKENDS.join(', ')} (got "nonsense")`,
+    );
   });
 
   it('exits 2 when a required flag is missing', async () => {

@@ -6,6 +6,8 @@
  * Tensors never cross backends here: tfjs moves them with a synchronous read, which webgpu
  * cannot do. Each comparison builds its inputs from plain arrays on both backends.
  */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
@@ -13,11 +15,15 @@ import {
   BackendError,
   SeededRandom,
   causalLmLoss,
+  hfStateDict,
   initBackend,
   initWebgpuBackend,
   loadCausalLM,
   loadPeftAdapter,
+  mergeAdapter,
+  readSafetensors,
   runFineTune,
+  saveHfModel,
   selectBackend,
   selectBackendFromEnv,
   type FineTuneResult,
@@ -46,6 +52,8 @@ const GRADIENT_TOLERANCE = 1e-4;
 const LOSS_TOLERANCE = 1e-5;
 /** Per-step training loss, webgpu vs cpu, relative. */
 const TRAIN_LOSS_REL_TOLERANCE = 1e-4;
+/** Merged weights W0 + s·A·B, webgpu vs cpu: one add and a rank-r product per element. */
+const MERGE_ABS_TOLERANCE = 1e-5;
 
 let info: WebgpuBackendInfo;
 
@@ -271,6 +279,53 @@ describe.each(['gpt2-tiny', 'llama-tiny'])('PyTorch parity on webgpu: %s', (name
     } finally {
       model.dispose();
     }
+  });
+});
+
+describe.each(['gpt2-tiny', 'llama-tiny'])('merge on webgpu: %s', (name) => {
+  /** The fixture with its PEFT adapter loaded on the active backend (not merged yet). */
+  async function withAdapter() {
+    const model = await loadCausalLM(join(FIXTURES, name));
+    await loadPeftAdapter(model, 'ref', join(FIXTURES, `${name}-adapter`));
+    return model;
+  }
+
+  it('saveHfModel writes the weights the cpu merge gives (the lorafleet merge path)', async () => {
+    await initBackend('cpu');
+    const onCpu = await withAdapter();
+    const base = await hfStateDict(onCpu);
+    mergeAdapter(onCpu);
+    const cpu = await hfStateDict(onCpu);
+    onCpu.dispose();
+
+    await initWebgpuBackend();
+    const onGpu = await withAdapter();
+    const dir = await mkdtemp(join(tmpdir(), 'lora-core-webgpu-merge-'));
+    let written: ReturnType<typeof readSafetensors>['tensors'];
+    try {
+      mergeAdapter(onGpu);
+      // Every host read of the export is asynchronous; a dataSync() here would throw.
+      await saveHfModel(onGpu, dir, { companionsFrom: join(FIXTURES, name) });
+      written = readSafetensors(await readFile(join(dir, 'model.safetensors'))).tensors;
+    } finally {
+      onGpu.dispose();
+      await rm(dir, { recursive: true });
+    }
+
+    expect([...written.keys()].sort()).toEqual([...cpu.keys()].sort());
+    let worst = 0;
+    let moved = 0;
+    for (const [key, ref] of cpu) {
+      const got = written.get(key)!;
+      expect(got.shape).toEqual(ref.shape);
+      worst = Math.max(worst, maxAbsDiff(got.data, ref.data));
+      moved = Math.max(moved, maxAbsDiff(ref.data, base.get(key)!.data));
+    }
+    figures[`${name}/merge_max_abs_vs_cpu`] = worst;
+    // The adapter moves the weights far beyond the tolerance, so a merge that silently did
+    // nothing (or a kernel that wrote zeros) on webgpu cannot pass.
+    expect(moved).toBeGreaterThan(100 * MERGE_ABS_TOLERANCE);
+    expect(worst).toBeLessThanOrEqual(MERGE_ABS_TOLERANCE);
   });
 });
 

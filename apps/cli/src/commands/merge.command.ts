@@ -2,17 +2,17 @@ import { existsSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 import {
-  initBackend,
   loadCausalLM,
   loadPeftAdapter,
   mergeAdapter,
   saveHfModel,
+  selectBackend,
 } from '@lorafleet/lora-core';
 
 import { parseCommandArgs, requireString } from '../cli-args.util';
 import { EXIT_OK, UsageError, type CliIo } from '../cli.io';
 import { checkAdapterLineage } from './adapter-lineage.util';
-import { BACKEND_HELP, parseBackend } from './backend.option';
+import { REQUESTED_BACKEND_HELP, parseRequestedBackend } from './backend.option';
 
 export const MERGE_USAGE = `Usage: lorafleet merge --model <dir> --adapter <dir> --out <dir> [options]
 
@@ -26,7 +26,7 @@ Options:
   --out <dir>               output directory (must be empty or absent unless --force)
   --force                   write into a non-empty --out
   --allow-base-mismatch     merge an adapter whose lineage names other base weights
-  ${BACKEND_HELP}
+  --backend <name>          ${REQUESTED_BACKEND_HELP}
   -h, --help                show this help`;
 
 export async function runMerge(args: string[], io: CliIo): Promise<number> {
@@ -46,13 +46,15 @@ export async function runMerge(args: string[], io: CliIo): Promise<number> {
   const modelDir = requireString(values.model, '--model');
   const adapterDir = requireString(values.adapter, '--adapter');
   const outDir = requireString(values.out, '--out');
-  const backend = parseBackend(values.backend);
+  // The training commands' backend choice: a merge is a few additions and matmuls, and the
+  // weights are read back asynchronously (hfStateDict), so every backend, webgpu too, works.
+  const requestedBackend = parseRequestedBackend(values.backend);
   if (resolve(outDir) === resolve(modelDir)) throw new UsageError('--out must differ from --model');
   if (existsSync(outDir) && readdirSync(outDir).length > 0 && !values.force) {
     throw new UsageError(`--out ${outDir} is not empty (pass --force to overwrite)`);
   }
 
-  await initBackend(backend);
+  const backend = await selectBackend(requestedBackend);
   const model = await loadCausalLM(modelDir);
   try {
     const warning = await checkAdapterLineage(
@@ -65,7 +67,7 @@ export async function runMerge(args: string[], io: CliIo): Promise<number> {
     mergeAdapter(model, 'merge');
     await saveHfModel(model, outDir, { companionsFrom: modelDir });
     io.out(
-      `merged ${adapterDir} (r=${cfg.r}, alpha=${cfg.alpha}, ${model.resolveTargets(cfg).length} layers) into ${modelDir} -> ${outDir}`,
+      `merged ${adapterDir} (r=${cfg.r}, alpha=${cfg.alpha}, ${model.resolveTargets(cfg).length} layers) into ${modelDir} -> ${outDir} on ${backend}`,
     );
     return EXIT_OK;
   } finally {

@@ -157,11 +157,15 @@ export async function loadCausalLM(dir: string, opts: LoadModelOptions = {}): Pr
   return model;
 }
 
-/** The model's current base weights under canonical keys, in Hugging Face layout. */
-export function hfStateDict(model: CausalLM): Map<string, SafetensorsInput> {
+/**
+ * The model's current base weights under canonical keys, in Hugging Face layout. Reads each
+ * tensor with `await data()`: webgpu has no synchronous read (`dataSync` throws there), and
+ * `lorafleet merge` must run on every backend.
+ */
+export async function hfStateDict(model: CausalLM): Promise<Map<string, SafetensorsInput>> {
   const out = new Map<string, SafetensorsInput>();
   for (const p of model.baseParameters()) {
-    const data = p.tensor().dataSync() as Float32Array;
+    const data = (await p.tensor().data()) as Float32Array;
     // Transposed parameters are nn.Linear weights: tfjs [in, out] → HF [out, in].
     const stored = p.transposed ? transpose2d(data, p.hfShape[1], p.hfShape[0]) : new Float32Array(data);
     out.set(p.key, { shape: p.hfShape, data: stored });
@@ -194,7 +198,7 @@ export interface SaveModelOptions {
 export async function saveHfModel(model: CausalLM, outDir: string, opts: SaveModelOptions = {}): Promise<void> {
   await mkdir(outDir, { recursive: true });
   await writeFile(join(outDir, 'config.json'), `${JSON.stringify(model.config.raw, null, 2)}\n`);
-  await writeFile(join(outDir, 'model.safetensors'), writeSafetensors(hfStateDict(model), { format: 'pt' }));
+  await writeFile(join(outDir, 'model.safetensors'), writeSafetensors(await hfStateDict(model), { format: 'pt' }));
   if (opts.companionsFrom) {
     for (const name of COMPANION_FILES) {
       const from = join(opts.companionsFrom, name);
