@@ -40,12 +40,14 @@ export default tseslint.config(
           allow: [],
           depConstraints: [
             { sourceTag: 'type:contracts', onlyDependOnLibsWithTags: [] },
+            { sourceTag: 'type:testing', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'type:data', onlyDependOnLibsWithTags: ['type:contracts'] },
             { sourceTag: 'type:db', onlyDependOnLibsWithTags: ['type:contracts'] },
             { sourceTag: 'type:lora-core', onlyDependOnLibsWithTags: ['type:data'] },
             {
               sourceTag: 'type:api',
-              onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data'],
+              // type:testing is for the test folders only; see the rule on src/ below.
+              onlyDependOnLibsWithTags: ['type:contracts', 'type:db', 'type:data', 'type:testing'],
             },
             {
               sourceTag: 'type:worker',
@@ -63,6 +65,7 @@ export default tseslint.config(
                 'type:data',
                 'type:lora-core',
                 'type:db',
+                'type:testing',
               ],
             },
             { sourceTag: 'type:e2e', onlyDependOnLibsWithTags: ['*'] },
@@ -86,6 +89,25 @@ export default tseslint.config(
             {
               group: ['@tensorflow/*'],
               message: 'tfjs belongs in libs/lora-core and apps/worker only.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // Process harnesses are for tests; shipped code must not load them. (The typescript-eslint
+    // rule, so it does not replace the core no-restricted-imports rule above.)
+    files: ['apps/*/src/**/*.ts', 'libs/*/src/**/*.ts'],
+    ignores: ['**/*.spec.ts', 'libs/testing/**'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['@lorafleet/testing'],
+              message: '@lorafleet/testing is for test code (test/ folders and *.spec.ts) only.',
             },
           ],
         },

@@ -15,7 +15,11 @@ module.exports = (projectDir, displayName) => ({
         jsc: {
           target: 'es2022',
           parser: { syntax: 'typescript', decorators: true },
-          transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
+          transform: {
+            legacyDecorator: true,
+            decoratorMetadata: true,
+            useDefineForClassFields: false,
+          },
         },
         module: { type: 'commonjs' },
         sourceMaps: 'inline',
@@ -23,7 +27,10 @@ module.exports = (projectDir, displayName) => ({
     ],
   },
   moduleNameMapper: {
-    '^@lorafleet/(contracts|data|db|lora-core)$': path.join(__dirname, 'libs/$1/src/index.ts'),
+    '^@lorafleet/(contracts|data|db|lora-core|testing)$': path.join(
+      __dirname,
+      'libs/$1/src/index.ts',
+    ),
   },
   moduleFileExtensions: ['ts', 'js', 'json'],
 });

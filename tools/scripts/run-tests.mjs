@@ -5,14 +5,18 @@
 // sensitive (locks, stalls, child processes) on a 2-core machine.
 //   npm test                  every suite
 //   npm test -- api worker    only the named suites
+// Suites that spawn the api and workers (libs/testing's NodeProcess) mirror those processes'
+// output into a per-suite log directory; when a suite fails, the tail of each log is printed,
+// so a CI failure shows what the servers said, not only the failed assertion.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 const SUITES = [
   { name: 'contracts', config: 'libs/contracts/jest.config.cjs', area: 'foundation' },
   { name: 'workspace', config: 'tests/workspace/jest.config.cjs', area: 'foundation' },
+  { name: 'testing', config: 'libs/testing/jest.config.cjs', area: 'foundation' },
   { name: 'db', config: 'libs/db/jest.config.cjs', area: 'foundation' },
   { name: 'data', config: 'libs/data/jest.config.cjs', area: 'lora-core' },
   { name: 'lora-core', config: 'libs/lora-core/jest.config.cjs', area: 'lora-core' },
@@ -46,20 +50,32 @@ if (run('npx', ['nx', 'run-many', '-t', 'build', '--output-style=stream']) !== 0
 }
 console.log(`build: ${((Date.now() - buildStart) / 1000).toFixed(1)} s`);
 
+const LOG_TAIL_LINES = 60;
+
+/** The last lines of every process log a failed suite left (api, workers). */
+function printLogTails(suiteName, logDir) {
+  if (!existsSync(logDir)) return;
+  for (const file of readdirSync(logDir).sort()) {
+    const lines = readFileSync(path.join(logDir, file), 'utf8').trimEnd().split('\n');
+    const shown = lines.slice(-LOG_TAIL_LINES);
+    console.log(
+      `\n-- ${suiteName}: ${file}, last ${shown.length} of ${lines.length} lines --\n${shown.join('\n')}`,
+    );
+  }
+}
+
 const reportDir = mkdtempSync(path.join(tmpdir(), 'lorafleet-tests-'));
 const results = [];
 for (const suite of selected) {
   console.log(`\n== suite ${suite.name} (${suite.area}) ==`);
   const started = Date.now();
   const reportFile = path.join(reportDir, `${suite.name}.json`);
-  const status = run('npx', [
-    'jest',
-    '-c',
-    suite.config,
-    '--runInBand',
-    '--json',
-    `--outputFile=${reportFile}`,
-  ]);
+  const logDir = path.join(reportDir, `${suite.name}-logs`);
+  const status = run(
+    'npx',
+    ['jest', '-c', suite.config, '--runInBand', '--json', `--outputFile=${reportFile}`],
+    { LORAFLEET_TEST_LOG_DIR: logDir },
+  );
   let passed = 0;
   let failed = 0;
   let total = 0;
@@ -73,6 +89,7 @@ for (const suite of selected) {
   }
   if (status !== 0 && failed === 0) failed = 1;
   if (total === 0 && failed === 0) failed = 1; // a suite that ran nothing is a failure
+  if (failed > 0) printLogTails(suite.name, logDir);
   results.push({ ...suite, seconds: (Date.now() - started) / 1000, passed, failed });
 }
 rmSync(reportDir, { recursive: true, force: true });

@@ -11,23 +11,19 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
+import { waitFor } from '@lorafleet/testing';
 import { createApiApp } from '../src/bootstrap';
 import type { LogDestination } from '../src/http/request-logging';
 
 export const MODELS_DIR = path.resolve(__dirname, '../../../models');
 
-export async function until<T>(
+/** `waitFor` with the API suites' defaults: 10 s, polling every 50 ms. */
+export function until<T>(
   what: string,
   probe: () => Promise<T | undefined>,
   timeoutMs = 10_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  return waitFor(what, probe, timeoutMs, 50);
 }
 
 /** Fault helpers shared with the worker suites (libs/db testing). */

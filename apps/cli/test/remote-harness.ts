@@ -6,18 +6,17 @@ import {
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
+  freePort,
   runMigrations,
   type ScratchDatabase,
 } from '@lorafleet/db';
 import { Redis } from 'ioredis';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { freePort } from '@lorafleet/db';
-export { freePort };
 
-export const REPO_ROOT = path.resolve(__dirname, '../../..');
 export const CLI_BIN = path.join(REPO_ROOT, 'apps/cli/bin/lorafleet.js');
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -70,32 +69,6 @@ export function runCli(
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-class AppProcess {
-  readonly output: string[] = [];
-  private readonly child: ChildProcess;
-  private readonly exited: Promise<void>;
-
-  constructor(app: 'api' | 'worker', env: Record<string, string>) {
-    this.child = spawn(process.execPath, [path.join(REPO_ROOT, `apps/${app}/dist/main.js`)], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const collect = (chunk: Buffer) => this.output.push(chunk.toString());
-    this.child.stdout?.on('data', collect);
-    this.child.stderr?.on('data', collect);
-    this.exited = new Promise((resolve) => this.child.on('exit', () => resolve()));
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    await this.exited;
-    clearTimeout(timer);
-  }
 }
 
 export interface RemoteFixture {
@@ -163,7 +136,7 @@ export async function startRemoteFixture(
     if (Date.now() > deadline) {
       await Promise.all([api.stop(), worker?.stop()]);
       await scratch.drop();
-      throw new Error(`api did not become ready:\n${api.output.join('')}`);
+      throw new Error(`api did not become ready:\n${api.text}`);
     }
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -173,8 +146,8 @@ export async function startRemoteFixture(
     databaseUrl: scratch.url,
     tenantId: tenant.id,
     env: { LORAFLEET_API_URL: baseUrl, LORAFLEET_API_KEY: apiKey },
-    apiOutput: () => api.output.join(''),
-    workerOutput: () => worker?.output.join('') ?? '',
+    apiOutput: () => api.text,
+    workerOutput: () => worker?.text ?? '',
     async close() {
       await Promise.all([api.stop(), worker?.stop()]);
       const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -186,18 +159,12 @@ export async function startRemoteFixture(
   };
 }
 
-export async function until<T>(
+/** `waitFor` with the CLI suites' defaults: 30 s, polling every 200 ms. */
+export function until<T>(
   what: string,
   probe: () => Promise<T | undefined>,
   timeoutMs = 30_000,
   intervalMs = 200,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+  return waitFor(what, probe, timeoutMs, intervalMs);
 }

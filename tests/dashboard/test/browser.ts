@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { REPO_ROOT } from './stack';
+import { REPO_ROOT } from '@lorafleet/testing';
 
 export const CHROMIUM_PATH = process.env.LORAFLEET_CHROMIUM ?? '/usr/bin/chromium';
 

@@ -17,7 +17,8 @@ import {
   screenshot,
   type ContrastFailure,
 } from './browser';
-import { RestClient, startStack, waitFor, type Stack } from './stack';
+import { waitFor } from '@lorafleet/testing';
+import { RestClient, startStack, type Stack } from './stack';
 
 jest.setTimeout(150_000);
 

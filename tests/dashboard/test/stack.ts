@@ -7,73 +7,19 @@ import {
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
+  freePort,
   runMigrations,
   type ScratchDatabase,
 } from '@lorafleet/db';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
-import { freePort } from '@lorafleet/db';
 
-export const REPO_ROOT = path.resolve(__dirname, '../../..');
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs: number,
-  intervalMs = 200,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-  const cause = lastError instanceof Error ? `: ${lastError.message}` : '';
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${cause}`);
-}
-
-/** A built app (`apps/<name>/dist/main.js`) as a child process, its output kept for failures. */
-class AppProcess {
-  readonly output: string[] = [];
-  private readonly child: ChildProcess;
-  private readonly exited: Promise<void>;
-
-  constructor(app: 'api' | 'worker', env: Record<string, string>) {
-    this.child = spawn(process.execPath, [path.join(REPO_ROOT, `apps/${app}/dist/main.js`)], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const logDir = process.env.LORAFLEET_TEST_LOG_DIR;
-    const logFile = logDir ? path.join(logDir, `${app}-${this.child.pid ?? 'x'}.log`) : null;
-    if (logDir) mkdirSync(logDir, { recursive: true });
-    const collect = (chunk: Buffer) => {
-      this.output.push(chunk.toString());
-      if (logFile) appendFileSync(logFile, chunk);
-    };
-    this.child.stdout?.on('data', collect);
-    this.child.stderr?.on('data', collect);
-    this.exited = new Promise((resolve) => this.child.on('exit', () => resolve()));
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
 
 /**
  * `npm test` builds every project first; a direct `jest` run may not have, so build the
@@ -151,6 +97,7 @@ export async function startStack(): Promise<Stack> {
       LORAFLEET_MODELS_DIR: path.join(REPO_ROOT, 'models'),
       LORAFLEET_QUEUE_PREFIX: queuePrefix,
       LORAFLEET_MIN_EXAMPLES: '4',
+      // Full logs when they go to a file (npm test prints them if the suite fails).
       LORAFLEET_LOG_LEVEL: process.env.LORAFLEET_TEST_LOG_DIR ? 'log' : 'warn',
     };
     api = new AppProcess('api', {
@@ -177,8 +124,8 @@ export async function startStack(): Promise<Stack> {
       baseUrl,
       keys,
       workerId,
-      apiOutput: () => apiProcess.output.join(''),
-      workerOutput: () => workerProcess.output.join(''),
+      apiOutput: () => apiProcess.text,
+      workerOutput: () => workerProcess.text,
       stop,
     };
   } catch (error) {

@@ -5,12 +5,13 @@ import {
   createScratchDatabase,
   runMigrations,
   type ScratchDatabase,
+  freePort,
 } from '@lorafleet/db';
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, freePort, waitFor } from './process-harness';
+import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 

@@ -11,13 +11,14 @@ import {
   createScratchDatabase,
   runMigrations,
   type ScratchDatabase,
+  freePort,
 } from '@lorafleet/db';
 import { readSafetensors } from '@lorafleet/lora-core';
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, freePort, waitFor } from './process-harness';
+import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
 
 jest.setTimeout(180_000);
 

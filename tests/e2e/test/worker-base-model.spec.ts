@@ -9,7 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Fleet } from './fleet-harness';
-import { REPO_ROOT } from './process-harness';
+import { REPO_ROOT } from '@lorafleet/testing';
 
 jest.setTimeout(180_000);
 

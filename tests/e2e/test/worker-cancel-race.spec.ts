@@ -5,7 +5,7 @@
  */
 import { isLegalJobTransition, type JobStatus } from '@lorafleet/contracts';
 import { Fleet, type JobView } from './fleet-harness';
-import { waitFor } from './process-harness';
+import { waitFor } from '@lorafleet/testing';
 
 jest.setTimeout(180_000);
 

@@ -7,7 +7,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Fleet } from './fleet-harness';
-import { AppProcess, REPO_ROOT, isAlive, waitFor } from './process-harness';
+import { AppProcess, REPO_ROOT, isAlive, waitFor } from '@lorafleet/testing';
 
 jest.setTimeout(240_000);
 
@@ -126,7 +126,9 @@ describe('worker reliability', () => {
   });
 
   it('pauses a running job at a checkpoint, releases the slot, and resumes it to completion', async () => {
-    const worker = fleet.startWorker('w-pause');
+    // A 5 s lock: this test is about pause, and a 1 s lock missed once under heavy load turns
+    // into a takeover (attempt 3) that the exact attempt count below would then count.
+    const worker = fleet.startWorker('w-pause', { LORAFLEET_LOCK_MS: '5000' });
     await fleet.workerReady('w-pause');
     const job = await fleet.createJob(fileId, 300);
     await fleet.waitForStep(job.id, 3);

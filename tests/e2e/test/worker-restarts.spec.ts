@@ -5,7 +5,7 @@
  */
 import { PrivateRedis, TcpProxy } from '@lorafleet/db';
 import { Fleet } from './fleet-harness';
-import { freePort } from './process-harness';
+import { freePort } from '@lorafleet/db';
 
 jest.setTimeout(240_000);
 

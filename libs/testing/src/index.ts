@@ -1,0 +1,3 @@
+export * from './app-process';
+export * from './repo-root';
+export * from './wait-for';
