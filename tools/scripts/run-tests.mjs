@@ -73,7 +73,17 @@ for (const suite of selected) {
   const logDir = path.join(reportDir, `${suite.name}-logs`);
   const status = run(
     'npx',
-    ['jest', '-c', suite.config, '--runInBand', '--json', `--outputFile=${reportFile}`],
+    // --forceExit: a handle a failed suite left open (a client retrying a dead server, say)
+    // must not hang the whole run; the results are already written by then.
+    [
+      'jest',
+      '-c',
+      suite.config,
+      '--runInBand',
+      '--forceExit',
+      '--json',
+      `--outputFile=${reportFile}`,
+    ],
     { LORAFLEET_TEST_LOG_DIR: logDir },
   );
   let passed = 0;

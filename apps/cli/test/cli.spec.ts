@@ -202,37 +202,32 @@ describe('lorafleet model forward', () => {
 });
 
 describe('lorafleet merge', () => {
+  /** `lorafleet merge` of an adapter into the tiny GPT-2, written to `out`. */
+  const merge = (out: string, adapter = GPT2_ADAPTER, ...extra: string[]) =>
+    run('merge', '--model', GPT2, '--adapter', adapter, '--out', out, ...extra);
+
   it('writes a merged Hugging Face directory equal to base + adapter', async () => {
     const out = join(scratch, 'merged');
-    const merged = await run('merge', '--model', GPT2, '--adapter', GPT2_ADAPTER, '--out', out);
+    const merged = await merge(out);
     expect(merged.code).toBe(0);
     const result = await run('model', 'forward', out, '--ids', firstRow.join(','), '--json');
     const { logits } = JSON.parse(result.out) as { logits: number[][] };
     expect(maxAbsDiffRow(logits, expected.get('logits_lora')!.data)).toBeLessThanOrEqual(1e-4);
     // Refuses to overwrite without --force.
-    const again = await run('merge', '--model', GPT2, '--adapter', GPT2_ADAPTER, '--out', out);
+    const again = await merge(out);
     expect(again.code).toBe(2);
     expect(again.err).toMatch(/not empty/);
   });
 
   it('runs on webgpu (LORAFLEET_BACKEND) and writes the weights a --backend cpu merge writes', async () => {
-    const mergeArgs = (out: string) => [
-      'merge',
-      '--model',
-      GPT2,
-      '--adapter',
-      GPT2_ADAPTER,
-      '--out',
-      out,
-    ];
     const saved = process.env.LORAFLEET_BACKEND;
     // Both defaults at once: the environment picks webgpu, and --backend overrides it.
     process.env.LORAFLEET_BACKEND = 'webgpu';
     let cpu: Awaited<ReturnType<typeof run>>;
     let gpu: Awaited<ReturnType<typeof run>>;
     try {
-      cpu = await run(...mergeArgs(join(scratch, 'merged-cpu')), '--backend', 'cpu');
-      gpu = await run(...mergeArgs(join(scratch, 'merged-webgpu')));
+      cpu = await merge(join(scratch, 'merged-cpu'), GPT2_ADAPTER, '--backend', 'cpu');
+      gpu = await merge(join(scratch, 'merged-webgpu'));
     } finally {
       if (saved === undefined) delete process.env.LORAFLEET_BACKEND;
       else process.env.LORAFLEET_BACKEND = saved;
@@ -258,14 +253,9 @@ describe('lorafleet merge', () => {
   });
 
   it('exits 2 naming every backend on an unknown --backend', async () => {
-    const result = await run(
-      'merge',
-      '--model',
-      GPT2,
-      '--adapter',
-      GPT2_ADAPTER,
-      '--out',
+    const result = await merge(
       join(scratch, 'never-written'),
+      GPT2_ADAPTER,
       '--backend',
       'nonsense',
     );
@@ -291,27 +281,10 @@ describe('lorafleet merge', () => {
       join(adapter, 'lorafleet.json'),
       JSON.stringify({ base_model_sha256: '0'.repeat(64) }),
     );
-    const refused = await run(
-      'merge',
-      '--model',
-      GPT2,
-      '--adapter',
-      adapter,
-      '--out',
-      join(scratch, 'm2'),
-    );
+    const refused = await merge(join(scratch, 'm2'), adapter);
     expect(refused.code).toBe(1);
     expect(refused.err).toMatch(/--allow-base-mismatch/);
-    const allowed = await run(
-      'merge',
-      '--model',
-      GPT2,
-      '--adapter',
-      adapter,
-      '--out',
-      join(scratch, 'm3'),
-      '--allow-base-mismatch',
-    );
+    const allowed = await merge(join(scratch, 'm3'), adapter, '--allow-base-mismatch');
     expect(allowed.code).toBe(0);
     expect(allowed.err).toMatch(/warning/);
   });
@@ -330,15 +303,7 @@ describe('lorafleet merge', () => {
       join(adapter, 'adapter_model.safetensors'),
       readFileSync(join(GPT2_ADAPTER, 'adapter_model.safetensors')),
     );
-    const result = await run(
-      'merge',
-      '--model',
-      GPT2,
-      '--adapter',
-      adapter,
-      '--out',
-      join(scratch, 'm4'),
-    );
+    const result = await merge(join(scratch, 'm4'), adapter);
     expect(result.code).toBe(1);
     expect(result.err).toMatch(/"use_dora" is set/);
   });

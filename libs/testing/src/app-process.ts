@@ -25,7 +25,8 @@ export class NodeProcess {
   constructor(name: string, script: string, env: Record<string, string>, args: string[] = []) {
     this.child = spawn(process.execPath, [script, ...args], {
       cwd: REPO_ROOT,
-      env: { ...process.env, ...env },
+      // NO_COLOR: Nest's logger would otherwise write ANSI colours into the log files.
+      env: { ...process.env, NO_COLOR: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const logDir = process.env[TEST_LOG_DIR_ENV];

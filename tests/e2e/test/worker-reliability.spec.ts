@@ -53,13 +53,15 @@ describe('worker reliability', () => {
     // The reference: the same job, uninterrupted, on the same backend.
     const reference = fleet.startWorker('w-reference', checkpointing);
     await fleet.workerReady('w-reference');
-    const uninterrupted = await fleet.createJob(fileId, 60);
+    // 150 steps: after the first checkpoint (step 10) is seen, ~2 s of training remain on a
+    // quiet machine for the kill to land mid-job, where 60 steps left only ~0.8 s.
+    const uninterrupted = await fleet.createJob(fileId, 150);
     expect((await fleet.waitForTerminal(uninterrupted.id, 200_000)).status).toBe('succeeded');
     await fleet.stopWorkers();
 
     const first = fleet.startWorker('w-kill-1', checkpointing);
     await fleet.workerReady('w-kill-1');
-    const job = await fleet.createJob(fileId, 60);
+    const job = await fleet.createJob(fileId, 150);
     const checkpoint = await waitFor(
       'a stored checkpoint',
       async () => {
@@ -286,7 +288,9 @@ describe('worker reliability', () => {
   it('treats a long step as progress, not a stall (R8)', async () => {
     const worker = fleet.startWorker('w-long-step');
     await fleet.workerReady('w-long-step');
-    const job = await fleet.createJob(fileId, 60);
+    // Progress is reported every 250 ms and polled every 200 ms, so "step 2" is seen around
+    // step 25 on a quiet machine: 300 steps keep the trainer mid-job when it is frozen.
+    const job = await fleet.createJob(fileId, 300);
     await fleet.waitForStep(job.id, 2);
     const [trainer] = worker.childPids();
     // Freeze the trainer for three lock durations: a step that long must not lose the job.
