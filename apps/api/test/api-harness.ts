@@ -9,9 +9,8 @@ import {
 } from '@lorafleet/db';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
-import { waitFor } from '@lorafleet/testing';
+import { deleteQueueKeys, waitFor } from '@lorafleet/testing';
 import { createApiApp } from '../src/bootstrap';
 import type { LogDestination } from '../src/http/request-logging';
 
@@ -99,15 +98,7 @@ export async function startApi(
     async close() {
       await app.close();
       await proxy?.stop();
-      const redis = new Redis(env.REDIS_URL, {
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      await redis
-        .keys(`${env.LORAFLEET_QUEUE_PREFIX}:*`)
-        .then((keys) => (keys.length ? redis.del(...keys) : 0))
-        .catch(() => 0);
-      redis.disconnect();
+      await deleteQueueKeys(env.REDIS_URL, env.LORAFLEET_QUEUE_PREFIX);
       await dataSource.destroy();
       await scratch.drop();
     },

@@ -10,8 +10,7 @@ import {
   runMigrations,
   type ScratchDatabase,
 } from '@lorafleet/db';
-import { Redis } from 'ioredis';
-import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -150,10 +149,7 @@ export async function startRemoteFixture(
     workerOutput: () => worker?.text ?? '',
     async close() {
       await Promise.all([api.stop(), worker?.stop()]);
-      const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-      const keys = await redis.keys(`${queuePrefix}:*`).catch(() => [] as string[]);
-      if (keys.length > 0) await redis.del(...keys);
-      redis.disconnect();
+      await deleteQueueKeys(REDIS_URL, queuePrefix);
       await scratch.drop();
     },
   };

@@ -1,3 +1,4 @@
 export * from './app-process';
 export * from './repo-root';
 export * from './wait-for';
+export * from './queue-keys';

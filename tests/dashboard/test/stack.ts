@@ -11,12 +11,11 @@ import {
   runMigrations,
   type ScratchDatabase,
 } from '@lorafleet/db';
-import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -70,10 +69,7 @@ export async function startStack(): Promise<Stack> {
     await Promise.all([api?.stop(), worker?.stop()]);
     if (dataSource.isInitialized) await dataSource.destroy();
     await scratch.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${queuePrefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await deleteQueueKeys(REDIS_URL, queuePrefix);
   };
   try {
     await dataSource.initialize();

@@ -7,11 +7,10 @@ import {
   type ScratchDatabase,
   freePort,
 } from '@lorafleet/db';
-import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
@@ -140,17 +139,12 @@ export class Fleet {
 
   /** Everything the workers printed, for failure diagnostics. */
   workerOutput(): string {
-    return this.workers.map((w) => w.output.join('')).join('\n');
+    return this.workers.map((w) => w.text).join('\n');
   }
 
   async stop(): Promise<void> {
     await Promise.all([...this.workers.map((w) => w.stop()), this.api?.stop()]);
-    const redis = new Redis(this.redisUrl, { maxRetriesPerRequest: 1, retryStrategy: () => null });
-    await redis
-      .keys(`${this.queuePrefix}:*`)
-      .then((keys) => (keys.length ? redis.del(...keys) : 0))
-      .catch(() => 0);
-    redis.disconnect();
+    await deleteQueueKeys(this.redisUrl, this.queuePrefix);
     await this.dataSource?.destroy();
     await this.scratch?.drop();
   }

@@ -14,11 +14,10 @@ import {
   freePort,
 } from '@lorafleet/db';
 import { readSafetensors } from '@lorafleet/lora-core';
-import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
 
 jest.setTimeout(180_000);
 
@@ -84,10 +83,7 @@ describe('walking skeleton: REST → queue → worker → adapter', () => {
     await Promise.all([api?.stop(), worker?.stop()]);
     await dataSource?.destroy();
     await scratch?.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${queuePrefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await deleteQueueKeys(REDIS_URL, queuePrefix);
   });
 
   const call = async (method: string, route: string, body?: unknown) => {
