@@ -57,6 +57,27 @@ describe('TrainerProcess (IPC with a scripted child)', () => {
     expect(stored.map((c) => c.step)).toEqual([2]);
   });
 
+  it('keeps only the newest waiting checkpoint while a write is slow, and stops after it', async () => {
+    const stored: TrainerCheckpoint[] = [];
+    const trainer = start('burst', stored);
+    await expect(trainer.result).rejects.toBeInstanceOf(TrainerStoppedError);
+    // Step 1 was being written (50 ms) while 2–6 arrived; 6 replaced 2–5 in the waiting slot.
+    expect(stored.map((c) => c.step)).toEqual([1, 6]);
+    expect(trainer.checkpointsSuperseded).toBe(4);
+  });
+
+  it('ends with the error of a failed checkpoint write instead of the result', async () => {
+    process.env.SCRIPTED_TRAINER = 'result';
+    const trainer = new TrainerProcess(
+      spec,
+      {
+        onCheckpoint: () => Promise.reject(new Error('checkpoint store refused')),
+      },
+      FAKE_TRAINER,
+    );
+    await expect(trainer.result).rejects.toThrow('checkpoint store refused');
+  });
+
   it('reports a kill with its reason, and tracks silence for the watchdog', async () => {
     const trainer = start('wait');
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -239,6 +239,11 @@ export class FineTuneProcessor {
       clearInterval(control);
       this.active.delete(job.id);
       trainer.kill('attempt finished');
+      if (trainer.checkpointsSuperseded > 0) {
+        this.logger.warn(
+          `job ${job.id}: ${trainer.checkpointsSuperseded} checkpoint(s) were replaced by newer ones before they could be stored (slow database)`,
+        );
+      }
     }
   }
 

@@ -41,7 +41,10 @@ export interface TrainerHandlers {
   onPreflight?(summary: Record<string, number>): void;
   onProgress?(progress: TrainerProgress): void;
   onEval?(step: number, metrics: Record<string, number>): void;
-  /** Awaited in order, so a `stopped` that follows a checkpoint is seen after it is stored. */
+  /**
+   * Awaited one at a time, so a `stopped` or `result` that follows a checkpoint settles after
+   * it is stored. A checkpoint that arrives during a write may replace one still waiting.
+   */
   onCheckpoint?(checkpoint: TrainerCheckpoint): Promise<void>;
 }
 
@@ -55,8 +58,19 @@ export class TrainerProcess {
   private readonly child: ChildProcess;
   private killedReason: string | undefined;
   private lastSignOfLife = Date.now();
-  /** Checkpoint writes in flight, chained so they finish in order before a stop settles. */
-  private checkpointChain: Promise<void> = Promise.resolve();
+  /**
+   * Checkpoint storage. The child does not wait for a checkpoint to be stored, so while a
+   * write is slow (a Postgres outage under retry, R24) newer checkpoints arrive: only the
+   * newest waiting one is kept, since resume uses the newest and older ones would be pruned
+   * anyway. Memory stays at one write plus one waiting blob, and a stop waits for at most two
+   * writes. `checkpointsWritten` settles once nothing is waiting or being written.
+   */
+  private waitingCheckpoint: TrainerCheckpoint | null = null;
+  private checkpointsWritten: Promise<void> = Promise.resolve();
+  private writingCheckpoints = false;
+  private supersededCheckpoints = 0;
+  /** The first failed checkpoint write; the run then ends with it instead of its result. */
+  private checkpointError: Error | undefined;
 
   constructor(
     spec: TrainerSpec,
@@ -92,19 +106,19 @@ export class TrainerProcess {
             handlers.onEval?.(message.step, message.metrics);
             break;
           case 'checkpoint':
-            this.checkpointChain = this.checkpointChain.then(() =>
-              handlers.onCheckpoint?.(message.checkpoint),
-            );
+            this.queueCheckpoint(message.checkpoint, handlers);
             break;
           case 'stopped':
-            void this.checkpointChain.then(
-              () => settle(() => reject(new TrainerStoppedError(message.reason))),
-              (error: unknown) =>
-                settle(() => reject(error instanceof Error ? error : new Error(String(error)))),
+            void this.checkpointsWritten.then(() =>
+              settle(() => reject(this.checkpointError ?? new TrainerStoppedError(message.reason))),
             );
             break;
           case 'result':
-            void this.checkpointChain.then(() => settle(() => resolve(message.result)));
+            void this.checkpointsWritten.then(() =>
+              settle(() =>
+                this.checkpointError ? reject(this.checkpointError) : resolve(message.result),
+              ),
+            );
             break;
           case 'error':
             settle(() => reject(new TrainerFailedError(message.message, message.retryable)));
@@ -146,9 +160,34 @@ export class TrainerProcess {
     this.send({ kind: 'stop', reason });
   }
 
+  /** Checkpoints dropped because a newer one arrived before they could be stored. */
+  get checkpointsSuperseded(): number {
+    return this.supersededCheckpoints;
+  }
+
   kill(reason: string): void {
     this.killedReason ??= reason;
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+
+  private queueCheckpoint(checkpoint: TrainerCheckpoint, handlers: TrainerHandlers): void {
+    if (this.waitingCheckpoint) this.supersededCheckpoints += 1;
+    this.waitingCheckpoint = checkpoint;
+    if (this.writingCheckpoints) return;
+    this.writingCheckpoints = true;
+    // Never rejects (nothing may be left unhandled); a failure is kept in checkpointError.
+    this.checkpointsWritten = (async () => {
+      while (this.waitingCheckpoint) {
+        const next = this.waitingCheckpoint;
+        this.waitingCheckpoint = null;
+        try {
+          await handlers.onCheckpoint?.(next);
+        } catch (error) {
+          this.checkpointError ??= error instanceof Error ? error : new Error(String(error));
+        }
+      }
+      this.writingCheckpoints = false;
+    })();
   }
 
   private send(message: ParentToChild): void {
