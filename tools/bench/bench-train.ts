@@ -275,6 +275,9 @@ async function profileStep(cfg: BenchConfig) {
     shuffle: false,
     hyperparameters: { batchSize: cfg.batch_size, epochs: 3, learningRate: 1e-4 },
   });
+  // Two warm-up steps: the second can still grow the wasm heap (a one-time cost that lands
+  // on whichever kernel allocates past the old peak, e.g. 50 ms on one Sub).
+  await trainer.trainStep();
   await trainer.trainStep();
   const started = performance.now();
   const info = await tf.profile(async () => {

@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { dirname } from 'node:path';
 
+import { installActivationKernels } from './activation.kernels';
 import { BackendError } from './backend.error';
 import { setBlasKernels } from './blas.kernels';
 import { installWasmFastMatMul } from './wasm-matmul.kernels';
@@ -28,6 +29,7 @@ async function prepareWasm(): Promise<void> {
   const distDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
   wasm.setWasmPaths(`${distDir}/`);
   installWasmSliceKernels();
+  installActivationKernels('wasm');
   installWasmFastMatMul(); // before any OpenBLAS kernel, which wraps whatever is registered
   wasmPathsSet = true;
 }
@@ -36,6 +38,7 @@ async function prepareWasm(): Promise<void> {
 export async function initBackend(name: BackendName): Promise<string> {
   switch (name) {
     case 'cpu':
+      installActivationKernels('cpu');
       break;
     case 'wasm':
       await prepareWasm();

@@ -4,6 +4,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+import {
+  GELU_TANH_KERNEL,
+  SILU_KERNEL,
+  hasFusedActivation,
+} from '../backend/activation.kernels';
 import type { Gpt2Activation } from './model.config';
 
 /** torch.nn.LayerNorm over the last axis: biased variance, as torch computes it. */
@@ -28,12 +33,8 @@ export function activation(x: tf.Tensor, kind: Gpt2Activation): tf.Tensor {
   switch (kind) {
     case 'gelu_new':
     case 'gelu_pytorch_tanh':
-    case 'gelu_fast': {
-      // Tanh approximation of GELU (Hendrycks & Gimpel 2016), GPT-2's original activation.
-      const cube = tf.mul(tf.mul(x, x), x);
-      const inner = tf.mul(tf.add(x, tf.mul(cube, 0.044715)), SQRT_2_OVER_PI);
-      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
-    }
+    case 'gelu_fast':
+      return geluTanh(x);
     case 'gelu':
       return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
     case 'relu':
@@ -43,8 +44,49 @@ export function activation(x: tf.Tensor, kind: Gpt2Activation): tf.Tensor {
   }
 }
 
-/** x·σ(x) (a.k.a. swish), the gate of Llama's SwiGLU MLP. */
+/**
+ * Tanh approximation of GELU (Hendrycks & Gimpel 2016), GPT-2's original activation: one fused
+ * kernel on wasm and cpu (backend/activation.kernels.ts), tfjs ops elsewhere.
+ */
+export function geluTanh(x: tf.Tensor): tf.Tensor {
+  return hasFusedActivation(GELU_TANH_KERNEL, x) ? fusedGeluTanh(x) : geluTanhComposite(x);
+}
+
+/** 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) from tfjs ops (autodiff's gradient). */
+export function geluTanhComposite(x: tf.Tensor): tf.Tensor {
+  const cube = tf.mul(tf.mul(x, x), x);
+  const inner = tf.mul(tf.add(x, tf.mul(cube, 0.044715)), SQRT_2_OVER_PI);
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
+/** x·σ(x) (a.k.a. swish), the gate of Llama's SwiGLU MLP; fused on wasm and cpu like GELU. */
 export function silu(x: tf.Tensor): tf.Tensor {
+  return hasFusedActivation(SILU_KERNEL, x) ? fusedSilu(x) : siluComposite(x);
+}
+
+/**
+ * An activation kernel that returns its derivative with its value: the forward pass already
+ * has every intermediate, so the backward pass is one multiply by the kept derivative instead
+ * of recomputing the activation or running ~15 autodiff kernels. customGrad keeps the tape to
+ * one node, and its scope disposes the derivative when nothing records (inference).
+ */
+function fusedActivation(kernelName: string): (x: tf.Tensor) => tf.Tensor {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = args[0] as tf.Tensor;
+    const [y, dydx] = tf.engine().runKernel<tf.Tensor[]>(kernelName, { x }); // each x's shape
+    (args[1] as tf.GradSaveFunc)([dydx]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]), // x's shape
+    };
+  });
+}
+
+const fusedGeluTanh = fusedActivation(GELU_TANH_KERNEL);
+const fusedSilu = fusedActivation(SILU_KERNEL);
+
+/** x·σ(x) from tfjs ops (autodiff's gradient). */
+export function siluComposite(x: tf.Tensor): tf.Tensor {
   return tf.mul(x, tf.sigmoid(x));
 }
 
