@@ -144,7 +144,14 @@ export function installActivationKernels(backendName: 'wasm' | 'cpu'): void {
   }
 }
 
-/** Whether the active backend has the fused `kernelName` (float32 inputs only). */
+/**
+ * Whether the active backend has the fused `kernelName` (float32 inputs only).
+ * `LORAFLEET_FUSED_ACTIVATIONS=0` keeps the composite ops (the benchmark's "before" figure).
+ */
 export function hasFusedActivation(kernelName: string, x: tf.Tensor): boolean {
-  return x.dtype === 'float32' && tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+  return (
+    x.dtype === 'float32' &&
+    process.env.LORAFLEET_FUSED_ACTIVATIONS !== '0' &&
+    tf.getKernel(kernelName, tf.getBackend()) !== undefined
+  );
 }
