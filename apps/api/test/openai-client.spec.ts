@@ -13,6 +13,14 @@ import { GOOD_JSONL, MODELS_DIR, startApi, type ApiHarness } from './api-harness
 
 jest.setTimeout(40_000);
 
+/** GOOD_JSONL uploaded through the official client, as `purpose: fine-tune`. */
+async function uploadTrainingFile(client: OpenAI) {
+  return client.files.create({
+    file: await toFile(Buffer.from(GOOD_JSONL), 'train.jsonl'),
+    purpose: 'fine-tune',
+  });
+}
+
 describe('official openai client', () => {
   let api: ApiHarness;
   let client: OpenAI;
@@ -51,10 +59,7 @@ describe('official openai client', () => {
   }
 
   it('uploads a file, creates, retrieves, lists, pages and cancels jobs', async () => {
-    const file = await client.files.create({
-      file: await toFile(Buffer.from(GOOD_JSONL), 'train.jsonl'),
-      purpose: 'fine-tune',
-    });
+    const file = await uploadTrainingFile(client);
     expect(file).toMatchObject({
       object: 'file',
       purpose: 'fine-tune',
@@ -132,10 +137,7 @@ describe('official openai client', () => {
   });
 
   it('lists checkpoints, following cursors page by page', async () => {
-    const file = await client.files.create({
-      file: await toFile(Buffer.from(GOOD_JSONL), 'train.jsonl'),
-      purpose: 'fine-tune',
-    });
+    const file = await uploadTrainingFile(client);
     const job = await client.fineTuning.jobs.create({
       model: 'tiny-random-gpt2',
       training_file: file.id,
@@ -177,10 +179,7 @@ describe('official openai client', () => {
     expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
     expect(missing).toMatchObject({ status: 404, code: 'not_found', param: 'fine_tuning_job_id' });
 
-    const file = await client.files.create({
-      file: await toFile(Buffer.from(GOOD_JSONL), 'train.jsonl'),
-      purpose: 'fine-tune',
-    });
+    const file = await uploadTrainingFile(client);
     const job = await client.fineTuning.jobs.create({
       model: 'tiny-random-gpt2',
       training_file: file.id,
@@ -274,10 +273,7 @@ describe('official openai client with a real worker', () => {
   });
 
   it('polls a job with jobs.retrieve until it succeeds, then reads its model, events and results', async () => {
-    const file = await client.files.create({
-      file: await toFile(Buffer.from(GOOD_JSONL), 'train.jsonl'),
-      purpose: 'fine-tune',
-    });
+    const file = await uploadTrainingFile(client);
     const created = await client.fineTuning.jobs.create({
       model: 'tiny-random-gpt2',
       training_file: file.id,
