@@ -22,6 +22,10 @@ export interface PreflightSummary {
   truncatedExamples: number;
   /** Examples left with no target at all after truncation; they train nothing. */
   examplesWithoutTrainableTokens: number;
+  /** Examples that lost at least one target (completion) token to truncation. */
+  examplesWithTruncatedTargets: number;
+  /** The longest sequence kept (≤ maxSeqLength): the widest micro-batch a step can see. */
+  longestKeptTokens: number;
   /** The longest example before truncation, to help choose `maxSeqLength`. */
   longestExampleTokens: number;
   stepsPerEpoch: number;
@@ -65,6 +69,8 @@ export function preflightSummary(
     trainableTokens: 0,
     truncatedExamples: 0,
     examplesWithoutTrainableTokens: 0,
+    examplesWithTruncatedTargets: 0,
+    longestKeptTokens: 0,
     longestExampleTokens: 0,
     stepsPerEpoch,
     totalSteps: stepsPerEpoch * options.epochs,
@@ -80,6 +86,10 @@ export function preflightSummary(
     const kept = Math.min(encoded.inputIds.length, options.maxSeqLength);
     let targets = 0;
     for (let t = 0; t < kept; t += 1) targets += encoded.lossMask[t];
+    let cutTargets = 0;
+    for (let t = kept; t < encoded.inputIds.length; t += 1) cutTargets += encoded.lossMask[t];
+    if (cutTargets > 0) summary.examplesWithTruncatedTargets += 1;
+    summary.longestKeptTokens = Math.max(summary.longestKeptTokens, kept);
     summary.tokens += kept;
     summary.trainableTokens += targets;
     if (encoded.inputIds.length > options.maxSeqLength) summary.truncatedExamples += 1;

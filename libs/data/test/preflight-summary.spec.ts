@@ -69,6 +69,10 @@ describe('preflightSummary', () => {
       trainableTokens: sum(tokenized.map((t) => sum(t.lossMask))),
       truncatedExamples: tokenized.filter((t) => t.truncated).length,
       examplesWithoutTrainableTokens: tokenized.filter((t) => sum(t.lossMask) === 0).length,
+      examplesWithTruncatedTargets: tokenized.filter(
+        (t, i) => sum(t.lossMask) < sum(untruncated[i].lossMask),
+      ).length,
+      longestKeptTokens: Math.max(...tokenized.map((t) => t.inputIds.length)),
       longestExampleTokens: Math.max(...untruncated.map((t) => t.inputIds.length)),
       stepsPerEpoch: 2,
       totalSteps: 6,
@@ -76,6 +80,7 @@ describe('preflightSummary', () => {
     // The example set is chosen so that truncation matters at this length.
     expect(summary.truncatedExamples).toBeGreaterThan(0);
     expect(summary.examplesWithoutTrainableTokens).toBeGreaterThan(0);
+    expect(summary.examplesWithTruncatedTargets).toBeGreaterThan(0);
   });
 
   it('counts nothing truncated with a roomy maxSeqLength, and accumulation cuts steps', () => {
@@ -88,6 +93,7 @@ describe('preflightSummary', () => {
     expect(summary).toMatchObject({
       truncatedExamples: 0,
       examplesWithoutTrainableTokens: 0,
+      examplesWithTruncatedTargets: 0,
       stepsPerEpoch: 2,
       totalSteps: 4,
     });

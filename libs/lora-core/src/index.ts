@@ -45,6 +45,8 @@ export {
   hfStateDict,
   loadCausalLM,
   readModelConfig,
+  storedWeightBytesPerParameter,
+  readSafetensorsFileHeader,
   saveHfModel,
   type LoadModelOptions,
   type SaveModelOptions,
@@ -124,6 +126,8 @@ export {
 export {
   runFineTune,
   resolveLoraConfig,
+  NoTrainableTokensError,
+  TRUNCATION_WARNING_SHARE,
   type FineTuneLineage,
   type FineTuneOptions,
   type FineTunePreflight,
@@ -131,6 +135,15 @@ export {
   type LoadedModel,
   type SampleGeneration,
 } from './trainer/fine-tune';
+export {
+  HEAD_CHUNK_ROWS,
+  MemoryLimitError,
+  estimateTrainingMemory,
+  memoryAdvice,
+  memoryLimitMbFromEnv,
+  type MemoryEstimate,
+  type MemoryEstimateInput,
+} from './memory/memory-estimate';
 export {
   DEFAULT_HYPERPARAMETERS,
   NonFiniteLossError,

@@ -60,6 +60,11 @@ export abstract class CausalLM {
   abstract readonly config: ModelConfig;
   /** Hex sha256 of the weights file(s) this model was loaded from; lineage (DESIGN §6). */
   baseModelSha256: string | undefined;
+  /**
+   * Training forward passes recompute each block's activations in backward instead of
+   * keeping them (gradient checkpointing, Chen et al. 2016, https://arxiv.org/abs/1604.06174).
+   */
+  gradientCheckpointing = false;
 
   protected readonly parameters: HfParameter[] = [];
   protected readonly linears: LoraLinear[] = [];

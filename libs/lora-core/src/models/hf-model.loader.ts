@@ -5,11 +5,18 @@
  * as openai-community/gpt2); the model always uses the prefixed names internally.
  */
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { readSafetensors, writeSafetensors, type SafetensorsInput } from '../safetensors/safetensors.codec';
+import {
+  MAX_HEADER_BYTES,
+  readSafetensors,
+  readSafetensorsHeader,
+  writeSafetensors,
+  type SafetensorsHeader,
+  type SafetensorsInput,
+} from '../safetensors/safetensors.codec';
 import { SeededRandom, deriveSeed } from '../util/rng.util';
 import { transpose2d, weightShapeError, type CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
 import { Gpt2Model } from './gpt2.model';
@@ -127,6 +134,44 @@ async function weightFiles(dir: string): Promise<string[]> {
   }
   const files = new Set(Object.values(weightMap as Record<string, unknown>).map(String));
   return [...files].sort().map((f) => join(dir, f));
+}
+
+/** Whether BF16/F16 checkpoints stay in half precision on the host once loaded. */
+const HALF_PRECISION_WEIGHTS_KEPT = false;
+
+/** Reads and validates one safetensors file's header from disk, without its data. */
+export async function readSafetensorsFileHeader(path: string): Promise<SafetensorsHeader> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    const prefix = Buffer.alloc(8);
+    await handle.read(prefix, 0, 8, 0);
+    const length = Number(prefix.readBigUInt64LE(0));
+    if (size < 8 || length > MAX_HEADER_BYTES || 8 + length > size) {
+      // The codec produces the precise error for each of these cases.
+      return readSafetensorsHeader(new Uint8Array(await readFile(path)));
+    }
+    const head = Buffer.alloc(8 + length);
+    await handle.read(head, 0, 8 + length, 0);
+    return readSafetensorsHeader(new Uint8Array(head.buffer, head.byteOffset, head.length), size);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Bytes per parameter the frozen weights of this directory take once loaded: 2 when every
+ * floating-point weight is stored as BF16/F16 (kept as stored, upcast per product), else 4.
+ */
+export async function storedWeightBytesPerParameter(dir: string): Promise<number> {
+  let halfOnly = true;
+  for (const file of await weightFiles(dir)) {
+    const header = await readSafetensorsFileHeader(file);
+    for (const info of header.tensors.values()) {
+      if (info.dtype !== 'BF16' && info.dtype !== 'F16') halfOnly = false;
+    }
+  }
+  return halfOnly && HALF_PRECISION_WEIGHTS_KEPT ? 2 : 4;
 }
 
 /**

@@ -117,8 +117,14 @@ function parseTensorInfo(name: string, raw: unknown): SafetensorsTensorInfo {
   return { dtype, shape: [...dims], dataOffsets: [offsets[0], offsets[1]] };
 }
 
-/** Parses and validates the header only; no tensor data is decoded. */
-export function readSafetensorsHeader(bytes: Uint8Array): SafetensorsHeader {
+/**
+ * Parses and validates the header only; no tensor data is decoded. `fileLength` is the size
+ * of the whole file when `bytes` holds only its beginning (a header read from disk).
+ */
+export function readSafetensorsHeader(
+  bytes: Uint8Array,
+  fileLength: number = bytes.length,
+): SafetensorsHeader {
   if (bytes.length < 8) {
     throw new SafetensorsError(
       'HEADER_TOO_SMALL',
@@ -194,7 +200,7 @@ export function readSafetensorsHeader(bytes: Uint8Array): SafetensorsHeader {
     }
     cursor = info.dataOffsets[1];
   }
-  const dataLength = bytes.length - 8 - n;
+  const dataLength = fileLength - 8 - n;
   if (cursor !== dataLength) {
     throw new SafetensorsError(
       'INCOMPLETE_BUFFER',

@@ -23,7 +23,15 @@ import { generateTokens } from '../generation/generate';
 import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
-import { loadCausalLM } from '../models/hf-model.loader';
+import {
+  MemoryLimitError,
+  estimateTrainingMemory,
+  memoryAdvice,
+  type MemoryEstimate,
+  type MemoryEstimateInput,
+} from '../memory/memory-estimate';
+import { loadCausalLM, readModelConfig, storedWeightBytesPerParameter } from '../models/hf-model.loader';
+import type { ModelConfig } from '../models/model.config';
 import { metricsToCsv } from './metrics-csv';
 import { Trainer, resolveHyperparameters, type CheckpointOptions } from './trainer';
 import {
@@ -55,6 +63,17 @@ export interface FineTuneOptions {
   hyperparameters?: Partial<TrainingHyperparameters>;
   /** Longest tokenized example kept (the tail is cut). Default min(1024, the model's positions). */
   maxSeqLength?: number;
+  /**
+   * Recompute each block's activations in backward instead of keeping them (Chen et al. 2016):
+   * about one more forward pass of time for activations of one block plus the residual stream.
+   */
+  gradientCheckpointing?: boolean;
+  /**
+   * Refuse the run before loading weights when the pre-flight memory estimate exceeds this
+   * many MiB (`MemoryLimitError`). Null or absent: no check (callers pass
+   * `memoryLimitMbFromEnv()`).
+   */
+  memoryLimitMb?: number | null;
   earlyStopping?: EarlyStoppingOptions;
   /** Cap periodic validation at the first N validation examples (the final pass uses all). */
   evalMaxExamples?: number;
@@ -78,6 +97,12 @@ export interface FineTuneOptions {
 export interface FineTunePreflight extends PreflightSummary {
   /** Steps this run will take: min(stepsPerEpoch × epochs, maxSteps). */
   totalSteps: number;
+  /** Pre-flight memory estimate of the whole process (MiB) and its parts. */
+  memoryEstimateMb: number;
+  memoryEstimate: MemoryEstimate;
+  /** The limit the estimate was checked against (MiB), or null when unchecked. */
+  memoryLimitMb: number | null;
+  gradientCheckpointing: boolean;
   validationExamples: number;
   /** Steps already done when resuming, else 0. */
   resumeStep: number;
@@ -130,6 +155,30 @@ export interface FineTuneResult {
   lineage: FineTuneLineage;
 }
 
+/**
+ * Every example lost its completion to truncation (or had none): training would print loss
+ * 0 and write an adapter that learned nothing, so the run is refused before it starts.
+ */
+export class NoTrainableTokensError extends TrainingConfigError {
+  override readonly name: string = 'NoTrainableTokensError';
+  constructor(
+    readonly examples: number,
+    readonly examplesWithoutTargets: number,
+    readonly maxSeqLength: number,
+    readonly longestExampleTokens: number,
+  ) {
+    super(
+      `no example has a completion token left to train on at max_seq_length ${maxSeqLength}: ` +
+        `${examplesWithoutTargets} of ${examples} examples lose every target token to truncation ` +
+        `(the longest example has ${longestExampleTokens} tokens). Raise max_seq_length or shorten the prompts.`,
+      'maxSeqLength',
+    );
+  }
+}
+
+/** Share of examples losing completion tokens to truncation above which a warning is raised. */
+export const TRUNCATION_WARNING_SHARE = 0.2;
+
 const sha256 = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex');
 
 function decodeJsonl(content: string | Uint8Array): string {
@@ -138,12 +187,12 @@ function decodeJsonl(content: string | Uint8Array): string {
     : new TextDecoder('utf-8', { fatal: true }).decode(content);
 }
 
-export function resolveLoraConfig(partial: Partial<LoraConfig>, model: CausalLM): LoraConfig {
+export function resolveLoraConfig(partial: Partial<LoraConfig>, config: ModelConfig): LoraConfig {
   return {
     r: partial.r ?? 8,
     alpha: partial.alpha ?? 16,
     dropout: partial.dropout ?? 0.05,
-    targetModules: partial.targetModules ?? defaultTargetModules(model.config.modelType),
+    targetModules: partial.targetModules ?? defaultTargetModules(config.modelType),
     useRslora: partial.useRslora ?? false,
     ...(partial.excludeModules ? { excludeModules: partial.excludeModules } : {}),
   };
@@ -151,41 +200,84 @@ export function resolveLoraConfig(partial: Partial<LoraConfig>, model: CausalLM)
 
 export async function runFineTune(options: FineTuneOptions): Promise<FineTuneResult> {
   const owned = typeof options.model === 'string';
+  const modelDir = typeof options.model === 'string' ? options.model : null;
+  // Tokenizer and config first: both are cheap, and the data and memory checks below refuse a
+  // run before any weight is allocated.
+  const tokenizer =
+    typeof options.model === 'string' ? await loadTokenizer(options.model) : options.model.tokenizer;
+  const config: ModelConfig =
+    typeof options.model === 'string' ? await readModelConfig(options.model) : options.model.model.config;
+
+  const trainText = decodeJsonl(options.trainJsonl);
+  const validationText =
+    options.validationJsonl === undefined || options.validationJsonl === null
+      ? null
+      : decodeJsonl(options.validationJsonl);
+  const trainExamples = parseJsonlExamples(trainText);
+  const validationExamples: TrainingExample[] =
+    validationText === null ? [] : parseJsonlExamples(validationText);
+
+  const positions = config.modelType === 'gpt2' ? config.maxPositions : 1024;
+  const maxSeqLength = options.maxSeqLength ?? Math.min(1024, positions);
+  if (config.modelType === 'gpt2' && maxSeqLength > positions) {
+    throw new TrainingConfigError(
+      `maxSeqLength ${maxSeqLength} exceeds the model's n_positions ${positions}`,
+      'maxSeqLength',
+    );
+  }
+  const hp = resolveHyperparameters(options.hyperparameters);
+  const summary = preflightSummary(trainExamples, tokenizer, {
+    maxSeqLength,
+    batchSize: hp.batchSize,
+    epochs: hp.epochs,
+    gradientAccumulationSteps: hp.gradientAccumulationSteps,
+  });
+  if (summary.trainableTokens === 0) {
+    throw new NoTrainableTokensError(
+      summary.examples,
+      summary.examplesWithoutTrainableTokens,
+      maxSeqLength,
+      summary.longestExampleTokens,
+    );
+  }
+  const loraConfig = resolveLoraConfig(options.lora ?? {}, config);
+  const gradientCheckpointing = options.gradientCheckpointing ?? false;
+  const memoryInput: MemoryEstimateInput = {
+    config,
+    batchSize: Math.min(hp.batchSize, Math.max(1, summary.examples)),
+    seqLength: Math.max(1, summary.longestKeptTokens),
+    lora: loraConfig,
+    weightBytesPerParameter:
+      modelDir !== null ? await storedWeightBytesPerParameter(modelDir) : 4,
+    gradientCheckpointing,
+  };
+  const memoryEstimate = estimateTrainingMemory(memoryInput);
+  const memoryEstimateMb = Math.ceil(memoryEstimate.totalBytes / (1024 * 1024));
+  const memoryLimitMb = options.memoryLimitMb ?? null;
+  if (memoryLimitMb !== null && memoryEstimateMb > memoryLimitMb) {
+    throw new MemoryLimitError(memoryEstimateMb, memoryLimitMb, memoryAdvice(memoryInput));
+  }
+
   let loaded: LoadedModel;
   if (typeof options.model === 'string') {
-    // Tokenizer first: it is cheap and, if it fails, no model weights are left allocated.
-    const tokenizer = await loadTokenizer(options.model);
-    loaded = { model: await loadCausalLM(options.model), tokenizer, name: basename(options.model) };
+    loaded = {
+      model: await loadCausalLM(options.model),
+      tokenizer,
+      name: basename(options.model),
+    };
   } else {
     loaded = options.model;
   }
-  const { model, tokenizer } = loaded;
+  const { model } = loaded;
   const adapterName = options.adapterName ?? 'default';
   let trainer: Trainer | null = null;
   let adapterAdded = false;
   try {
     if (model.mode !== 'lora')
       throw new TrainingConfigError('runFineTune needs a model in "lora" mode', 'model');
-    const trainText = decodeJsonl(options.trainJsonl);
-    const validationText =
-      options.validationJsonl === undefined || options.validationJsonl === null
-        ? null
-        : decodeJsonl(options.validationJsonl);
-    const trainExamples = parseJsonlExamples(trainText);
-    const validationExamples: TrainingExample[] =
-      validationText === null ? [] : parseJsonlExamples(validationText);
-
-    const positions = model.config.modelType === 'gpt2' ? model.config.maxPositions : 1024;
-    const maxSeqLength = options.maxSeqLength ?? Math.min(1024, positions);
-    if (model.config.modelType === 'gpt2' && maxSeqLength > positions) {
-      throw new TrainingConfigError(
-        `maxSeqLength ${maxSeqLength} exceeds the model's n_positions ${positions}`,
-        'maxSeqLength',
-      );
-    }
-    const loraConfig = resolveLoraConfig(options.lora ?? {}, model);
+    model.gradientCheckpointing = gradientCheckpointing;
     // Seeded init: the same seed gives the same A matrices (and so the same run).
-    model.addAdapter(adapterName, loraConfig, resolveHyperparameters(options.hyperparameters).seed);
+    model.addAdapter(adapterName, loraConfig, hp.seed);
     adapterAdded = true;
     model.setActiveAdapter(adapterName);
 
@@ -209,22 +301,19 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
         ...(options.lineage ?? {}),
       },
     });
-    const hp = trainer.hyperparameters;
 
     let resumedFromStep: number | null = null;
     if (options.resumeFrom) resumedFromStep = trainer.restore(options.resumeFrom).step;
 
-    const summary = preflightSummary(trainExamples, tokenizer, {
-      maxSeqLength,
-      batchSize: hp.batchSize,
-      epochs: hp.epochs,
-      gradientAccumulationSteps: hp.gradientAccumulationSteps,
-    });
     const preflight: FineTunePreflight = {
       ...summary,
       totalSteps: trainer.totalSteps,
       validationExamples: validationExamples.length,
       resumeStep: resumedFromStep ?? 0,
+      memoryEstimateMb,
+      memoryEstimate,
+      memoryLimitMb,
+      gradientCheckpointing,
     };
     await options.onPreflight?.(preflight);
 

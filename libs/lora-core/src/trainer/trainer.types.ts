@@ -129,7 +129,7 @@ export type StopReason = 'completed' | 'max_steps' | 'early_stopping';
 
 /** Hyperparameters or data the trainer cannot use. `field` names the culprit. */
 export class TrainingConfigError extends Error {
-  override readonly name = 'TrainingConfigError';
+  override readonly name: string = 'TrainingConfigError';
   constructor(
     message: string,
     readonly field?: string,

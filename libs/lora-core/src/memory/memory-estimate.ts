@@ -1,0 +1,162 @@
+/**
+ * Pre-flight memory estimate of a LoRA training run, from config.json and the run's shape
+ * alone (issue 13): the run is refused before step 1 when it cannot fit
+ * `LORAFLEET_MEMORY_LIMIT_MB`, instead of dying in the middle with a wasm abort.
+ *
+ * The model of memory follows where the trainer keeps things (docs/trainer.md, "Memory"):
+ * - frozen base weights on the host, outside the wasm heap (f32, or bf16/f16 as stored);
+ * - LoRA parameters, their gradients and AdamW's two moments (4 copies, f32);
+ * - activations saved for backward, per block, for B·T tokens; with gradient checkpointing
+ *   only each block's input is kept, plus one block's activations while it is recomputed;
+ * - the fused LM-head/cross-entropy works on one chunk of rows at a time, so `[B·T, V]`
+ *   logits never exist whole;
+ * - a fixed runtime overhead (Node, tfjs, the wasm module).
+ * The per-block coefficients were measured with `npm run bench:train -- --model-shape …`
+ * (docs/benchmarks.md) and round up, so a run that the estimate admits fits.
+ */
+import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+
+import type { LoraConfig } from '../lora/lora.config';
+import type { ModelConfig } from '../models/model.config';
+import { countBaseParameters, loraTargetSpecs } from '../params/parameter-count.util';
+import { TrainingConfigError } from '../trainer/trainer.types';
+
+const MIB = 1024 * 1024;
+
+/** Rows of the fused LM-head/cross-entropy chunk (models/fused-head-loss). */
+export const HEAD_CHUNK_ROWS = 128;
+
+export interface MemoryEstimateInput {
+  config: ModelConfig;
+  batchSize: number;
+  /** Longest sequence of a micro-batch (max_seq_length, or less when every example is shorter). */
+  seqLength: number;
+  lora: Pick<LoraConfig, 'r' | 'targetModules' | 'excludeModules'>;
+  /** Bytes each frozen weight takes where it is kept: 4 (f32) or 2 (bf16/f16 kept as stored). */
+  weightBytesPerParameter: number;
+  gradientCheckpointing: boolean;
+}
+
+export interface MemoryEstimate {
+  totalBytes: number;
+  /** Named parts of the total (bytes), for the pre-flight line and the docs. */
+  parts: {
+    frozenWeights: number;
+    adapterAndOptimizer: number;
+    activations: number;
+    head: number;
+    runtime: number;
+  };
+}
+
+/** Bytes of activations one block saves for backward, per token, in f32. */
+function blockActivationBytesPerToken(config: ModelConfig, seqLength: number): number {
+  const C = config.hiddenSize;
+  if (config.modelType === 'gpt2') {
+    const H = config.numHeads;
+    // Norm inputs/outputs, q/k/v and their head layouts, the attention output, MLP input,
+    // hidden and activation, residuals: about 14·C + 3·inner floats a token, plus the
+    // attention probabilities (H·T a token) kept by the fused attention.
+    return 4 * (14 * C + 3 * config.innerSize + 2 * H * seqLength);
+  }
+  const { numHeads: H, numKeyValueHeads: KV, headDim: D, intermediateSize: I } = config;
+  // Norms, q (H·D) and k/v (KV·D) before and after RoPE, the attention output, the MLP's
+  // gate, up, activation and product (4·I), residuals; plus the attention probabilities.
+  return 4 * (8 * C + 3 * H * D + 4 * KV * D + 5 * I + 2 * H * seqLength);
+}
+
+/** The estimate for one run; pure arithmetic on the config (no weights are touched). */
+export function estimateTrainingMemory(input: MemoryEstimateInput): MemoryEstimate {
+  const { config, batchSize, seqLength, lora } = input;
+  const tokens = batchSize * seqLength;
+  const C = config.hiddenSize;
+  const frozenWeights = countBaseParameters(config) * input.weightBytesPerParameter;
+  const loraParameters = loraTargetSpecs(config, {
+    r: lora.r,
+    alpha: 1,
+    dropout: 0,
+    targetModules: lora.targetModules,
+    useRslora: false,
+    ...(lora.excludeModules ? { excludeModules: lora.excludeModules } : {}),
+  }).reduce((n, s) => n + lora.r * (s.inFeatures + s.outFeatures), 0);
+  // Parameter, gradient (and its accumulation), AdamW m and v.
+  const adapterAndOptimizer = loraParameters * 4 * 5;
+  const perBlock = tokens * blockActivationBytesPerToken(config, seqLength);
+  const residualStream = tokens * C * 4;
+  const activations = input.gradientCheckpointing
+    ? config.numLayers * residualStream + 2 * perBlock
+    : config.numLayers * perBlock + 2 * perBlock; // + the gradients in flight during backward
+  // One chunk's logits, probabilities and gradient, plus the final hidden states and their gradient.
+  const head = 3 * Math.min(tokens, HEAD_CHUNK_ROWS) * config.vocabSize * 4 + 2 * residualStream;
+  const runtime = 400 * MIB;
+  const parts = { frozenWeights, adapterAndOptimizer, activations, head, runtime };
+  const totalBytes = Object.values(parts).reduce((a, b) => a + b, 0);
+  return { totalBytes, parts };
+}
+
+/**
+ * `LORAFLEET_MEMORY_LIMIT_MB`, else the cgroup's memory limit, else 90% of RAM. A malformed
+ * value is an error naming the variable (the worker and the CLI refuse to start on it).
+ */
+export function memoryLimitMbFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.LORAFLEET_MEMORY_LIMIT_MB?.trim();
+  if (raw !== undefined && raw !== '') {
+    if (!/^[1-9][0-9]*$/.test(raw)) {
+      throw new TrainingConfigError(
+        `LORAFLEET_MEMORY_LIMIT_MB="${raw}" must be a positive whole number of MiB`,
+        'LORAFLEET_MEMORY_LIMIT_MB',
+      );
+    }
+    return Number(raw);
+  }
+  const ram = Math.floor((0.9 * totalmem()) / MIB);
+  const cgroup = cgroupLimitBytes();
+  return cgroup === null ? ram : Math.min(ram, Math.floor(cgroup / MIB));
+}
+
+/** The cgroup v2 (`memory.max`) or v1 (`memory.limit_in_bytes`) limit, null when unlimited. */
+function cgroupLimitBytes(): number | null {
+  for (const path of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (text === 'max') return null;
+    const value = Number(text);
+    // cgroup v1 reports "unlimited" as a huge page-aligned number.
+    if (Number.isFinite(value) && value > 0 && value < 2 ** 60) return value;
+    return null;
+  }
+  return null;
+}
+
+/** A run whose estimate exceeds the memory limit; thrown before any weight is loaded. */
+export class MemoryLimitError extends TrainingConfigError {
+  override readonly name: string = 'MemoryLimitError';
+  constructor(
+    readonly estimateMb: number,
+    readonly limitMb: number,
+    advice: string,
+  ) {
+    super(
+      `this run needs about ${estimateMb.toLocaleString('en-US')} MiB but the memory limit is ` +
+        `${limitMb.toLocaleString('en-US')} MiB (LORAFLEET_MEMORY_LIMIT_MB). ${advice}`,
+      'memory',
+    );
+  }
+}
+
+/** What to change, in order of how much each saves for this run. */
+export function memoryAdvice(input: MemoryEstimateInput): string {
+  const tips: string[] = [];
+  if (!input.gradientCheckpointing) {
+    tips.push('turn on gradient checkpointing (--gradient-checkpointing, training.gradient_checkpointing)');
+  }
+  if (input.batchSize > 1) tips.push(`lower the batch size (now ${input.batchSize})`);
+  tips.push(`shorten max_seq_length (now ${input.seqLength})`);
+  tips.push('or run it on a worker with more memory or a GPU backend');
+  return `To fit: ${tips.join(', ')}.`;
+}
