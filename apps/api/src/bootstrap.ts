@@ -6,6 +6,7 @@ import type { ApiEnv } from '@lorafleet/contracts';
 import type { FastifyInstance } from 'fastify';
 import { AppModule } from './app.module';
 import { registerDashboard } from './dashboard/dashboard.plugin';
+import { fastifyErrorOptions, registerHttpPolicy } from './http/http-policy';
 import {
   PinoNestLogger,
   fastifyLoggingOptions,
@@ -29,6 +30,7 @@ export async function createApiApp(
     bodyLimit: 1024 * 1024,
     trustProxy: true,
     ...fastifyLoggingOptions(env, options.logDestination),
+    ...fastifyErrorOptions(),
   });
   const fastify: FastifyInstance = adapter.getInstance();
   const app = await NestFactory.create<NestFastifyApplication>(AppModule.forEnv(env), adapter, {
@@ -37,6 +39,7 @@ export async function createApiApp(
   });
   // The request-id header and the per-request log line, before Nest registers its routes.
   registerRequestLogging(fastify);
+  registerHttpPolicy(fastify); // security headers; /v1 bodies must be JSON
   await app.register(multipart, {
     limits: { fileSize: env.LORAFLEET_UPLOAD_MAX_BYTES, files: 1, fields: 10 },
     throwFileSizeLimit: true,

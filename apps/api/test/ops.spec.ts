@@ -87,7 +87,7 @@ describe('ops endpoints', () => {
     );
     const tenant = await api.tenants.createTenant('alice');
     alice = new Client(api.baseUrl, (await api.tenants.issueApiKey(tenant.id)).plaintext);
-    adminKey = (await api.tenants.issueApiKey(tenant.id, { isAdmin: true })).plaintext;
+    adminKey = (await api.tenants.issueApiKey(tenant.id, { isFleetAdmin: true })).plaintext;
   });
 
   afterAll(async () => {

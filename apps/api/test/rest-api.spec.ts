@@ -32,7 +32,7 @@ describe('REST API', () => {
     bob = new Client(api.baseUrl, (await api.tenants.issueApiKey(b.id)).plaintext);
     admin = new Client(
       api.baseUrl,
-      (await api.tenants.issueApiKey(b.id, { isAdmin: true })).plaintext,
+      (await api.tenants.issueApiKey(b.id, { isFleetAdmin: true })).plaintext,
     );
     queue = new Queue(QUEUE_NAMES.fineTune, {
       connection: { url: api.env.REDIS_URL },

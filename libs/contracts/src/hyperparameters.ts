@@ -35,6 +35,21 @@ export const TrainingOptionsSchema = z
     max_steps: z.number().int().min(1).max(1_000_000).optional(),
   })
   .strict();
+/**
+ * `training` as a create request sends it: `max_seq_length` may be omitted, and the API then
+ * resolves it from the base model (libs/data `defaultMaxSeqLength`) before storing the job.
+ */
+export const TrainingOptionsRequestSchema = TrainingOptionsSchema.extend({
+  max_seq_length: z
+    .number()
+    .int()
+    .min(8)
+    .max(8192)
+    .optional()
+    .describe(
+      "Default: min(1024, the base model's context length); a larger value than the context length is a 400",
+    ),
+});
 export type TrainingOptionsInput = z.input<typeof TrainingOptionsSchema>;
 export type TrainingOptions = z.output<typeof TrainingOptionsSchema>;
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import {
   HyperparametersSchema,
   ResolvedHyperparametersSchema,
+  TrainingOptionsRequestSchema,
   TrainingOptionsSchema,
 } from './hyperparameters';
 import { JobStatusSchema } from './job-status';
@@ -32,7 +33,7 @@ export const CreateFineTuningJobRequestSchema = z
       })
       .optional(),
     lora: LoraConfigSchema.optional(),
-    training: TrainingOptionsSchema.optional(),
+    training: TrainingOptionsRequestSchema.optional(),
   })
   .strict();
 export type CreateFineTuningJobRequest = z.infer<typeof CreateFineTuningJobRequestSchema>;

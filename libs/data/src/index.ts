@@ -9,3 +9,4 @@ export * from './preflight.summary';
 export * from './token-count.estimator';
 export * from './models/model-registry';
 export * from './models/model-hash';
+export * from './models/model-facts';

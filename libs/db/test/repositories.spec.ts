@@ -200,7 +200,12 @@ describe('libs/db against a real Postgres', () => {
     });
 
     const found = await jobs.findForApiKey(plaintext, job.id);
-    expect(found?.principal).toEqual({ tenantId, apiKeyId: apiKey.id, isAdmin: true });
+    expect(found?.principal).toEqual({
+      tenantId,
+      apiKeyId: apiKey.id,
+      isAdmin: true,
+      isFleetAdmin: false,
+    });
     expect(found?.job).toEqual(await jobs.findForTenant(tenantId, job.id));
     expect(found?.job).toBeInstanceOf(FineTuningJobEntity);
 

@@ -81,7 +81,8 @@ export async function startStack(): Promise<Stack> {
     const keys = {
       alice: (await tenants.issueApiKey(alice.id)).plaintext,
       bob: (await tenants.issueApiKey(bob.id)).plaintext,
-      admin: (await tenants.issueApiKey(ops.id, { isAdmin: true })).plaintext,
+      // The fleet page shows every tenant's jobs and the queue depth: a fleet admin's view.
+      admin: (await tenants.issueApiKey(ops.id, { isFleetAdmin: true })).plaintext,
     };
 
     const port = await freePort();

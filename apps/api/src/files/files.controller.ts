@@ -18,6 +18,20 @@ import { Principal } from '../auth/principal.decorator';
 import { ApiError } from '../errors/api-error';
 import { FilesService } from './files.service';
 
+/**
+ * `attachment` with the stored name: an ASCII fallback in `filename` (quotes, backslashes and
+ * controls replaced) and the exact name in RFC 5987's `filename*`. Stored names are well-formed
+ * Unicode (uploads refuse lone surrogates), so encodeURIComponent cannot throw.
+ */
+export function contentDisposition(filename: string): string {
+  const ascii = filename.replace(/[^\x20-\x7e]|["\\]/g, '_');
+  const encoded = encodeURIComponent(filename).replace(
+    /['()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
+}
+
 @Controller('v1/files')
 @UseGuards(ApiKeyGuard)
 export class FilesController {
@@ -40,18 +54,26 @@ export class FilesController {
     }
     let purpose: string | undefined;
     let file: { filename: string; content: Buffer } | undefined;
-    for await (const part of request.parts()) {
-      if (part.type === 'file') {
-        if (part.fieldname !== 'file') {
-          await part.toBuffer();
-          continue;
+    try {
+      for await (const part of request.parts()) {
+        if (part.type === 'file') {
+          if (part.fieldname !== 'file') {
+            await part.toBuffer();
+            continue;
+          }
+          // toBuffer() throws a 413 error once the part exceeds the configured fileSize limit.
+          // A part may come without a file name (`filename=""` or none); the column is NOT NULL.
+          file = { filename: part.filename || 'file', content: await part.toBuffer() };
+        } else if (part.fieldname === 'purpose') {
+          purpose = String(part.value);
         }
-        // toBuffer() throws a 413 error once the part exceeds the configured fileSize limit.
-        // A part may come without a file name (`filename=""` or none); the column is NOT NULL.
-        file = { filename: part.filename || 'file', content: await part.toBuffer() };
-      } else if (part.fieldname === 'purpose') {
-        purpose = String(part.value);
       }
+    } catch (error) {
+      // @fastify/multipart's own 413 "reach files limit" says neither what nor why.
+      if ((error as { code?: unknown } | null)?.code === 'FST_FILES_LIMIT') {
+        throw new ApiError('invalid_request', 'An upload holds one file part', 'file');
+      }
+      throw error;
     }
     if (!file) throw new ApiError('invalid_request', 'Missing "file" part', 'file');
     return this.files.upload(principal.tenantId, { ...file, purpose });
@@ -76,8 +98,13 @@ export class FilesController {
     @Param('id') id: string,
     @Res() reply: FastifyReply,
   ): Promise<void> {
+    const file = await this.files.get(principal.tenantId, id);
     const content = await this.files.content(principal.tenantId, id);
-    await reply.header('content-type', 'application/jsonl').send(content);
+    // attachment: a browser saves the tenant's bytes instead of rendering them on our origin.
+    await reply
+      .header('content-type', 'application/jsonl')
+      .header('content-disposition', contentDisposition(file.filename))
+      .send(content);
   }
 
   @Delete(':id')

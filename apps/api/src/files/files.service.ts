@@ -4,6 +4,7 @@ import { validateJsonl } from '@lorafleet/data';
 import { FilesRepository, type FileEntity } from '@lorafleet/db';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
+import { assertWellFormedText } from '../http/well-formed-text';
 
 export interface UploadedFile {
   filename: string;
@@ -26,6 +27,8 @@ export class FilesService {
     if (upload.purpose !== 'fine-tune') {
       throw new ApiError('invalid_request', 'purpose must be "fine-tune"', 'purpose');
     }
+    // The name is stored as text; a lone surrogate has no UTF-8 form.
+    assertWellFormedText(upload.filename, 'file');
     const result = validateJsonl(upload.content, {
       maxBytes: this.env.LORAFLEET_UPLOAD_MAX_BYTES,
       maxRows: this.env.LORAFLEET_UPLOAD_MAX_ROWS,

@@ -1,8 +1,9 @@
 import { Controller, Get, Inject, UseGuards } from '@nestjs/common';
-import { WorkersRepository } from '@lorafleet/db';
+import { JobsRepository, WorkersRepository, type AuthenticatedPrincipal } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import { AdminGuard } from '../auth/admin.guard';
 import { ApiKeyGuard } from '../auth/api-key.guard';
+import { Principal } from '../auth/principal.decorator';
 import { FINE_TUNE_QUEUE } from '../infra/tokens';
 
 /** Heartbeats arrive every few seconds (LORAFLEET_HEARTBEAT_MS, default 5 s); 30 s of silence means gone. */
@@ -14,25 +15,43 @@ const WORKER_GONE_AFTER_MS = 30_000;
 export class WorkersController {
   constructor(
     private readonly workers: WorkersRepository,
+    private readonly jobs: JobsRepository,
     @Inject(FINE_TUNE_QUEUE) private readonly queue: Queue,
   ) {}
 
+  /**
+   * Fleet admins see every worker's job and the queue depth. Tenant admins see the workers,
+   * but a job only when it is their tenant's, and no queue depth: both would show them the
+   * other tenants' activity.
+   */
   @Get()
-  async list() {
+  async list(@Principal() principal: AuthenticatedPrincipal) {
     const now = Date.now();
     const workers = await this.workers.list();
+    const visibleJobs = new Set<string>();
+    for (const w of workers) {
+      if (
+        w.currentJobId &&
+        (principal.isFleetAdmin ||
+          (await this.jobs.findForTenant(principal.tenantId, w.currentJobId)))
+      ) {
+        visibleJobs.add(w.currentJobId);
+      }
+    }
     let queue: Record<string, number> | null = null;
-    try {
-      queue = await this.queue.getJobCounts(
-        'waiting',
-        'active',
-        'delayed',
-        'prioritized',
-        'completed',
-        'failed',
-      );
-    } catch {
-      queue = null; // Redis down: the fleet view still answers from Postgres.
+    if (principal.isFleetAdmin) {
+      try {
+        queue = await this.queue.getJobCounts(
+          'waiting',
+          'active',
+          'delayed',
+          'prioritized',
+          'completed',
+          'failed',
+        );
+      } catch {
+        queue = null; // Redis down: the fleet view still answers from Postgres.
+      }
     }
     return {
       object: 'list',
@@ -45,7 +64,7 @@ export class WorkersController {
         device: w.device,
         // A worker that missed its heartbeats is gone, whatever it last said about itself.
         status: now - w.lastHeartbeatAt.getTime() > WORKER_GONE_AFTER_MS ? 'gone' : w.status,
-        current_job: w.currentJobId,
+        current_job: w.currentJobId && visibleJobs.has(w.currentJobId) ? w.currentJobId : null,
         versions: w.versions,
         started_at: Math.floor(w.startedAt.getTime() / 1000),
         last_heartbeat_at: Math.floor(w.lastHeartbeatAt.getTime() / 1000),

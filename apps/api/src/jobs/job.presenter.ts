@@ -41,9 +41,13 @@ export function presentJob(job: FineTuningJobEntity): FineTuningJob {
   };
 }
 
-export function presentEvent(event: JobEventEntity): FineTuningJobEvent {
+/**
+ * The event's id is its ordinal within its job (`seq`), not the global row id: a global
+ * counter would show every tenant the whole system's activity.
+ */
+export function presentEvent(event: JobEventEntity & { seq: number }): FineTuningJobEvent {
   return {
-    id: `ftevent-${event.id}`,
+    id: `ftevent-${event.seq}`,
     object: 'fine_tuning.job.event',
     created_at: Math.floor(event.createdAt.getTime() / 1000),
     level: event.level,

@@ -60,7 +60,13 @@ export class JobsController {
     for (const key of Object.keys(query)) {
       const match = /^metadata\[(.+)\]$/.exec(key);
       const value = match ? single(query, key) : undefined;
-      if (match && value !== undefined) metadata[match[1]] = value;
+      if (!match || value === undefined) continue;
+      // Assigning `__proto__` would set the object's prototype, silently dropping the filter;
+      // no stored job can carry that key (Fastify refuses it in JSON bodies).
+      if (match[1] === '__proto__') {
+        throw new ApiError('invalid_request', 'metadata[__proto__] is not a valid filter', key);
+      }
+      metadata[match[1]] = value;
     }
     return withEtag(
       request,

@@ -12,8 +12,11 @@ import {
   type FineTuneJobPayload,
   type FineTuningJob,
   type FineTuningJobEvent,
+  type LoraConfigDto,
 } from '@lorafleet/contracts';
+import { defaultMaxSeqLength, unknownTargetModules, type ModelFacts } from '@lorafleet/data';
 import {
+  ActiveJobQuotaError,
   FilesRepository,
   JobsRepository,
   sha256Hex,
@@ -24,6 +27,7 @@ import { randomInt } from 'node:crypto';
 import { BAD_KEY_MESSAGE, type InlineAuthRequest } from '../auth/api-key.guard';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
+import { assertWellFormedText } from '../http/well-formed-text';
 import { ModelsService } from '../models/models.service';
 import { OutboxRelayService } from './outbox-relay.service';
 import { presentEvent, presentJob } from './job.presenter';
@@ -76,6 +80,21 @@ export class JobsService {
     idempotencyKey?: string,
   ): Promise<{ job: FineTuningJob; replayed: boolean }> {
     const request = CreateFineTuningJobRequestSchema.parse(body);
+    assertWellFormedText(request);
+    const supervised = request.method?.supervised?.hyperparameters;
+    if (
+      request.hyperparameters &&
+      supervised &&
+      canonicalJson(request.hyperparameters) !== canonicalJson(supervised)
+    ) {
+      // OpenAI deprecated the top-level object for `method`; two different answers to one
+      // question must not be settled by silently picking one.
+      throw new ApiError(
+        'invalid_request',
+        'hyperparameters and method.supervised.hyperparameters differ; send one of them',
+        'method.supervised.hyperparameters',
+      );
+    }
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
       throw new ApiError(
         'invalid_request',
@@ -88,29 +107,31 @@ export class JobsService {
       const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
       if (replay) return { job: replay, replayed: true };
     }
-    if (
-      (await this.jobs.countActiveForTenant(tenantId)) >=
-      this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT
-    ) {
+    const baseModel = this.models.resolve(request.model, 'model');
+    const baseModelHash = await this.models.contentHash(baseModel);
+    const facts = this.models.facts(baseModel);
+    const lora = LoraConfigSchema.parse(request.lora ?? {});
+    this.checkTargetModules(request.model, facts, lora.target_modules);
+    const training = TrainingOptionsSchema.parse({
+      ...request.training,
+      max_seq_length: request.training?.max_seq_length ?? defaultMaxSeqLength(facts.contextLength),
+    });
+    if (training.max_seq_length > facts.contextLength) {
+      // The worker would fail every attempt on this; say so now (R13: bad input never retries).
       throw new ApiError(
-        'rate_limit_exceeded',
-        `This organization already has ${this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT} active fine-tuning jobs; wait for one to finish or cancel one`,
+        'invalid_request',
+        `training.max_seq_length ${training.max_seq_length} exceeds the context length of ${request.model} (${facts.contextLength})`,
+        'training.max_seq_length',
       );
     }
-    const baseModelHash = await this.models.contentHash(
-      this.models.resolve(request.model, 'model'),
-    );
     const trainingFile = await this.usableFile(tenantId, request.training_file, 'training_file');
     if (request.validation_file) {
       await this.usableFile(tenantId, request.validation_file, 'validation_file');
     }
     const hyperparameters = resolveHyperparameters(
-      HyperparametersSchema.parse(
-        request.method?.supervised?.hyperparameters ?? request.hyperparameters ?? {},
-      ),
+      HyperparametersSchema.parse(supervised ?? request.hyperparameters ?? {}),
       trainingFile.exampleCount,
     );
-    const training = TrainingOptionsSchema.parse(request.training ?? {});
     let job;
     try {
       job = await this.jobs.createWithOutbox(
@@ -124,7 +145,7 @@ export class JobsService {
           seed: request.seed ?? randomInt(0, 2_147_483_647),
           metadata: request.metadata ?? null,
           hyperparameters,
-          lora: LoraConfigSchema.parse(request.lora ?? {}),
+          lora,
           training,
           learningRate:
             training.learning_rate ??
@@ -134,8 +155,21 @@ export class JobsService {
         },
         QUEUE_NAMES.fineTune,
         (jobId): FineTuneJobPayload => ({ schemaVersion: 1, jobId, tenantId }),
+        // Counted under a lock on the tenant's row, in the insert's transaction (R21).
+        { maxActiveJobs: this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT },
       );
     } catch (error) {
+      if (error instanceof ActiveJobQuotaError) {
+        // A concurrent duplicate of this request may be the job that filled the quota.
+        const replay = idempotencyKey
+          ? await this.replay(tenantId, idempotencyKey, requestHash!)
+          : null;
+        if (replay) return { job: replay, replayed: true };
+        throw new ApiError(
+          'rate_limit_exceeded',
+          `This organization already has ${error.limit} active fine-tuning jobs; wait for one to finish or cancel one`,
+        );
+      }
       // A concurrent request with the same key won the unique index: replay its job.
       if (idempotencyKey && isUniqueViolation(error)) {
         const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
@@ -281,10 +315,16 @@ export class JobsService {
     await this.get(tenantId, id);
     const limit = this.parseLimit(limitText);
     const cursor = after?.startsWith('ftevent-') ? after.slice('ftevent-'.length) : after;
-    if (cursor !== undefined && !/^\d+$/.test(cursor)) {
+    // Event ids are per-job ordinals; 15 digits stay far inside Postgres' bigint (and a
+    // JavaScript number), so an out-of-range cursor is a 400, not a database error.
+    if (cursor !== undefined && !/^[1-9]\d{0,14}$/.test(cursor)) {
       throw new ApiError('invalid_request', `Invalid cursor: ${after}`, 'after');
     }
-    const rows = await this.jobs.listEvents(id, cursor, limit + 1);
+    const rows = await this.jobs.listEvents(
+      id,
+      cursor === undefined ? undefined : Number(cursor),
+      limit + 1,
+    );
     const data: FineTuningJobEvent[] = rows.slice(0, limit).map(presentEvent);
     return { object: 'list' as const, data, has_more: rows.length > limit };
   }
@@ -308,9 +348,34 @@ export class JobsService {
     return this.get(tenantId, id);
   }
 
+  /** Unknown `lora.target_modules` entries are a 400 naming the modules the model has. */
+  private checkTargetModules(
+    model: string,
+    facts: ModelFacts,
+    targetModules: LoraConfigDto['target_modules'],
+  ): void {
+    if (targetModules === undefined || targetModules === 'all-linear') return;
+    const unknown = unknownTargetModules(facts, targetModules);
+    if (unknown.length > 0) {
+      throw new ApiError(
+        'invalid_request',
+        `lora.target_modules ${unknown.map((m) => JSON.stringify(m)).join(', ')} match no module of ${model} (${facts.modelType}); its linear modules are: ${facts.moduleNames.join(', ')}`,
+        'lora.target_modules',
+      );
+    }
+  }
+
   private async usableFile(tenantId: string, fileId: string, param: string): Promise<FileEntity> {
     const file = await this.files.findForTenant(tenantId, fileId);
     if (!file) throw new ApiError('invalid_request', `No such file: ${fileId}`, param);
+    if (file.purpose !== 'fine-tune') {
+      // A job's results file (metrics CSV) is not training data.
+      throw new ApiError(
+        'invalid_file',
+        `File ${fileId} has purpose ${JSON.stringify(file.purpose)}; jobs take files uploaded with purpose "fine-tune"`,
+        param,
+      );
+    }
     if (file.status !== 'processed') {
       throw new ApiError(
         'invalid_file',
@@ -323,7 +388,8 @@ export class JobsService {
 
   private parseLimit(text: string | undefined): number {
     if (text === undefined) return 20;
-    const limit = Number(text);
+    // Digits only: Number() would also take "1e2", "0x10" and " 10".
+    const limit = /^\d{1,3}$/.test(text) ? Number(text) : NaN;
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
       throw new ApiError('invalid_request', 'limit must be an integer from 1 to 100', 'limit');
     }

@@ -2,11 +2,14 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { ApiEnv } from '@lorafleet/contracts';
 import {
   BaseModelHashError,
+  ModelFactsError,
   ModelNotFoundError,
   hashBaseModel,
   listBaseModels,
+  readModelFacts,
   resolveBaseModel,
   type BaseModelEntry,
+  type ModelFacts,
 } from '@lorafleet/data';
 import type { AdapterEntity } from '@lorafleet/db';
 import { API_ENV } from '../config/api-env.token';
@@ -50,7 +53,28 @@ export class ModelsService {
       if (error instanceof BaseModelHashError) {
         throw new ApiError(
           'model_not_found',
-          `Model ${JSON.stringify(model.name)} is incomplete: ${error.message}`,
+          // `reason`, not `message`: the message holds the server's directory.
+          `Model ${JSON.stringify(model.name)} is incomplete: ${error.reason}`,
+          param,
+        );
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Context length and module names from the model's config.json (libs/data; no tfjs), to
+   * check a job against before it is queued. An architecture lorafleet cannot train is a 400
+   * naming `param`.
+   */
+  facts(model: BaseModelEntry, param = 'model'): ModelFacts {
+    try {
+      return readModelFacts(model.dir);
+    } catch (error) {
+      if (error instanceof ModelFactsError) {
+        throw new ApiError(
+          'invalid_request',
+          `Model ${JSON.stringify(model.name)} cannot be fine-tuned: ${error.message}`,
           param,
         );
       }

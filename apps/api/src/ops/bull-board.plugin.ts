@@ -21,7 +21,7 @@ export function basicAuthPassword(header: string | undefined): string | null {
 }
 
 /**
- * bull-board at /admin/queues behind HTTP Basic, with an admin API key as the password: a
+ * bull-board at /admin/queues behind HTTP Basic, with a fleet admin API key as the password: a
  * browser link cannot carry a Bearer token (DESIGN §4 Ops). Missing or non-admin credentials
  * answer 401 with `WWW-Authenticate` so the browser asks again. The board is read-only:
  * Postgres is the record of truth, and job control goes through the REST API, which writes
@@ -43,7 +43,9 @@ export function bullBoardPlugin(queue: Queue, tenants: TenantsRepository) {
       const password = basicAuthPassword(request.headers.authorization);
       let isAdmin = false;
       try {
-        isAdmin = password !== null && (await tenants.authenticate(password))?.isAdmin === true;
+        // Fleet admins only: the board shows every tenant's jobs and payloads.
+        isAdmin =
+          password !== null && (await tenants.authenticate(password))?.isFleetAdmin === true;
       } catch {
         return reply
           .code(503)
@@ -56,7 +58,7 @@ export function bullBoardPlugin(queue: Queue, tenants: TenantsRepository) {
           .send(
             openAiError(
               'invalid_api_key',
-              'The queue board needs HTTP Basic auth with an admin API key as the password.',
+              'The queue board needs HTTP Basic auth with a fleet admin API key as the password.',
             ),
           );
       }

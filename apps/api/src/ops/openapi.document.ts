@@ -97,6 +97,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   404: "No such object for this tenant (another tenant's ids also answer 404)",
   409: 'The job is in a state that does not allow this',
   413: 'Body or upload over the configured limit',
+  415: 'A request body that is present is not application/json (bodiless POSTs are fine)',
   422: 'Idempotency-Key reused with a different body',
   429: 'Too many active jobs for this tenant',
   503: 'Postgres (or, for ops probes, Redis) is unreachable; nothing was stored',
@@ -116,7 +117,7 @@ const limitParam = (max = 100): JsonSchema => ({
   name: 'limit',
   in: 'query',
   required: false,
-  description: `Page size, 1 to ${max}`,
+  description: `Page size, 1 to ${max}, in decimal digits`,
   schema: { type: 'integer', minimum: 1, maximum: max, default: 20 },
 });
 
@@ -151,7 +152,7 @@ const jobControl = (
   parameters: [jobId],
   status: 200,
   response: json(ref('FineTuningJob')),
-  errors: [401, 404, 409, 503],
+  errors: [401, 404, 409, 415, 503],
 });
 
 const OPERATIONS: Operation[] = [
@@ -290,7 +291,7 @@ const OPERATIONS: Operation[] = [
     requestBody: { required: true, content: json(ref('CreateFineTuningJobRequest')) },
     status: 201,
     response: json(ref('FineTuningJob')),
-    errors: [400, 401, 404, 413, 422, 429, 503],
+    errors: [400, 401, 404, 413, 415, 422, 429, 503],
   },
   {
     method: 'get',
@@ -354,7 +355,8 @@ const OPERATIONS: Operation[] = [
         name: 'after',
         in: 'query',
         required: false,
-        description: 'Id of the last event on the previous page (`ftevent-…`)',
+        description:
+          "Id of the last event on the previous page (`ftevent-<n>`, n being the event's ordinal within its job)",
         schema: { type: 'string' },
       },
       limitParam(),
@@ -451,7 +453,8 @@ const OPERATIONS: Operation[] = [
     method: 'get',
     path: '/v1/workers',
     operationId: 'listWorkers',
-    summary: 'List GPU workers and queue depth per state (admin keys only)',
+    summary:
+      "List GPU workers and queue depth per state (admin keys; a tenant admin sees only its own tenant's jobs on the workers and no queue depth)",
     tag: 'Fleet',
     auth: 'admin',
     status: 200,
@@ -519,7 +522,7 @@ const OPERATIONS: Operation[] = [
     method: 'get',
     path: '/admin/queues',
     operationId: 'bullBoard',
-    summary: 'bull-board queue UI (HTTP Basic; any user name, an admin API key as password)',
+    summary: 'bull-board queue UI (HTTP Basic; any user name, a fleet admin API key as password)',
     tag: 'Ops',
     auth: 'basic',
     status: 200,
@@ -544,6 +547,12 @@ const SUCCESS_HEADERS: Record<string, JsonSchema> = {
   },
   listFineTuningJobs: { ETag: { schema: { type: 'string' } } },
   retrieveFineTuningJob: { ETag: { schema: { type: 'string' } } },
+  retrieveFileContent: {
+    'Content-Disposition': {
+      description: 'Always an attachment: `attachment; filename="…"; filename*=UTF-8\'\'…`',
+      schema: { type: 'string' },
+    },
+  },
 };
 
 /** Every answer carries the request id it was logged under (apps/api/src/http/request-logging.ts). */
@@ -669,7 +678,7 @@ export function buildOpenApiDocument(): Record<string, unknown> {
         adminBasic: {
           type: 'http',
           scheme: 'basic',
-          description: 'Any user name; an admin API key as the password',
+          description: 'Any user name; a fleet admin API key as the password',
         },
       },
     },

@@ -7,7 +7,8 @@ import path from 'node:path';
 export class BaseModelHashError extends Error {
   constructor(
     readonly dir: string,
-    reason: string,
+    /** What is wrong, without the directory (safe to show a client). */
+    readonly reason: string,
   ) {
     super(`Base model at ${dir} ${reason}`);
     this.name = 'BaseModelHashError';

@@ -34,7 +34,8 @@ export function resolveBaseModel(modelsDir: string, name: string): BaseModelEntr
   const root = realpathSync(modelsDir);
   const candidate = path.join(root, name);
   if (!existsSync(path.join(candidate, 'config.json'))) {
-    throw new ModelNotFoundError(name, `does not exist in ${modelsDir}`);
+    // Not naming modelsDir: this message reaches clients, and the path is the server's.
+    throw new ModelNotFoundError(name, 'does not exist');
   }
   const real = realpathSync(candidate);
   if (real !== root && !real.startsWith(root + path.sep)) {

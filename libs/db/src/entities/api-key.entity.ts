@@ -31,8 +31,17 @@ export class ApiKeyEntity {
   @Column({ name: 'key_prefix', type: 'text' })
   keyPrefix!: string;
 
+  /** Tenant admin: may list the fleet's workers, seeing only its own tenant's jobs on them. */
   @Column({ name: 'is_admin', type: 'boolean', default: false })
   isAdmin!: boolean;
+
+  /**
+   * Fleet admin (implies `isAdmin`): sees every tenant's jobs on `/v1/workers` and
+   * `/admin/queues`. A kind of its own so that an admin key minted for one tenant never
+   * shows the others' jobs.
+   */
+  @Column({ name: 'is_fleet_admin', type: 'boolean', default: false })
+  isFleetAdmin!: boolean;
 
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;

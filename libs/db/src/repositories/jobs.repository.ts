@@ -140,6 +140,17 @@ export interface JobListQuery {
   metadata?: Record<string, string>;
 }
 
+/** Statuses that hold or wait for a worker slot: what the per-tenant quota counts (R21). */
+const ACTIVE_STATUSES_SQL = "'validating_files', 'queued', 'running', 'paused'";
+
+/** The tenant already has its maximum of unfinished jobs (R21). */
+export class ActiveJobQuotaError extends Error {
+  constructor(readonly limit: number) {
+    super(`tenant already has ${limit} active fine-tuning jobs`);
+    this.name = 'ActiveJobQuotaError';
+  }
+}
+
 /** A completed job's step and total_steps: the run's step count, else the last reported total. */
 const FINAL_STEP_SQL =
   'COALESCE(CAST(:totalSteps AS integer), progress_total_steps, progress_step)';
@@ -164,13 +175,31 @@ function returningRows<T>(result: unknown): T[] {
 export class JobsRepository {
   constructor(private readonly dataSource: DataSource) {}
 
-  /** Job row, its `validating_files` event and its outbox entry, atomically (R1). */
+  /**
+   * Job row, its `validating_files` event and its outbox entry, atomically (R1). With
+   * `maxActiveJobs`, the tenant's row is locked first and its unfinished jobs counted in the
+   * same transaction (R21): concurrent creates of one tenant queue on that lock, in this
+   * process or any other API process, so the quota cannot be overrun. Throws
+   * `ActiveJobQuotaError` when the tenant is at the limit.
+   */
   async createWithOutbox(
     job: NewJob,
     queue: string,
     payloadFor: (jobId: string) => JsonObject,
+    options: { maxActiveJobs?: number } = {},
   ): Promise<FineTuningJobEntity> {
     return this.dataSource.transaction(async (manager) => {
+      if (options.maxActiveJobs !== undefined) {
+        await manager.query('SELECT id FROM tenants WHERE id = $1 FOR UPDATE', [job.tenantId]);
+        // READ COMMITTED: this statement's snapshot starts after the lock was granted, so it
+        // sees every job the previous lock holder committed.
+        const [{ active }] = await manager.query<{ active: number }[]>(
+          `SELECT count(*)::int AS active FROM fine_tuning_jobs
+            WHERE tenant_id = $1 AND status IN (${ACTIVE_STATUSES_SQL})`,
+          [job.tenantId],
+        );
+        if (active >= options.maxActiveJobs) throw new ActiveJobQuotaError(options.maxActiveJobs);
+      }
       const id = newId('job');
       await manager.insert(FineTuningJobEntity, { ...job, id, status: 'queued' });
       await this.insertEvent(manager, id, {
@@ -215,6 +244,7 @@ export class JobsRepository {
       tenant_id: row.__key_tenant_id as string,
       id: row.__key_id as string,
       is_admin: row.__key_is_admin as boolean,
+      is_fleet_admin: row.__key_is_fleet_admin as boolean,
     });
     if (row.__job_found !== true) return { principal, job: null };
     return { principal, job: hydrateJob(row, read.columns) };
@@ -247,7 +277,7 @@ export class JobsRepository {
     if (this.hotJobReadCache) return this.hotJobReadCache;
     const { columns, select } = this.jobColumns();
     const sql = `SELECT k.tenant_id AS __key_tenant_id, k.id AS __key_id, k.is_admin AS __key_is_admin,
-            j.id IS NOT NULL AS __job_found, ${select}
+            k.is_fleet_admin AS __key_is_fleet_admin, j.id IS NOT NULL AS __job_found, ${select}
        FROM api_keys k
        LEFT JOIN fine_tuning_jobs j ON j.id = $2 AND j.tenant_id = k.tenant_id
       WHERE k.key_hash = $1 AND k.revoked_at IS NULL`;
@@ -303,13 +333,51 @@ export class JobsRepository {
     return rows.map((row) => hydrateJob(row, columns));
   }
 
-  listEvents(jobId: string, after: string | undefined, limit: number): Promise<JobEventEntity[]> {
-    const qb = this.dataSource
-      .getRepository(JobEventEntity)
-      .createQueryBuilder('e')
-      .where('e.job_id = :jobId', { jobId });
-    if (after) qb.andWhere('e.id < :after', { after });
-    return qb.orderBy('e.id', 'DESC').take(limit).getMany();
+  /**
+   * A job's events, newest first, each with `seq`: its ordinal among the job's events (1 =
+   * the first). Clients see `seq`, never the global `id`, which would reveal the whole
+   * system's event rate to every tenant. `after` is the `seq` of the last event of the
+   * previous page. Counting happens per read over the job's own events (index
+   * `idx_job_events_job_id_id`), so no writer needs to know about it.
+   */
+  async listEvents(
+    jobId: string,
+    after: number | undefined,
+    limit: number,
+  ): Promise<(JobEventEntity & { seq: number })[]> {
+    const rows = await this.dataSource.query<
+      {
+        id: string;
+        job_id: string;
+        level: JobEventLevel;
+        type: JobEventType;
+        message: string;
+        data: JsonObject | null;
+        created_at: Date;
+        seq: string;
+      }[]
+    >(
+      `SELECT * FROM (
+         SELECT e.id, e.job_id, e.level, e.type, e.message, e.data, e.created_at,
+                row_number() OVER (ORDER BY e.id) AS seq
+           FROM job_events e WHERE e.job_id = $1) s
+        WHERE $2::bigint IS NULL OR s.seq < $2::bigint
+        ORDER BY s.seq DESC LIMIT $3`,
+      [jobId, after ?? null, limit],
+    );
+    return rows.map((row) => {
+      const event = new JobEventEntity();
+      Object.assign(event, {
+        id: row.id,
+        jobId: row.job_id,
+        level: row.level,
+        type: row.type,
+        message: row.message,
+        data: row.data,
+        createdAt: row.created_at,
+      });
+      return Object.assign(event, { seq: Number(row.seq) });
+    });
   }
 
   /**
@@ -694,12 +762,7 @@ export class JobsRepository {
     return this.dataSource
       .getRepository(FineTuningJobEntity)
       .createQueryBuilder('j')
-      .where(
-        "j.tenant_id = :tenantId AND j.status IN ('validating_files', 'queued', 'running', 'paused')",
-        {
-          tenantId,
-        },
-      )
+      .where(`j.tenant_id = :tenantId AND j.status IN (${ACTIVE_STATUSES_SQL})`, { tenantId })
       .getCount();
   }
 

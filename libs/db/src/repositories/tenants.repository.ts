@@ -13,7 +13,10 @@ export interface IssuedApiKey {
 export interface AuthenticatedPrincipal {
   tenantId: string;
   apiKeyId: string;
+  /** Tenant admin or fleet admin. */
   isAdmin: boolean;
+  /** Fleet admin: sees every tenant's jobs on the fleet routes. */
+  isFleetAdmin: boolean;
 }
 
 /** The api_keys columns a principal is made of. */
@@ -21,10 +24,16 @@ export interface PrincipalRow {
   tenant_id: string;
   id: string;
   is_admin: boolean;
+  is_fleet_admin: boolean;
 }
 
 export function principalFromRow(row: PrincipalRow): AuthenticatedPrincipal {
-  return { tenantId: row.tenant_id, apiKeyId: row.id, isAdmin: row.is_admin };
+  return {
+    tenantId: row.tenant_id,
+    apiKeyId: row.id,
+    isAdmin: row.is_admin || row.is_fleet_admin,
+    isFleetAdmin: row.is_fleet_admin,
+  };
 }
 
 export class TenantsRepository {
@@ -35,7 +44,11 @@ export class TenantsRepository {
     return repo.save(repo.create({ id: newId('tenant'), name }));
   }
 
-  async issueApiKey(tenantId: string, options: { isAdmin?: boolean } = {}): Promise<IssuedApiKey> {
+  /** `isAdmin`: a tenant admin key; `isFleetAdmin`: a fleet admin key (also an admin). */
+  async issueApiKey(
+    tenantId: string,
+    options: { isAdmin?: boolean; isFleetAdmin?: boolean } = {},
+  ): Promise<IssuedApiKey> {
     const plaintext = `lf-${randomBytes(32).toString('base64url')}`;
     const repo = this.dataSource.getRepository(ApiKeyEntity);
     const apiKey = await repo.save(
@@ -44,7 +57,8 @@ export class TenantsRepository {
         tenantId,
         keyHash: sha256Hex(plaintext),
         keyPrefix: plaintext.slice(0, 7),
-        isAdmin: options.isAdmin ?? false,
+        isAdmin: (options.isAdmin ?? false) || (options.isFleetAdmin ?? false),
+        isFleetAdmin: options.isFleetAdmin ?? false,
         revokedAt: null,
       }),
     );
@@ -59,8 +73,8 @@ export class TenantsRepository {
     // Every /v1 request runs this: a named prepared statement on the pg pool, no query
     // builder, no entity. Not cached, so a revoked key fails on its next request (R20).
     const { rows } = await pgPool(this.dataSource).query<PrincipalRow>({
-      name: 'lorafleet_authenticate',
-      text: `SELECT tenant_id, id, is_admin FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`,
+      name: 'lorafleet_authenticate_v2',
+      text: `SELECT tenant_id, id, is_admin, is_fleet_admin FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`,
       values: [sha256Hex(plaintext)],
     });
     return rows.length > 0 ? principalFromRow(rows[0]) : null;

@@ -1,0 +1,139 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * What a job needs to know about a base model before it is queued, read from config.json
+ * alone (no weights, no tfjs): the architecture, its context length and the names of the
+ * linear modules LoRA can target. The API checks a job against these at create, so a bad
+ * `max_seq_length` or `target_modules` is a 400 rather than a failed attempt in a worker.
+ * The paths below mirror libs/lora-core's `linearModuleSpecs`, which builds the layers.
+ */
+export interface ModelFacts {
+  modelType: 'gpt2' | 'llama';
+  /** Positions the model can attend over: `n_positions` (gpt2), `max_position_embeddings` (llama). */
+  contextLength: number;
+  numLayers: number;
+  /** Leaf names of the linear modules, e.g. `c_attn`, `q_proj`; `lm_head` when untied. */
+  moduleNames: string[];
+  /** Module path templates; `{i}` stands for the layer index (0 … numLayers − 1). */
+  modulePaths: string[];
+}
+
+/** config.json is missing, unreadable, or describes an architecture lorafleet cannot train. */
+export class ModelFactsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModelFactsError';
+  }
+}
+
+/** The longest default sequence: longer ones cost memory quadratically in attention. */
+export const MAX_DEFAULT_SEQ_LENGTH = 1024;
+
+/**
+ * `max_seq_length` when a job or a run names none: min(1024, the model's context length).
+ * The one place this default is computed; the API stores its result on the job.
+ */
+export function defaultMaxSeqLength(contextLength: number): number {
+  return Math.min(MAX_DEFAULT_SEQ_LENGTH, contextLength);
+}
+
+function positiveInt(json: Record<string, unknown>, key: string, fallback: number): number {
+  const value = json[key] ?? fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new ModelFactsError(`config.json: "${key}" must be a positive integer`);
+  }
+  return value;
+}
+
+/** Facts from a decoded config.json (the same defaults as lora-core's config parser). */
+export function modelFactsFromConfig(json: unknown): ModelFacts {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ModelFactsError('config.json must be a JSON object');
+  }
+  const config = json as Record<string, unknown>;
+  const tied = (fallback: boolean) => {
+    const value = config.tie_word_embeddings ?? fallback;
+    return value === true;
+  };
+  let facts: Omit<ModelFacts, 'moduleNames'>;
+  switch (config.model_type) {
+    case 'gpt2':
+      facts = {
+        modelType: 'gpt2',
+        contextLength: positiveInt(config, 'n_positions', 1024),
+        numLayers: positiveInt(config, 'n_layer', 12),
+        modulePaths: [
+          'transformer.h.{i}.attn.c_attn',
+          'transformer.h.{i}.attn.c_proj',
+          'transformer.h.{i}.mlp.c_fc',
+          'transformer.h.{i}.mlp.c_proj',
+          ...(tied(true) ? [] : ['lm_head']),
+        ],
+      };
+      break;
+    case 'llama':
+      facts = {
+        modelType: 'llama',
+        contextLength: positiveInt(config, 'max_position_embeddings', 2048),
+        numLayers: positiveInt(config, 'num_hidden_layers', 32),
+        modulePaths: [
+          'model.layers.{i}.self_attn.q_proj',
+          'model.layers.{i}.self_attn.k_proj',
+          'model.layers.{i}.self_attn.v_proj',
+          'model.layers.{i}.self_attn.o_proj',
+          'model.layers.{i}.mlp.gate_proj',
+          'model.layers.{i}.mlp.up_proj',
+          'model.layers.{i}.mlp.down_proj',
+          ...(tied(false) ? [] : ['lm_head']),
+        ],
+      };
+      break;
+    default:
+      throw new ModelFactsError(
+        `config.json: model_type ${JSON.stringify(config.model_type)} is not supported (supported: gpt2, llama)`,
+      );
+  }
+  const moduleNames = [...new Set(facts.modulePaths.map((p) => p.slice(p.lastIndexOf('.') + 1)))];
+  return { ...facts, moduleNames };
+}
+
+/** Facts of the model directory `dir` (reads `dir/config.json` only). */
+export function readModelFacts(dir: string): ModelFacts {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  } catch {
+    // The message names the file, not `dir`: it may reach a client, and paths are the server's.
+    throw new ModelFactsError('config.json is missing or is not valid JSON');
+  }
+  return modelFactsFromConfig(json);
+}
+
+/**
+ * Whether PEFT's rule (a module path equal to the entry, or ending in `.<entry>`) selects
+ * some module of the model. Matched against the path templates, so a model with millions of
+ * layers costs no more than one with two: a layer index in the entry must exist.
+ */
+function entryMatches(template: string, numLayers: number, entry: string): boolean {
+  const [prefix, suffix] = template.includes('.{i}.') ? template.split('.{i}.') : [template, ''];
+  const matches = (pathText: string) => pathText === entry || pathText.endsWith(`.${entry}`);
+  if (!template.includes('{i}')) return matches(template);
+  // Entries within the part after the index (`c_attn`, `attn.c_attn`) match every layer.
+  if (matches(suffix)) return true;
+  if (entry !== suffix && !entry.endsWith(`.${suffix}`)) return false;
+  // The rest of the entry must end at a layer index: `3`, `h.3`, `transformer.h.3`.
+  const head = entry === suffix ? '' : entry.slice(0, -(suffix.length + 1));
+  const dot = head.lastIndexOf('.');
+  const index = head.slice(dot + 1);
+  const before = dot < 0 ? '' : head.slice(0, dot);
+  if (!/^(0|[1-9]\d*)$/.test(index) || Number(index) >= numLayers) return false;
+  return before === '' || prefix === before || prefix.endsWith(`.${before}`);
+}
+
+/** The entries of `targetModules` that select no linear module of the model. */
+export function unknownTargetModules(facts: ModelFacts, targetModules: readonly string[]): string[] {
+  return targetModules.filter(
+    (entry) => !facts.modulePaths.some((t) => entryMatches(t, facts.numLayers, entry)),
+  );
+}
