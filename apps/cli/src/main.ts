@@ -16,7 +16,7 @@ Commands:
   eval --model --data              completion-only loss and token accuracy on JSONL
   admin db <migrate|check|create-tenant>
                                    operator commands against Postgres (needs DATABASE_URL)
-  admin create-key --tenant <name> [--admin] [--json]
+  admin create-key --tenant <name> [--admin | --fleet-admin] [--json]
                                    issue an API key for a tenant (prints the key once)
   admin revoke-key <key-or-id>     revoke an API key (answers 401 from then on)
 
@@ -33,7 +33,8 @@ Run "lorafleet <command> --help" for a command's options.`;
 const ADMIN_USAGE = `Usage: lorafleet admin <db|create-key|revoke-key> ...
 
   db <migrate|check|create-tenant>                     schema and tenants
-  create-key --tenant <name-or-id> [--admin] [--json]  issue an API key
+  create-key --tenant <name-or-id> [--admin | --fleet-admin] [--json]
+                                                       issue an API key
   revoke-key <key-or-id>                               revoke an API key`;
 
 const MODEL_USAGE = `Usage: lorafleet model <inspect|forward> ...

@@ -71,7 +71,16 @@ describe('lorafleet admin create-key', () => {
       id: expect.stringMatching(/^key-/),
       tenant_id: fx.tenantId,
       is_admin: true,
+      is_fleet_admin: false,
     });
+    expect(await status(body.key as string, '/v1/workers')).toBe(200);
+  });
+
+  it('--fleet-admin --json prints a fleet admin key, a kind of its own (issue 14)', async () => {
+    const created = await admin('create-key', '--tenant', fx.tenantId, '--fleet-admin', '--json');
+    expect(created.code).toBe(0);
+    const body = JSON.parse(created.stdout) as Record<string, unknown>;
+    expect(body).toMatchObject({ is_admin: true, is_fleet_admin: true });
     expect(await status(body.key as string, '/v1/workers')).toBe(200);
   });
 

@@ -9,7 +9,7 @@ import {
 const USAGE = `Usage:
   lorafleet admin db migrate                 apply pending migrations
   lorafleet admin db check                   exit 1 if entities and migrations disagree
-  lorafleet admin db create-tenant <name> [--admin] [--json]
+  lorafleet admin db create-tenant <name> [--admin | --fleet-admin] [--json]
                                              create a tenant and print its first API key
 
 Needs DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/lorafleet).`;
@@ -72,13 +72,17 @@ export async function runAdminDb(args: string[]): Promise<number> {
         }
         const tenants = new TenantsRepository(dataSource);
         const tenant = await tenants.createTenant(name);
-        const key = await tenants.issueApiKey(tenant.id, { isAdmin: rest.includes('--admin') });
+        const key = await tenants.issueApiKey(tenant.id, {
+          isAdmin: rest.includes('--admin'),
+          isFleetAdmin: rest.includes('--fleet-admin'),
+        });
         if (rest.includes('--json')) {
           console.log(
             JSON.stringify({
               tenant_id: tenant.id,
               api_key: key.plaintext,
               is_admin: key.apiKey.isAdmin,
+              is_fleet_admin: key.apiKey.isFleetAdmin,
             }),
           );
         } else {

@@ -5,11 +5,15 @@ import type { DataSource } from 'typeorm';
 import { parseCommandArgs } from '../cli-args.util';
 import { EXIT_FAILURE, EXIT_OK, UsageError, type CliIo } from '../cli.io';
 
-export const CREATE_KEY_USAGE = `Usage: lorafleet admin create-key --tenant <name-or-id> [--admin] [--json]
+export const CREATE_KEY_USAGE = `Usage: lorafleet admin create-key --tenant <name-or-id> [--admin | --fleet-admin] [--json]
 
 Issues a new API key for an existing tenant and prints it (only the key; with --json
-{"key", "id", "tenant_id", "is_admin"}). The key is shown once: Postgres stores only its
-SHA-256. --admin keys may also call GET /v1/workers and open /admin/queues.
+{"key", "id", "tenant_id", "is_admin", "is_fleet_admin"}). The key is shown once: Postgres
+stores only its SHA-256.
+  --admin        tenant admin: may also call GET /v1/workers, which then shows only this
+                 tenant's jobs on the workers and no queue depth
+  --fleet-admin  fleet admin: GET /v1/workers with every tenant's jobs and the queue depth,
+                 and /admin/queues (the queue board shows every tenant's jobs)
 
 Needs DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/lorafleet).`;
 
@@ -58,11 +62,12 @@ async function withDatabase(
   }
 }
 
-/** `lorafleet admin create-key --tenant <name-or-id> [--admin] [--json]` */
+/** `lorafleet admin create-key --tenant <name-or-id> [--admin | --fleet-admin] [--json]` */
 export async function runCreateKey(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, {
     tenant: { type: 'string' },
     admin: { type: 'boolean' },
+    'fleet-admin': { type: 'boolean' },
     json: { type: 'boolean' },
   });
   if (values.help) {
@@ -90,7 +95,10 @@ export async function runCreateKey(args: string[], io: CliIo): Promise<number> {
       );
       return EXIT_FAILURE;
     }
-    const issued = await tenants.issueApiKey(matches[0].id, { isAdmin: values.admin === true });
+    const issued = await tenants.issueApiKey(matches[0].id, {
+      isAdmin: values.admin === true,
+      isFleetAdmin: values['fleet-admin'] === true,
+    });
     io.out(
       values.json
         ? JSON.stringify({
@@ -98,6 +106,7 @@ export async function runCreateKey(args: string[], io: CliIo): Promise<number> {
             id: issued.apiKey.id,
             tenant_id: issued.apiKey.tenantId,
             is_admin: issued.apiKey.isAdmin,
+            is_fleet_admin: issued.apiKey.isFleetAdmin,
           })
         : issued.plaintext,
     );
