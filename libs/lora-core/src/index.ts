@@ -237,3 +237,23 @@ export {
   type WebgpuBackendInfo,
   type WebgpuBackendOptions,
 } from './backend/webgpu.backend';
+export {
+  MODEL_SHAPES,
+  MODEL_SHAPE_NAMES,
+  MODEL_SHAPE_SEQ_LENGTH,
+  isModelShapeName,
+  modelShape,
+  type ModelShape,
+  type ModelShapeName,
+} from './models/model-shapes';
+export {
+  writeRandomModelDir,
+  type RandomModelDtype,
+  type RandomModelOptions,
+  type RandomModelSummary,
+} from './models/random-model.writer';
+export {
+  buildSafetensorsHeader,
+  type SafetensorsHeaderEntry,
+  type SafetensorsLayout,
+} from './safetensors/safetensors.codec';

@@ -232,18 +232,35 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
   return header.metadata ? { tensors, metadata: header.metadata } : { tensors };
 }
 
-/**
- * Serialises F32 tensors. Layout matches the Rust crate byte for byte: `__metadata__`
- * first and only when given, tensors in name order, compact JSON padded with spaces so the
- * data section starts on an 8-byte boundary.
- */
-export function writeSafetensors(
-  tensors: Record<string, SafetensorsInput> | Map<string, SafetensorsInput>,
-  metadata?: Record<string, string>,
-): Uint8Array {
-  const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
-  entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+/** One tensor of a header being built: its stored dtype and shape, no data. */
+export interface SafetensorsHeaderEntry {
+  name: string;
+  /** A safetensors dtype name (`F32`, `BF16`, ...). */
+  dtype: string;
+  shape: number[];
+}
 
+export interface SafetensorsLayout {
+  /** The 8-byte little-endian length prefix followed by the padded JSON header. */
+  prefix: Uint8Array;
+  /** Entries in file order (name order) with their byte ranges in the data section. */
+  entries: Array<SafetensorsHeaderEntry & { dataOffsets: [number, number] }>;
+  /** Total bytes of the data section that must follow `prefix`. */
+  dataLength: number;
+}
+
+/**
+ * Builds the header of a safetensors file from names, dtypes and shapes alone, so a writer
+ * can stream the tensor bytes afterwards (a 1B-parameter model never sits in memory whole).
+ * Layout matches the Rust crate byte for byte: `__metadata__` first and only when given,
+ * tensors in name order, compact JSON padded with spaces so the data section starts on an
+ * 8-byte boundary. Data must then be written in `entries` order.
+ */
+export function buildSafetensorsHeader(
+  tensors: readonly SafetensorsHeaderEntry[],
+  metadata?: Record<string, string>,
+): SafetensorsLayout {
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const header: Record<string, unknown> = {};
   if (metadata !== undefined) {
     for (const [key, value] of Object.entries(metadata)) {
@@ -253,11 +270,50 @@ export function writeSafetensors(
     }
     header[METADATA_KEY] = metadata;
   }
+  const entries: SafetensorsLayout['entries'] = [];
+  const seen = new Set<string>();
   let offset = 0;
-  for (const [name, tensor] of entries) {
-    if (name === METADATA_KEY || name.length === 0) {
+  for (const { name, dtype, shape } of sorted) {
+    if (name === METADATA_KEY || name.length === 0 || seen.has(name)) {
       throw new SafetensorsError('INVALID_TENSOR_INFO', `"${name}" is not a valid tensor name`);
     }
+    if (!(dtype in DTYPE_BYTES)) {
+      throw new SafetensorsError('UNSUPPORTED_DTYPE', `tensor "${name}": unknown dtype "${dtype}"`);
+    }
+    if (!shape.every(isNonNegativeSafeInt)) {
+      throw new SafetensorsError(
+        'INVALID_TENSOR_INFO',
+        `tensor "${name}": shape must be non-negative integers`,
+      );
+    }
+    const bytes = elementCount(shape, `tensor "${name}"`) * DTYPE_BYTES[dtype];
+    const dataOffsets: [number, number] = [offset, offset + bytes];
+    header[name] = { dtype, shape, data_offsets: dataOffsets };
+    entries.push({ name, dtype, shape: [...shape], dataOffsets });
+    seen.add(name);
+    offset += bytes;
+  }
+
+  let json = JSON.stringify(header);
+  let headerBytes = new TextEncoder().encode(json);
+  const padding = (8 - (headerBytes.length % 8)) % 8;
+  if (padding > 0) {
+    json += ' '.repeat(padding);
+    headerBytes = new TextEncoder().encode(json);
+  }
+  const prefix = new Uint8Array(8 + headerBytes.length);
+  new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  prefix.set(headerBytes, 8);
+  return { prefix, entries, dataLength: offset };
+}
+
+/** Serialises F32 tensors (layout: `buildSafetensorsHeader`). */
+export function writeSafetensors(
+  tensors: Record<string, SafetensorsInput> | Map<string, SafetensorsInput>,
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const byName = new Map(tensors instanceof Map ? tensors : Object.entries(tensors));
+  for (const [name, tensor] of byName) {
     if (!tensor.shape.every(isNonNegativeSafeInt)) {
       throw new SafetensorsError(
         'INVALID_TENSOR_INFO',
@@ -271,29 +327,18 @@ export function writeSafetensors(
         `tensor "${name}": shape ${JSON.stringify(tensor.shape)} has ${count} elements but data has ${tensor.data.length}`,
       );
     }
-    header[name] = {
-      dtype: 'F32',
-      shape: tensor.shape,
-      data_offsets: [offset, offset + count * 4],
-    };
-    offset += count * 4;
   }
-
-  let json = JSON.stringify(header);
-  let headerBytes = new TextEncoder().encode(json);
-  const padding = (8 - (headerBytes.length % 8)) % 8;
-  if (padding > 0) {
-    json += ' '.repeat(padding);
-    headerBytes = new TextEncoder().encode(json);
-  }
-
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-  out.set(headerBytes, 8);
-  let cursor = 8 + headerBytes.length;
-  for (const [, tensor] of entries) {
-    out.set(float32ToLittleEndianBytes(tensor.data), cursor);
-    cursor += tensor.data.byteLength;
+  const layout = buildSafetensorsHeader(
+    [...byName].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape })),
+    metadata,
+  );
+  const out = new Uint8Array(layout.prefix.length + layout.dataLength);
+  out.set(layout.prefix, 0);
+  for (const entry of layout.entries) {
+    out.set(
+      float32ToLittleEndianBytes(byName.get(entry.name)!.data),
+      layout.prefix.length + entry.dataOffsets[0],
+    );
   }
   return out;
 }
