@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
-import { formatMetric } from '../lib/format';
+import { formatAxisTicks, formatMetric } from '../lib/format';
 
 export interface ChartSeries {
   label: string;
@@ -104,7 +104,7 @@ export function MetricChart({
             size: 60,
             grid: { stroke: '#e5e7eb', width: 1 },
             ticks: { stroke: '#d1d5db', width: 1 },
-            values: (_u, splits) => splits.map((v) => formatMetric(v)),
+            values: (_u, splits) => formatAxisTicks(splits),
           },
         ],
         series: [

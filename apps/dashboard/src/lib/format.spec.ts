@@ -2,6 +2,7 @@ import {
   formatBytes,
   formatDuration,
   formatEta,
+  formatAxisTicks,
   formatMetric,
   formatPercent,
   formatRelative,
@@ -135,5 +136,17 @@ describe('parseStatusDetails', () => {
       problems: [{ line: null, reason: 'the file holds 2 examples; at least 10 are needed' }],
     });
     expect(parseStatusDetails(null)).toEqual({ summary: null, problems: [] });
+  });
+});
+
+describe('formatAxisTicks', () => {
+  it('keeps 4 significant digits while the ticks differ', () => {
+    expect(formatAxisTicks([0, 0.5, 1, 1.5])).toEqual(['0', '0.5', '1', '1.5']);
+  });
+
+  it('adds digits until ticks of a loss that barely moves differ (issue 14)', () => {
+    const labels = formatAxisTicks([5.597, 5.5972, 5.5974, 5.5976]);
+    expect(new Set(labels).size).toBe(4);
+    expect(labels).toEqual(['5.597', '5.5972', '5.5974', '5.5976']);
   });
 });

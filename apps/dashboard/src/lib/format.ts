@@ -79,6 +79,23 @@ export function formatMetric(value: unknown): string {
   return Number(value.toPrecision(4)).toString();
 }
 
+/**
+ * Labels for a chart axis's tick values: `formatMetric`'s 4 significant digits while they
+ * tell the ticks apart, else as many more digits as it takes. A loss that barely moves
+ * (5.5970, 5.5972, …) would otherwise label every tick `5.597`.
+ */
+export function formatAxisTicks(splits: readonly number[]): string[] {
+  const labels = splits.map((v) => formatMetric(v));
+  if (new Set(labels).size === labels.length) return labels;
+  for (let digits = 5; digits <= 15; digits++) {
+    const precise = splits.map((v) =>
+      Number.isFinite(v) ? Number(v.toPrecision(digits)).toString() : String(v),
+    );
+    if (new Set(precise).size === precise.length) return precise;
+  }
+  return labels;
+}
+
 export function formatPercent(percent: number | null): string {
   if (percent === null || !Number.isFinite(percent)) return '—';
   return `${Math.round(percent)}%`;

@@ -51,7 +51,8 @@ describe('job form', () => {
       training_file: 'file-abc',
       hyperparameters: { n_epochs: 'auto', batch_size: 'auto', learning_rate_multiplier: 'auto' },
       lora: { r: 8, alpha: 16, dropout: 0, use_rslora: false },
-      training: { max_seq_length: 256 },
+      // No max_seq_length: the API derives it from the model (issue 14, item 8).
+      training: {},
     });
     expect(CreateFineTuningJobRequestSchema.safeParse(body).success).toBe(true);
   });

@@ -128,9 +128,11 @@ export const NUMERIC_FIELDS: Readonly<Record<NumericField, NumericFieldSpec>> = 
     max: 8192,
     integer: true,
     step: '1',
-    defaultValue: '256',
-    whenEmpty: 'required',
-    hint: 'Tokens per example; longer examples are truncated.',
+    // Empty lets the API pick min(1024, the model's context length): a fixed default would
+    // exceed the context of small models and be refused.
+    defaultValue: '',
+    whenEmpty: 'omit',
+    hint: "Tokens per example; longer examples are truncated. Empty: min(1024, the model's context length).",
   },
   seed: {
     label: 'Seed',
@@ -238,8 +240,10 @@ export function toCreateBody(values: JobFormValues): JobCreateBody {
       dropout: Number(values.lora_dropout),
       use_rslora: values.use_rslora,
     },
-    training: { max_seq_length: Number(values.max_seq_length) },
+    training: {},
   };
+  const maxSeqLength = numberOrUndefined(values.max_seq_length);
+  if (maxSeqLength !== undefined) body.training.max_seq_length = maxSeqLength;
   const modules = parseTargetModules(values.target_modules);
   if (modules !== undefined) body.lora.target_modules = modules;
   const maxSteps = numberOrUndefined(values.max_steps);
