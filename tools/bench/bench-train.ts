@@ -13,6 +13,8 @@
  * goes to stderr. --smoke uses a small config and one timed step (well under a minute).
  * --no-stock skips the "wasm (stock matmul)" run. --profile-only <backend> only prints where one
  * step's time goes on that backend.
+ * --model-shape <name> benchmarks a real model shape through the `lorafleet train` command
+ * instead (issue 13; tools/bench/model-shape.bench.ts): the options above then do not apply.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -31,6 +33,8 @@ import {
   type ParameterMode,
   type TokenizedSequence,
 } from '@lorafleet/lora-core';
+
+import { runModelShapeBench } from './model-shape.bench';
 
 interface BenchConfig {
   n_embd: number;
@@ -344,6 +348,26 @@ function profileLines(profile: Awaited<ReturnType<typeof profileStep>>): string[
 
 async function main(): Promise<void> {
   const started = performance.now();
+  const shape = option('--model-shape');
+  if (shape !== undefined) {
+    await runModelShapeBench({
+      root: ROOT,
+      shape,
+      backends: (option('--backends') ?? 'auto').split(',').filter((b) => b !== '' && b !== 'none'),
+      steps: Number(option('--steps') ?? (smoke ? 1 : 3)),
+      smoke,
+      json,
+      batchSize: option('--batch-size') === undefined ? undefined : Number(option('--batch-size')),
+      dtype: option('--dtype') as 'F32' | 'BF16' | undefined,
+      torchThreads: flag('--no-torch')
+        ? []
+        : (option('--torch-threads') ?? '1,2').split(',').map(Number),
+      build: !flag('--no-build'),
+      timeoutSeconds: Number(option('--timeout-s') ?? 3600),
+      log,
+    });
+    return;
+  }
   const profileOnly = option('--profile-only');
   if (profileOnly) {
     // Just where one step's time goes on one backend (quick, for kernel work).
