@@ -421,7 +421,8 @@ export async function runModelShapeBench(opts: ShapeBenchOptions): Promise<void>
       cwd: opts.root,
       stdio: ['ignore', 2, 2],
     });
-    if (build.status !== 0) throw new Error('npx nx run cli:build failed');
+    if (build.status !== 0)
+      throw new Error('npx nx run cli:build failed (--no-build runs the existing apps/cli/dist)');
   }
   const modelDir = await ensureModelDir(opts.root, cacheName, shape, dtype, opts.log);
   const work = await mkdtemp(join(tmpdir(), 'bench-shape-'));
