@@ -171,7 +171,7 @@ describe('issue 14 hardening (API)', () => {
       expect(answer.body.error).toMatchObject({ code: 'invalid_request', param });
     });
 
-    it('a file name holding one answers 400', async () => {
+    it('a file name whose bytes are no UTF-8 never reaches Postgres as one (guard: no 500)', async () => {
       // fetch would encode the surrogate as U+FFFD; the multipart header is written by hand.
       const boundary = 'lorafleetboundary';
       const body = Buffer.concat([
