@@ -72,6 +72,11 @@ export const apiEnvShape = {
   /** Jobs not yet finished (queued, running, paused) per tenant; more → 429 (R21). */
   LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT: intFromEnv(1, 100_000).default(20),
   LORAFLEET_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+  /**
+   * On SIGTERM: time in-flight requests have to finish; then open connections are closed and
+   * the process exits 1. Below Docker's default 10 s stop timeout.
+   */
+  LORAFLEET_SHUTDOWN_GRACE_MS: intFromEnv(100, 3_600_000).default(8000),
 };
 export type ApiEnv = z.infer<z.ZodObject<typeof apiEnvShape>>;
 

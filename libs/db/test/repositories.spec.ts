@@ -29,6 +29,7 @@ describe('libs/db against a real Postgres', () => {
       'InitialSchema1795943627789',
       'WorkerResults1795945892651',
       'BaseModelHash1795955175204',
+      'FleetAdminKeys1796505127912',
     ]);
     jobs = new JobsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;

@@ -15,6 +15,7 @@ import {
   FilesRepository,
   JobsRepository,
   WorkersRepository,
+  shutdownReserveMs,
   type FineTuningJobEntity,
 } from '@lorafleet/db';
 import { UnrecoverableError, type Job } from 'bullmq';
@@ -116,8 +117,11 @@ export class FineTuneProcessor {
       attempt.stopping = 'shutdown';
       attempt.trainer.requestStop('shutdown');
     }
+    // The trainers get the grace less a reserve in which the killed ones are still handed
+    // back: the process itself is gone once the whole grace is spent (main.ts).
+    const graceMs = this.env.LORAFLEET_SHUTDOWN_GRACE_MS;
     const grace = new Promise<void>((resolve) =>
-      setTimeout(resolve, this.env.LORAFLEET_SHUTDOWN_GRACE_MS).unref(),
+      setTimeout(resolve, graceMs - shutdownReserveMs(graceMs)).unref(),
     );
     await Promise.race([
       Promise.all(attempts.map((a) => a.trainer.result.catch(() => undefined))),

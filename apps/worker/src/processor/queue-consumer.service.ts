@@ -6,12 +6,33 @@ import {
   type OnApplicationShutdown,
 } from '@nestjs/common';
 import { QUEUE_NAMES, type WorkerEnv } from '@lorafleet/contracts';
-import { WorkersRepository } from '@lorafleet/db';
+import { RedisClients, WorkersRepository } from '@lorafleet/db';
 import { Worker } from 'bullmq';
 import { cpus } from 'node:os';
 import { probeBackend } from '../trainer/backend-probe';
-import { WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from '../tokens';
+import { REDIS_CLIENTS, WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from '../tokens';
 import { FineTuneProcessor } from './fine-tune.processor';
+
+/** How long a close of the BullMQ worker may take with Redis reachable. */
+const REDIS_CLOSE_MS = 1000;
+
+/** Whether `promise` settles within `ms` (a rejection counts: it is awaited again after). */
+async function settlesWithin(promise: Promise<unknown> | undefined, ms: number): Promise<boolean> {
+  if (!promise) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const settled = promise.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([settled, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Owns the BullMQ consumer and the fleet-registry heartbeat of this process. */
 @Injectable()
@@ -25,6 +46,7 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     private readonly workers: WorkersRepository,
     @Inject(WORKER_ENV) private readonly env: WorkerEnv,
     @Inject(WORKER_IDENTITY) private readonly identity: WorkerIdentity,
+    @Inject(REDIS_CLIENTS) private readonly redis: RedisClients,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -48,8 +70,9 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
         .catch(() => undefined);
     }, this.env.LORAFLEET_HEARTBEAT_MS);
     this.worker = new Worker(QUEUE_NAMES.fineTune, (job) => this.processor.process(job), {
-      // BullMQ workers need blocking commands that never time out.
-      connection: { url: this.env.REDIS_URL, maxRetriesPerRequest: null },
+      // BullMQ workers need blocking commands that never time out. BullMQ duplicates this
+      // client for its blocking connection; RedisClients tracks the copy too.
+      connection: this.redis.create('bullmq worker', { maxRetriesPerRequest: null }),
       prefix: this.env.LORAFLEET_QUEUE_PREFIX,
       concurrency: this.env.LORAFLEET_WORKER_CONCURRENCY,
       lockDuration: this.env.LORAFLEET_LOCK_MS,
@@ -61,7 +84,9 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     this.worker.on('failed', (job, error) =>
       this.logger.warn(`delivery ${job?.id ?? '?'} failed: ${error.message}`),
     );
-    this.worker.on('error', (error) => this.logger.warn(`queue error: ${error.message}`));
+    // Connection errors are logged once per outage by RedisClients; BullMQ repeats each
+    // of them here on every reconnect attempt.
+    this.worker.on('error', (error) => this.redis.reportError('queue', error));
     this.logger.log(
       `worker ${this.identity.id} consuming "${QUEUE_NAMES.fineTune}" on backend ${backend}`,
     );
@@ -75,7 +100,19 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     clearInterval(this.heartbeat);
     const closing = this.worker?.close();
     await this.processor.shutdown();
-    await closing;
+    // With Redis unreachable, close() waits for ever: completing the deliveries and QUIT sit
+    // in the offline queue until Redis is back (issue 14, item 13). The jobs are already
+    // handed back in Postgres, so go on without it; the process exits after the remaining
+    // hooks and BullMQ's locks expire in Redis. (Cutting the connections instead is worse:
+    // BullMQ then retries completing the delivery without a pause while closing, a loop of
+    // promises that starves every timer, the shutdown deadline's included.) With Redis up,
+    // close() needs a round trip or two; longer means Redis went away just now.
+    if (await settlesWithin(closing, this.redis.unreachable ? 0 : REDIS_CLOSE_MS)) {
+      // The connection given to BullMQ is shared, so its close() leaves it open.
+      this.redis.disconnectAll();
+    } else {
+      this.logger.warn('redis unreachable: leaving the queue without closing its connections');
+    }
     await this.workers.heartbeat(this.identity.id, 'gone', null).catch(() => undefined);
   }
 }
