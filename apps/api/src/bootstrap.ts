@@ -48,6 +48,6 @@ export async function createApiApp(
   // before the dashboard so its routes are measured too.
   await registerOps(app);
   await registerDashboard(app); // the web UI at / (apps/dashboard/dist), same origin as /v1
-  app.enableShutdownHooks();
+  // No enableShutdownHooks: main.ts handles SIGTERM with a deadline (issue 14, item 14).
   return app;
 }

@@ -7,3 +7,6 @@ export interface WorkerIdentity {
   host: string;
   pid: number;
 }
+
+/** The process's ioredis clients (BullMQ's included), see `RedisClients` in libs/db. */
+export const REDIS_CLIENTS = Symbol('REDIS_CLIENTS');

@@ -1,8 +1,15 @@
-import { type DynamicModule, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
+import {
+  type DynamicModule,
+  Inject,
+  Logger,
+  Module,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
 import type { WorkerEnv } from '@lorafleet/contracts';
 import {
   FilesRepository,
   JobsRepository,
+  RedisClients,
   WorkersRepository,
   createDataSource,
 } from '@lorafleet/db';
@@ -10,7 +17,13 @@ import { hostname } from 'node:os';
 import type { DataSource } from 'typeorm';
 import { FineTuneProcessor } from './processor/fine-tune.processor';
 import { QueueConsumerService } from './processor/queue-consumer.service';
-import { DATA_SOURCE, WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from './tokens';
+import {
+  DATA_SOURCE,
+  REDIS_CLIENTS,
+  WORKER_ENV,
+  WORKER_IDENTITY,
+  type WorkerIdentity,
+} from './tokens';
 
 const repositoryClasses = [FilesRepository, JobsRepository, WorkersRepository] as const;
 
@@ -30,6 +43,9 @@ export class WorkerModule implements OnApplicationShutdown {
       providers: [
         { provide: WORKER_ENV, useValue: env },
         { provide: WORKER_IDENTITY, useValue: identity },
+        // Every Redis connection (BullMQ's too) is made here, so each has an error listener
+        // the queue consumer closes them all at shutdown (issue 14, items 13 and 15).
+        { provide: REDIS_CLIENTS, useValue: new RedisClients(env.REDIS_URL, new Logger('Redis')) },
         {
           provide: DATA_SOURCE,
           useFactory: async () => {

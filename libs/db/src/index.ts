@@ -6,3 +6,5 @@ export * from './repositories';
 export * from './testing/free-port';
 export * from './testing/scratch-database';
 export * from './testing/service-faults';
+export * from './process-shutdown';
+export * from './redis-clients';

@@ -1,19 +1,19 @@
-import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { Global, Inject, Logger, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { QUEUE_NAMES, type ApiEnv } from '@lorafleet/contracts';
 import {
   AdaptersRepository,
   FilesRepository,
   JobsRepository,
   OutboxRepository,
+  RedisClients,
   TenantsRepository,
   WorkersRepository,
   createDataSource,
 } from '@lorafleet/db';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { DataSource } from 'typeorm';
 import { API_ENV } from '../config/api-env.token';
-import { DATA_SOURCE, FINE_TUNE_QUEUE, REDIS } from './tokens';
+import { DATA_SOURCE, FINE_TUNE_QUEUE, REDIS, REDIS_CLIENTS } from './tokens';
 
 const repositoryClasses = [
   AdaptersRepository,
@@ -41,12 +41,19 @@ const repositoryClasses = [
       },
     },
     {
-      provide: REDIS,
+      // Every Redis connection of the API (BullMQ's too) is made here, so each has an error
+      // listener that logs an outage once, as JSON (issue 14, item 15).
+      provide: REDIS_CLIENTS,
       inject: [API_ENV],
-      useFactory: (env: ApiEnv) =>
+      useFactory: (env: ApiEnv) => new RedisClients(env.REDIS_URL, new Logger('Redis')),
+    },
+    {
+      provide: REDIS,
+      inject: [REDIS_CLIENTS],
+      useFactory: (clients: RedisClients) =>
         // No offline queue: with Redis down, commands fail at once instead of piling up, so
         // the relay retries from the outbox and /readyz reports the outage (R4).
-        new Redis(env.REDIS_URL, {
+        clients.create('api', {
           maxRetriesPerRequest: 1,
           enableOfflineQueue: false,
           lazyConnect: false,
@@ -54,12 +61,19 @@ const repositoryClasses = [
     },
     {
       provide: FINE_TUNE_QUEUE,
-      inject: [API_ENV],
-      useFactory: (env: ApiEnv) =>
-        new Queue(QUEUE_NAMES.fineTune, {
+      inject: [API_ENV, REDIS_CLIENTS],
+      useFactory: (env: ApiEnv, clients: RedisClients) => {
+        const queue = new Queue(QUEUE_NAMES.fineTune, {
           prefix: env.LORAFLEET_QUEUE_PREFIX,
-          connection: { url: env.REDIS_URL, maxRetriesPerRequest: 1, enableOfflineQueue: false },
-        }),
+          connection: clients.create('bullmq queue', {
+            maxRetriesPerRequest: 1,
+            enableOfflineQueue: false,
+          }),
+        });
+        // Without a listener BullMQ prints every connection error's stack to stderr.
+        queue.on('error', (error) => clients.reportError('queue', error));
+        return queue;
+      },
     },
     ...repositoryClasses.map((repository) => ({
       provide: repository,
@@ -67,18 +81,19 @@ const repositoryClasses = [
       useFactory: (dataSource: DataSource) => new repository(dataSource),
     })),
   ],
-  exports: [DATA_SOURCE, REDIS, FINE_TUNE_QUEUE, ...repositoryClasses],
+  exports: [DATA_SOURCE, REDIS, REDIS_CLIENTS, FINE_TUNE_QUEUE, ...repositoryClasses],
 })
 export class InfraModule implements OnApplicationShutdown {
   constructor(
     @Inject(DATA_SOURCE) private readonly dataSource: DataSource,
-    @Inject(REDIS) private readonly redis: Redis,
     @Inject(FINE_TUNE_QUEUE) private readonly queue: Queue,
+    @Inject(REDIS_CLIENTS) private readonly redisClients: RedisClients,
   ) {}
 
   async onApplicationShutdown(): Promise<void> {
+    // The queue's connection is shared (created here), so close() leaves it open.
     await this.queue.close();
-    this.redis.disconnect();
+    this.redisClients.disconnectAll();
     if (this.dataSource.isInitialized) await this.dataSource.destroy();
   }
 }
