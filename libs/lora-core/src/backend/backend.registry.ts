@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { installActivationKernels } from './activation.kernels';
 import { BackendError } from './backend.error';
 import { setBlasKernels } from './blas.kernels';
+import { installWasmSharedIdentity } from './wasm-identity.kernel';
 import { installWasmFastMatMul } from './wasm-matmul.kernels';
 import { installWasmSliceKernels } from './wasm-slice.kernels';
 
@@ -29,6 +30,7 @@ async function prepareWasm(): Promise<void> {
   const distDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
   wasm.setWasmPaths(`${distDir}/`);
   installWasmSliceKernels();
+  installWasmSharedIdentity();
   installActivationKernels('wasm');
   installWasmFastMatMul(); // before any OpenBLAS kernel, which wraps whatever is registered
   wasmPathsSet = true;

@@ -15,6 +15,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+import { installHostWeightKernels } from './host-weight.kernels';
 import { loadOpenBlas, type Sgemm } from './openblas';
 
 export type BlasHostBackend = 'wasm' | 'cpu';
@@ -275,5 +276,7 @@ export function setBlasKernels(backendName: BlasHostBackend, on: boolean): void 
   // Loaded (or found missing) before anything is switched: a failure leaves the stock kernels.
   const { sgemm } = loadOpenBlas();
   install(backendName, sgemm);
+  // Models built from now on keep their frozen weights in host memory (host-weight.kernels).
+  installHostWeightKernels(backendName);
   enabled.add(backendName);
 }

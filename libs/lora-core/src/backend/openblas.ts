@@ -6,7 +6,10 @@
  */
 import { BackendError } from './backend.error';
 
-/** Row-major single-precision GEMM: C[M,N] = alpha·op(A)[M,K]·op(B)[K,N] + beta·C. */
+/**
+ * Row-major single-precision GEMM: C[M,N] = alpha·op(A)[M,K]·op(B)[K,N] + beta·C, with
+ * alpha = 1 and beta = 0 unless given (beta = 1 accumulates into C).
+ */
 export type Sgemm = (
   transA: boolean,
   transB: boolean,
@@ -19,6 +22,8 @@ export type Sgemm = (
   ldb: number,
   c: Float32Array,
   ldc: number,
+  alpha?: number,
+  beta?: number,
 ) => void;
 
 export interface OpenBlas {
@@ -72,7 +77,7 @@ export function loadOpenBlas(env: NodeJS.ProcessEnv = process.env): OpenBlas {
       const native = lib.func(
         'void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)',
       ) as (...args: unknown[]) => void;
-      const sgemm: Sgemm = (transA, transB, m, n, k, a, lda, b, ldb, c, ldc) =>
+      const sgemm: Sgemm = (transA, transB, m, n, k, a, lda, b, ldb, c, ldc, alpha = 1, beta = 0) =>
         native(
           CBLAS_ROW_MAJOR,
           transA ? CBLAS_TRANS : CBLAS_NO_TRANS,
@@ -80,12 +85,12 @@ export function loadOpenBlas(env: NodeJS.ProcessEnv = process.env): OpenBlas {
           m,
           n,
           k,
-          1,
+          alpha,
           a,
           lda,
           b,
           ldb,
-          0,
+          beta,
           c,
           ldc,
         );

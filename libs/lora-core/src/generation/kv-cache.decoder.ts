@@ -12,13 +12,21 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-import { batchedMatMul, tiedHeadMatMul } from '../backend/matmul.ops';
+import { batchedMatMul } from '../backend/matmul.ops';
 import type { CausalLM, HfParameter } from '../models/causal-lm.model';
 import { MASKED_SCORE } from '../models/causal-lm.model';
 import { ropeInverseFrequencies } from '../models/llama.model';
 import type { LoraForwardContext, LoraLinear } from '../models/lora-linear.layer';
 import type { Gpt2Config, LlamaConfig } from '../models/model.config';
-import { activation, layerNorm, mergeHeads, rmsNorm, silu, splitHeads } from '../models/nn.ops';
+import {
+  activation,
+  applyRotary,
+  layerNorm,
+  mergeHeads,
+  rmsNorm,
+  silu,
+  splitHeads,
+} from '../models/nn.ops';
 
 /** Per-layer cached keys and values, [1, heads, T_past, D] each. */
 interface LayerCache {
@@ -135,10 +143,9 @@ export class KvCacheDecoder {
     return entry;
   }
 
-  /** Final hidden state of the last position → logits [1, V]. */
-  private head(last: tf.Tensor2D, tiedKey: string, ctx: LoraForwardContext): tf.Tensor2D {
-    if (this.linears.has('lm_head')) return this.linear('lm_head', last, ctx); // [1, V]
-    return tiedHeadMatMul(last, this.param(tiedKey) as tf.Tensor2D); // [1, V], tied: x · Eᵀ
+  /** Final hidden state of the last position → logits [1, V] (lm_head or the tied embedding). */
+  private head(last: tf.Tensor2D, ctx: LoraForwardContext): tf.Tensor2D {
+    return this.model.headLogits(last, ctx); // [1, V]
   }
 
   private gpt2(
@@ -152,7 +159,7 @@ export class KvCacheDecoder {
     const n = ids.shape[1];
     const positions = tf.range(this.pastLength, this.pastLength + n, 1, 'int32'); // [Tn]
     let x = tf.add<tf.Tensor3D>(
-      tf.gather(this.param('transformer.wte.weight'), ids),
+      this.model.embedTokens(ids),
       tf.gather(this.param('transformer.wpe.weight'), positions),
     ); // [1, Tn, C]
     const bias = this.causalBias(n); // [1, 1, Tn, Tall]
@@ -189,7 +196,7 @@ export class KvCacheDecoder {
       this.param('transformer.ln_f.bias'),
       eps,
     ); // [1, 1, C]
-    return this.head(tf.reshape(final, [1, C]), 'transformer.wte.weight', ctx); // [1, V]
+    return this.head(tf.reshape(final, [1, C]), ctx); // [1, V]
   }
 
   private llama(
@@ -210,7 +217,7 @@ export class KvCacheDecoder {
     const { cos, sin } = this.rotary(n, D); // [Tn, D] each
     const total = this.pastLength + n;
     const bias = tf.reshape(this.causalBias(n), [1, 1, 1, n, total]); // [1, 1, 1, Tn, Tall]
-    let x = tf.gather(this.param('model.embed_tokens.weight'), ids) as tf.Tensor3D; // [1, Tn, C]
+    let x = this.model.embedTokens(ids); // [1, Tn, C]
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}`;
       const h = tf.reshape<tf.Rank.R2>(rmsNorm(x, this.param(`${p}.input_layernorm.weight`), eps), [
@@ -249,7 +256,7 @@ export class KvCacheDecoder {
     }
     const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
     const final = rmsNorm(last, this.param('model.norm.weight'), eps); // [1, 1, C]
-    return this.head(tf.reshape(final, [1, C]), 'model.embed_tokens.weight', ctx); // [1, V]
+    return this.head(tf.reshape(final, [1, C]), ctx); // [1, V]
   }
 
   /** cos/sin [Tn, D] for absolute positions past..past+Tn-1 (LlamaModel's table layout). */
@@ -268,13 +275,4 @@ export class KvCacheDecoder {
     }
     return { cos: tf.tensor2d(cos, [n, D]), sin: tf.tensor2d(sin, [n, D]) };
   }
-}
-
-/** HF `apply_rotary_pos_emb`: x·cos + rotate_half(x)·sin. */
-function applyRotary(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
-  const half = x.shape[3] / 2;
-  const x1 = tf.slice(x, [0, 0, 0, 0], [-1, -1, -1, half]); // [1, H, Tn, D/2]
-  const x2 = tf.slice(x, [0, 0, 0, half], [-1, -1, -1, half]); // [1, H, Tn, D/2]
-  const rotated = tf.concat([tf.neg(x2), x1], 3); // [1, H, Tn, D]
-  return tf.add<tf.Tensor4D>(tf.mul(x, cos), tf.mul(rotated, sin)); // [1, H, Tn, D]
 }

@@ -153,7 +153,9 @@ export class MemoryLimitError extends TrainingConfigError {
 export function memoryAdvice(input: MemoryEstimateInput): string {
   const tips: string[] = [];
   if (!input.gradientCheckpointing) {
-    tips.push('turn on gradient checkpointing (--gradient-checkpointing, training.gradient_checkpointing)');
+    tips.push(
+      'turn on gradient checkpointing (--gradient-checkpointing, training.gradient_checkpointing)',
+    );
   }
   if (input.batchSize > 1) tips.push(`lower the batch size (now ${input.batchSize})`);
   tips.push(`shorten max_seq_length (now ${input.seqLength})`);

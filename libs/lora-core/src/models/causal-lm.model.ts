@@ -6,12 +6,25 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+import { HostMatrix, hostWeightKernelsActive } from '../backend/host-weight.kernels';
 import type { LoraConfig } from '../lora/lora.config';
-import { LoraConfigError, loraScaling, moduleNameMatches, validateLoraConfig } from '../lora/lora.config';
+import type { ShiftedTargets } from '../trainer/token-loss';
+import {
+  LoraConfigError,
+  loraScaling,
+  moduleNameMatches,
+  validateLoraConfig,
+} from '../lora/lora.config';
 import { SeededRandom, deriveSeed } from '../util/rng.util';
+import { checkpointed } from './gradient-checkpoint';
+import { headLoss, type HeadLoss, type LmHead } from './head-loss';
 import { LoraLinear, type HfWeightLayout, type LoraForwardContext } from './lora-linear.layer';
+import { TokenEmbedding } from './token-embedding';
 import type { ModelConfig } from './model.config';
 import { ModelWeightsError } from './model.errors';
+import { transpose2d } from '../util/matrix.util';
+
+export { transpose2d };
 
 /**
  * `lora`: base weights are plain tensors (no gradient, no optimizer state) and only adapter
@@ -46,8 +59,12 @@ export interface HfParameter {
   hfShape: number[];
   /** True when the tfjs tensor is the transpose of the stored one (nn.Linear weights). */
   transposed: boolean;
+  /** Whether the parameter lives in host memory (then `tensor()` throws; use `read()`). */
+  host: boolean;
   /** The current tensor (after merges), tfjs layout. */
   tensor(): tf.Tensor;
+  /** The current values (after merges) in Hugging Face layout, a copy. */
+  read(): Promise<Float32Array>;
 }
 
 /** Initial adapter values per module path: A [in, r] and B [r, out], row-major. */
@@ -70,29 +87,126 @@ export abstract class CausalLM {
   protected readonly linears: LoraLinear[] = [];
   /** Parameters not owned by a linear layer (embeddings, norms); disposed by the model. */
   private readonly standalone: tf.Tensor[] = [];
+  private readonly embeddings: TokenEmbedding[] = [];
   private readonly adapterConfigs = new Map<string, LoraConfig>();
   private active: string | null = null;
   private disabled = false;
   private dropoutCounter = 0;
 
-  protected constructor(readonly mode: ParameterMode) {}
+  /**
+   * Frozen matrices live in host memory and multiply through OpenBLAS (`*-blas` backends in
+   * LoRA mode, backend/host-weight.kernels.ts); otherwise they are tensors of the backend.
+   */
+  readonly hostWeights: boolean;
 
-  /** Model-specific forward on validated inputs; runs inside `tf.tidy`. */
-  protected abstract forwardImpl(
+  protected constructor(readonly mode: ParameterMode) {
+    this.hostWeights = mode === 'lora' && hostWeightKernelsActive();
+  }
+
+  /**
+   * Model-specific forward on validated inputs, up to the final norm; runs inside `tf.tidy`.
+   * Returns the final hidden states flattened to [B·T, C] (rows in the logits' order).
+   */
+  protected abstract hiddenImpl(
     inputIds: tf.Tensor2D, // [B, T] int32
     attentionBias: tf.Tensor4D, // [B|1, 1, T, T]
     ctx: LoraForwardContext,
-  ): tf.Tensor3D; // [B, T, V]
+  ): tf.Tensor2D; // [B·T, C]
+
+  /** The token embedding (also the head's weight when tied). */
+  protected abstract get embedding(): TokenEmbedding;
+  /** The untied `lm_head`, or null when tied to the embedding. */
+  protected abstract get lmHeadLayer(): LoraLinear | null;
 
   /**
    * inputIds [B, T] int32, attentionMask [B, T] (1 = attend, 0 = padding) → logits [B, T, V].
    * Positions are 0..T-1 whatever the mask says, as in transformers' default `position_ids`,
    * so padding belongs on the right for training; left padding changes positions.
    */
-  forward(inputIds: tf.Tensor2D, attentionMask?: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
+  forward(
+    inputIds: tf.Tensor2D,
+    attentionMask?: tf.Tensor2D,
+    opts: ForwardOptions = {},
+  ): tf.Tensor3D {
+    const [batch, length] = inputIds.shape;
+    return tf.tidy(() => {
+      const { hidden, ctx } = this.hiddenStates(inputIds, attentionMask, opts); // [B·T, C]
+      const logits = this.headLogits(hidden, ctx); // [B·T, V]
+      return tf.reshape(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
+    });
+  }
+
+  /**
+   * The training/evaluation loss without whole logits: Σ w·NLL and Σ w·[argmax = target] over
+   * the shifted targets of `inputIds` (trainer/token-loss.ts `shiftTargets`), through the
+   * fused LM head (models/head-loss.ts). Equals `weightedTokenNllSum`/`weightedCorrectCount`
+   * of `forward`'s logits.
+   */
+  forwardLoss(
+    inputIds: tf.Tensor2D,
+    attentionMask: tf.Tensor2D | undefined,
+    shifted: ShiftedTargets,
+    opts: ForwardOptions = {},
+  ): HeadLoss {
+    const { hidden, ctx } = this.hiddenStates(inputIds, attentionMask, opts); // [B·T, C]
+    return headLoss(hidden, this.fusedHeadFor(ctx), shifted);
+  }
+
+  /** ids [B, T] int32 → token embeddings [B, T, C] (the KV-cache decoder uses it too). */
+  embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
+    return this.embedding.lookup(ids);
+  }
+
+  /** Final hidden states x [N, C] → logits [N, V], through lm_head or the tied embedding. */
+  headLogits(x: tf.Tensor2D, ctx: LoraForwardContext): tf.Tensor2D {
+    const head = this.lmHeadLayer;
+    return head ? head.apply(x, ctx) : this.embedding.logits(x); // [N, V]
+  }
+
+  /** The head as the fused loss sees it: frozen in host memory, a frozen tensor, or trainable. */
+  private fusedHeadFor(ctx: LoraForwardContext): LmHead {
+    const layer = this.lmHeadLayer;
+    const adapterOnHead =
+      layer !== null &&
+      ctx.activeAdapter !== null &&
+      layer.adapters.has(ctx.activeAdapter) &&
+      !layer.mergedAdapters.includes(ctx.activeAdapter);
+    if (this.mode === 'full' || adapterOnHead)
+      return { kind: 'trainable', logits: (x) => this.headLogits(x, ctx) };
+    if (layer === null) {
+      const e = this.embedding;
+      if (e.host) return { kind: 'host', matrix: e.host };
+      const weight = e.tensor!; // [V, C]
+      return {
+        kind: 'frozen',
+        vocabSize: this.config.vocabSize,
+        logits: (x) => e.logits(x), // [n, V]
+        backToHidden: (g) => tf.matMul(g, weight), // [n, C] = g·E
+      };
+    }
+    if (layer.hostWeight) return { kind: 'host', matrix: layer.hostWeight }; // stored [V, C]
+    const weight = layer.weight!; // [C, V]
+    const bias = layer.bias;
+    return {
+      kind: 'frozen',
+      vocabSize: this.config.vocabSize,
+      logits: (x) =>
+        bias ? tf.add<tf.Tensor2D>(tf.matMul(x, weight), bias) : tf.matMul(x, weight), // [n, V]
+      backToHidden: (g) => tf.matMul(g, weight, false, true), // [n, C] = g·Wᵀ
+    };
+  }
+
+  /** Validated inputs → final hidden states [B·T, C] and the forward context. */
+  private hiddenStates(
+    inputIds: tf.Tensor2D,
+    attentionMask: tf.Tensor2D | undefined,
+    opts: ForwardOptions,
+  ): { hidden: tf.Tensor2D; ctx: LoraForwardContext } {
     const [batch, length] = inputIds.shape;
     if (inputIds.rank !== 2 || length === 0) {
-      throw new Error(`forward: inputIds must be [B, T] with T > 0 (got ${JSON.stringify(inputIds.shape)})`);
+      throw new Error(
+        `forward: inputIds must be [B, T] with T > 0 (got ${JSON.stringify(inputIds.shape)})`,
+      );
     }
     if (attentionMask && (attentionMask.shape[0] !== batch || attentionMask.shape[1] !== length)) {
       throw new Error(
@@ -101,7 +215,11 @@ export abstract class CausalLM {
     }
     const activeAdapter = this.disabled ? null : this.active;
     const training = opts.training ?? false;
-    if (training && activeAdapter !== null && this.linears.some((l) => l.mergedAdapters.includes(activeAdapter))) {
+    if (
+      training &&
+      activeAdapter !== null &&
+      this.linears.some((l) => l.mergedAdapters.includes(activeAdapter))
+    ) {
       throw new Error(`forward: adapter "${activeAdapter}" is merged; unmerge it before training`);
     }
     const ctx: LoraForwardContext = {
@@ -109,10 +227,36 @@ export abstract class CausalLM {
       training,
       dropoutSeed: opts.dropoutSeed ?? deriveSeed(this.dropoutCounter++, 'dropout'),
     };
-    return tf.tidy(() => {
-      const ids = inputIds.dtype === 'int32' ? inputIds : tf.cast(inputIds, 'int32'); // [B, T]
-      return this.forwardImpl(ids, buildAttentionBias(length, attentionMask), ctx);
-    });
+    const ids = inputIds.dtype === 'int32' ? inputIds : tf.cast(inputIds, 'int32'); // [B, T]
+    return { hidden: this.hiddenImpl(ids, buildAttentionBias(length, attentionMask), ctx), ctx };
+  }
+
+  /**
+   * One decoder block, x → body(x). With `gradientCheckpointing` in a training pass, the
+   * block keeps only its input and recomputes its activations in backward; `layers` are the
+   * block's linear layers, whose active adapter variables get gradients through it, and
+   * `constants` every other tensor `body` reads (it must read them from its argument).
+   */
+  protected runBlock(
+    x: tf.Tensor3D,
+    ctx: LoraForwardContext,
+    layers: readonly LoraLinear[],
+    constants: readonly tf.Tensor[],
+    body: (x: tf.Tensor3D, constants: readonly tf.Tensor[]) => tf.Tensor3D,
+  ): tf.Tensor3D {
+    if (!this.gradientCheckpointing || !ctx.training) return body(x, constants);
+    const variables: tf.Variable[] = [];
+    if (this.mode === 'full') {
+      throw new Error('gradient checkpointing is implemented for LoRA training only');
+    }
+    const name = ctx.activeAdapter;
+    if (name !== null) {
+      for (const layer of layers) {
+        const adapter = layer.adapters.get(name);
+        if (adapter && !layer.mergedAdapters.includes(name)) variables.push(adapter.a, adapter.b);
+      }
+    }
+    return checkpointed(body, x, constants, variables);
   }
 
   /** Every linear layer in module order (each one an adapter can target). */
@@ -166,7 +310,10 @@ export abstract class CausalLM {
 
   loraConfig(name: string): LoraConfig {
     const cfg = this.adapterConfigs.get(name);
-    if (!cfg) throw new LoraConfigError(`no adapter named "${name}" (have: ${this.adapterNames().join(', ') || 'none'})`);
+    if (!cfg)
+      throw new LoraConfigError(
+        `no adapter named "${name}" (have: ${this.adapterNames().join(', ') || 'none'})`,
+      );
     return cfg;
   }
 
@@ -189,11 +336,13 @@ export abstract class CausalLM {
    * `setActiveAdapter` (as PEFT's `add_adapter`).
    */
   addAdapter(name: string, cfg: LoraConfig, init: number | AdapterWeightsInit): void {
-    if (this.mode !== 'lora') throw new LoraConfigError('adapters need a model loaded in "lora" mode');
+    if (this.mode !== 'lora')
+      throw new LoraConfigError('adapters need a model loaded in "lora" mode');
     if (name.length === 0 || /[\s.]/.test(name)) {
       throw new LoraConfigError(`adapter name "${name}" must be non-empty without dots or spaces`);
     }
-    if (this.adapterConfigs.has(name)) throw new LoraConfigError(`adapter "${name}" already exists`);
+    if (this.adapterConfigs.has(name))
+      throw new LoraConfigError(`adapter "${name}" already exists`);
     validateLoraConfig(cfg);
     const targets = this.resolveTargets(cfg);
     if (targets.length === 0) {
@@ -234,16 +383,23 @@ export abstract class CausalLM {
       fanInFanOut: this.config.modelType === 'gpt2',
       // Stored resolved, as PEFT does when it saves an all-linear config.
       targetModules:
-        cfg.targetModules === 'all-linear' ? [...new Set(targets.map((l) => l.name))].sort() : [...cfg.targetModules],
+        cfg.targetModules === 'all-linear'
+          ? [...new Set(targets.map((l) => l.name))].sort()
+          : [...cfg.targetModules],
     });
     if (this.active === null) this.active = name;
     this.refreshTrainableFlags();
   }
 
   /** Current adapter values per module path, tfjs layout (A [in, r], B [r, out]). */
-  adapterWeights(name: string): Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }> {
+  adapterWeights(
+    name: string,
+  ): Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }> {
     const cfg = this.loraConfig(name);
-    const out = new Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>();
+    const out = new Map<
+      string,
+      { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }
+    >();
     for (const layer of this.linears) {
       const adapter = layer.adapters.get(name);
       if (!adapter) continue;
@@ -259,9 +415,16 @@ export abstract class CausalLM {
   }
 
   /** `adapterWeights()` with asynchronous reads, for backends without a synchronous one (webgpu). */
-  async adapterWeightsAsync(name: string): Promise<Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>> {
+  async adapterWeightsAsync(
+    name: string,
+  ): Promise<
+    Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>
+  > {
     const cfg = this.loraConfig(name);
-    const out = new Map<string, { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }>();
+    const out = new Map<
+      string,
+      { a: Float32Array; b: Float32Array; inFeatures: number; outFeatures: number }
+    >();
     for (const layer of this.linears) {
       const adapter = layer.adapters.get(name);
       if (!adapter) continue;
@@ -323,6 +486,7 @@ export abstract class CausalLM {
 
   dispose(): void {
     for (const tensor of this.standalone) tensor.dispose();
+    for (const embedding of this.embeddings) embedding.dispose();
     for (const layer of this.linears) layer.dispose();
     this.adapterConfigs.clear();
   }
@@ -330,11 +494,48 @@ export abstract class CausalLM {
   // ---- construction helpers for subclasses ---------------------------------------------
 
   /** Creates a base parameter stored as-is (embeddings, norms, biases, Conv1D kernels). */
-  protected createParameter(source: WeightSource, key: string, shape: number[], init: 'normal' | 'zeros' | 'ones'): tf.Tensor {
+  protected createParameter(
+    source: WeightSource,
+    key: string,
+    shape: number[],
+    init: 'normal' | 'zeros' | 'ones',
+  ): tf.Tensor {
     const tensor = this.toParameter(tf.tensor(source.read(key, shape, init), shape));
-    this.parameters.push({ key, hfShape: shape, transposed: false, tensor: () => tensor });
+    this.parameters.push({
+      key,
+      hfShape: shape,
+      transposed: false,
+      host: false,
+      tensor: () => tensor,
+      read: async () => new Float32Array((await tensor.data()) as Float32Array),
+    });
     this.standalone.push(tensor);
     return tensor;
+  }
+
+  /** Creates the token embedding [V, C]: in host memory when `hostWeights`, else a tensor. */
+  protected createEmbedding(
+    source: WeightSource,
+    key: string,
+    shape: [number, number],
+  ): TokenEmbedding {
+    const data = source.read(key, shape, 'normal');
+    const embedding = this.hostWeights
+      ? new TokenEmbedding(key, null, new HostMatrix(shape[0], shape[1], data))
+      : new TokenEmbedding(key, this.toParameter(tf.tensor2d(data, shape)) as tf.Tensor2D, null);
+    this.parameters.push({
+      key,
+      hfShape: shape,
+      transposed: false,
+      host: embedding.host !== null,
+      tensor: () => {
+        if (!embedding.tensor) throw hostResidentError(key);
+        return embedding.tensor;
+      },
+      read: () => embedding.hfData(),
+    });
+    this.embeddings.push(embedding);
+    return embedding;
   }
 
   /** Creates a linear layer under `path` and registers its weight (and bias). */
@@ -348,16 +549,44 @@ export abstract class CausalLM {
   ): LoraLinear {
     const hfShape = layout === 'conv1d' ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
     const stored = source.read(`${path}.weight`, hfShape, 'normal');
-    // nn.Linear keeps [out, in]; tfjs multiplies x·W with W [in, out].
-    const data = layout === 'conv1d' ? stored : transpose2d(stored, outFeatures, inFeatures);
-    const weight = this.toParameter(tf.tensor2d(data, [inFeatures, outFeatures])) as tf.Tensor2D;
+    let weight: tf.Tensor2D | HostMatrix;
+    if (this.hostWeights) {
+      // Kept as stored: the host kernels take either layout through sgemm's transpose flag.
+      weight = new HostMatrix(hfShape[0], hfShape[1], stored);
+    } else {
+      // nn.Linear keeps [out, in]; tfjs multiplies x·W with W [in, out].
+      const data = layout === 'conv1d' ? stored : transpose2d(stored, outFeatures, inFeatures);
+      weight = this.toParameter(tf.tensor2d(data, [inFeatures, outFeatures])) as tf.Tensor2D;
+    }
     const bias = hasBias
-      ? (this.toParameter(tf.tensor1d(source.read(`${path}.bias`, [outFeatures], 'zeros'))) as tf.Tensor1D)
+      ? (this.toParameter(
+          tf.tensor1d(source.read(`${path}.bias`, [outFeatures], 'zeros')),
+        ) as tf.Tensor1D)
       : null;
     const layer = new LoraLinear(path, inFeatures, outFeatures, layout, weight, bias);
     this.linears.push(layer);
-    this.parameters.push({ key: `${path}.weight`, hfShape, transposed: layout === 'linear', tensor: () => layer.weight });
-    if (bias) this.parameters.push({ key: `${path}.bias`, hfShape: [outFeatures], transposed: false, tensor: () => bias });
+    const key = `${path}.weight`;
+    this.parameters.push({
+      key,
+      hfShape,
+      transposed: layout === 'linear',
+      host: layer.hostWeight !== null,
+      tensor: () => {
+        if (!layer.weight) throw hostResidentError(key);
+        return layer.weight;
+      },
+      read: () => layer.hfWeightData(),
+    });
+    if (bias) {
+      this.parameters.push({
+        key: `${path}.bias`,
+        hfShape: [outFeatures],
+        transposed: false,
+        host: false,
+        tensor: () => bias,
+        read: async () => new Float32Array((await bias.data()) as Float32Array),
+      });
+    }
     return layer;
   }
 
@@ -383,21 +612,17 @@ export abstract class CausalLM {
   }
 }
 
+function hostResidentError(key: string): Error {
+  return new Error(
+    `parameter "${key}" lives in host memory (a *-blas backend); read it with read()`,
+  );
+}
+
 /** Wraps a fresh tensor in a trainable Variable and releases the temporary handle. */
 function toVariable<R extends tf.Rank>(tensor: tf.Tensor<R>): tf.Variable<R> {
   const variable = tf.variable(tensor, true);
   tensor.dispose();
   return variable;
-}
-
-/** [rows, cols] row-major → [cols, rows] row-major. */
-export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) {
-    const rowOffset = i * cols;
-    for (let j = 0; j < cols; j++) out[j * rows + i] = data[rowOffset + j];
-  }
-  return out;
 }
 
 /**
@@ -409,7 +634,12 @@ export function buildAttentionBias(length: number, attentionMask?: tf.Tensor2D):
     const causal = tf.linalg.bandPart(tf.ones([length, length]), -1, 0); // [T, T] lower triangle
     let allowed = tf.reshape(causal, [1, 1, length, length]); // [1, 1, T, T]
     if (attentionMask) {
-      const keys = tf.reshape(tf.cast(attentionMask, 'float32'), [attentionMask.shape[0], 1, 1, length]); // [B, 1, 1, T]
+      const keys = tf.reshape(tf.cast(attentionMask, 'float32'), [
+        attentionMask.shape[0],
+        1,
+        1,
+        length,
+      ]); // [B, 1, 1, T]
       allowed = tf.mul(allowed, keys); // [B, 1, T, T]
     }
     return tf.mul<tf.Tensor4D>(tf.sub(1, allowed), MASKED_SCORE); // [B|1, 1, T, T]
@@ -417,7 +647,11 @@ export function buildAttentionBias(length: number, attentionMask?: tf.Tensor2D):
 }
 
 /** Thrown by weight sources when a tensor is missing or mis-shaped. */
-export function weightShapeError(key: string, expected: number[], actual: number[]): ModelWeightsError {
+export function weightShapeError(
+  key: string,
+  expected: number[],
+  actual: number[],
+): ModelWeightsError {
   return new ModelWeightsError(
     `tensor "${key}" has shape ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)}`,
     key,

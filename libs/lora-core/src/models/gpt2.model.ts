@@ -10,11 +10,19 @@
 import * as tf from '@tensorflow/tfjs';
 
 // Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
-import { batchedMatMul, tiedHeadMatMul } from '../backend/matmul.ops';
 import { CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
 import type { LoraForwardContext, LoraLinear } from './lora-linear.layer';
 import type { Gpt2Config } from './model.config';
-import { activation, layerNorm, mergeHeads, perPosition, splitHeads } from './nn.ops';
+import {
+  activation,
+  addSameShape,
+  attention,
+  layerNorm,
+  mergeHeads,
+  perPosition,
+  splitHeads,
+} from './nn.ops';
+import type { TokenEmbedding } from './token-embedding';
 
 interface Gpt2Block {
   ln1: { gamma: tf.Tensor; beta: tf.Tensor };
@@ -27,7 +35,7 @@ interface Gpt2Block {
 
 export class Gpt2Model extends CausalLM {
   readonly config: Gpt2Config;
-  private readonly wte: tf.Tensor2D; // [V, C]
+  private readonly wte: TokenEmbedding; // [V, C]
   private readonly wpe: tf.Tensor2D; // [P, C]
   private readonly blocks: Gpt2Block[] = [];
   private readonly lnF: { gamma: tf.Tensor; beta: tf.Tensor };
@@ -37,8 +45,13 @@ export class Gpt2Model extends CausalLM {
     super(mode);
     this.config = config;
     const { vocabSize: V, hiddenSize: C, maxPositions: P, innerSize } = config;
-    this.wte = this.createParameter(source, 'transformer.wte.weight', [V, C], 'normal') as tf.Tensor2D;
-    this.wpe = this.createParameter(source, 'transformer.wpe.weight', [P, C], 'normal') as tf.Tensor2D;
+    this.wte = this.createEmbedding(source, 'transformer.wte.weight', [V, C]);
+    this.wpe = this.createParameter(
+      source,
+      'transformer.wpe.weight',
+      [P, C],
+      'normal',
+    ) as tf.Tensor2D;
     const norm = (key: string) => ({
       gamma: this.createParameter(source, `${key}.weight`, [C], 'ones'),
       beta: this.createParameter(source, `${key}.bias`, [C], 'zeros'),
@@ -55,46 +68,73 @@ export class Gpt2Model extends CausalLM {
       });
     }
     this.lnF = norm('transformer.ln_f');
-    this.lmHead = config.tieWordEmbeddings ? null : this.createLinear(source, 'lm_head', C, V, 'linear', false);
+    this.lmHead = config.tieWordEmbeddings
+      ? null
+      : this.createLinear(source, 'lm_head', C, V, 'linear', false);
   }
 
-  protected forwardImpl(inputIds: tf.Tensor2D, attentionBias: tf.Tensor4D, ctx: LoraForwardContext): tf.Tensor3D {
-    const { hiddenSize: C, numHeads: H, layerNormEpsilon: eps } = this.config;
+  protected get embedding(): TokenEmbedding {
+    return this.wte;
+  }
+
+  protected get lmHeadLayer(): LoraLinear | null {
+    return this.lmHead;
+  }
+
+  protected hiddenImpl(
+    inputIds: tf.Tensor2D,
+    attentionBias: tf.Tensor4D,
+    ctx: LoraForwardContext,
+  ): tf.Tensor2D {
+    const { hiddenSize: C, layerNormEpsilon: eps } = this.config;
     const [batch, length] = inputIds.shape;
     if (length > this.config.maxPositions) {
-      throw new Error(`gpt2: sequence length ${length} exceeds n_positions ${this.config.maxPositions}`);
+      throw new Error(
+        `gpt2: sequence length ${length} exceeds n_positions ${this.config.maxPositions}`,
+      );
     }
-    const headDim = C / H;
     const positions = tf.range(0, length, 1, 'int32'); // [T]
-    let x = tf.add<tf.Tensor3D>(tf.gather(this.wte, inputIds), tf.gather(this.wpe, positions)); // [B, T, C]
+    let x = tf.add<tf.Tensor3D>(this.wte.lookup(inputIds), tf.gather(this.wpe, positions)); // [B, T, C]
 
     this.blocks.forEach((block, layerIndex) => {
-      const h = layerNorm(x, block.ln1.gamma, block.ln1.beta, eps); // [B, T, C]
-      const qkv = perPosition(h, (t) => block.cAttn.apply(t, ctx)); // [B, T, 3C]
-      const [q, k, v] = tf.split(qkv, 3, -1) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D]; // 3 × [B, T, C]
-      let scale = this.config.scaleAttnWeights ? 1 / Math.sqrt(headDim) : 1;
-      if (this.config.scaleAttnByInverseLayerIdx) scale /= layerIndex + 1;
-      const qh = splitHeads(q, H, headDim); // [B, H, T, D]
-      const kh = splitHeads(k, H, headDim); // [B, H, T, D]
-      const vh = splitHeads(v, H, headDim); // [B, H, T, D]
-      const scores = tf.add<tf.Tensor4D>(tf.mul(batchedMatMul(qh, kh, true), scale), attentionBias); // [B, H, T, T]
-      const attended: tf.Tensor4D = batchedMatMul(tf.softmax(scores, -1), vh); // [B, H, T, D]
-      const y = perPosition(mergeHeads(attended), (t) => block.attnProj.apply(t, ctx)); // [B, T, C]
-      x = tf.add(x, y); // [B, T, C]
-
-      const h2 = layerNorm(x, block.ln2.gamma, block.ln2.beta, eps); // [B, T, C]
-      const mlp = perPosition(h2, (t) => {
-        const up = activation(block.cFc.apply(t, ctx), this.config.activation) as tf.Tensor2D; // [B·T, inner]
-        return block.mlpProj.apply(up, ctx); // [B·T, C]
-      }); // [B, T, C]
-      x = tf.add(x, mlp); // [B, T, C]
+      const linears = [block.cAttn, block.attnProj, block.cFc, block.mlpProj];
+      x = this.runBlock(x, ctx, linears, [attentionBias], (xIn, [bias]) =>
+        this.block(xIn, block, layerIndex, bias as tf.Tensor4D, ctx),
+      ); // [B, T, C]
     });
 
     const final = layerNorm(x, this.lnF.gamma, this.lnF.beta, eps); // [B, T, C]
-    const flat = tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
-    const logits = this.lmHead
-      ? this.lmHead.apply(flat, ctx) // [B·T, V]
-      : tiedHeadMatMul(flat, this.wte); // [B·T, V], tied: x · wteᵀ
-    return tf.reshape(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
+    return tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
+  }
+
+  /** One pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(·)). */
+  private block(
+    xIn: tf.Tensor3D, // [B, T, C]
+    block: Gpt2Block,
+    layerIndex: number,
+    attentionBias: tf.Tensor4D,
+    ctx: LoraForwardContext,
+  ): tf.Tensor3D {
+    const { hiddenSize: C, numHeads: H, layerNormEpsilon: eps } = this.config;
+    const headDim = C / H;
+    let x = xIn;
+    const h = layerNorm(x, block.ln1.gamma, block.ln1.beta, eps); // [B, T, C]
+    const qkv = perPosition(h, (t) => block.cAttn.apply(t, ctx)); // [B, T, 3C]
+    const [q, k, v] = tf.split(qkv, 3, -1) as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D]; // 3 × [B, T, C]
+    let scale = this.config.scaleAttnWeights ? 1 / Math.sqrt(headDim) : 1;
+    if (this.config.scaleAttnByInverseLayerIdx) scale /= layerIndex + 1;
+    const qh = splitHeads(q, H, headDim); // [B, H, T, D]
+    const kh = splitHeads(k, H, headDim); // [B, H, T, D]
+    const vh = splitHeads(v, H, headDim); // [B, H, T, D]
+    const attended = attention(qh, kh, vh, attentionBias, scale, 1); // [B, H, T, D]
+    const y = perPosition(mergeHeads(attended), (t) => block.attnProj.apply(t, ctx)); // [B, T, C]
+    x = addSameShape(x, y); // [B, T, C]
+
+    const h2 = layerNorm(x, block.ln2.gamma, block.ln2.beta, eps); // [B, T, C]
+    const mlp = perPosition(h2, (t) => {
+      const up = activation(block.cFc.apply(t, ctx), this.config.activation) as tf.Tensor2D; // [B·T, inner]
+      return block.mlpProj.apply(up, ctx); // [B·T, C]
+    }); // [B, T, C]
+    return addSameShape(x, mlp); // [B, T, C]
   }
 }

@@ -18,7 +18,12 @@ import {
   type SafetensorsInput,
 } from '../safetensors/safetensors.codec';
 import { SeededRandom, deriveSeed } from '../util/rng.util';
-import { transpose2d, weightShapeError, type CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
+import {
+  weightShapeError,
+  type CausalLM,
+  type ParameterMode,
+  type WeightSource,
+} from './causal-lm.model';
 import { Gpt2Model } from './gpt2.model';
 import { LlamaModel } from './llama.model';
 import { parseModelConfig, type ModelConfig } from './model.config';
@@ -30,7 +35,11 @@ export interface LoadModelOptions {
 }
 
 /** Builds the architecture class for `config` from any weight source. */
-export function buildCausalLM(config: ModelConfig, source: WeightSource, mode: ParameterMode = 'lora'): CausalLM {
+export function buildCausalLM(
+  config: ModelConfig,
+  source: WeightSource,
+  mode: ParameterMode = 'lora',
+): CausalLM {
   switch (config.modelType) {
     case 'gpt2':
       return new Gpt2Model(config, source, mode);
@@ -40,7 +49,11 @@ export function buildCausalLM(config: ModelConfig, source: WeightSource, mode: P
 }
 
 /** Initialises like transformers (`initializer_range` 0.02, norms 1, biases 0), seeded. */
-export function createRandomCausalLM(config: ModelConfig, seed: number, opts: LoadModelOptions = {}): CausalLM {
+export function createRandomCausalLM(
+  config: ModelConfig,
+  seed: number,
+  opts: LoadModelOptions = {},
+): CausalLM {
   const source: WeightSource = {
     read(key, shape, init) {
       const count = shape.reduce((a, b) => a * b, 1);
@@ -65,7 +78,10 @@ class CheckpointWeightSource implements WeightSource {
   read(key: string, hfShape: number[]): Float32Array {
     const found = this.aliases(key).find((k) => this.tensors.has(k));
     if (found === undefined) {
-      throw new ModelWeightsError(`checkpoint has no tensor "${key}" (nor an unprefixed alias)`, key);
+      throw new ModelWeightsError(
+        `checkpoint has no tensor "${key}" (nor an unprefixed alias)`,
+        key,
+      );
     }
     const tensor = this.tensors.get(found)!;
     if (tensor.shape.length !== hfShape.length || tensor.shape.some((d, i) => d !== hfShape[i])) {
@@ -77,7 +93,9 @@ class CheckpointWeightSource implements WeightSource {
 
   /** Rejects weights the model did not consume: they mean the config does not fit the file. */
   assertAllUsed(config: ModelConfig): void {
-    const unexpected = [...this.tensors.keys()].filter((k) => !this.used.has(k) && !this.isIgnorable(k, config));
+    const unexpected = [...this.tensors.keys()].filter(
+      (k) => !this.used.has(k) && !this.isIgnorable(k, config),
+    );
     if (unexpected.length > 0) {
       const shown = unexpected.slice(0, 5).join(', ');
       throw new ModelWeightsError(
@@ -125,7 +143,9 @@ async function weightFiles(dir: string): Promise<string[]> {
   if (existsSync(single)) return [single];
   const indexPath = join(dir, 'model.safetensors.index.json');
   if (!existsSync(indexPath)) {
-    throw new ModelWeightsError(`${dir} has neither model.safetensors nor model.safetensors.index.json`);
+    throw new ModelWeightsError(
+      `${dir} has neither model.safetensors nor model.safetensors.index.json`,
+    );
   }
   const index = await readJson(indexPath, 'model.safetensors.index.json');
   const weightMap = (index as { weight_map?: unknown }).weight_map;
@@ -186,7 +206,8 @@ export async function loadCausalLM(dir: string, opts: LoadModelOptions = {}): Pr
     const bytes = await readFile(file);
     hash.update(bytes);
     for (const [name, tensor] of readSafetensors(bytes).tensors) {
-      if (tensors.has(name)) throw new ModelWeightsError(`tensor "${name}" appears in more than one shard`, name);
+      if (tensors.has(name))
+        throw new ModelWeightsError(`tensor "${name}" appears in more than one shard`, name);
       tensors.set(name, tensor);
     }
   }
@@ -209,12 +230,8 @@ export async function loadCausalLM(dir: string, opts: LoadModelOptions = {}): Pr
  */
 export async function hfStateDict(model: CausalLM): Promise<Map<string, SafetensorsInput>> {
   const out = new Map<string, SafetensorsInput>();
-  for (const p of model.baseParameters()) {
-    const data = (await p.tensor().data()) as Float32Array;
-    // Transposed parameters are nn.Linear weights: tfjs [in, out] → HF [out, in].
-    const stored = p.transposed ? transpose2d(data, p.hfShape[1], p.hfShape[0]) : new Float32Array(data);
-    out.set(p.key, { shape: p.hfShape, data: stored });
-  }
+  for (const p of model.baseParameters())
+    out.set(p.key, { shape: p.hfShape, data: await p.read() });
   return out;
 }
 
@@ -240,10 +257,17 @@ export interface SaveModelOptions {
  * directory that transformers' `from_pretrained` loads: config.json, model.safetensors with
  * `*ForCausalLM` keys and metadata `{"format":"pt"}`, and the companion files.
  */
-export async function saveHfModel(model: CausalLM, outDir: string, opts: SaveModelOptions = {}): Promise<void> {
+export async function saveHfModel(
+  model: CausalLM,
+  outDir: string,
+  opts: SaveModelOptions = {},
+): Promise<void> {
   await mkdir(outDir, { recursive: true });
   await writeFile(join(outDir, 'config.json'), `${JSON.stringify(model.config.raw, null, 2)}\n`);
-  await writeFile(join(outDir, 'model.safetensors'), writeSafetensors(await hfStateDict(model), { format: 'pt' }));
+  await writeFile(
+    join(outDir, 'model.safetensors'),
+    writeSafetensors(await hfStateDict(model), { format: 'pt' }),
+  );
   if (opts.companionsFrom) {
     for (const name of COMPANION_FILES) {
       const from = join(opts.companionsFrom, name);

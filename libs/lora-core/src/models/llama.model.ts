@@ -10,11 +10,20 @@
 import * as tf from '@tensorflow/tfjs';
 
 // Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
-import { batchedMatMul, tiedHeadMatMul } from '../backend/matmul.ops';
 import { CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
 import type { LoraForwardContext, LoraLinear } from './lora-linear.layer';
 import type { LlamaConfig } from './model.config';
-import { mergeHeads, perPosition, rmsNorm, silu, splitHeads } from './nn.ops';
+import {
+  addSameShape,
+  applyRotary,
+  attention,
+  mergeHeads,
+  perPosition,
+  rmsNorm,
+  splitHeads,
+  swiglu,
+} from './nn.ops';
+import type { TokenEmbedding } from './token-embedding';
 
 interface LlamaLayer {
   inputNorm: tf.Tensor; // [C]
@@ -39,7 +48,12 @@ export function ropeInverseFrequencies(config: LlamaConfig): Float64Array {
   if (ropeScaling?.type === 'linear') {
     for (let i = 0; i < inv.length; i++) inv[i] /= ropeScaling.factor;
   } else if (ropeScaling?.type === 'llama3') {
-    const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: oldContext } = ropeScaling;
+    const {
+      factor,
+      lowFreqFactor,
+      highFreqFactor,
+      originalMaxPositionEmbeddings: oldContext,
+    } = ropeScaling;
     const lowFreqWavelen = oldContext / lowFreqFactor;
     const highFreqWavelen = oldContext / highFreqFactor;
     for (let i = 0; i < inv.length; i++) {
@@ -58,7 +72,7 @@ export function ropeInverseFrequencies(config: LlamaConfig): Float64Array {
 
 export class LlamaModel extends CausalLM {
   readonly config: LlamaConfig;
-  private readonly embedTokens: tf.Tensor2D; // [V, C]
+  private readonly tokens: TokenEmbedding; // [V, C]
   private readonly layers: LlamaLayer[] = [];
   private readonly finalNorm: tf.Tensor; // [C]
   private readonly lmHead: LoraLinear | null; // null when tied to embed_tokens
@@ -67,8 +81,15 @@ export class LlamaModel extends CausalLM {
   constructor(config: LlamaConfig, source: WeightSource, mode: ParameterMode) {
     super(mode);
     this.config = config;
-    const { vocabSize: V, hiddenSize: C, numHeads: H, numKeyValueHeads: KV, headDim: D, intermediateSize: I } = config;
-    this.embedTokens = this.createParameter(source, 'model.embed_tokens.weight', [V, C], 'normal') as tf.Tensor2D;
+    const {
+      vocabSize: V,
+      hiddenSize: C,
+      numHeads: H,
+      numKeyValueHeads: KV,
+      headDim: D,
+      intermediateSize: I,
+    } = config;
+    this.tokens = this.createEmbedding(source, 'model.embed_tokens.weight', [V, C]);
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}`;
       const attnBias = config.attentionBias;
@@ -86,7 +107,9 @@ export class LlamaModel extends CausalLM {
       });
     }
     this.finalNorm = this.createParameter(source, 'model.norm.weight', [C], 'ones');
-    this.lmHead = config.tieWordEmbeddings ? null : this.createLinear(source, 'lm_head', C, V, 'linear', false);
+    this.lmHead = config.tieWordEmbeddings
+      ? null
+      : this.createLinear(source, 'lm_head', C, V, 'linear', false);
     this.inverseFrequencies = ropeInverseFrequencies(config);
   }
 
@@ -106,51 +129,105 @@ export class LlamaModel extends CausalLM {
     return { cos: tf.tensor2d(cos, [length, D]), sin: tf.tensor2d(sin, [length, D]) };
   }
 
-  protected forwardImpl(inputIds: tf.Tensor2D, attentionBias: tf.Tensor4D, ctx: LoraForwardContext): tf.Tensor3D {
-    const { hiddenSize: C, numHeads: H, numKeyValueHeads: KV, headDim: D, rmsNormEps: eps } = this.config;
+  protected get embedding(): TokenEmbedding {
+    return this.tokens;
+  }
+
+  protected get lmHeadLayer(): LoraLinear | null {
+    return this.lmHead;
+  }
+
+  protected hiddenImpl(
+    inputIds: tf.Tensor2D,
+    attentionBias: tf.Tensor4D,
+    ctx: LoraForwardContext,
+  ): tf.Tensor2D {
+    const { hiddenSize: C, rmsNormEps: eps } = this.config;
     const [batch, length] = inputIds.shape;
+    const rotary = this.rotaryTables(length); // [T, D] each
+    let x = this.tokens.lookup(inputIds); // [B, T, C]
+    for (const layer of this.layers) {
+      const linears = [
+        layer.qProj,
+        layer.kProj,
+        layer.vProj,
+        layer.oProj,
+        layer.gateProj,
+        layer.upProj,
+        layer.downProj,
+      ];
+      x = this.runBlock(
+        x,
+        ctx,
+        linears,
+        [rotary.cos, rotary.sin, attentionBias],
+        (xIn, [cos, sin, bias]) =>
+          this.decoderLayer(
+            xIn,
+            layer,
+            { cos: cos as tf.Tensor2D, sin: sin as tf.Tensor2D },
+            bias as tf.Tensor4D,
+            ctx,
+          ),
+      ); // [B, T, C]
+    }
+    const final = rmsNorm(x, this.finalNorm, eps); // [B, T, C]
+    return tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
+  }
+
+  /** One decoder layer: x + attn(norm(x)), then + mlp(norm(·)). */
+  private decoderLayer(
+    xIn: tf.Tensor3D, // [B, T, C]
+    layer: LlamaLayer,
+    rotary: { cos: tf.Tensor2D; sin: tf.Tensor2D },
+    attentionBias: tf.Tensor4D, // [B|1, 1, T, T]
+    ctx: LoraForwardContext,
+  ): tf.Tensor3D {
+    const { numHeads: H, numKeyValueHeads: KV, headDim: D, rmsNormEps: eps } = this.config;
+    const [batch, length] = xIn.shape;
     const groups = H / KV; // query heads per key/value head
-    const { cos, sin } = this.rotaryTables(length); // [T, D] each
+    const { cos, sin } = rotary;
+    let x = xIn;
+    const h = rmsNorm(x, layer.inputNorm, eps); // [B, T, C]
+    const q = applyRotary(
+      splitHeads(
+        perPosition(h, (t) => layer.qProj.apply(t, ctx)),
+        H,
+        D,
+      ),
+      cos,
+      sin,
+    ); // [B, H, T, D]
+    const k = applyRotary(
+      splitHeads(
+        perPosition(h, (t) => layer.kProj.apply(t, ctx)),
+        KV,
+        D,
+      ),
+      cos,
+      sin,
+    ); // [B, KV, T, D]
+    const v = splitHeads(
+      perPosition(h, (t) => layer.vProj.apply(t, ctx)),
+      KV,
+      D,
+    ); // [B, KV, T, D]
     // GQA without materialising repeated K/V: query head h = kv·groups + g uses kv head kv,
     // so folding the group axis into the time axis lets one batched matMul serve all groups.
-    const groupedBias = tf.reshape(attentionBias, [attentionBias.shape[0], 1, 1, length, length]); // [B|1, 1, 1, T, T]
-    let x = tf.gather(this.embedTokens, inputIds) as unknown as tf.Tensor3D; // [B, T, C]
+    const qGrouped = tf.reshape<tf.Rank.R4>(q, [batch, KV, groups * length, D]); // [B, KV, G·T, D]
+    const grouped = attention(qGrouped, k, v, attentionBias, 1 / Math.sqrt(D), groups); // [B, KV, G·T, D]
+    const attended = tf.reshape<tf.Rank.R4>(grouped, [batch, H, length, D]); // [B, H, T, D]
+    x = addSameShape(
+      x,
+      perPosition(mergeHeads(attended), (t) => layer.oProj.apply(t, ctx)),
+    ); // [B, T, C]
 
-    for (const layer of this.layers) {
-      const h = rmsNorm(x, layer.inputNorm, eps); // [B, T, C]
-      const q = applyRotary(splitHeads(perPosition(h, (t) => layer.qProj.apply(t, ctx)), H, D), cos, sin); // [B, H, T, D]
-      const k = applyRotary(splitHeads(perPosition(h, (t) => layer.kProj.apply(t, ctx)), KV, D), cos, sin); // [B, KV, T, D]
-      const v = splitHeads(perPosition(h, (t) => layer.vProj.apply(t, ctx)), KV, D); // [B, KV, T, D]
-      const qGrouped = tf.reshape(q, [batch, KV, groups * length, D]); // [B, KV, G·T, D]
-      const scores = tf.mul(batchedMatMul(qGrouped, k, true), 1 / Math.sqrt(D)); // [B, KV, G·T, T]
-      const masked = tf.add(tf.reshape(scores, [batch, KV, groups, length, length]), groupedBias); // [B, KV, G, T, T]
-      const probs = tf.reshape(tf.softmax(masked, -1), [batch, KV, groups * length, length]); // [B, KV, G·T, T]
-      const attended = tf.reshape<tf.Rank.R4>(batchedMatMul(probs, v), [batch, H, length, D]); // [B, H, T, D]
-      x = tf.add(x, perPosition(mergeHeads(attended), (t) => layer.oProj.apply(t, ctx))); // [B, T, C]
-
-      const h2 = rmsNorm(x, layer.postNorm, eps); // [B, T, C]
-      const mlp = perPosition(h2, (t) => {
-        const gate = silu(layer.gateProj.apply(t, ctx)); // [B·T, I]
-        const up = layer.upProj.apply(t, ctx); // [B·T, I]
-        return layer.downProj.apply(tf.mul<tf.Tensor2D>(gate, up), ctx); // [B·T, C]
-      }); // [B, T, C]
-      x = tf.add(x, mlp); // [B, T, C]
-    }
-
-    const final = rmsNorm(x, this.finalNorm, eps); // [B, T, C]
-    const flat = tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
-    const logits = this.lmHead
-      ? this.lmHead.apply(flat, ctx) // [B·T, V]
-      : tiedHeadMatMul(flat, this.embedTokens); // [B·T, V], tied: x · Eᵀ
-    return tf.reshape(logits, [batch, length, this.config.vocabSize]); // [B, T, V]
+    const h2 = rmsNorm(x, layer.postNorm, eps); // [B, T, C]
+    const mlp = perPosition(h2, (t) => {
+      const gate = layer.gateProj.apply(t, ctx); // [B·T, I]
+      const up = layer.upProj.apply(t, ctx); // [B·T, I]
+      return layer.downProj.apply(swiglu(gate, up), ctx); // [B·T, C]
+    }); // [B, T, C]
+    return addSameShape(x, mlp); // [B, T, C]
   }
-}
-
-/** HF `apply_rotary_pos_emb`: x·cos + rotate_half(x)·sin, rotate_half(x) = [−x₂, x₁]. */
-function applyRotary(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
-  const half = x.shape[3] / 2;
-  const x1 = tf.slice(x, [0, 0, 0, 0], [-1, -1, -1, half]); // [B, H, T, D/2]
-  const x2 = tf.slice(x, [0, 0, 0, half], [-1, -1, -1, half]); // [B, H, T, D/2]
-  const rotated = tf.concat([tf.neg(x2), x1], 3); // [B, H, T, D]
-  return tf.add<tf.Tensor4D>(tf.mul(x, cos), tf.mul(rotated, sin)); // [B, H, T, D]
 }

@@ -15,7 +15,10 @@
 import * as tf from '@tensorflow/tfjs';
 
 // Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
+import { HostMatrix, hostMatMul } from '../backend/host-weight.kernels';
 import { frozenMatMul, matMul2d } from '../backend/matmul.ops';
+import { transpose2d } from '../util/matrix.util';
+import { addBias, addSameShape } from './nn.ops';
 import { deriveSeed } from '../util/rng.util';
 
 /** How the Hugging Face checkpoint stores this layer's weight. */
@@ -46,8 +49,16 @@ export interface LoraForwardContext {
 }
 
 export class LoraLinear {
-  /** [in, out]. A plain tensor in LoRA mode, a `tf.Variable` in full-parameter mode. */
-  weight: tf.Tensor2D;
+  /**
+   * [in, out]. A plain tensor in LoRA mode, a `tf.Variable` in full-parameter mode; null when
+   * the frozen weight lives in host memory (`hostWeight`).
+   */
+  weight: tf.Tensor2D | null;
+  /**
+   * The frozen weight in host memory, in its Hugging Face layout ([out, in] for nn.Linear,
+   * [in, out] for Conv1D), on the `*-blas` backends (backend/host-weight.kernels.ts).
+   */
+  hostWeight: HostMatrix | null;
   /** [out] or null. */
   bias: tf.Tensor1D | null;
   readonly adapters = new Map<string, LoraAdapterWeights>();
@@ -60,11 +71,30 @@ export class LoraLinear {
     readonly inFeatures: number,
     readonly outFeatures: number,
     readonly hfLayout: HfWeightLayout,
-    weight: tf.Tensor2D,
+    weight: tf.Tensor2D | HostMatrix,
     bias: tf.Tensor1D | null,
   ) {
-    this.weight = weight;
+    this.weight = weight instanceof HostMatrix ? null : weight;
+    this.hostWeight = weight instanceof HostMatrix ? weight : null;
     this.bias = bias;
+  }
+
+  /** x [N, in] · W0 [in, out] → [N, out], wherever W0 lives. */
+  private baseProduct(x: tf.Tensor2D): tf.Tensor2D {
+    if (this.hostWeight) {
+      // nn.Linear keeps [out, in], so x·W0 is x·storedᵀ; Conv1D keeps [in, out] already.
+      return hostMatMul(x, this.hostWeight, this.hfLayout === 'linear'); // [N, out]
+    }
+    return frozenMatMul(x, this.weight!); // [N, out]
+  }
+
+  /** The weight in its Hugging Face layout (a copy), e.g. for saving a merged model. */
+  async hfWeightData(): Promise<Float32Array> {
+    if (this.hostWeight) return new Float32Array(this.hostWeight.data);
+    const data = (await this.weight!.data()) as Float32Array; // [in, out]
+    return this.hfLayout === 'conv1d'
+      ? new Float32Array(data)
+      : transpose2d(data, this.inFeatures, this.outFeatures);
   }
 
   /** Leaf module name, the unit PEFT's `all-linear` and defaults are expressed in. */
@@ -75,19 +105,24 @@ export class LoraLinear {
   /** x [N, in] → [N, out]. */
   apply(x: tf.Tensor2D, ctx: LoraForwardContext): tf.Tensor2D {
     return tf.tidy(() => {
-      let y: tf.Tensor2D = frozenMatMul(x, this.weight); // [N, out]
-      if (this.bias) y = tf.add<tf.Tensor2D>(y, this.bias); // [N, out]
+      let y: tf.Tensor2D = this.baseProduct(x); // [N, out]
+      if (this.bias) y = addBias(y, this.bias); // [N, out]
       const name = ctx.activeAdapter;
       if (name === null || this.mergedAdapters.includes(name)) return y;
       const adapter = this.adapters.get(name);
       if (!adapter) return y; // this layer is not targeted by the active adapter
       let input = x; // [N, in]
       if (ctx.training && adapter.dropout > 0) {
-        input = tf.dropout(x, adapter.dropout, undefined, deriveSeed(ctx.dropoutSeed, this.path)) as tf.Tensor2D;
+        input = tf.dropout(
+          x,
+          adapter.dropout,
+          undefined,
+          deriveSeed(ctx.dropoutSeed, this.path),
+        ) as tf.Tensor2D;
       }
       // Scale the rank-r intermediate rather than the [N, out] result: same maths, r/out of the work.
       const down = tf.mul<tf.Tensor2D>(matMul2d(input, adapter.a), adapter.scaling); // [N, r]
-      return tf.add<tf.Tensor2D>(y, matMul2d(down, adapter.b)); // [N, out]
+      return addSameShape(y, matMul2d(down, adapter.b)); // [N, out]
     });
   }
 
@@ -99,7 +134,9 @@ export class LoraLinear {
 
   addAdapter(name: string, adapter: LoraAdapterWeights): void {
     if (adapter.a.shape[0] !== this.inFeatures || adapter.b.shape[1] !== this.outFeatures) {
-      throw new Error(`${this.path}: adapter "${name}" shapes do not fit [${this.inFeatures}, ${this.outFeatures}]`);
+      throw new Error(
+        `${this.path}: adapter "${name}" shapes do not fit [${this.inFeatures}, ${this.outFeatures}]`,
+      );
     }
     this.adapters.get(name)?.a.dispose();
     this.adapters.get(name)?.b.dispose();
@@ -118,9 +155,7 @@ export class LoraLinear {
   /** W0 ← W0 + scaling·A·B. */
   merge(name: string): void {
     if (this.mergedAdapters.includes(name)) return;
-    const delta = this.delta(name);
-    this.replaceWeight(tf.tidy(() => tf.add<tf.Tensor2D>(this.weight, delta)));
-    delta.dispose();
+    this.addDelta(name, 1);
     this.mergedAdapters.push(name);
   }
 
@@ -128,14 +163,37 @@ export class LoraLinear {
   unmerge(name: string): void {
     const index = this.mergedAdapters.indexOf(name);
     if (index < 0) return;
-    const delta = this.delta(name);
-    this.replaceWeight(tf.tidy(() => tf.sub<tf.Tensor2D>(this.weight, delta)));
-    delta.dispose();
+    this.addDelta(name, -1);
     this.mergedAdapters.splice(index, 1);
   }
 
+  /** W0 ← W0 + sign·scaling·A·B, in place for a host weight. */
+  private addDelta(name: string, sign: 1 | -1): void {
+    const delta = this.delta(name); // [in, out]
+    if (this.hostWeight) {
+      const d = delta.dataSync() as Float32Array; // host weights exist only on wasm/cpu, which read synchronously
+      const w = this.hostWeight.data;
+      const { inFeatures: K, outFeatures: M } = this;
+      if (this.hfLayout === 'conv1d') {
+        for (let i = 0; i < d.length; i++) w[i] += sign * d[i];
+      } else {
+        // stored [out, in]: w[o, i] += d[i, o]
+        for (let i = 0; i < K; i++) for (let o = 0; o < M; o++) w[o * K + i] += sign * d[i * M + o];
+      }
+    } else {
+      const weight = this.weight!;
+      this.replaceWeight(
+        tf.tidy(() =>
+          sign > 0 ? tf.add<tf.Tensor2D>(weight, delta) : tf.sub<tf.Tensor2D>(weight, delta),
+        ),
+      );
+    }
+    delta.dispose();
+  }
+
   dispose(): void {
-    this.weight.dispose();
+    this.weight?.dispose();
+    this.hostWeight = null;
     this.bias?.dispose();
     for (const name of [...this.adapters.keys()]) {
       const adapter = this.adapters.get(name);
@@ -159,7 +217,7 @@ export class LoraLinear {
       this.weight.assign(next);
       next.dispose();
     } else {
-      this.weight.dispose();
+      this.weight?.dispose();
       this.weight = next;
     }
   }

@@ -10,7 +10,8 @@ import { ModelConfigError } from './model.errors';
 export type ModelType = 'gpt2' | 'llama';
 
 /** Activations GPT-2 configs name in `activation_function`. */
-export type Gpt2Activation = 'gelu_new' | 'gelu_pytorch_tanh' | 'gelu_fast' | 'gelu' | 'relu' | 'silu';
+export type Gpt2Activation =
+  'gelu_new' | 'gelu_pytorch_tanh' | 'gelu_fast' | 'gelu' | 'relu' | 'silu';
 
 interface CommonConfig {
   vocabSize: number;
@@ -72,7 +73,10 @@ class ConfigReader {
   int(key: string, fallback?: number): number {
     const value = this.json[key] ?? fallback;
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-      throw new ModelConfigError(`config.json: "${key}" must be a positive integer (got ${JSON.stringify(value)})`, key);
+      throw new ModelConfigError(
+        `config.json: "${key}" must be a positive integer (got ${JSON.stringify(value)})`,
+        key,
+      );
     }
     return value;
   }
@@ -80,7 +84,10 @@ class ConfigReader {
   num(key: string, fallback?: number): number {
     const value = this.json[key] ?? fallback;
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-      throw new ModelConfigError(`config.json: "${key}" must be a positive number (got ${JSON.stringify(value)})`, key);
+      throw new ModelConfigError(
+        `config.json: "${key}" must be a positive number (got ${JSON.stringify(value)})`,
+        key,
+      );
     }
     return value;
   }
@@ -88,7 +95,10 @@ class ConfigReader {
   bool(key: string, fallback: boolean): boolean {
     const value = this.json[key] ?? fallback;
     if (typeof value !== 'boolean') {
-      throw new ModelConfigError(`config.json: "${key}" must be a boolean (got ${JSON.stringify(value)})`, key);
+      throw new ModelConfigError(
+        `config.json: "${key}" must be a boolean (got ${JSON.stringify(value)})`,
+        key,
+      );
     }
     return value;
   }
@@ -96,7 +106,10 @@ class ConfigReader {
   str(key: string, fallback: string): string {
     const value = this.json[key] ?? fallback;
     if (typeof value !== 'string') {
-      throw new ModelConfigError(`config.json: "${key}" must be a string (got ${JSON.stringify(value)})`, key);
+      throw new ModelConfigError(
+        `config.json: "${key}" must be a string (got ${JSON.stringify(value)})`,
+        key,
+      );
     }
     return value;
   }
@@ -106,21 +119,37 @@ class ConfigReader {
   }
 }
 
-const GPT2_ACTIVATIONS: readonly Gpt2Activation[] = ['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'gelu', 'relu', 'silu'];
+const GPT2_ACTIVATIONS: readonly Gpt2Activation[] = [
+  'gelu_new',
+  'gelu_pytorch_tanh',
+  'gelu_fast',
+  'gelu',
+  'relu',
+  'silu',
+];
 
 function parseGpt2(json: Record<string, unknown>, r: ConfigReader): Gpt2Config {
   const hiddenSize = r.int('n_embd', 768);
   const numHeads = r.int('n_head', 12);
   if (hiddenSize % numHeads !== 0) {
-    throw new ModelConfigError(`config.json: n_embd (${hiddenSize}) is not divisible by n_head (${numHeads})`, 'n_head');
+    throw new ModelConfigError(
+      `config.json: n_embd (${hiddenSize}) is not divisible by n_head (${numHeads})`,
+      'n_head',
+    );
   }
   if (r.bool('add_cross_attention', false)) {
-    throw new ModelConfigError('config.json: "add_cross_attention" (encoder-decoder GPT-2) is not supported', 'add_cross_attention');
+    throw new ModelConfigError(
+      'config.json: "add_cross_attention" (encoder-decoder GPT-2) is not supported',
+      'add_cross_attention',
+    );
   }
   const activationName = r.str('activation_function', 'gelu_new');
   const activation = activationName === 'swish' ? 'silu' : activationName;
   if (!GPT2_ACTIVATIONS.includes(activation as Gpt2Activation)) {
-    throw new ModelConfigError(`config.json: activation_function "${activationName}" is not supported`, 'activation_function');
+    throw new ModelConfigError(
+      `config.json: activation_function "${activationName}" is not supported`,
+      'activation_function',
+    );
   }
   const innerRaw = r.get('n_inner');
   return {
@@ -144,7 +173,10 @@ function parseGpt2(json: Record<string, unknown>, r: ConfigReader): Gpt2Config {
 function parseRopeScaling(value: unknown): RopeScaling | null {
   if (value === null || value === undefined) return null;
   if (!isObject(value)) {
-    throw new ModelConfigError('config.json: "rope_scaling" must be an object or null', 'rope_scaling');
+    throw new ModelConfigError(
+      'config.json: "rope_scaling" must be an object or null',
+      'rope_scaling',
+    );
   }
   const type = value.rope_type ?? value.type;
   const r = new ConfigReader(value);
@@ -180,13 +212,20 @@ function parseLlama(json: Record<string, unknown>, r: ConfigReader): LlamaConfig
     );
   }
   const headDimRaw = r.get('head_dim');
-  const headDim = headDimRaw === null || headDimRaw === undefined ? hiddenSize / numHeads : r.int('head_dim');
+  const headDim =
+    headDimRaw === null || headDimRaw === undefined ? hiddenSize / numHeads : r.int('head_dim');
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
-    throw new ModelConfigError(`config.json: head dimension ${headDim} must be an even integer (rotary pairs)`, 'head_dim');
+    throw new ModelConfigError(
+      `config.json: head dimension ${headDim} must be an even integer (rotary pairs)`,
+      'head_dim',
+    );
   }
   const hiddenAct = r.str('hidden_act', 'silu');
   if (hiddenAct !== 'silu') {
-    throw new ModelConfigError(`config.json: hidden_act "${hiddenAct}" is not supported for llama (only silu)`, 'hidden_act');
+    throw new ModelConfigError(
+      `config.json: hidden_act "${hiddenAct}" is not supported for llama (only silu)`,
+      'hidden_act',
+    );
   }
   return {
     modelType: 'llama',

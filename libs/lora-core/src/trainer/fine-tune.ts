@@ -30,7 +30,11 @@ import {
   type MemoryEstimate,
   type MemoryEstimateInput,
 } from '../memory/memory-estimate';
-import { loadCausalLM, readModelConfig, storedWeightBytesPerParameter } from '../models/hf-model.loader';
+import {
+  loadCausalLM,
+  readModelConfig,
+  storedWeightBytesPerParameter,
+} from '../models/hf-model.loader';
 import type { ModelConfig } from '../models/model.config';
 import { metricsToCsv } from './metrics-csv';
 import { Trainer, resolveHyperparameters, type CheckpointOptions } from './trainer';
@@ -204,9 +208,13 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
   // Tokenizer and config first: both are cheap, and the data and memory checks below refuse a
   // run before any weight is allocated.
   const tokenizer =
-    typeof options.model === 'string' ? await loadTokenizer(options.model) : options.model.tokenizer;
+    typeof options.model === 'string'
+      ? await loadTokenizer(options.model)
+      : options.model.tokenizer;
   const config: ModelConfig =
-    typeof options.model === 'string' ? await readModelConfig(options.model) : options.model.model.config;
+    typeof options.model === 'string'
+      ? await readModelConfig(options.model)
+      : options.model.model.config;
 
   const trainText = decodeJsonl(options.trainJsonl);
   const validationText =
@@ -247,8 +255,7 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     batchSize: Math.min(hp.batchSize, Math.max(1, summary.examples)),
     seqLength: Math.max(1, summary.longestKeptTokens),
     lora: loraConfig,
-    weightBytesPerParameter:
-      modelDir !== null ? await storedWeightBytesPerParameter(modelDir) : 4,
+    weightBytesPerParameter: modelDir !== null ? await storedWeightBytesPerParameter(modelDir) : 4,
     gradientCheckpointing,
   };
   const memoryEstimate = estimateTrainingMemory(memoryInput);

@@ -86,12 +86,13 @@ export function weightedTokenNllSum(
     save([logitsIn, lse, targets, weights]);
     return {
       value,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [savedLogits, savedLse, savedTargets, savedWeights] = saved;
-        const probs = tf.exp(tf.sub(savedLogits, tf.expandDims(savedLse, 1))); // [N, V]
-        const diff = tf.sub(probs, tf.oneHot(savedTargets as tf.Tensor1D, vocab)); // [N, V]
-        return tf.mul(diff, tf.mul(tf.expandDims(savedWeights, 1), dy)); // [N, V]
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [savedLogits, savedLse, savedTargets, savedWeights] = saved;
+          const probs = tf.exp(tf.sub(savedLogits, tf.expandDims(savedLse, 1))); // [N, V]
+          const diff = tf.sub(probs, tf.oneHot(savedTargets as tf.Tensor1D, vocab)); // [N, V]
+          return tf.mul(diff, tf.mul(tf.expandDims(savedWeights, 1), dy)); // [N, V]
+        }),
     };
   });
   const result = nll(logits) as tf.Scalar; // []

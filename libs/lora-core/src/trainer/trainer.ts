@@ -32,7 +32,6 @@ import { DataSchedule, epochOrder, hashSequences, type TokenizedSequence } from 
 import { clipByGlobalNorm, squaredGlobalNorm } from './gradient-clip';
 import { learningRateAt, LR_SCHEDULERS } from './lr-schedule';
 import { buildMicroBatch, countTargets, disposeMicroBatch } from './micro-batch';
-import { weightedCorrectCount, weightedTokenNllSum } from './token-loss';
 import {
   DEFAULT_HYPERPARAMETERS,
   NonFiniteLossError,
@@ -733,14 +732,16 @@ export class Trainer {
         try {
           const dropoutSeed = deriveSeed(seed, `dropout:${stepNumber}:${k}`);
           const { value, grads: micro } = tf.variableGrads(() => {
-            const logits = this.model.forward(batch.inputIds, batch.attentionMask ?? undefined, {
-              training: true,
-              dropoutSeed,
-            }); // [B, T, V]
-            const flat = tf.reshape<tf.Rank.R2>(logits, [batch.rows * batch.length, vocab]); // [B·T, V]
+            // The fused head: no [B·T, V] logits (models/head-loss.ts).
+            const { nll, correct } = this.model.forwardLoss(
+              batch.inputIds,
+              batch.attentionMask ?? undefined,
+              batch.shifted,
+              { training: true, dropoutSeed },
+            ); // [], []
             // Kept past variableGrads' scope; disposed once added up.
-            kept.correct = tf.keep(weightedCorrectCount(flat, batch.shifted)); // []
-            return tf.div<tf.Scalar>(weightedTokenNllSum(flat, batch.shifted), divisor); // []
+            kept.correct = tf.keep(correct); // []
+            return tf.div<tf.Scalar>(nll, divisor); // []
           }, varList);
           lossSum = accumulate(lossSum, value);
           correctSum = accumulate(correctSum, kept.correct!);
@@ -925,13 +926,12 @@ export async function evaluateSequences(
     const batch = buildMicroBatch(examples, indices, options.padTokenId, vocab);
     targets += batch.shifted.count;
     const next = tf.tidy(() => {
-      const logits = model.forward(batch.inputIds, batch.attentionMask ?? undefined); // [B, T, V]
-      const flat = tf.reshape<tf.Rank.R2>(logits, [batch.rows * batch.length, vocab]); // [B·T, V]
-      const pair = tf.stack([
-        weightedTokenNllSum(flat, batch.shifted),
-        weightedCorrectCount(flat, batch.shifted),
-      ]); // [2]
-      return tf.add(totals, pair); // [2]
+      const { nll, correct } = model.forwardLoss(
+        batch.inputIds,
+        batch.attentionMask ?? undefined,
+        batch.shifted,
+      ); // [], []
+      return tf.add(totals, tf.stack([nll, correct])); // [2]
     });
     totals.dispose();
     totals = next;

@@ -1,0 +1,438 @@
+/**
+ * Frozen weights outside the wasm heap (issue 13). On `wasm-blas` and `cpu-blas` a LoRA
+ * model keeps its frozen matrices (linear weights, the token embedding, an untied head) as
+ * host `Float32Array`s in their Hugging Face layout, and these kernels compute with them by
+ * OpenBLAS directly on that memory:
+ *
+ * - `LorafleetHostMatMul`: x [N, K] · op(W), op = identity or transpose. Its gradient is
+ *   the same kernel with the other transpose (dx = dy · op(W)ᵀ); W gets none, it is frozen.
+ * - `LorafleetHostGather`: rows of W for an index tensor (embedding lookup).
+ * - `LorafleetHostHeadLoss` (+ `…Grad`): the LM head and the completion-only cross-entropy
+ *   fused over vocabulary blocks, so the [N, V] logits and their softmax never exist whole,
+ *   and rows that are not scored (prompt tokens, padding) are never multiplied at all.
+ *
+ * The wasm heap (4 GiB at most) then holds only activations, LoRA parameters, gradients and
+ * optimizer state; the weights can be as large as host memory allows.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+import { blasKernelsActive } from './blas.kernels';
+import { runHostKernel, type HostKernelBackend } from './host-kernel.util';
+import { loadOpenBlas, type Sgemm } from './openblas';
+
+export const HOST_MATMUL_KERNEL = 'LorafleetHostMatMul';
+export const HOST_GATHER_KERNEL = 'LorafleetHostGather';
+export const HOST_HEAD_LOSS_KERNEL = 'LorafleetHostHeadLoss';
+export const HOST_HEAD_LOSS_GRAD_KERNEL = 'LorafleetHostHeadLossGrad';
+
+/** A frozen row-major float32 matrix [rows, cols] in host memory (not a tfjs tensor). */
+export class HostMatrix {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly data: Float32Array,
+  ) {
+    if (data.length !== rows * cols) {
+      throw new RangeError(`HostMatrix: ${data.length} values do not fill [${rows}, ${cols}]`);
+    }
+  }
+
+  get bytes(): number {
+    return this.data.byteLength;
+  }
+}
+
+/** Logits computed at once by the fused head: [rows, block] ≤ this many floats (16 MiB). */
+const HEAD_BLOCK_FLOATS = 4 * 1024 * 1024;
+
+/** Grow-only scratch buffers, reused across calls (kernels run one at a time). */
+const scratch = new Map<string, Float32Array>();
+function scratchArray(name: string, size: number): Float32Array {
+  let buffer = scratch.get(name);
+  if (!buffer || buffer.length < size) {
+    buffer = new Float32Array(size);
+    scratch.set(name, buffer);
+  }
+  return buffer.subarray(0, size);
+}
+
+/** Releases the scratch buffers (after training, so an idle process gives the memory back). */
+export function releaseHostScratch(): void {
+  scratch.clear();
+}
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+interface MatMulAttrs {
+  matrix: HostMatrix;
+  transposeMatrix: boolean;
+}
+
+function matMulKernel(backendName: HostKernelBackend, sgemm: Sgemm): tf.KernelFunc {
+  return ({ inputs, backend, attrs }: KernelArgs) => {
+    const { x } = inputs as { x: tf.TensorInfo };
+    const { matrix, transposeMatrix } = attrs as unknown as MatMulAttrs;
+    const [n, k] = x.shape;
+    const inner = transposeMatrix ? matrix.cols : matrix.rows;
+    const outCols = transposeMatrix ? matrix.rows : matrix.cols;
+    if (x.shape.length !== 2 || k !== inner) {
+      throw new Error(
+        `${HOST_MATMUL_KERNEL}: x ${JSON.stringify(x.shape)} does not fit a [${matrix.rows}, ${matrix.cols}] weight` +
+          `${transposeMatrix ? ' (transposed)' : ''}`,
+      );
+    }
+    return runHostKernel(
+      backendName,
+      backend,
+      [x],
+      [{ shape: [n, outCols], dtype: 'float32' }],
+      ([xs], [ys]) => {
+        if (n === 0 || outCols === 0) return;
+        if (k === 0) {
+          ys.fill(0);
+          return;
+        }
+        // y [N, out] = x [N, K] · op(W); W row-major [rows, cols] has leading dimension cols.
+        sgemm(
+          false,
+          transposeMatrix,
+          n,
+          outCols,
+          k,
+          xs as Float32Array,
+          k,
+          matrix.data,
+          matrix.cols,
+          ys as Float32Array,
+          outCols,
+        );
+      },
+    )[0];
+  };
+}
+
+function gatherKernel(backendName: HostKernelBackend): tf.KernelFunc {
+  return ({ inputs, backend, attrs }: KernelArgs) => {
+    const { indices } = inputs as { indices: tf.TensorInfo };
+    const { matrix } = attrs as unknown as { matrix: HostMatrix };
+    const width = matrix.cols;
+    return runHostKernel(
+      backendName,
+      backend,
+      [indices],
+      [{ shape: [...indices.shape, width], dtype: 'float32' }],
+      ([ids], [out]) => {
+        for (let i = 0; i < ids.length; i++) {
+          const row = ids[i];
+          if (!(row >= 0 && row < matrix.rows)) {
+            throw new RangeError(`token id ${row} is outside the embedding's ${matrix.rows} rows`);
+          }
+          out.set(matrix.data.subarray(row * width, (row + 1) * width), i * width);
+        }
+      },
+    )[0];
+  };
+}
+
+interface ScoredRows {
+  /** Indices (into the N rows) of rows with a non-zero weight. */
+  rows: Int32Array;
+  /** [scored, C]: those rows of the hidden states, contiguous. */
+  hidden: Float32Array;
+}
+
+/** Packs the scored rows of hidden [N, C]: only they reach the head (prompts are masked). */
+function scoredRows(
+  hidden: Float32Array,
+  weights: Float32Array,
+  width: number,
+  name: string,
+): ScoredRows {
+  let count = 0;
+  for (let i = 0; i < weights.length; i++) if (weights[i] !== 0) count++;
+  const rows = new Int32Array(count);
+  let j = 0;
+  for (let i = 0; i < weights.length; i++) if (weights[i] !== 0) rows[j++] = i;
+  if (count === weights.length) return { rows, hidden };
+  const packed = scratchArray(name, count * width);
+  for (let r = 0; r < count; r++)
+    packed.set(hidden.subarray(rows[r] * width, (rows[r] + 1) * width), r * width);
+  return { rows, hidden: packed };
+}
+
+function vocabBlock(scored: number, vocab: number): number {
+  return Math.max(1, Math.min(vocab, Math.floor(HEAD_BLOCK_FLOATS / Math.max(1, scored))));
+}
+
+/**
+ * Forward of the fused head: Σ_i w_i·(logsumexp(h_i·Eᵀ) − h_i·e_{t_i}), the number of scored
+ * rows whose argmax is the target, and each row's logsumexp (saved for backward). The
+ * softmax statistics are accumulated online over vocabulary blocks (Milakov & Gimelshein
+ * 2018), in float64.
+ */
+function headLossKernel(backendName: HostKernelBackend, sgemm: Sgemm): tf.KernelFunc {
+  return ({ inputs, backend, attrs }: KernelArgs) => {
+    const { hidden, targets, weights } = inputs as Record<string, tf.TensorInfo>;
+    const { matrix } = attrs as unknown as { matrix: HostMatrix };
+    const [n, width] = hidden.shape;
+    const vocab = matrix.rows;
+    if (matrix.cols !== width)
+      throw new Error(
+        `${HOST_HEAD_LOSS_KERNEL}: hidden width ${width} ≠ head width ${matrix.cols}`,
+      );
+    return runHostKernel(
+      backendName,
+      backend,
+      [hidden, targets, weights],
+      [
+        { shape: [], dtype: 'float32' },
+        { shape: [], dtype: 'float32' },
+        { shape: [n], dtype: 'float32' },
+      ],
+      ([hs, ts, ws], [nllOut, correctOut, lseOut]) => {
+        const w = ws as Float32Array;
+        const { rows, hidden: packed } = scoredRows(hs as Float32Array, w, width, 'head-hidden');
+        const scored = rows.length;
+        const rowMax = new Float64Array(scored).fill(-Infinity);
+        const rowSum = new Float64Array(scored);
+        const bestValue = new Float64Array(scored).fill(-Infinity);
+        const bestIndex = new Int32Array(scored).fill(-1);
+        const targetLogit = new Float64Array(scored);
+        const block = vocabBlock(scored, vocab);
+        const logits = scratchArray('head-logits', scored * block);
+        for (let v0 = 0; v0 < vocab && scored > 0; v0 += block) {
+          const vb = Math.min(block, vocab - v0);
+          // logits [scored, vb] = h [scored, C] · E[v0:v0+vb]ᵀ
+          sgemm(
+            false,
+            true,
+            scored,
+            vb,
+            width,
+            packed,
+            width,
+            matrix.data.subarray(v0 * width),
+            width,
+            logits,
+            vb,
+          );
+          for (let r = 0; r < scored; r++) {
+            const off = r * vb;
+            let m = -Infinity;
+            let arg = -1;
+            for (let j = 0; j < vb; j++) {
+              const l = logits[off + j];
+              if (l > m) {
+                m = l;
+                arg = j;
+              }
+            }
+            if (m > bestValue[r]) {
+              bestValue[r] = m;
+              bestIndex[r] = v0 + arg;
+            }
+            let mx = rowMax[r];
+            let sum = rowSum[r];
+            if (m > mx) {
+              sum *= Math.exp(mx - m);
+              mx = m;
+            }
+            for (let j = 0; j < vb; j++) sum += Math.exp(logits[off + j] - mx);
+            rowMax[r] = mx;
+            rowSum[r] = sum;
+            const t = ts[rows[r]] - v0;
+            if (t >= 0 && t < vb) targetLogit[r] = logits[off + t];
+          }
+        }
+        let nll = 0;
+        let correct = 0;
+        lseOut.fill(0);
+        for (let r = 0; r < scored; r++) {
+          const i = rows[r];
+          const lse = rowMax[r] + Math.log(rowSum[r]);
+          lseOut[i] = lse;
+          nll += w[i] * (lse - targetLogit[r]);
+          if (bestIndex[r] === ts[i]) correct += w[i];
+        }
+        nllOut[0] = nll;
+        correctOut[0] = correct;
+      },
+    );
+  };
+}
+
+/** dh [N, C] = Σ_blocks (w·dy·(softmax − onehot)) · E_block, recomputing each block's logits. */
+function headLossGradKernel(backendName: HostKernelBackend, sgemm: Sgemm): tf.KernelFunc {
+  return ({ inputs, backend, attrs }: KernelArgs) => {
+    const { hidden, targets, weights, lse, dy } = inputs as Record<string, tf.TensorInfo>;
+    const { matrix } = attrs as unknown as { matrix: HostMatrix };
+    const [n, width] = hidden.shape;
+    const vocab = matrix.rows;
+    return runHostKernel(
+      backendName,
+      backend,
+      [hidden, targets, weights, lse, dy],
+      [{ shape: [n, width], dtype: 'float32' }],
+      ([hs, ts, ws, lses, dys], [dh]) => {
+        const w = ws as Float32Array;
+        const upstream = dys[0];
+        const { rows, hidden: packed } = scoredRows(hs as Float32Array, w, width, 'head-hidden');
+        const scored = rows.length;
+        dh.fill(0);
+        if (scored === 0) return;
+        const block = vocabBlock(scored, vocab);
+        const logits = scratchArray('head-logits', scored * block);
+        const packedGrad = scratchArray('head-dhidden', scored * width);
+        for (let v0 = 0; v0 < vocab; v0 += block) {
+          const vb = Math.min(block, vocab - v0);
+          const eBlock = matrix.data.subarray(v0 * width);
+          sgemm(false, true, scored, vb, width, packed, width, eBlock, width, logits, vb); // [scored, vb]
+          for (let r = 0; r < scored; r++) {
+            const i = rows[r];
+            const off = r * vb;
+            const coefficient = w[i] * upstream;
+            const rowLse = lses[i];
+            for (let j = 0; j < vb; j++)
+              logits[off + j] = coefficient * Math.exp(logits[off + j] - rowLse);
+            const t = ts[i] - v0;
+            if (t >= 0 && t < vb) logits[off + t] -= coefficient;
+          }
+          // dh_packed [scored, C] (+)= g [scored, vb] · E_block [vb, C]
+          sgemm(
+            false,
+            false,
+            scored,
+            width,
+            vb,
+            logits,
+            vb,
+            eBlock,
+            width,
+            packedGrad,
+            width,
+            1,
+            v0 === 0 ? 0 : 1,
+          );
+        }
+        for (let r = 0; r < scored; r++)
+          dh.set(packedGrad.subarray(r * width, (r + 1) * width), rows[r] * width);
+      },
+    )[0];
+  };
+}
+
+const installedOn = new Set<HostKernelBackend>();
+
+/**
+ * Registers the host-weight kernels (and their gradients) for `backendName`. Loads OpenBLAS;
+ * throws BackendError when it is missing.
+ */
+export function installHostWeightKernels(backendName: HostKernelBackend): void {
+  if (installedOn.has(backendName)) return;
+  const { sgemm } = loadOpenBlas();
+  tf.registerKernel({
+    kernelName: HOST_MATMUL_KERNEL,
+    backendName,
+    kernelFunc: matMulKernel(backendName, sgemm),
+  });
+  tf.registerKernel({
+    kernelName: HOST_GATHER_KERNEL,
+    backendName,
+    kernelFunc: gatherKernel(backendName),
+  });
+  tf.registerKernel({
+    kernelName: HOST_HEAD_LOSS_KERNEL,
+    backendName,
+    kernelFunc: headLossKernel(backendName, sgemm),
+  });
+  tf.registerKernel({
+    kernelName: HOST_HEAD_LOSS_GRAD_KERNEL,
+    backendName,
+    kernelFunc: headLossGradKernel(backendName, sgemm),
+  });
+  if (installedOn.size === 0) registerGradients();
+  installedOn.add(backendName);
+}
+
+function registerGradients(): void {
+  tf.registerGradient({
+    kernelName: HOST_MATMUL_KERNEL,
+    gradFunc: (dy, _saved, attrs) => {
+      const { matrix, transposeMatrix } = attrs as unknown as MatMulAttrs;
+      // dx = dy · op(W)ᵀ; the weight is frozen and gets no gradient.
+      return { x: () => hostMatMul(dy as tf.Tensor2D, matrix, !transposeMatrix) };
+    },
+  });
+  tf.registerGradient({
+    kernelName: HOST_HEAD_LOSS_KERNEL,
+    inputsToSave: ['hidden', 'targets', 'weights'],
+    outputsToSave: [false, false, true],
+    gradFunc: (dys, saved, attrs) => {
+      const [hidden, targets, weights, lse] = saved;
+      const dy = (dys as Array<tf.Tensor | null>)[0];
+      return {
+        hidden: () =>
+          dy === null
+            ? tf.zerosLike(hidden)
+            : tf
+                .engine()
+                .runKernel(
+                  HOST_HEAD_LOSS_GRAD_KERNEL,
+                  { hidden, targets, weights, lse, dy },
+                  attrs,
+                ),
+      };
+    },
+  });
+}
+
+/**
+ * Whether models built now keep frozen weights in host memory: on `wasm-blas` and `cpu-blas`
+ * (OpenBLAS kernels on), unless `LORAFLEET_HOST_WEIGHTS=0` (the benchmark's "before").
+ */
+export function hostWeightKernelsActive(): boolean {
+  const name = tf.getBackend();
+  return (
+    (name === 'wasm' || name === 'cpu') &&
+    installedOn.has(name) &&
+    blasKernelsActive(name) &&
+    process.env.LORAFLEET_HOST_WEIGHTS !== '0'
+  );
+}
+
+/** x [N, K] · op(W) → [N, out], W frozen in host memory. */
+export function hostMatMul(
+  x: tf.Tensor2D,
+  matrix: HostMatrix,
+  transposeMatrix: boolean,
+): tf.Tensor2D {
+  const attrs = { matrix, transposeMatrix } as unknown as tf.NamedAttrMap;
+  return tf.engine().runKernel<tf.Tensor2D>(HOST_MATMUL_KERNEL, { x }, attrs);
+}
+
+/** Rows of W for `indices` [...] int32 → [..., cols]. */
+export function hostGather<R extends tf.Rank>(
+  indices: tf.Tensor,
+  matrix: HostMatrix,
+): tf.Tensor<R> {
+  const attrs = { matrix } as unknown as tf.NamedAttrMap;
+  return tf.engine().runKernel<tf.Tensor<R>>(HOST_GATHER_KERNEL, { indices }, attrs);
+}
+
+/**
+ * Fused LM head + weighted token NLL: hidden [N, C], head E [V, C] (logits = h·Eᵀ),
+ * targets/weights [N]. Returns Σ w·NLL and Σ w·[argmax = target], both scalars; only the
+ * first has a gradient (to hidden).
+ */
+export function hostHeadLoss(
+  hidden: tf.Tensor2D,
+  matrix: HostMatrix,
+  targets: tf.Tensor1D,
+  weights: tf.Tensor1D,
+): { nll: tf.Scalar; correct: tf.Scalar } {
+  const attrs = { matrix } as unknown as tf.NamedAttrMap;
+  const [nll, correct] = tf
+    .engine()
+    .runKernel<tf.Tensor[]>(HOST_HEAD_LOSS_KERNEL, { hidden, targets, weights }, attrs);
+  return { nll: nll as tf.Scalar, correct: correct as tf.Scalar };
+}
