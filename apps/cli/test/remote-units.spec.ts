@@ -87,11 +87,13 @@ function job(overrides: Partial<FineTuningJob> = {}): FineTuningJob {
       warmup_steps: 0,
       weight_decay: 0,
       gradient_accumulation_steps: 1,
+      gradient_checkpointing: false,
     },
     worker: null,
     backend: null,
     adapter_id: null,
     base_model_hash: null,
+    usage: null,
     ...overrides,
   };
 }

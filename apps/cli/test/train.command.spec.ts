@@ -253,3 +253,79 @@ describe('lorafleet train', () => {
     ).toBe(2);
   });
 });
+
+describe('lorafleet train pre-flight (issue 13)', () => {
+  const withEnv = async <T>(value: string, body: () => Promise<T>): Promise<T> => {
+    const before = process.env.LORAFLEET_MEMORY_LIMIT_MB;
+    process.env.LORAFLEET_MEMORY_LIMIT_MB = value;
+    try {
+      return await body();
+    } finally {
+      if (before === undefined) delete process.env.LORAFLEET_MEMORY_LIMIT_MB;
+      else process.env.LORAFLEET_MEMORY_LIMIT_MB = before;
+    }
+  };
+  const quick = (out: string, ...extra: string[]) => [
+    'train', '--model', MODEL, '--train', trainFile, '--out', join(scratch, out),
+    '--max-steps', '1', '--batch-size', '2', '--backend', 'wasm', ...extra,
+  ]; // prettier-ignore
+
+  it('refuses a run over LORAFLEET_MEMORY_LIMIT_MB before step 1: exit 1, the estimate, the limit and what to change', async () => {
+    const refused = await withEnv('1', () => run(...quick('mem-refused')));
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/needs about [\d,]+ MiB but the memory limit is 1 MiB/);
+    expect(refused.err).toMatch(
+      /To fit: turn on gradient checkpointing \(--gradient-checkpointing/,
+    );
+    expect(refused.err).toMatch(/lower the batch size \(now 2\)/);
+    expect(existsSync(join(scratch, 'mem-refused', 'adapter_model.safetensors'))).toBe(false);
+
+    const malformed = await withEnv('lots', () => run(...quick('mem-malformed')));
+    expect(malformed.code).toBe(2);
+    expect(malformed.err).toMatch(
+      /LORAFLEET_MEMORY_LIMIT_MB="lots" must be a positive whole number/,
+    );
+  });
+
+  it('trains with --gradient-checkpointing under a roomy limit and says so in the pre-flight line', async () => {
+    const result = await withEnv('100000', () =>
+      run(...quick('mem-ckpt', '--gradient-checkpointing')),
+    );
+    expect(result.code).toBe(0);
+    expect(result.err).toMatch(
+      /pre-flight: .*memory estimate \d+ MiB of 100000 MiB \(gradient checkpointing\)/,
+    );
+    const lineage = JSON.parse(readFileSync(join(scratch, 'mem-ckpt', 'lorafleet.json'), 'utf8'));
+    expect(lineage.base_model).toBe('tiny-random-gpt2');
+  });
+
+  it('refuses data whose completions are all cut by --max-seq-length, and warns when over 20% lose some', async () => {
+    const long = join(scratch, 'long.jsonl');
+    const prompt = 'one two three four five six seven eight nine ten eleven twelve:';
+    await writeFile(
+      long,
+      PAIRS.map(([p, c], i) => JSON.stringify({ prompt: i < 3 ? prompt : p, completion: c })).join(
+        '\n',
+      ),
+    );
+    const nothing = await run(
+      'train', '--model', MODEL, '--train', long, '--out', join(scratch, 'no-tokens'),
+      '--max-seq-length', '2', '--backend', 'wasm',
+    ); // prettier-ignore
+    expect(nothing.code).toBe(1);
+    expect(nothing.err).toMatch(
+      /no example has a completion token left to train on at max_seq_length 2: 8 of 8 examples/,
+    );
+    expect(existsSync(join(scratch, 'no-tokens', 'adapter_model.safetensors'))).toBe(false);
+
+    // 3 of 8 examples (38%) have a prompt longer than 40 tokens: their completions are cut.
+    const warned = await run(
+      'train', '--model', MODEL, '--train', long, '--out', join(scratch, 'warned'),
+      '--max-seq-length', '40', '--max-steps', '1', '--backend', 'wasm', '--quiet',
+    ); // prettier-ignore
+    expect(warned.code).toBe(0);
+    expect(warned.err).toMatch(
+      /warning: 3 of 8 examples \(38%\) lose completion tokens to truncation at max_seq_length 40/,
+    );
+  });
+});

@@ -48,6 +48,20 @@ describe('TrainerProcess (IPC with a scripted child)', () => {
     });
   });
 
+  it('reports a wasm abort or a heap death as out of memory, never as Aborted(), and not retryable', async () => {
+    for (const script of ['wasm-abort', 'heap-oom']) {
+      const failure = await start(script).result.then(
+        () => null,
+        (error: unknown) => error as TrainerFailedError,
+      );
+      expect(failure).toBeInstanceOf(TrainerFailedError);
+      expect(failure?.failure.kind).toBe('out_of_memory');
+      expect(failure?.retryable).toBe(false);
+      expect(failure?.message).toMatch(/ran out of memory.*gradient checkpointing/);
+      expect(failure?.message).not.toMatch(/Aborted/);
+    }
+  });
+
   it('stops on request after storing the final checkpoint', async () => {
     const stored: TrainerCheckpoint[] = [];
     const trainer = start('wait', stored);

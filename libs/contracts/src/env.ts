@@ -80,6 +80,13 @@ export const apiEnvShape = {
 };
 export type ApiEnv = z.infer<z.ZodObject<typeof apiEnvShape>>;
 
+/** Whole MiB, digits only: the same rule as lora-core's `memoryLimitMbFromEnv`. */
+const memoryLimitMb = z
+  .string()
+  .trim()
+  .regex(/^[1-9][0-9]*$/, 'must be a positive whole number of MiB')
+  .transform(Number);
+
 export const backendNames = [
   'auto',
   'gpu',
@@ -115,5 +122,11 @@ export const workerEnvShape = {
   /** How often a running attempt re-reads its job row for cancel, pause and lease loss. */
   LORAFLEET_CONTROL_POLL_MS: intFromEnv(100, 60_000).default(1000),
   LORAFLEET_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+  /**
+   * The trainer's memory budget in MiB; a job whose pre-flight estimate exceeds it is refused
+   * before step 1 (handed to a worker with more, or failed). Unset: the cgroup limit, else 90%
+   * of RAM (lora-core `memoryLimitMbFromEnv`, which reads it with this same rule).
+   */
+  LORAFLEET_MEMORY_LIMIT_MB: memoryLimitMb.optional(),
 };
 export type WorkerEnv = z.infer<z.ZodObject<typeof workerEnvShape>>;

@@ -33,6 +33,11 @@ export const TrainingOptionsSchema = z
     eval_every_steps: z.number().int().min(1).max(100_000).optional(),
     /** Hard cap on optimizer steps; useful for smoke runs. */
     max_steps: z.number().int().min(1).max(1_000_000).optional(),
+    /**
+     * Recompute each block's activations in backward instead of keeping them: less memory
+     * (the pre-flight estimate counts it) for about one more forward pass of time.
+     */
+    gradient_checkpointing: z.boolean().default(false),
   })
   .strict();
 /**

@@ -2,6 +2,7 @@ export * from './adapters';
 export * from './errors';
 export * from './env';
 export * from './files';
+export * from './fleet';
 export * from './hyperparameters';
 export * from './ids';
 export * from './job-status';

@@ -51,6 +51,14 @@ export const JobProgressSchema = z.object({
   percent: z.number().nullable(),
 });
 
+export const JobUsageSchema = z.object({
+  /** Peak resident memory of the trainer process (VmHWM), MiB; null where it is not measurable. */
+  peak_memory_mb: z.number().int().nullable(),
+  /** Real (non-padding) tokens per second, averaged over the attempt's training steps. */
+  tokens_per_second: z.number().nullable(),
+});
+export type JobUsage = z.infer<typeof JobUsageSchema>;
+
 /** The job object returned by every job endpoint. */
 export const FineTuningJobSchema = z.object({
   id: z.string(),
@@ -83,6 +91,12 @@ export const FineTuningJobSchema = z.object({
    * tokenizer files); the worker refuses to train on a base whose hash differs.
    */
   base_model_hash: z.string().nullable(),
+  /**
+   * What the successful attempt used (read-only; `training` holds the request's options):
+   * the trainer process's peak resident memory and its mean training throughput. Null until
+   * the job succeeds.
+   */
+  usage: JobUsageSchema.nullable(),
 });
 export type FineTuningJob = z.infer<typeof FineTuningJobSchema>;
 

@@ -10,3 +10,4 @@ export * from './token-count.estimator';
 export * from './models/model-registry';
 export * from './models/model-hash';
 export * from './models/model-facts';
+export * from './trainer-warnings';

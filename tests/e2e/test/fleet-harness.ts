@@ -50,6 +50,7 @@ export class Fleet {
   api!: AppProcess;
   baseUrl = '';
   apiKey = '';
+  tenantId = '';
   private readonly workers: AppProcess[] = [];
 
   constructor(
@@ -87,6 +88,7 @@ export class Fleet {
     this.jobs = new JobsRepository(this.dataSource);
     const tenants = new TenantsRepository(this.dataSource);
     const tenant = await tenants.createTenant('fleet');
+    this.tenantId = tenant.id;
     this.apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
     const port = await freePort();
     this.baseUrl = `http://127.0.0.1:${port}`;
@@ -153,11 +155,12 @@ export class Fleet {
     method: string,
     route: string,
     body?: unknown,
+    apiKey = this.apiKey,
   ): Promise<{ status: number; body: any }> {
     const response = await fetch(`${this.baseUrl}${route}`, {
       method,
       headers: {
-        authorization: `Bearer ${this.apiKey}`,
+        authorization: `Bearer ${apiKey}`,
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -166,9 +169,17 @@ export class Fleet {
   }
 
   async uploadExamples(count: number): Promise<string> {
-    const lines = Array.from({ length: count }, (_, i) =>
-      JSON.stringify({ prompt: `Say ${i}: `, completion: `number ${i} ok` }),
+    return this.uploadLines(
+      Array.from({ length: count }, (_, i) => ({
+        prompt: `Say ${i}: `,
+        completion: `number ${i} ok`,
+      })),
     );
+  }
+
+  /** Uploads these JSONL rows as a training file; returns its id. */
+  async uploadLines(rows: object[]): Promise<string> {
+    const lines = rows.map((row) => JSON.stringify(row));
     const form = new FormData();
     form.append('purpose', 'fine-tune');
     form.append('file', new Blob([lines.join('\n') + '\n']), 'train.jsonl');

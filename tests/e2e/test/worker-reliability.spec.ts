@@ -205,8 +205,8 @@ describe('worker reliability', () => {
     expectLegalTrail(await fleet.statusTrail(job.id));
   });
 
-  it('bounds retries with backoff for a failing job, and fails bad input once (R13)', async () => {
-    // A model directory whose weights file is truncated: loading fails on every attempt.
+  it('bounds retries with backoff for a crashing trainer, and fails bad input and a bad model once (R13)', async () => {
+    // A model directory whose weights file is truncated: no retry can fix it.
     const models = mkdtempSync(path.join(tmpdir(), 'lf-models-'));
     // (A symlink to the real model would be refused: it resolves outside this directory, R22.)
     for (const dir of ['tiny-random-gpt2', 'broken']) {
@@ -233,10 +233,36 @@ describe('worker reliability', () => {
       const worker = broken.startWorker('w-retry', { LORAFLEET_MAX_ATTEMPTS: '3' });
       await broken.workerReady('w-retry');
       const file = await broken.uploadExamples(4);
-      const job = await broken.createJob(file, 5, { model: 'broken' });
+      // A bad base model is classified once and fails at once (issue 14 item 11): no retry
+      // with backoff, no second load of its files.
+      const badModel = await broken.createJob(file, 5, { model: 'broken' });
+      const refused = await broken.waitForTerminal(badModel.id, 60_000);
+      expect(refused.status).toBe('failed');
+      expect(refused.error).toMatchObject({ code: 'invalid_model' });
+      expect(await broken.row(badModel.id)).toMatchObject({ attempt: 1, failures: 0, adapters: 0 });
+
+      // A trainer that dies under the worker is infrastructure: retried with backoff, up to
+      // LORAFLEET_MAX_ATTEMPTS. Every trainer child is killed as soon as it appears.
+      const job = await broken.createJob(file, 2000);
+      let crashing = true;
+      const killer = (async () => {
+        while (crashing) {
+          for (const pid of worker.childPids()) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // it exited between the listing and the kill
+            }
+          }
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      })();
       const failed = await broken.waitForTerminal(job.id, 60_000);
+      crashing = false;
+      await killer;
       expect(failed.status).toBe('failed');
-      expect(failed.error?.message).toMatch(/attempt 3 of 3; giving up/);
+      expect(failed.error).toMatchObject({ code: 'training_error' });
+      expect(failed.error?.message).toMatch(/trainer process exited .*attempt 3 of 3; giving up/);
       expect(await broken.row(job.id)).toMatchObject({ attempt: 3, failures: 3, adapters: 0 });
       const trail = await broken.statusTrail(job.id);
       expectLegalTrail(trail);

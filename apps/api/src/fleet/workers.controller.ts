@@ -1,13 +1,11 @@
 import { Controller, Get, Inject, UseGuards } from '@nestjs/common';
+import { WORKER_GONE_AFTER_MS } from '@lorafleet/contracts';
 import { JobsRepository, WorkersRepository, type AuthenticatedPrincipal } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import { AdminGuard } from '../auth/admin.guard';
 import { ApiKeyGuard } from '../auth/api-key.guard';
 import { Principal } from '../auth/principal.decorator';
 import { FINE_TUNE_QUEUE } from '../infra/tokens';
-
-/** Heartbeats arrive every few seconds (LORAFLEET_HEARTBEAT_MS, default 5 s); 30 s of silence means gone. */
-const WORKER_GONE_AFTER_MS = 30_000;
 
 /** The GPU fleet (DESIGN §4 Fleet): workers with their heartbeat, and queue depth per state. */
 @Controller('v1/workers')
@@ -65,6 +63,8 @@ export class WorkersController {
         // A worker that missed its heartbeats is gone, whatever it last said about itself.
         status: now - w.lastHeartbeatAt.getTime() > WORKER_GONE_AFTER_MS ? 'gone' : w.status,
         current_job: w.currentJobId && visibleJobs.has(w.currentJobId) ? w.currentJobId : null,
+        // The trainer's memory budget: jobs estimated above it are handed on or refused.
+        memory_limit_mb: w.memoryLimitMb,
         versions: w.versions,
         started_at: Math.floor(w.startedAt.getTime() / 1000),
         last_heartbeat_at: Math.floor(w.lastHeartbeatAt.getTime() / 1000),

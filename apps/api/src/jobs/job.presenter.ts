@@ -38,6 +38,10 @@ export function presentJob(job: FineTuningJobEntity): FineTuningJob {
     backend: job.backend,
     adapter_id: job.adapterId,
     base_model_hash: job.baseModelHash,
+    usage:
+      job.peakMemoryMb === null && job.tokensPerSecond === null
+        ? null
+        : { peak_memory_mb: job.peakMemoryMb, tokens_per_second: job.tokensPerSecond },
   };
 }
 

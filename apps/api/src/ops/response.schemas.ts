@@ -83,6 +83,8 @@ export const WorkerObjectSchema = z.object({
   device: z.string().nullable(),
   status: WorkerStatusSchema,
   current_job: z.string().nullable(),
+  /** LORAFLEET_MEMORY_LIMIT_MB as the worker resolved it (default: cgroup limit, else 90% of RAM). */
+  memory_limit_mb: z.number().int().nullable(),
   versions: z.record(z.string(), z.string()).nullable(),
   started_at: z.number().int(),
   last_heartbeat_at: z.number().int(),

@@ -57,6 +57,7 @@ LoRA:
 Training:
   --learning-rate <lr>  --max-steps <n>  --max-seq-length <n>  --lr-scheduler <linear|cosine>
   --warmup-steps <n>  --weight-decay <x>  --gradient-accumulation-steps <n>  --eval-every-steps <n>
+  --gradient-checkpointing       less activation memory for about one more forward pass
 After creating:
   --watch                        follow the job as "jobs watch" does (and exit as it does)
 
@@ -172,6 +173,7 @@ const CREATE_OPTIONS = {
   'weight-decay': { type: 'string' },
   'gradient-accumulation-steps': { type: 'string' },
   'eval-every-steps': { type: 'string' },
+  'gradient-checkpointing': { type: 'boolean' },
   watch: { type: 'boolean' },
   interval: { type: 'string' },
   timeout: { type: 'string' },
@@ -291,6 +293,7 @@ export async function buildCreateBody(
       ? undefined
       : parsePositiveInt(str('eval-every-steps')!, '--eval-every-steps'),
   );
+  if (v['gradient-checkpointing'] === true) training.gradient_checkpointing = true;
   if (Object.keys(training).length > 0) body.training = training;
   return body;
 }

@@ -2,16 +2,25 @@ import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 
+import { isOutOfMemoryError, outOfMemoryMessage, truncationWarning } from '@lorafleet/data';
 import {
+  DEFAULT_HYPERPARAMETERS,
   LR_SCHEDULERS,
+  TRUNCATION_WARNING_SHARE,
   TrainingAbortedError,
+  TrainingConfigError,
   latestCheckpoint,
   listCheckpointFiles,
+  memoryAdvice,
+  memoryLimitMbFromEnv,
   pruneCheckpoints,
+  readModelConfig,
+  resolveLoraConfig,
   runFineTune,
   savePeftAdapter,
   selectBackend,
   writeCheckpointFile,
+  type FineTunePreflight,
   type FineTuneResult,
   type LrSchedulerType,
   type TrainingHyperparameters,
@@ -40,6 +49,8 @@ Data and model:
   --validation <jsonl>          validation data: final loss/accuracy and sample generations
   --out <dir>                   output directory (must be empty or absent unless --force)
   --max-seq-length <n>          longest example kept, tail cut (default min(1024, positions))
+  --gradient-checkpointing      recompute each block's activations in backward: less memory,
+                                about one more forward pass of time
 
 LoRA:
   --r <n>                       rank (default 8)
@@ -72,6 +83,9 @@ Checkpoints:
 
 Other:
   --backend <name>              ${REQUESTED_BACKEND_HELP}
+                                The pre-flight refuses (exit 1) a run whose memory estimate
+                                exceeds LORAFLEET_MEMORY_LIMIT_MB (default: the cgroup
+                                limit, else 90% of RAM), naming what to change.
   --force                       write into a non-empty --out
   --json                        print the final summary as JSON
   --quiet                       no progress output
@@ -156,6 +170,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
     validation: { type: 'string' },
     out: { type: 'string' },
     'max-seq-length': { type: 'string' },
+    'gradient-checkpointing': { type: 'boolean' },
     r: { type: 'string' },
     alpha: { type: 'string' },
     dropout: { type: 'string' },
@@ -259,6 +274,13 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
     throw new UsageError(`--out ${outDir} is not empty (pass --force to overwrite)`);
   }
   const requestedBackend = parseRequestedBackend(values.backend);
+  let memoryLimitMb: number;
+  try {
+    memoryLimitMb = memoryLimitMbFromEnv();
+  } catch (error) {
+    if (error instanceof TrainingConfigError) throw new UsageError(error.message);
+    throw error;
+  }
 
   let resumeFrom: Uint8Array | null = null;
   if (checkpointDir !== undefined) {
@@ -299,6 +321,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
 
   const tty = process.stderr.isTTY === true && !values.quiet;
   let lastLine = 0;
+  let preflightSeen: FineTunePreflight | null = null;
   const started = performance.now();
   try {
     const result = await runFineTune({
@@ -308,6 +331,8 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       lora,
       hyperparameters,
       maxSeqLength,
+      gradientCheckpointing: values['gradient-checkpointing'] ?? false,
+      memoryLimitMb,
       earlyStopping: patience === undefined ? undefined : { patience },
       resumeFrom,
       signal: controller.signal,
@@ -325,12 +350,17 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
             },
       lineage: { backend },
       onPreflight: (p) => {
+        preflightSeen = p;
+        // A warning, not progress: printed even with --quiet.
+        const warning = truncationWarning(p, TRUNCATION_WARNING_SHARE);
+        if (warning !== null) io.err(`warning: ${warning}`);
         if (values.quiet) return;
         io.err(
           `pre-flight: ${p.examples} examples, ${p.tokens} tokens (${p.trainableTokens} trained) per epoch, ` +
             `${p.truncatedExamples} truncated, ${p.totalSteps} steps` +
             (p.validationExamples > 0 ? `, ${p.validationExamples} validation examples` : '') +
-            ` on ${backend}`,
+            ` on ${backend}; memory estimate ${p.memoryEstimateMb} MiB of ${memoryLimitMb} MiB` +
+            (p.gradientCheckpointing ? ' (gradient checkpointing)' : ''),
         );
       },
       onProgress: (p) => {
@@ -402,9 +432,48 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       );
       return EXIT_INTERRUPTED;
     }
+    // A wasm abort prints `Aborted()`, which tells a user nothing: say memory ran out, with
+    // the pre-flight's estimate and what to change.
+    if (isOutOfMemoryError(error)) {
+      throw new Error(await outOfMemoryText(modelDir, lora, hyperparameters, preflightSeen));
+    }
     throw error;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/** The out-of-memory message for this run, with lora-core's advice once the pre-flight ran. */
+async function outOfMemoryText(
+  modelDir: string,
+  lora: Parameters<typeof resolveLoraConfig>[0],
+  hyperparameters: Partial<TrainingHyperparameters>,
+  preflight: FineTunePreflight | null,
+): Promise<string> {
+  if (preflight === null) {
+    return outOfMemoryMessage({ estimateMb: null, limitMb: null, advice: null });
+  }
+  let advice: string | null = null;
+  try {
+    const config = await readModelConfig(modelDir);
+    advice = memoryAdvice({
+      config,
+      batchSize: Math.min(
+        hyperparameters.batchSize ?? DEFAULT_HYPERPARAMETERS.batchSize,
+        Math.max(1, preflight.examples),
+      ),
+      seqLength: Math.max(1, preflight.longestKeptTokens),
+      lora: resolveLoraConfig(lora, config),
+      weightBytesPerParameter: 4,
+      gradientCheckpointing: preflight.gradientCheckpointing,
+    });
+  } catch {
+    advice = null;
+  }
+  return outOfMemoryMessage({
+    estimateMb: preflight.memoryEstimateMb,
+    limitMb: preflight.memoryLimitMb,
+    advice,
+  });
 }

@@ -41,6 +41,8 @@ export interface WorkerObject {
   device: string | null;
   status: string;
   current_job: string | null;
+  /** The worker's trainer memory budget (MiB); null from workers that did not report it. */
+  memory_limit_mb?: number | null;
   versions: Record<string, unknown> | null;
   started_at: number;
   last_heartbeat_at: number;

@@ -159,7 +159,17 @@ export function FleetPage() {
                             </span>
                           </td>
                           <td data-label="Backend">{w.backend ?? '—'}</td>
-                          <td data-label="Device">{w.device ?? '—'}</td>
+                          <td data-label="Device">
+                            {w.device ?? '—'}
+                            {w.memory_limit_mb == null ? null : (
+                              <>
+                                <br />
+                                <span class="muted">
+                                  {w.memory_limit_mb.toLocaleString('en-US')} MiB limit
+                                </span>
+                              </>
+                            )}
+                          </td>
                           <td data-label="Current job">
                             {w.current_job ? (
                               <Link href={jobUrl(w.current_job)} class="mono">

@@ -370,6 +370,19 @@ export function JobDetailPage({ id }: { id: string }) {
     ],
     ['Worker', job.worker ? <span class="mono">{job.worker}</span> : null],
     ['Backend', job.backend],
+    // What the successful attempt used (null until the job succeeds).
+    [
+      'Peak memory',
+      job.usage?.peak_memory_mb == null
+        ? null
+        : `${job.usage.peak_memory_mb.toLocaleString('en-US')} MiB`,
+    ],
+    [
+      'Throughput',
+      job.usage?.tokens_per_second == null
+        ? null
+        : `${Math.round(job.usage.tokens_per_second).toLocaleString('en-US')} tokens/s`,
+    ],
   ];
   const hyper: KeyValue[] = [
     ['Epochs', display(job.hyperparameters.n_epochs)],
@@ -382,6 +395,7 @@ export function JobDetailPage({ id }: { id: string }) {
     ['Warmup steps', display(job.training.warmup_steps)],
     ['Weight decay', display(job.training.weight_decay)],
     ['Gradient accumulation', display(job.training.gradient_accumulation_steps)],
+    ['Gradient checkpointing', job.training.gradient_checkpointing ? 'on' : 'off'],
     ['Eval every', job.training.eval_every_steps ? `${job.training.eval_every_steps} steps` : null],
     ['Seed', String(job.seed)],
   ];

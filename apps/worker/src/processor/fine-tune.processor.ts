@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   FineTuneJobPayloadSchema,
   QUEUE_NAMES,
+  WORKER_GONE_AFTER_MS,
   fineTunedModelName,
   type WorkerEnv,
 } from '@lorafleet/contracts';
@@ -18,7 +19,7 @@ import {
   shutdownReserveMs,
   type FineTuningJobEntity,
 } from '@lorafleet/db';
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from '../tokens';
 import {
   TrainerFailedError,
@@ -26,7 +27,13 @@ import {
   TrainerProcess,
   TrainerStoppedError,
 } from '../trainer/trainer-process';
-import type { StopReason, TrainerResult, TrainerSpec } from '../trainer/trainer-protocol';
+import type {
+  StopReason,
+  TrainerFailure,
+  TrainerPreflight,
+  TrainerResult,
+  TrainerSpec,
+} from '../trainer/trainer-protocol';
 import { retryWhileDatabaseDown } from './db-retry';
 
 /** Bad input: retrying cannot help (R13). `code` goes on the failed job's error. */
@@ -56,6 +63,14 @@ interface ActiveAttempt {
 export class FineTuneProcessor {
   private readonly logger = new Logger('FineTuneProcessor');
   private readonly active = new Map<string, ActiveAttempt>();
+  /** Jobs whose delivery this process holds now, from claim to the end of the attempt. */
+  private readonly delivering = new Set<string>();
+  /** Registry writes are serialised so the last one always carries the newest state. */
+  private statusWrite: Promise<void> | null = null;
+  private statusDirty = false;
+  private stoppingStatus = false;
+  /** The trainer's memory limit (MiB), from the boot probe; null until it ran. */
+  memoryLimitMb: number | null = null;
 
   constructor(
     private readonly jobs: JobsRepository,
@@ -69,12 +84,34 @@ export class FineTuneProcessor {
     return [...this.active.keys()];
   }
 
-  async process(delivery: Job): Promise<void> {
+  /**
+   * Writes this worker's registry row: `busy` with the current job while any delivery is held
+   * (from claim to the end of the attempt), else `idle`, or `stopping` once shutdown began.
+   * Called on every change and by the heartbeat timer; writes never overlap, and one that
+   * was asked for during a write follows it, so a stale `idle` can never land last.
+   */
+  reportStatus(stopping = false): void {
+    if (stopping) this.stoppingStatus = true;
+    this.statusDirty = true;
+    if (this.statusWrite) return;
+    this.statusWrite = (async () => {
+      while (this.statusDirty) {
+        this.statusDirty = false;
+        const [current = null] = this.delivering;
+        const status = this.stoppingStatus ? 'stopping' : current !== null ? 'busy' : 'idle';
+        await this.workers.heartbeat(this.identity.id, status, current).catch(() => undefined);
+      }
+      this.statusWrite = null;
+    })();
+  }
+
+  async process(delivery: Job, token?: string): Promise<void> {
     const parsed = FineTuneJobPayloadSchema.safeParse(delivery.data);
     if (!parsed.success) {
       throw new UnrecoverableError(`malformed fine-tune payload: ${parsed.error.message}`);
     }
     const { jobId } = parsed.data;
+    await this.passOnIfTooBig(delivery, jobId, token);
     // A running job is delivered again only after its holder stopped renewing the BullMQ
     // lock, so take it over (the old lease is revoked by the new token).
     const claimed = await this.jobs.claimAttempt(
@@ -99,12 +136,40 @@ export class FineTuneProcessor {
       );
       return;
     }
-    await this.workers.heartbeat(this.identity.id, 'busy', jobId).catch(() => undefined);
+    this.delivering.add(jobId);
+    this.reportStatus();
     try {
       await this.runAttempt(job, leaseToken, attempt);
     } finally {
-      await this.workers.heartbeat(this.identity.id, 'idle', null).catch(() => undefined);
+      this.delivering.delete(jobId);
+      this.reportStatus();
     }
+  }
+
+  /**
+   * A job that a worker with less memory handed back records what it needs. While a live
+   * worker with that much exists, a worker below it does not claim the job: the delivery goes
+   * back to BullMQ after a pause (no hot loop, and the job is offered to every worker again).
+   * With no such worker left, this worker claims it, and its trainer's pre-flight fails it
+   * with the estimate and the advice.
+   */
+  private async passOnIfTooBig(delivery: Job, jobId: string, token?: string): Promise<void> {
+    const limit = this.memoryLimitMb;
+    if (limit === null || token === undefined) return;
+    const required = await this.jobs.memoryRequiredMb(jobId);
+    if (required === null || required <= limit) return;
+    const able = await this.workers.liveWithMemoryAtLeast(
+      required,
+      WORKER_GONE_AFTER_MS,
+      this.identity.id,
+    );
+    if (able.length === 0) return;
+    const delayMs = Math.max(1000, this.env.LORAFLEET_HEARTBEAT_MS);
+    this.logger.log(
+      `job ${jobId} needs ~${required} MiB, over this worker's ${limit} MiB; left for ${able.map((w) => w.id).join(', ')}`,
+    );
+    await delivery.moveToDelayed(Date.now() + delayMs, token);
+    throw new DelayedError();
   }
 
   /**
@@ -172,8 +237,17 @@ export class FineTuneProcessor {
         fenced('pre-flight event', () =>
           this.jobs.appendFencedEvent(job.id, leaseToken, {
             type: 'message',
-            message: `Pre-flight: ${summary.examples} examples, ${summary.tokens} tokens, ${summary.truncatedExamples ?? 0} truncated, ${summary.totalSteps} steps`,
-            data: summary,
+            message: preflightMessage(summary),
+            data: { ...summary },
+          }),
+        ),
+      onWarning: (message, data) =>
+        fenced('warning event', () =>
+          this.jobs.appendFencedEvent(job.id, leaseToken, {
+            type: 'message',
+            level: 'warn',
+            message,
+            data,
           }),
         ),
       onProgress: (progress) =>
@@ -297,6 +371,7 @@ export class FineTuneProcessor {
         // The run's own step count: the job's final progress reads step = total, whatever
         // progress write was last to land.
         totalSteps: result.steps,
+        usage: { peakMemoryMb: result.peakMemoryMb, tokensPerSecond: result.tokensPerSecond },
       }),
     );
     if (adapter) {
@@ -357,10 +432,69 @@ export class FineTuneProcessor {
     }
     const message = error instanceof Error ? error.message : String(error);
     if (error instanceof TrainerFailedError && !error.retryable) {
-      await this.fail(job.id, leaseToken, 'invalid_input', message);
+      await this.failAtOnce(job, leaseToken, error.failure);
       return;
     }
     await this.retryOrFail(job, leaseToken, 'training_error', message);
+  }
+
+  /**
+   * Failures no retry can fix (R13, issue 14 item 11): the job fails on this attempt. A run
+   * too big for this worker's memory is first offered to a live worker with enough.
+   */
+  private async failAtOnce(
+    job: FineTuningJobEntity,
+    leaseToken: string,
+    failure: TrainerFailure,
+  ): Promise<void> {
+    switch (failure.kind) {
+      case 'memory_limit': {
+        const estimate = failure.estimateMb ?? 0;
+        const able = await this.workers
+          .liveWithMemoryAtLeast(estimate, WORKER_GONE_AFTER_MS, this.identity.id)
+          .catch(() => []);
+        if (able.length > 0) {
+          await this.handBack(
+            job,
+            leaseToken,
+            `Handed back: this run needs about ${estimate} MiB, over this worker's memory limit of ${failure.limitMb ?? '?'} MiB; ${able.map((w) => `${w.id} (${w.memoryLimitMb} MiB)`).join(', ')} can take it`,
+            {
+              reason: 'insufficient_memory',
+              memory_estimate_mb: estimate,
+              memory_limit_mb: failure.limitMb ?? null,
+              worker: this.identity.id,
+            },
+            estimate,
+          );
+          return;
+        }
+        await this.fail(
+          job.id,
+          leaseToken,
+          'insufficient_memory',
+          `${failure.message} No live worker has a memory limit of ${estimate} MiB or more.`,
+        );
+        return;
+      }
+      case 'out_of_memory':
+        await this.fail(job.id, leaseToken, 'insufficient_memory', failure.message);
+        return;
+      case 'invalid_file':
+      case 'invalid_model':
+      case 'invalid_input':
+        await this.fail(
+          job.id,
+          leaseToken,
+          failure.kind,
+          failure.message,
+          undefined,
+          failure.param,
+        );
+        return;
+      case 'retryable':
+        // Not reached: retryable failures take the retry path.
+        await this.retryOrFail(job, leaseToken, 'training_error', failure.message);
+    }
   }
 
   /** Hand-back (R12): queued again, no failure counted; resumes from the newest checkpoint. */
@@ -368,10 +502,18 @@ export class FineTuneProcessor {
     job: FineTuningJobEntity,
     leaseToken: string,
     message: string,
+    eventData: Record<string, string | number | null> = { reason: 'handback' },
+    memoryRequiredMb?: number,
   ): Promise<void> {
     await this.jobs.requeue(
       job.id,
-      { from: ['running'], message, leaseToken, eventData: { reason: 'handback' } },
+      {
+        from: ['running'],
+        message,
+        leaseToken,
+        eventData,
+        ...(memoryRequiredMb === undefined ? {} : { memoryRequiredMb }),
+      },
       QUEUE_NAMES.fineTune,
       { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
     );
@@ -472,6 +614,7 @@ export class FineTuneProcessor {
       checkpointEverySteps: this.env.LORAFLEET_CHECKPOINT_EVERY_STEPS,
       checkpointEverySeconds: this.env.LORAFLEET_CHECKPOINT_EVERY_SECONDS,
       resumeFrom: checkpoint ? new Uint8Array(checkpoint.blob) : null,
+      memoryLimitMb: this.memoryLimitMb,
     };
   }
 
@@ -481,6 +624,7 @@ export class FineTuneProcessor {
     code: string,
     message: string,
     failures?: number,
+    param: string | null = null,
   ): Promise<void> {
     const failed = await retryWhileDatabaseDown(() =>
       this.jobs.transition(jobId, {
@@ -489,7 +633,7 @@ export class FineTuneProcessor {
         leaseToken,
         message: `Fine-tuning job failed: ${message}`,
         set: {
-          error: { code, message, param: null },
+          error: { code, message, param },
           leaseToken: null,
           ...(failures === undefined ? {} : { failures }),
         },
@@ -498,4 +642,13 @@ export class FineTuneProcessor {
     if (failed) this.logger.warn(`job ${jobId} failed: ${message}`);
     else this.logger.log(`job ${jobId} not failed (${message}): the attempt no longer holds it`);
   }
+}
+
+/** The pre-flight event's line: the data's size, the steps, and the memory estimate. */
+function preflightMessage(summary: TrainerPreflight): string {
+  const memory =
+    `memory estimate ${summary.memoryEstimateMb} MiB` +
+    (summary.memoryLimitMb === null ? '' : ` of ${summary.memoryLimitMb} MiB`) +
+    (summary.gradientCheckpointing ? ' (gradient checkpointing)' : '');
+  return `Pre-flight: ${summary.examples} examples, ${summary.tokens} tokens (${summary.trainableTokens} trained), ${summary.truncatedExamples} truncated, ${summary.totalSteps} steps; ${memory}`;
 }

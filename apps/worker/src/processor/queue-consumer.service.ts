@@ -51,7 +51,8 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
 
   async onApplicationBootstrap(): Promise<void> {
     // Fails the boot (exit 1 from main) when an explicit backend cannot load (R17).
-    const backend = await probeBackend(this.env.LORAFLEET_BACKEND);
+    const { backend, memoryLimitMb } = await probeBackend(this.env.LORAFLEET_BACKEND);
+    this.processor.memoryLimitMb = memoryLimitMb;
     await this.workers.register({
       id: this.identity.id,
       host: this.identity.host,
@@ -63,24 +64,30 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
         lorafleet: '0.1.0',
         requested_backend: this.env.LORAFLEET_BACKEND,
       },
+      memoryLimitMb,
     });
-    this.heartbeat = setInterval(() => {
-      void this.workers
-        .heartbeat(this.identity.id, this.worker?.isRunning() ? 'idle' : 'stopping', null)
-        .catch(() => undefined);
-    }, this.env.LORAFLEET_HEARTBEAT_MS);
-    this.worker = new Worker(QUEUE_NAMES.fineTune, (job) => this.processor.process(job), {
-      // BullMQ workers need blocking commands that never time out. BullMQ duplicates this
-      // client for its blocking connection; RedisClients tracks the copy too.
-      connection: this.redis.create('bullmq worker', { maxRetriesPerRequest: null }),
-      prefix: this.env.LORAFLEET_QUEUE_PREFIX,
-      concurrency: this.env.LORAFLEET_WORKER_CONCURRENCY,
-      lockDuration: this.env.LORAFLEET_LOCK_MS,
-      stalledInterval: this.env.LORAFLEET_STALLED_MS,
-      // A stalled delivery (its worker died) must come back so another worker takes the job
-      // over; Postgres counts those takeovers against LORAFLEET_MAX_ATTEMPTS instead.
-      maxStalledCount: 1000,
-    });
+    // The processor knows whether a job is running; the timer only says "still here"
+    // (issue 14 item 12: it used to overwrite busy with idle mid-run).
+    this.heartbeat = setInterval(
+      () => this.processor.reportStatus(this.worker?.isRunning() === false),
+      this.env.LORAFLEET_HEARTBEAT_MS,
+    );
+    this.worker = new Worker(
+      QUEUE_NAMES.fineTune,
+      (job, token) => this.processor.process(job, token),
+      {
+        // BullMQ workers need blocking commands that never time out. BullMQ duplicates this
+        // client for its blocking connection; RedisClients tracks the copy too.
+        connection: this.redis.create('bullmq worker', { maxRetriesPerRequest: null }),
+        prefix: this.env.LORAFLEET_QUEUE_PREFIX,
+        concurrency: this.env.LORAFLEET_WORKER_CONCURRENCY,
+        lockDuration: this.env.LORAFLEET_LOCK_MS,
+        stalledInterval: this.env.LORAFLEET_STALLED_MS,
+        // A stalled delivery (its worker died) must come back so another worker takes the job
+        // over; Postgres counts those takeovers against LORAFLEET_MAX_ATTEMPTS instead.
+        maxStalledCount: 1000,
+      },
+    );
     this.worker.on('failed', (job, error) =>
       this.logger.warn(`delivery ${job?.id ?? '?'} failed: ${error.message}`),
     );
@@ -88,7 +95,8 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     // of them here on every reconnect attempt.
     this.worker.on('error', (error) => this.redis.reportError('queue', error));
     this.logger.log(
-      `worker ${this.identity.id} consuming "${QUEUE_NAMES.fineTune}" on backend ${backend}`,
+      `worker ${this.identity.id} consuming "${QUEUE_NAMES.fineTune}" on backend ${backend}` +
+        (memoryLimitMb === null ? '' : `, memory limit ${memoryLimitMb} MiB`),
     );
   }
 

@@ -4,17 +4,43 @@
  * pause or shutdown (R12), and exits as soon as the IPC channel closes, so it never outlives
  * its worker (R9).
  */
-import { DatasetValidationError } from '@lorafleet/data';
+import { readFileSync } from 'node:fs';
 import {
+  ChatTemplateError,
+  DatasetValidationError,
+  TokenizerLoadError,
+  isOutOfMemoryError,
+  outOfMemoryMessage,
+  truncationWarning,
+} from '@lorafleet/data';
+import {
+  LoraConfigError,
+  MemoryLimitError,
+  ModelConfigError,
+  ModelWeightsError,
+  NoTrainableTokensError,
   NonFiniteLossError,
+  SafetensorsError,
+  TRUNCATION_WARNING_SHARE,
   TrainingAbortedError,
   TrainingConfigError,
+  memoryAdvice,
+  memoryLimitMbFromEnv,
+  readModelConfig,
+  resolveLoraConfig,
   runFineTune,
   selectBackend,
+  type FineTunePreflight,
   type FineTuneResult,
 } from '@lorafleet/lora-core';
 import type { JsonObject } from '@lorafleet/db';
-import type { ChildToParent, ParentToChild, StopReason, TrainerSpec } from './trainer-protocol';
+import type {
+  ChildToParent,
+  ParentToChild,
+  StopReason,
+  TrainerFailure,
+  TrainerSpec,
+} from './trainer-protocol';
 
 const LORAFLEET_VERSION = '0.1.0';
 
@@ -28,8 +54,126 @@ function send(message: ChildToParent): Promise<void> {
 
 process.on('disconnect', () => process.exit(1));
 
-/** Input the trainer cannot use; retrying the same job cannot help (R13, R16). */
-class BadInputError extends Error {}
+/** A failure already classified for the parent (sent as it is). */
+class ClassifiedError extends Error {
+  constructor(readonly failure: TrainerFailure) {
+    super(failure.message);
+  }
+}
+
+/** lora-core's `TrainingConfigError.field` → the REST request field to name as `param`. */
+const REQUEST_FIELDS: Record<string, string> = {
+  maxSeqLength: 'training.max_seq_length',
+  batchSize: 'hyperparameters.batch_size',
+  epochs: 'hyperparameters.n_epochs',
+  learningRate: 'training.learning_rate',
+  warmupSteps: 'training.warmup_steps',
+  weightDecay: 'training.weight_decay',
+  gradientAccumulationSteps: 'training.gradient_accumulation_steps',
+  maxSteps: 'training.max_steps',
+  evalEverySteps: 'training.eval_every_steps',
+  r: 'lora.r',
+  alpha: 'lora.alpha',
+  dropout: 'lora.dropout',
+  targetModules: 'lora.target_modules',
+};
+
+/**
+ * Classifies a failure once, here, where lora-core's error types are known (issue 14 item
+ * 11): bad data, options or model files fail the job at once; only what may be transient is
+ * retried.
+ */
+function classify(error: unknown): TrainerFailure {
+  if (error instanceof ClassifiedError) return error.failure;
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof MemoryLimitError) {
+    return {
+      kind: 'memory_limit',
+      message,
+      param: null,
+      estimateMb: error.estimateMb,
+      limitMb: error.limitMb,
+    };
+  }
+  if (error instanceof NoTrainableTokensError) {
+    return { kind: 'invalid_file', message, param: 'training.max_seq_length' };
+  }
+  if (error instanceof TrainingConfigError || error instanceof LoraConfigError) {
+    const field = (error as { field?: string }).field;
+    return { kind: 'invalid_input', message, param: REQUEST_FIELDS[field ?? ''] ?? null };
+  }
+  if (
+    error instanceof DatasetValidationError ||
+    error instanceof ChatTemplateError ||
+    error instanceof NonFiniteLossError
+  ) {
+    return { kind: 'invalid_input', message, param: null };
+  }
+  if (
+    error instanceof ModelConfigError ||
+    error instanceof ModelWeightsError ||
+    error instanceof SafetensorsError ||
+    error instanceof TokenizerLoadError
+  ) {
+    return { kind: 'invalid_model', message, param: null };
+  }
+  return { kind: 'retryable', message, param: null };
+}
+
+/** Peak resident memory of this process (VmHWM), MiB; null where /proc is not there. */
+function peakMemoryMb(): number | null {
+  try {
+    const kib = /VmHWM:\s+(\d+)\s*kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    return kib === undefined ? null : Math.ceil(Number(kib) / 1024);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The user-facing failure for memory that ran out mid-run (a wasm abort): the pre-flight's
+ * estimate and lora-core's advice for this run's shape, never the raw `Aborted()` text.
+ */
+async function outOfMemory(
+  spec: TrainerSpec,
+  preflight: FineTunePreflight | null,
+): Promise<TrainerFailure> {
+  let advice: string | null = null;
+  if (preflight) {
+    try {
+      const config = await readModelConfig(spec.modelDir);
+      advice = memoryAdvice({
+        config,
+        batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, preflight.examples)),
+        seqLength: Math.max(1, preflight.longestKeptTokens),
+        lora: resolveLoraConfig(loraOptions(spec), config),
+        weightBytesPerParameter: 4,
+        gradientCheckpointing: preflight.gradientCheckpointing,
+      });
+    } catch {
+      advice = null; // the generic advice then
+    }
+  }
+  return {
+    kind: 'out_of_memory',
+    message: outOfMemoryMessage({
+      estimateMb: preflight?.memoryEstimateMb ?? null,
+      limitMb: preflight?.memoryLimitMb ?? null,
+      advice,
+    }),
+    param: null,
+  };
+}
+
+function loraOptions(spec: TrainerSpec) {
+  return {
+    r: spec.lora.r,
+    alpha: spec.lora.alpha,
+    dropout: spec.lora.dropout,
+    useRslora: spec.lora.use_rslora,
+    ...(spec.lora.target_modules === undefined ? {} : { targetModules: spec.lora.target_modules }),
+  };
+}
 
 const stopController = new AbortController();
 let stopReason: StopReason | null = null;
@@ -37,21 +181,15 @@ let stopReason: StopReason | null = null;
 async function run(spec: TrainerSpec): Promise<void> {
   const backend = await selectBackend(spec.backend);
   let lastProgress = 0;
+  let tokensPerSecond: number | null = null;
+  let preflightSeen: FineTunePreflight | null = null;
   let result: FineTuneResult;
   try {
     result = await runFineTune({
       model: spec.modelDir,
       trainJsonl: spec.trainingJsonl,
       validationJsonl: spec.validationJsonl,
-      lora: {
-        r: spec.lora.r,
-        alpha: spec.lora.alpha,
-        dropout: spec.lora.dropout,
-        useRslora: spec.lora.use_rslora,
-        ...(spec.lora.target_modules === undefined
-          ? {}
-          : { targetModules: spec.lora.target_modules }),
-      },
+      lora: loraOptions(spec),
       hyperparameters: {
         epochs: spec.hyperparameters.n_epochs,
         batchSize: spec.hyperparameters.batch_size,
@@ -65,6 +203,9 @@ async function run(spec: TrainerSpec): Promise<void> {
         seed: spec.seed,
       },
       maxSeqLength: spec.training.max_seq_length,
+      // Undefined on jobs stored before the option existed: runFineTune's default (off).
+      gradientCheckpointing: spec.training.gradient_checkpointing,
+      memoryLimitMb: spec.memoryLimitMb,
       resumeFrom: spec.resumeFrom,
       signal: stopController.signal,
       checkpoint: {
@@ -95,6 +236,7 @@ async function run(spec: TrainerSpec): Promise<void> {
       },
       lineage: { backend, lorafleet_version: LORAFLEET_VERSION, job_id: spec.jobId },
       onPreflight: async (preflight) => {
+        preflightSeen = preflight;
         await send({
           kind: 'ready',
           backend,
@@ -107,11 +249,32 @@ async function run(spec: TrainerSpec): Promise<void> {
             tokens: preflight.tokens,
             trainableTokens: preflight.trainableTokens,
             truncatedExamples: preflight.truncatedExamples,
+            examplesWithTruncatedTargets: preflight.examplesWithTruncatedTargets,
+            longestKeptTokens: preflight.longestKeptTokens,
+            longestExampleTokens: preflight.longestExampleTokens,
             totalSteps: preflight.totalSteps,
+            memoryEstimateMb: preflight.memoryEstimateMb,
+            memoryLimitMb: preflight.memoryLimitMb,
+            gradientCheckpointing: preflight.gradientCheckpointing,
           },
         });
+        const warning = truncationWarning(preflight, TRUNCATION_WARNING_SHARE);
+        if (warning !== null) {
+          await send({
+            kind: 'warning',
+            message: warning,
+            data: {
+              examples: preflight.examples,
+              examples_with_truncated_targets: preflight.examplesWithTruncatedTargets,
+              max_seq_length: preflight.longestKeptTokens,
+              longest_example_tokens: preflight.longestExampleTokens,
+            },
+          });
+        }
       },
       onProgress: (progress) => {
+        // Every step: the last one's attempt average is the job's recorded throughput.
+        tokensPerSecond = progress.tokensPerSecond;
         // At most ~4 reports a second, and always the last step.
         const now = Date.now();
         if (now - lastProgress < 250 && progress.step !== progress.totalSteps) return;
@@ -142,13 +305,8 @@ async function run(spec: TrainerSpec): Promise<void> {
       await send({ kind: 'stopped', reason: stopReason });
       return;
     }
-    if (
-      error instanceof DatasetValidationError ||
-      error instanceof TrainingConfigError ||
-      error instanceof NonFiniteLossError
-    ) {
-      throw new BadInputError(error.message);
-    }
+    if (isOutOfMemoryError(error))
+      throw new ClassifiedError(await outOfMemory(spec, preflightSeen));
     throw error;
   }
   const lineage = result.lineage;
@@ -193,6 +351,8 @@ async function run(spec: TrainerSpec): Promise<void> {
         lorafleet_version: LORAFLEET_VERSION,
         resumed_from_step: result.resumedFromStep,
       },
+      peakMemoryMb: peakMemoryMb(),
+      tokensPerSecond,
     },
   });
 }
@@ -200,7 +360,13 @@ async function run(spec: TrainerSpec): Promise<void> {
 /** Boot-time check (R17): can this machine run the configured backend at all? */
 async function probe(requested: string): Promise<void> {
   const backend = await selectBackend(requested);
-  await send({ kind: 'ready', backend, resumedFromStep: null });
+  // The limit this worker registers: resolved here, by the kind of process that trains.
+  await send({
+    kind: 'ready',
+    backend,
+    resumedFromStep: null,
+    memoryLimitMb: memoryLimitMbFromEnv(),
+  });
 }
 
 process.on('message', (message: ParentToChild) => {
@@ -213,10 +379,6 @@ process.on('message', (message: ParentToChild) => {
   work
     .then(() => process.exit(0))
     .catch((error: unknown) =>
-      send({
-        kind: 'error',
-        message: error instanceof Error ? error.message : String(error),
-        retryable: !(error instanceof BadInputError),
-      }).then(() => process.exit(1)),
+      send({ kind: 'error', failure: classify(error) }).then(() => process.exit(1)),
     );
 });

@@ -1,3 +1,4 @@
+import { OUT_OF_MEMORY_TEXT, outOfMemoryMessage } from '@lorafleet/data';
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type {
@@ -5,6 +6,8 @@ import type {
   ParentToChild,
   StopReason,
   TrainerCheckpoint,
+  TrainerFailure,
+  TrainerPreflight,
   TrainerProgress,
   TrainerResult,
   TrainerSpec,
@@ -12,14 +15,19 @@ import type {
 
 /** How a trainer run ended, when it did not produce a result. */
 export class TrainerFailedError extends Error {
-  constructor(
-    message: string,
-    readonly retryable: boolean,
-  ) {
-    super(message);
+  constructor(readonly failure: TrainerFailure) {
+    super(failure.message);
     this.name = 'TrainerFailedError';
   }
+
+  /** Only failures that may be transient are retried (R13, issue 14 item 11). */
+  get retryable(): boolean {
+    return this.failure.kind === 'retryable';
+  }
 }
+
+/** Bytes of the child's stderr kept to tell how it died. */
+const STDERR_TAIL_BYTES = 8192;
 
 /** The trainer was killed on purpose (cancel, lost lease, watchdog); not a crash. */
 export class TrainerKilledError extends Error {
@@ -38,7 +46,8 @@ export class TrainerStoppedError extends Error {
 
 export interface TrainerHandlers {
   onReady?(backend: string, resumedFromStep: number | null): void;
-  onPreflight?(summary: Record<string, number>): void;
+  onPreflight?(summary: TrainerPreflight): void;
+  onWarning?(message: string, data: Record<string, number>): void;
   onProgress?(progress: TrainerProgress): void;
   onEval?(step: number, metrics: Record<string, number>): void;
   /**
@@ -71,6 +80,8 @@ export class TrainerProcess {
   private supersededCheckpoints = 0;
   /** The first failed checkpoint write; the run then ends with it instead of its result. */
   private checkpointError: Error | undefined;
+  /** The end of the child's stderr: a wasm abort or V8 heap death prints only there. */
+  private stderrTail = '';
 
   constructor(
     spec: TrainerSpec,
@@ -79,8 +90,13 @@ export class TrainerProcess {
   ) {
     this.child = fork(entry, [], {
       serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
       env: process.env,
+    });
+    // Still the worker's stderr (logs), and the tail is kept for the exit diagnosis below.
+    this.child.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      this.stderrTail = (this.stderrTail + chunk.toString()).slice(-STDERR_TAIL_BYTES);
     });
     this.result = new Promise<TrainerResult>((resolve, reject) => {
       let settled = false;
@@ -98,6 +114,9 @@ export class TrainerProcess {
             break;
           case 'preflight':
             handlers.onPreflight?.(message.summary);
+            break;
+          case 'warning':
+            handlers.onWarning?.(message.message, message.data);
             break;
           case 'progress':
             handlers.onProgress?.(message.progress);
@@ -121,29 +140,51 @@ export class TrainerProcess {
             );
             break;
           case 'error':
-            settle(() => reject(new TrainerFailedError(message.message, message.retryable)));
+            settle(() => reject(new TrainerFailedError(message.failure)));
             break;
         }
       });
       this.child.on('error', (error) =>
-        settle(() => reject(new TrainerFailedError(error.message, true))),
+        settle(() =>
+          reject(
+            new TrainerFailedError({ kind: 'retryable', message: error.message, param: null }),
+          ),
+        ),
       );
-      this.child.on('exit', (code, signal) => {
+      // 'close', not 'exit': it comes after stderr is drained, so the tail is complete.
+      this.child.on('close', (code, signal) => {
         // A clean exit after `stopped`/`result` settles through the chain above.
         if (code === 0 && this.killedReason === undefined) return;
         settle(() =>
           reject(
             this.killedReason !== undefined
               ? new TrainerKilledError(this.killedReason)
-              : new TrainerFailedError(
-                  `trainer process exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`,
-                  true,
-                ),
+              : new TrainerFailedError(this.exitFailure(code, signal)),
           ),
         );
       });
     });
     this.send({ kind: 'start', spec });
+  }
+
+  /**
+   * A child that died without reporting an error. A wasm abort or a V8 heap exhaustion (exit
+   * 134, SIGABRT) is memory running out: reported as such, never as the raw `Aborted()`
+   * text, and not retried, since the same run on the same worker would die the same way.
+   */
+  private exitFailure(code: number | null, signal: NodeJS.Signals | null): TrainerFailure {
+    if (code === 134 || signal === 'SIGABRT' || OUT_OF_MEMORY_TEXT.test(this.stderrTail)) {
+      return {
+        kind: 'out_of_memory',
+        message: outOfMemoryMessage({ estimateMb: null, limitMb: null, advice: null }),
+        param: null,
+      };
+    }
+    return {
+      kind: 'retryable',
+      message: `trainer process exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`,
+      param: null,
+    };
   }
 
   get pid(): number | undefined {

@@ -26,6 +26,8 @@ export interface TrainerSpec {
   checkpointEverySeconds: number;
   /** The newest stored checkpoint of this job, to resume from (R5). */
   resumeFrom: Uint8Array | null;
+  /** The worker's memory budget (MiB): the pre-flight refuses a run estimated above it. */
+  memoryLimitMb: number | null;
 }
 
 export type StopReason = 'pause' | 'shutdown';
@@ -46,6 +48,50 @@ export interface TrainerProgress {
   learningRate: number;
   tokensPerSecond: number;
   etaSeconds: number;
+}
+
+/** The pre-flight numbers the child reports before step 1 (DESIGN §6). */
+export interface TrainerPreflight {
+  examples: number;
+  tokens: number;
+  trainableTokens: number;
+  truncatedExamples: number;
+  examplesWithTruncatedTargets: number;
+  longestKeptTokens: number;
+  longestExampleTokens: number;
+  totalSteps: number;
+  memoryEstimateMb: number;
+  memoryLimitMb: number | null;
+  gradientCheckpointing: boolean;
+}
+
+/**
+ * Why a run failed, as the child classified it (issue 14 item 11): input, model or config
+ * errors and memory refusals fail the job at once; anything else may be infrastructure and
+ * is retried.
+ */
+export type TrainerFailureKind =
+  /** The data or the options cannot train (R13). */
+  | 'invalid_input'
+  /** The base model's files or config cannot be used. */
+  | 'invalid_model'
+  /** Every example lost its completion to truncation: the training file trains nothing. */
+  | 'invalid_file'
+  /** The pre-flight estimate exceeds this worker's memory limit (before any weight loaded). */
+  | 'memory_limit'
+  /** Memory ran out while running (a wasm abort); reported with the same advice. */
+  | 'out_of_memory'
+  /** Anything else: possibly transient, retried with backoff. */
+  | 'retryable';
+
+export interface TrainerFailure {
+  kind: TrainerFailureKind;
+  message: string;
+  /** The request field to blame, as the job error's `param`. */
+  param: string | null;
+  /** With `memory_limit`: the estimate and the limit it exceeded (MiB). */
+  estimateMb?: number;
+  limitMb?: number;
 }
 
 export interface TrainerCheckpoint {
@@ -69,15 +115,21 @@ export interface TrainerResult {
   /** A few validation prompts with the adapter's completions. */
   samples: { prompt: string; completion: string; reference: string }[];
   lineage: JsonObject;
+  /** Peak resident memory of the trainer process (VmHWM), MiB; null off Linux. */
+  peakMemoryMb: number | null;
+  /** Real tokens per second, averaged over this attempt's steps; null if none ran. */
+  tokensPerSecond: number | null;
 }
 
 export type ChildToParent =
-  | { kind: 'ready'; backend: string; resumedFromStep: number | null }
-  | { kind: 'preflight'; summary: Record<string, number> }
+  /** `memoryLimitMb`: what this process resolved LORAFLEET_MEMORY_LIMIT_MB to (probe). */
+  | { kind: 'ready'; backend: string; resumedFromStep: number | null; memoryLimitMb?: number }
+  | { kind: 'preflight'; summary: TrainerPreflight }
+  /** Something the user should know before training starts (a `warn` event). */
+  | { kind: 'warning'; message: string; data: Record<string, number> }
   | { kind: 'progress'; progress: TrainerProgress }
   | { kind: 'eval'; step: number; metrics: Record<string, number> }
   | { kind: 'checkpoint'; checkpoint: TrainerCheckpoint }
   | { kind: 'stopped'; reason: StopReason }
   | { kind: 'result'; result: TrainerResult }
-  /** `retryable: false` marks bad input (R13): failing again would not help. */
-  | { kind: 'error'; message: string; retryable: boolean };
+  | { kind: 'error'; failure: TrainerFailure };

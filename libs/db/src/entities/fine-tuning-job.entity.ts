@@ -139,6 +139,21 @@ export class FineTuningJobEntity {
   @Column({ name: 'result_files', type: 'jsonb', default: () => "'[]'" })
   resultFiles!: string[];
 
+  /**
+   * MiB the trainer's pre-flight estimated this job needs, set when a worker whose limit is
+   * lower handed it back: workers below it pass the delivery on instead of claiming it.
+   */
+  @Column({ name: 'memory_required_mb', type: 'integer', nullable: true })
+  memoryRequiredMb!: number | null;
+
+  /** Peak resident memory of the successful attempt's trainer process (VmHWM), MiB. */
+  @Column({ name: 'peak_memory_mb', type: 'integer', nullable: true })
+  peakMemoryMb!: number | null;
+
+  /** Mean training throughput of the successful attempt, real tokens per second. */
+  @Column({ name: 'tokens_per_second', type: 'double precision', nullable: true })
+  tokensPerSecond!: number | null;
+
   @Column({ name: 'idempotency_key', type: 'text', nullable: true })
   idempotencyKey!: string | null;
 

@@ -25,6 +25,14 @@ export class WorkerEntity {
   @Column({ type: 'text' })
   status!: WorkerStatus;
 
+  /**
+   * The trainer's memory budget (LORAFLEET_MEMORY_LIMIT_MB or its default), MiB: a worker that
+   * cannot fit a job hands it back only when a live worker has more. Null: registered by a
+   * worker version that did not report it.
+   */
+  @Column({ name: 'memory_limit_mb', type: 'integer', nullable: true })
+  memoryLimitMb!: number | null;
+
   @Column({ name: 'current_job_id', type: 'text', nullable: true })
   currentJobId!: string | null;
 

@@ -3,6 +3,7 @@ import { InitialSchema1795943627789 } from './1795943627789-initial-schema.migra
 import { WorkerResults1795945892651 } from './1795945892651-worker-results.migration';
 import { BaseModelHash1795955175204 } from './1795955175204-base-model-hash.migration';
 import { FleetAdminKeys1796505127912 } from './1796505127912-fleet-admin-keys.migration';
+import { WorkerMemoryUsage1796505208846 } from './1796505208846-worker-memory-usage.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
@@ -11,4 +12,5 @@ export const ALL_MIGRATIONS: MixedList<Function> = [
   WorkerResults1795945892651,
   BaseModelHash1795955175204,
   FleetAdminKeys1796505127912,
+  WorkerMemoryUsage1796505208846,
 ];

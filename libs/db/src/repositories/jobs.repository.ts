@@ -108,6 +108,14 @@ export interface NewAdapter {
    * without it, to the last reported `total_steps`.
    */
   totalSteps?: number;
+  /** What the attempt used, stored on the job (`usage`) and in a metrics event. */
+  usage?: JobUsageRecord;
+}
+
+export interface JobUsageRecord {
+  /** Peak resident memory of the trainer process, MiB; null where it cannot be read. */
+  peakMemoryMb: number | null;
+  tokensPerSecond: number | null;
 }
 
 interface JobColumn {
@@ -675,6 +683,12 @@ export class JobsRepository {
           finishedAt: () => 'now()',
           progressTotalSteps: () => FINAL_STEP_SQL,
           progressStep: () => FINAL_STEP_SQL,
+          ...(adapter.usage
+            ? {
+                peakMemoryMb: adapter.usage.peakMemoryMb,
+                tokensPerSecond: adapter.usage.tokensPerSecond,
+              }
+            : {}),
         })
         .where('id = :jobId', { jobId })
         .setParameter('totalSteps', totalSteps)
@@ -684,6 +698,14 @@ export class JobsRepository {
           type: 'metrics',
           message: 'Final validation metrics and sample generations',
           data: { final: true, ...adapter.finalMetrics, samples: adapter.samples ?? [] },
+        });
+      }
+      if (adapter.usage) {
+        const { peakMemoryMb, tokensPerSecond } = adapter.usage;
+        await this.insertEvent(manager, jobId, {
+          type: 'metrics',
+          message: `Usage: peak memory ${peakMemoryMb === null ? 'unknown' : `${peakMemoryMb} MiB`}, ${tokensPerSecond === null ? '?' : Math.round(tokensPerSecond)} tokens/s`,
+          data: { usage: true, peak_memory_mb: peakMemoryMb, tokens_per_second: tokensPerSecond },
         });
       }
       await this.insertEvent(manager, jobId, {
@@ -710,6 +732,11 @@ export class JobsRepository {
       countFailure?: boolean;
       /** BullMQ delay for the new delivery (retry backoff). */
       delayMs?: number;
+      /**
+       * Hand-back of a job too big for this worker: the memory it needs (MiB) is recorded, so
+       * workers with a lower limit pass it on instead of claiming it again.
+       */
+      memoryRequiredMb?: number;
     },
     queue: string,
     payload: JsonObject,
@@ -719,16 +746,17 @@ export class JobsRepository {
         throw new Error(`illegal job transition ${from} → queued`);
     }
     return this.dataSource.transaction(async (manager) => {
-      const params: unknown[] = [jobId, request.from];
+      const params: unknown[] = [jobId, request.from, request.memoryRequiredMb ?? null];
       let fence = '';
       if (request.leaseToken) {
         params.push(request.leaseToken);
-        fence = ' AND lease_token = $3';
+        fence = ' AND lease_token = $4';
       }
       const result = await manager.query<unknown>(
         `UPDATE fine_tuning_jobs j SET status = 'queued', lease_token = NULL, worker_id = NULL,
                 pause_requested_at = NULL, updated_at = now(),
-                failures = failures + ${request.countFailure ? 1 : 0}
+                failures = failures + ${request.countFailure ? 1 : 0},
+                memory_required_mb = GREATEST(memory_required_mb, $3::integer)
            FROM (SELECT id, status FROM fine_tuning_jobs WHERE id = $1 FOR UPDATE) prev
           WHERE j.id = prev.id AND j.status = ANY($2)${fence}
           RETURNING prev.status`,
@@ -744,6 +772,15 @@ export class JobsRepository {
       await manager.insert(OutboxEntity, { jobId, queue, payload, delayMs: request.delayMs ?? 0 });
       return true;
     });
+  }
+
+  /** The memory a hand-back recorded for this job (MiB), or null when none did. */
+  async memoryRequiredMb(jobId: string): Promise<number | null> {
+    const rows = await this.dataSource.query<{ memory_required_mb: number | null }[]>(
+      'SELECT memory_required_mb FROM fine_tuning_jobs WHERE id = $1',
+      [jobId],
+    );
+    return rows[0]?.memory_required_mb ?? null;
   }
 
   /** Asks the running attempt to checkpoint and stop; the worker completes the pause. */

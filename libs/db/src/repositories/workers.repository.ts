@@ -8,6 +8,8 @@ export interface WorkerRegistration {
   backend: string;
   device: string | null;
   versions: Record<string, string> | null;
+  /** The trainer's memory budget, MiB (LORAFLEET_MEMORY_LIMIT_MB or its default). */
+  memoryLimitMb: number | null;
 }
 
 export class WorkersRepository {
@@ -31,5 +33,25 @@ export class WorkersRepository {
 
   list(): Promise<WorkerEntity[]> {
     return this.dataSource.getRepository(WorkerEntity).find({ order: { startedAt: 'DESC' } });
+  }
+
+  /**
+   * Ids of other workers heard from within `heardWithinMs` and not shutting down whose memory
+   * limit is at least `memoryMb`, largest limit first: where a job too big for this worker can
+   * still run.
+   */
+  async liveWithMemoryAtLeast(
+    memoryMb: number,
+    heardWithinMs: number,
+    exceptId: string,
+  ): Promise<{ id: string; memoryLimitMb: number }[]> {
+    const rows = await this.dataSource.query<{ id: string; memory_limit_mb: number }[]>(
+      `SELECT id, memory_limit_mb FROM workers
+        WHERE id <> $1 AND status IN ('idle', 'busy') AND memory_limit_mb >= $2
+          AND last_heartbeat_at > now() - ($3::double precision * interval '1 millisecond')
+        ORDER BY memory_limit_mb DESC, id`,
+      [exceptId, memoryMb, heardWithinMs],
+    );
+    return rows.map((r) => ({ id: r.id, memoryLimitMb: r.memory_limit_mb }));
   }
 }
