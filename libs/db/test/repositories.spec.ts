@@ -30,6 +30,7 @@ describe('libs/db against a real Postgres', () => {
       'WorkerResults1795945892651',
       'BaseModelHash1795955175204',
       'FleetAdminKeys1796505127912',
+      'WorkerMemoryUsage1796505208846',
     ]);
     jobs = new JobsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;
