@@ -110,6 +110,66 @@ describe('loading Hugging Face directories', () => {
     single.dispose();
   });
 
+  it('refuses a shard path outside the model directory without opening it', async () => {
+    const dir = join(scratch, 'traversal');
+    await mkdir(dir, { recursive: true });
+    await copyFile(join(GPT2_DIR, 'config.json'), join(dir, 'config.json'));
+    const weightMap = Object.fromEntries(
+      [...gpt2Tensors().keys()].map((k) => [k, '../../../../etc/passwd']),
+    );
+    await writeFile(
+      join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
+    await expect(loadCausalLM(dir)).rejects.toThrow(
+      /shard "\.\.\/\.\.\/\.\.\/\.\.\/etc\/passwd" is outside the model directory/,
+    );
+  });
+
+  it('streams BF16 shards tensor by tensor to the same values as decoding them whole', async () => {
+    const dir = join(scratch, 'bf16-sharded');
+    await mkdir(dir, { recursive: true });
+    await copyFile(join(GPT2_DIR, 'config.json'), join(dir, 'config.json'));
+    const entries = [...gpt2Tensors()];
+    const half = Math.floor(entries.length / 2);
+    const weightMap: Record<string, string> = {};
+    for (const [i, shard] of [entries.slice(0, half), entries.slice(half)].entries()) {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      // BF16 by truncation: the top 16 bits of each float32.
+      const bytes = writeSafetensors(Object.fromEntries(shard));
+      const f32 = readSafetensors(bytes).tensors;
+      const bf16 = Object.fromEntries(
+        [...f32].map(([k, t]) => {
+          const bits = new Uint32Array(new Float32Array(t.data).buffer);
+          return [k, { shape: t.shape, data: Uint16Array.from(bits, (b) => b >>> 16) }];
+        }),
+      );
+      await writeFile(join(dir, file), encodeBf16Safetensors(bf16));
+      for (const [k] of shard) weightMap[k] = file;
+    }
+    await writeFile(
+      join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
+    const streamed = await loadCausalLM(dir);
+    const whole = new Map<string, Float32Array>();
+    for (const file of new Set(Object.values(weightMap))) {
+      for (const [k, t] of readSafetensors(readFileSync(join(dir, file))).tensors)
+        whole.set(k, t.data);
+    }
+    for (const p of streamed.baseParameters()) {
+      const alias = whole.has(p.key) ? p.key : p.key.replace(/^transformer\./, '');
+      expect({
+        key: p.key,
+        equal: Array.from(await p.read()).every((v, i) => v === whole.get(alias)![i]),
+      }).toEqual({
+        key: p.key,
+        equal: true,
+      });
+    }
+    streamed.dispose();
+  });
+
   it('names a missing tensor', async () => {
     const tensors: Record<string, SafetensorsInput> = Object.fromEntries(gpt2Tensors());
     delete tensors['h.1.mlp.c_fc.bias'];
@@ -284,3 +344,32 @@ describe('model behaviour', () => {
     model.dispose();
   });
 });
+
+/** A safetensors file of BF16 tensors (the codec writes F32 only), sorted keys, 8-byte aligned. */
+function encodeBf16Safetensors(
+  tensors: Record<string, { shape: number[]; data: Uint16Array }>,
+): Uint8Array {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  const names = Object.keys(tensors).sort();
+  for (const name of names) {
+    const bytes = tensors[name].data.length * 2;
+    header[name] = {
+      dtype: 'BF16',
+      shape: tensors[name].shape,
+      data_offsets: [offset, offset + bytes],
+    };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + json.length) % 8)) % 8);
+  const out = new Uint8Array(8 + json.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(new TextEncoder().encode(json), 8);
+  let cursor = 8 + json.length;
+  for (const name of names) {
+    out.set(new Uint8Array(tensors[name].data.buffer), cursor);
+    cursor += tensors[name].data.length * 2;
+  }
+  return out;
+}

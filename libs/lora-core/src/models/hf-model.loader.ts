@@ -7,16 +7,23 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { isAbsolute, join, resolve, sep } from 'node:path';
 
 import {
   MAX_HEADER_BYTES,
-  readSafetensors,
   readSafetensorsHeader,
   writeSafetensors,
   type SafetensorsHeader,
+  type SafetensorsTensorInfo,
   type SafetensorsInput,
 } from '../safetensors/safetensors.codec';
+import {
+  DTYPE_BYTES,
+  decodeToFloat32,
+  isReadableDtype,
+  type ReadableDtype,
+} from '../safetensors/dtype.util';
 import { SeededRandom, deriveSeed } from '../util/rng.util';
 import {
   weightShapeError,
@@ -71,9 +78,14 @@ class CheckpointWeightSource implements WeightSource {
   private readonly used = new Set<string>();
 
   constructor(
-    private readonly tensors: Map<string, { shape: number[]; data: Float32Array }>,
+    private readonly tensors: Map<string, { shape: number[]; data?: Float32Array }>,
     private readonly modelType: ModelConfig['modelType'],
   ) {}
+
+  /** The tensor's values; subclasses read them on demand. */
+  protected data(name: string): Float32Array {
+    return this.tensors.get(name)!.data!;
+  }
 
   read(key: string, hfShape: number[]): Float32Array {
     const found = this.aliases(key).find((k) => this.tensors.has(k));
@@ -88,7 +100,7 @@ class CheckpointWeightSource implements WeightSource {
       throw weightShapeError(found, hfShape, tensor.shape);
     }
     this.used.add(found);
-    return tensor.data;
+    return this.data(found);
   }
 
   /** Rejects weights the model did not consume: they mean the config does not fit the file. */
@@ -153,7 +165,16 @@ async function weightFiles(dir: string): Promise<string[]> {
     throw new ModelWeightsError(`${indexPath} has no weight_map`);
   }
   const files = new Set(Object.values(weightMap as Record<string, unknown>).map(String));
-  return [...files].sort().map((f) => join(dir, f));
+  const root = resolve(dir);
+  return [...files].sort().map((file) => {
+    // A shard must be a file of the model directory: a crafted index must not make the
+    // loader open and parse anything else (e.g. "../../etc/passwd").
+    const path = resolve(root, file);
+    if (isAbsolute(file) || !path.startsWith(root + sep)) {
+      throw new ModelWeightsError(`${indexPath}: shard "${file}" is outside the model directory`);
+    }
+    return path;
+  });
 }
 
 /** Whether BF16/F16 checkpoints stay in half precision on the host once loaded. */
@@ -168,8 +189,14 @@ export async function readSafetensorsFileHeader(path: string): Promise<Safetenso
     await handle.read(prefix, 0, 8, 0);
     const length = Number(prefix.readBigUInt64LE(0));
     if (size < 8 || length > MAX_HEADER_BYTES || 8 + length > size) {
-      // The codec produces the precise error for each of these cases.
-      return readSafetensorsHeader(new Uint8Array(await readFile(path)));
+      // The codec produces the precise error for each case from what there is (≤ 100 MB).
+      const available = Buffer.alloc(
+        size < 8 || length > MAX_HEADER_BYTES ? Math.min(size, 8) : size,
+      );
+      await handle.read(available, 0, available.length, 0);
+      return readSafetensorsHeader(
+        new Uint8Array(available.buffer, available.byteOffset, available.length),
+      );
     }
     const head = Buffer.alloc(8 + length);
     await handle.read(head, 0, 8 + length, 0);
@@ -200,27 +227,123 @@ export async function storedWeightBytesPerParameter(dir: string): Promise<number
  */
 export async function loadCausalLM(dir: string, opts: LoadModelOptions = {}): Promise<CausalLM> {
   const config = await readModelConfig(dir);
+  const files = await weightFiles(dir);
   const hash = createHash('sha256');
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const file of await weightFiles(dir)) {
-    const bytes = await readFile(file);
-    hash.update(bytes);
-    for (const [name, tensor] of readSafetensors(bytes).tensors) {
-      if (tensors.has(name))
-        throw new ModelWeightsError(`tensor "${name}" appears in more than one shard`, name);
-      tensors.set(name, tensor);
-    }
-  }
-  const source = new CheckpointWeightSource(tensors, config.modelType);
-  const model = buildCausalLM(config, source, opts.mode ?? 'lora');
+  for (const file of files) await hashFile(file, hash);
+  const source = await StreamingWeightSource.open(files, config.modelType);
   try {
-    source.assertAllUsed(config);
-  } catch (error) {
-    model.dispose();
-    throw error;
+    const model = buildCausalLM(config, source, opts.mode ?? 'lora');
+    try {
+      source.assertAllUsed(config);
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+    model.baseModelSha256 = hash.digest('hex');
+    return model;
+  } finally {
+    source.close();
   }
-  model.baseModelSha256 = hash.digest('hex');
-  return model;
+}
+
+/** Streams a file through `hash` in 16 MiB reads (a checkpoint can exceed Node's 2 GiB readFile limit). */
+async function hashFile(path: string, hash: ReturnType<typeof createHash>): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    const chunk = Buffer.alloc(16 * 1024 * 1024);
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      hash.update(chunk.subarray(0, bytesRead));
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Weight source that reads each tensor from disk when the model asks for it: the checkpoint
+ * is never held whole, so loading needs the model's own memory plus one tensor (F32 reads
+ * straight into the tensor's array; BF16/F16 through one transient buffer).
+ */
+class StreamingWeightSource extends CheckpointWeightSource {
+  private constructor(
+    private readonly entries: Map<
+      string,
+      { fd: number; dataStart: number; info: SafetensorsTensorInfo }
+    >,
+    private readonly fds: number[],
+    modelType: ModelConfig['modelType'],
+  ) {
+    super(new Map([...entries].map(([name, e]) => [name, { shape: e.info.shape }])), modelType);
+  }
+
+  static async open(
+    files: readonly string[],
+    modelType: ModelConfig['modelType'],
+  ): Promise<StreamingWeightSource> {
+    const entries = new Map<
+      string,
+      { fd: number; dataStart: number; info: SafetensorsTensorInfo }
+    >();
+    const fds: number[] = [];
+    try {
+      for (const file of files) {
+        const header = await readSafetensorsFileHeader(file);
+        const fd = openSync(file, 'r');
+        fds.push(fd);
+        for (const [name, info] of header.tensors) {
+          if (entries.has(name)) {
+            throw new ModelWeightsError(`tensor "${name}" appears in more than one shard`, name);
+          }
+          if (!isReadableDtype(info.dtype)) {
+            throw new ModelWeightsError(
+              `tensor "${name}" has dtype ${info.dtype}; only F32, F16, BF16 and F64 are read`,
+              name,
+            );
+          }
+          entries.set(name, { fd, dataStart: header.dataStart, info });
+        }
+      }
+    } catch (error) {
+      for (const fd of fds) closeSync(fd);
+      throw error;
+    }
+    return new StreamingWeightSource(entries, fds, modelType);
+  }
+
+  protected override data(name: string): Float32Array {
+    const { fd, dataStart, info } = this.entries.get(name)!;
+    const [begin, end] = info.dataOffsets;
+    const count = (end - begin) / DTYPE_BYTES[info.dtype];
+    const position = dataStart + begin;
+    if (info.dtype === 'F32' && IS_LITTLE_ENDIAN) {
+      const out = new Float32Array(count);
+      readFully(fd, new Uint8Array(out.buffer), position);
+      return out;
+    }
+    const bytes = new Uint8Array(end - begin);
+    readFully(fd, bytes, position);
+    return decodeToFloat32(bytes, 0, count, info.dtype as ReadableDtype);
+  }
+
+  close(): void {
+    for (const fd of this.fds.splice(0)) closeSync(fd);
+  }
+}
+
+const IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** readSync until `target` is full (a single read may return fewer bytes, e.g. past 2 GiB). */
+function readFully(fd: number, target: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < target.length) {
+    const chunk = Math.min(target.length - done, 1024 * 1024 * 1024);
+    const read = readSync(fd, target, done, chunk, position + done);
+    if (read === 0)
+      throw new ModelWeightsError(`weights file ends early (truncated at byte ${position + done})`);
+    done += read;
+  }
 }
 
 /**
