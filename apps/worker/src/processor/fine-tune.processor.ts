@@ -69,6 +69,7 @@ export class FineTuneProcessor {
   private statusWrite: Promise<void> | null = null;
   private statusDirty = false;
   private stoppingStatus = false;
+  private goneStatus = false;
   /** The trainer's memory limit (MiB), from the boot probe; null until it ran. */
   memoryLimitMb: number | null = null;
 
@@ -97,12 +98,28 @@ export class FineTuneProcessor {
     this.statusWrite = (async () => {
       while (this.statusDirty) {
         this.statusDirty = false;
-        const [current = null] = this.delivering;
-        const status = this.stoppingStatus ? 'stopping' : current !== null ? 'busy' : 'idle';
+        const [current = null] = this.goneStatus ? [] : this.delivering;
+        const status = this.goneStatus
+          ? 'gone'
+          : this.stoppingStatus
+            ? 'stopping'
+            : current !== null
+              ? 'busy'
+              : 'idle';
         await this.workers.heartbeat(this.identity.id, status, current).catch(() => undefined);
       }
       this.statusWrite = null;
     })();
+  }
+
+  /**
+   * The last registry write of this process: `gone`, after any write still in flight (a
+   * hand-back's `idle` must not land after it).
+   */
+  async reportGone(): Promise<void> {
+    this.goneStatus = true;
+    this.reportStatus();
+    await this.statusWrite;
   }
 
   async process(delivery: Job, token?: string): Promise<void> {

@@ -121,6 +121,7 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     } else {
       this.logger.warn('redis unreachable: leaving the queue without closing its connections');
     }
-    await this.workers.heartbeat(this.identity.id, 'gone', null).catch(() => undefined);
+    // Through the processor, so that no status write of a finished attempt lands after it.
+    await this.processor.reportGone();
   }
 }
