@@ -5,6 +5,7 @@ import {
   JobsRepository,
   OutboxRepository,
   TenantsRepository,
+  WorkersRepository,
   createDataSource,
   createScratchDatabase,
   FineTuningJobEntity,
@@ -370,6 +371,56 @@ describe('job control queries', () => {
     expect((await outbox.pending(10)).map((e) => e.jobId)).toEqual([job.id]);
     const statuses = (await jobs.listEvents(job.id, undefined, 50)).map((e) => e.data?.status);
     expect(statuses.slice(0, 3)).toEqual(['queued', 'paused', 'running']);
+  });
+
+  it('records the memory a hand-back needs, and finds live workers with that much (issue 13)', async () => {
+    const job = await create();
+    const claim = await jobs.claimAttempt(job.id, 'w-small', 'cpu');
+    expect(await jobs.memoryRequiredMb(job.id)).toBeNull();
+    const handBack = (mb: number, leaseToken: string) =>
+      jobs.requeue(
+        job.id,
+        { from: ['running'], message: 'handed back', leaseToken, memoryRequiredMb: mb },
+        'fine-tune',
+        { jobId: job.id },
+      );
+    expect(await handBack(900, claim!.leaseToken)).toBe(true);
+    expect(await jobs.memoryRequiredMb(job.id)).toBe(900);
+    expect(await jobs.findById(job.id)).toMatchObject({ status: 'queued', failures: 0 });
+    // A later, smaller estimate (another backend) never lowers what is recorded.
+    const again = await jobs.claimAttempt(job.id, 'w-small', 'cpu');
+    expect(await handBack(500, again!.leaseToken)).toBe(true);
+    expect(await jobs.memoryRequiredMb(job.id)).toBe(900);
+
+    const workers = new WorkersRepository(ds);
+    const register = (id: string, memoryLimitMb: number | null) =>
+      workers.register({
+        id,
+        host: 'h',
+        pid: 1,
+        backend: 'cpu',
+        device: null,
+        versions: null,
+        memoryLimitMb,
+      });
+    await register('w-small', 512);
+    await register('w-big', 4096);
+    await register('w-bigger', 8192);
+    await register('w-stale', 65536);
+    await register('w-gone', 65536);
+    await register('w-unknown', null);
+    await ds.query(
+      "UPDATE workers SET last_heartbeat_at = now() - interval '1 minute' WHERE id = 'w-stale'",
+    );
+    await workers.heartbeat('w-gone', 'gone', null);
+    expect(await workers.liveWithMemoryAtLeast(900, 30_000, 'w-small')).toEqual([
+      { id: 'w-bigger', memoryLimitMb: 8192 },
+      { id: 'w-big', memoryLimitMb: 4096 },
+    ]);
+    expect(await workers.liveWithMemoryAtLeast(4096, 30_000, 'w-big')).toEqual([
+      { id: 'w-bigger', memoryLimitMb: 8192 },
+    ]);
+    expect((await workers.list()).find((w) => w.id === 'w-big')?.memoryLimitMb).toBe(4096);
   });
 
   it('counts active jobs and finds queued jobs the reconciler must check', async () => {
