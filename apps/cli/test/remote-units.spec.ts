@@ -9,7 +9,7 @@ import type { FineTuningJob } from '@lorafleet/contracts';
 
 import { buildCreateBody } from '../src/commands/remote-jobs.command';
 import { ApiConnectionError, ApiRequestError, RemoteClient } from '../src/remote/client';
-import { bar, duration, progressLine, table } from '../src/remote/format';
+import { bar, duration, jobLines, progressLine, table } from '../src/remote/format';
 import { TarError, readTarGz, safeRelativePath } from '../src/remote/tar';
 import { ProgressPrinter, WatchTimeoutError, watchJob } from '../src/remote/watch';
 
@@ -99,6 +99,12 @@ function job(overrides: Partial<FineTuningJob> = {}): FineTuningJob {
 }
 
 describe('formatting', () => {
+  it("shows a succeeded job's usage, and none before", () => {
+    const done = job({ usage: { peak_memory_mb: 812, tokens_per_second: 95.4 } });
+    expect(jobLines(done)).toMatch(/usage: +peak memory 812 MiB, 95 tokens\/s/);
+    expect(jobLines(job())).not.toMatch(/peak memory/);
+  });
+
   it('renders bars, durations, tables and the progress line', () => {
     expect(bar(0.5, 10)).toBe('[#####.....]  50%');
     expect(bar(2, 4)).toBe('[####] 100%');
@@ -182,6 +188,7 @@ describe('buildCreateBody', () => {
       'max-steps': '5',
       metadata: ['a=1', 'b=x=y'],
       rslora: true,
+      'gradient-checkpointing': true,
     });
     expect(body).toEqual({
       model: 'base',
@@ -189,7 +196,7 @@ describe('buildCreateBody', () => {
       metadata: { a: '1', b: 'x=y' },
       hyperparameters: { n_epochs: 3, batch_size: 'auto' },
       lora: { r: 16, alpha: 32, use_rslora: true, target_modules: ['q_proj', 'v_proj'] },
-      training: { max_steps: 5 },
+      training: { max_steps: 5, gradient_checkpointing: true },
     });
   });
 

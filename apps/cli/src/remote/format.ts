@@ -71,6 +71,12 @@ export function jobLines(job: FineTuningJob): string {
     ['training', job.training],
     ['worker', job.worker],
     ['backend', job.backend],
+    [
+      'usage',
+      job.usage
+        ? `peak memory ${job.usage.peak_memory_mb ?? '?'} MiB, ${job.usage.tokens_per_second === null ? '?' : Math.round(job.usage.tokens_per_second)} tokens/s`
+        : null,
+    ],
     ['created_at', isoTime(job.created_at)],
     ['finished_at', isoTime(job.finished_at)],
     ['estimated_finish', isoTime(job.estimated_finish)],
