@@ -3,7 +3,9 @@
  * demo starts the installed server binaries itself (initdb + pg_ctl, redis-server) in a
  * data directory of its own, on the URLs' loopback ports, and runs the whole job against
  * them. As root (CI), the demo runs as user `nobody` through `runuser`, because Postgres
- * refuses to run as root and root takes the ensure-services.sh path instead.
+ * refuses to run as root and root takes the ensure-services.sh path instead. When `nobody`
+ * cannot read the checkout (cloned into /root/x or a `mktemp -d` directory), it runs from a
+ * copy it can read (`readableCheckout`, issue 14 item 21).
  */
 import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -11,7 +13,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from '@lorafleet/db';
 
-import { DEMO_SCRIPT, runDemo } from './demo-process';
+import { REPO_ROOT, runDemo } from './demo-process';
+import { readableCheckout, type ReadableCheckout } from './readable-checkout';
 
 const NOBODY = 65534;
 
@@ -24,11 +27,20 @@ describe('npm run demo without root and without running servers', () => {
   const servicesDir = path.join(base, 'services');
   let pgPort = 0;
   let redisPort = 0;
+  let checkout: ReadableCheckout | undefined;
 
   beforeAll(async () => {
     pgPort = await freePort();
     redisPort = await freePort();
-    if (asRoot) chownSync(base, NOBODY, NOBODY);
+    if (asRoot) {
+      chownSync(base, NOBODY, NOBODY);
+      checkout = readableCheckout(REPO_ROOT, 'nobody');
+      if (checkout.how !== 'in place') {
+        console.log(
+          `nobody cannot read ${REPO_ROOT}: the demo runs from a ${checkout.how} in ${checkout.root}`,
+        );
+      }
+    }
   });
 
   afterAll(() => {
@@ -43,6 +55,7 @@ describe('npm run demo without root and without running servers', () => {
     const pidFile = path.join(servicesDir, `redis-${redisPort}`, 'redis.pid');
     if (existsSync(pidFile)) stop('kill', [readFileSync(pidFile, 'utf8').trim()]);
     rmSync(base, { recursive: true, force: true });
+    checkout?.remove();
   });
 
   it('starts its own Postgres and Redis from the installed binaries and runs the job', async () => {
@@ -58,16 +71,22 @@ describe('npm run demo without root and without running servers', () => {
       DATABASE_URL: `postgres://postgres@127.0.0.1:${pgPort}/postgres`,
       REDIS_URL: `redis://127.0.0.1:${redisPort}`,
     };
+    const root = checkout?.root ?? REPO_ROOT;
     const text = asRoot
-      ? await runDemo(env, 'runuser', [
-          '-u',
-          'nobody',
-          '--',
-          'env',
-          ...envArgs(env),
-          process.execPath,
-          DEMO_SCRIPT,
-        ])
+      ? await runDemo(
+          env,
+          'runuser',
+          [
+            '-u',
+            'nobody',
+            '--',
+            'env',
+            ...envArgs(env),
+            process.execPath,
+            path.join(root, 'tools/demo/demo.mjs'),
+          ],
+          root,
+        )
       : await runDemo(env);
 
     expect(text).toContain(`initialising a Postgres cluster in ${servicesDir}/postgres-${pgPort}/`);
