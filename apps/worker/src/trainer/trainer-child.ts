@@ -4,43 +4,25 @@
  * pause or shutdown (R12), and exits as soon as the IPC channel closes, so it never outlives
  * its worker (R9).
  */
-import { readFileSync } from 'node:fs';
+import { isOutOfMemoryError, truncationWarning } from '@lorafleet/data';
 import {
-  ChatTemplateError,
-  DatasetValidationError,
-  TokenizerLoadError,
-  isOutOfMemoryError,
-  outOfMemoryMessage,
-  truncationWarning,
-} from '@lorafleet/data';
-import {
-  LoraConfigError,
-  MemoryLimitError,
-  ModelConfigError,
-  ModelWeightsError,
-  NoTrainableTokensError,
-  NonFiniteLossError,
-  SafetensorsError,
   TRUNCATION_WARNING_SHARE,
   TrainingAbortedError,
-  TrainingConfigError,
-  memoryAdvice,
   memoryLimitMbFromEnv,
-  readModelConfig,
-  resolveLoraConfig,
   runFineTune,
   selectBackend,
   type FineTunePreflight,
   type FineTuneResult,
 } from '@lorafleet/lora-core';
 import type { JsonObject } from '@lorafleet/db';
-import type {
-  ChildToParent,
-  ParentToChild,
-  StopReason,
-  TrainerFailure,
-  TrainerSpec,
-} from './trainer-protocol';
+import {
+  ClassifiedError,
+  classifyFailure,
+  loraOptions,
+  outOfMemoryFailure,
+  peakMemoryMb,
+} from './trainer-failures';
+import type { ChildToParent, ParentToChild, StopReason, TrainerSpec } from './trainer-protocol';
 
 const LORAFLEET_VERSION = '0.1.0';
 
@@ -53,127 +35,6 @@ function send(message: ChildToParent): Promise<void> {
 }
 
 process.on('disconnect', () => process.exit(1));
-
-/** A failure already classified for the parent (sent as it is). */
-class ClassifiedError extends Error {
-  constructor(readonly failure: TrainerFailure) {
-    super(failure.message);
-  }
-}
-
-/** lora-core's `TrainingConfigError.field` → the REST request field to name as `param`. */
-const REQUEST_FIELDS: Record<string, string> = {
-  maxSeqLength: 'training.max_seq_length',
-  batchSize: 'hyperparameters.batch_size',
-  epochs: 'hyperparameters.n_epochs',
-  learningRate: 'training.learning_rate',
-  warmupSteps: 'training.warmup_steps',
-  weightDecay: 'training.weight_decay',
-  gradientAccumulationSteps: 'training.gradient_accumulation_steps',
-  maxSteps: 'training.max_steps',
-  evalEverySteps: 'training.eval_every_steps',
-  r: 'lora.r',
-  alpha: 'lora.alpha',
-  dropout: 'lora.dropout',
-  targetModules: 'lora.target_modules',
-};
-
-/**
- * Classifies a failure once, here, where lora-core's error types are known (issue 14 item
- * 11): bad data, options or model files fail the job at once; only what may be transient is
- * retried.
- */
-function classify(error: unknown): TrainerFailure {
-  if (error instanceof ClassifiedError) return error.failure;
-  const message = error instanceof Error ? error.message : String(error);
-  if (error instanceof MemoryLimitError) {
-    return {
-      kind: 'memory_limit',
-      message,
-      param: null,
-      estimateMb: error.estimateMb,
-      limitMb: error.limitMb,
-    };
-  }
-  if (error instanceof NoTrainableTokensError) {
-    return { kind: 'invalid_file', message, param: 'training.max_seq_length' };
-  }
-  if (error instanceof TrainingConfigError || error instanceof LoraConfigError) {
-    const field = (error as { field?: string }).field;
-    return { kind: 'invalid_input', message, param: REQUEST_FIELDS[field ?? ''] ?? null };
-  }
-  if (
-    error instanceof DatasetValidationError ||
-    error instanceof ChatTemplateError ||
-    error instanceof NonFiniteLossError
-  ) {
-    return { kind: 'invalid_input', message, param: null };
-  }
-  if (
-    error instanceof ModelConfigError ||
-    error instanceof ModelWeightsError ||
-    error instanceof SafetensorsError ||
-    error instanceof TokenizerLoadError
-  ) {
-    return { kind: 'invalid_model', message, param: null };
-  }
-  return { kind: 'retryable', message, param: null };
-}
-
-/** Peak resident memory of this process (VmHWM), MiB; null where /proc is not there. */
-function peakMemoryMb(): number | null {
-  try {
-    const kib = /VmHWM:\s+(\d+)\s*kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    return kib === undefined ? null : Math.ceil(Number(kib) / 1024);
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The user-facing failure for memory that ran out mid-run (a wasm abort): the pre-flight's
- * estimate and lora-core's advice for this run's shape, never the raw `Aborted()` text.
- */
-async function outOfMemory(
-  spec: TrainerSpec,
-  preflight: FineTunePreflight | null,
-): Promise<TrainerFailure> {
-  let advice: string | null = null;
-  if (preflight) {
-    try {
-      const config = await readModelConfig(spec.modelDir);
-      advice = memoryAdvice({
-        config,
-        batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, preflight.examples)),
-        seqLength: Math.max(1, preflight.longestKeptTokens),
-        lora: resolveLoraConfig(loraOptions(spec), config),
-        weightBytesPerParameter: 4,
-        gradientCheckpointing: preflight.gradientCheckpointing,
-      });
-    } catch {
-      advice = null; // the generic advice then
-    }
-  }
-  return {
-    kind: 'out_of_memory',
-    message: outOfMemoryMessage({
-      estimateMb: preflight?.memoryEstimateMb ?? null,
-      limitMb: preflight?.memoryLimitMb ?? null,
-      advice,
-    }),
-    param: null,
-  };
-}
-
-function loraOptions(spec: TrainerSpec) {
-  return {
-    r: spec.lora.r,
-    alpha: spec.lora.alpha,
-    dropout: spec.lora.dropout,
-    useRslora: spec.lora.use_rslora,
-    ...(spec.lora.target_modules === undefined ? {} : { targetModules: spec.lora.target_modules }),
-  };
-}
 
 const stopController = new AbortController();
 let stopReason: StopReason | null = null;
@@ -306,7 +167,7 @@ async function run(spec: TrainerSpec): Promise<void> {
       return;
     }
     if (isOutOfMemoryError(error))
-      throw new ClassifiedError(await outOfMemory(spec, preflightSeen));
+      throw new ClassifiedError(await outOfMemoryFailure(spec, preflightSeen));
     throw error;
   }
   const lineage = result.lineage;
@@ -379,6 +240,6 @@ process.on('message', (message: ParentToChild) => {
   work
     .then(() => process.exit(0))
     .catch((error: unknown) =>
-      send({ kind: 'error', failure: classify(error) }).then(() => process.exit(1)),
+      send({ kind: 'error', failure: classifyFailure(error) }).then(() => process.exit(1)),
     );
 });
