@@ -112,6 +112,33 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       expect(resumed.steps).toBe(full.steps);
     });
 
+    if (backend === 'wasm-blas' || backend === 'wasm') {
+      it('with gradient checkpointing: resume is byte-identical, and the run equals the plain one', async () => {
+        const hp = { ...RESUME_HP, epochs: 1, gradientAccumulationSteps: 1 };
+        const checkpoints: TrainerCheckpointEvent[] = [];
+        const full = await fineTune({
+          hyperparameters: hp,
+          gradientCheckpointing: true,
+          checkpoint: { everySteps: 1, sink: (c) => void checkpoints.push(c) },
+        });
+        const middle = checkpoints[Math.floor(full.steps / 2) - 1];
+        const resumed = await fineTune({
+          hyperparameters: hp,
+          gradientCheckpointing: true,
+          resumeFrom: middle.blob,
+        });
+        expect(
+          Buffer.from(resumed.adapter.adapterSafetensors).equals(
+            Buffer.from(full.adapter.adapterSafetensors),
+          ),
+        ).toBe(true);
+        expect(full.preflight.gradientCheckpointing).toBe(true);
+        // Recomputation runs the same kernels on the same inputs: the same losses.
+        const plain = await fineTune({ hyperparameters: hp });
+        expect(full.metrics.map((m) => m.trainLoss)).toEqual(plain.metrics.map((m) => m.trainLoss));
+      });
+    }
+
     it('keeps tf.memory().numTensors flat across steps, evaluation and checkpoints', async () => {
       const tokenizer = await tinyTokenizer();
       const train = await tokenizedPairs();

@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 
 import { installActivationKernels } from './activation.kernels';
 import { BackendError } from './backend.error';
+import { installEagerGradients } from './eager-gradients';
 import { setBlasKernels } from './blas.kernels';
 import { installWasmSharedIdentity } from './wasm-identity.kernel';
 import { installWasmFastMatMul } from './wasm-matmul.kernels';
@@ -38,6 +39,7 @@ async function prepareWasm(): Promise<void> {
 
 /** Activates backend `name` and returns the name tfjs reports; fails loudly otherwise. */
 export async function initBackend(name: BackendName): Promise<string> {
+  installEagerGradients();
   switch (name) {
     case 'cpu':
       installActivationKernels('cpu');

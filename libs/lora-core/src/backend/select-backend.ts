@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { setBlasKernels, type BlasHostBackend } from './blas.kernels';
 import { BackendError, initBackend } from './backend.registry';
+import { installEagerGradients } from './eager-gradients';
 import { initWebgpuBackend, vulkanLoaderPresent } from './webgpu.backend';
 
 export const REQUESTED_BACKENDS = [
@@ -63,6 +64,7 @@ async function useTensorflowBinding(packageName: string, wantGpu: boolean): Prom
 }
 
 export async function selectBackend(requested: string): Promise<string> {
+  installEagerGradients();
   if (!(REQUESTED_BACKENDS as readonly string[]).includes(requested)) {
     throw new BackendError(
       `unknown backend "${requested}"; choose one of ${REQUESTED_BACKENDS.join(', ')}`,

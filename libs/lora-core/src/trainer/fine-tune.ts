@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 
 import {
   buildGenerationPrompt,
+  defaultMaxSeqLength,
   loadTokenizer,
   parseJsonlExamples,
   preflightSummary,
@@ -225,11 +226,11 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
   const validationExamples: TrainingExample[] =
     validationText === null ? [] : parseJsonlExamples(validationText);
 
-  const positions = config.modelType === 'gpt2' ? config.maxPositions : 1024;
-  const maxSeqLength = options.maxSeqLength ?? Math.min(1024, positions);
-  if (config.modelType === 'gpt2' && maxSeqLength > positions) {
+  // One default for the API, the worker and the CLI (libs/data): min(1024, context length).
+  const maxSeqLength = options.maxSeqLength ?? defaultMaxSeqLength(config.maxPositions);
+  if (maxSeqLength > config.maxPositions) {
     throw new TrainingConfigError(
-      `maxSeqLength ${maxSeqLength} exceeds the model's n_positions ${positions}`,
+      `maxSeqLength ${maxSeqLength} exceeds the model's context length ${config.maxPositions}`,
       'maxSeqLength',
     );
   }
