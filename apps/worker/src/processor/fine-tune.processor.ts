@@ -87,12 +87,13 @@ export class FineTuneProcessor {
 
   /**
    * Writes this worker's registry row: `busy` with the current job while any delivery is held
-   * (from claim to the end of the attempt), else `idle`, or `stopping` once shutdown began.
+   * (from claim to the end of the attempt), else `idle`; `stopping` while BullMQ does not run.
    * Called on every change and by the heartbeat timer; writes never overlap, and one that
    * was asked for during a write follows it, so a stale `idle` can never land last.
    */
-  reportStatus(stopping = false): void {
-    if (stopping) this.stoppingStatus = true;
+  reportStatus(stopping?: boolean): void {
+    // Only the heartbeat knows whether BullMQ still runs; a change of job leaves it as it was.
+    if (stopping !== undefined) this.stoppingStatus = stopping;
     this.statusDirty = true;
     if (this.statusWrite) return;
     this.statusWrite = (async () => {
