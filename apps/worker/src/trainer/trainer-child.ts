@@ -119,7 +119,11 @@ async function run(spec: TrainerSpec): Promise<void> {
             gradientCheckpointing: preflight.gradientCheckpointing,
           },
         });
-        const warning = truncationWarning(preflight, TRUNCATION_WARNING_SHARE);
+        // Once per job: a resumed attempt sees the same data.
+        const warning =
+          preflight.resumeStep === 0
+            ? truncationWarning(preflight, TRUNCATION_WARNING_SHARE)
+            : null;
         if (warning !== null) {
           await send({
             kind: 'warning',
