@@ -763,7 +763,7 @@ async function main() {
   }
   const trainSeconds = (finished.finished_at ?? Date.now() / 1000) - finished.created_at;
   say(
-    `${green('succeeded')}: ${finished.fine_tuned_model} (${finished.trained_tokens ?? '?'} trained tokens, ~${trainSeconds} s)`,
+    `${green('succeeded')}: ${finished.fine_tuned_model} (${finished.trained_tokens ?? '?'} trained tokens, ~${trainSeconds} s, backend ${finished.backend ?? '?'})`,
   );
 
   // 7. download
@@ -829,6 +829,15 @@ async function main() {
     train_examples: usedTrain.length,
     test_examples: nTest,
     headline_metric: 'phoneme_error_rate',
+    // The figures are exact for one backend (seeded, counter-based randomness), but each
+    // backend rounds differently, and LORAFLEET_BACKEND=auto picks by what is installed
+    // (wasm-blas needs libopenblas0-pthread): docs/demo.md, "What varies".
+    backend: {
+      requested: settings.backend,
+      training: finished.backend ?? null,
+      base_5shot_eval: base.backend,
+      adapter_0shot_eval: tuned.backend,
+    },
     lora: { r: settings.rank, alpha: 2 * settings.rank, target_modules: settings.targets },
     base_5shot: { exact_match: base.exact_match, per: base.per },
     adapter_0shot: { exact_match: tuned.exact_match, per: tuned.per },
@@ -846,6 +855,14 @@ async function main() {
   console.log('');
   console.log(
     bold(`Held-out G2P test split, ${nTest} words never seen in training (greedy decoding):`),
+  );
+  // Same seed, same backend: the same figures to the last digit. Another backend rounds
+  // differently and lands elsewhere (docs/demo.md, "What varies"), so say which one ran.
+  console.log(
+    dim(
+      `  trained on ${finished.backend ?? '?'}, evaluated on ${base.backend}` +
+        (settings.backend === 'auto' ? ' (LORAFLEET_BACKEND=auto)' : ''),
+    ),
   );
   const rowsOut = [
     ['model', 'exact match ↑', 'phoneme error rate ↓'],

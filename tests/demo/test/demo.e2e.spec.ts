@@ -29,6 +29,12 @@ interface DemoResults {
   steps: number;
   adapter_id: string;
   wall_seconds: number;
+  backend: {
+    requested: string;
+    training: string | null;
+    base_5shot_eval: string;
+    adapter_0shot_eval: string;
+  };
 }
 
 describe('npm run demo (reduced budget)', () => {
@@ -74,6 +80,16 @@ describe('npm run demo (reduced budget)', () => {
     expect(results.headline_metric).toBe('phoneme_error_rate');
     expect(Number(demo![1])).toBeCloseTo(results.base_5shot.per, 3);
     expect(Number(demo![2])).toBeCloseTo(results.adapter_0shot.per, 3);
+    // Each backend rounds differently, so the figures are only comparable with the backend
+    // named beside them (issue 14, item 22): the run records and prints what trained and
+    // what evaluated.
+    const backends = /^(tensorflow-gpu|tensorflow|webgpu|wasm-blas|wasm|cpu-blas|cpu)$/;
+    expect(results.backend.training).toMatch(backends);
+    expect(results.backend.base_5shot_eval).toMatch(backends);
+    expect(results.backend.adapter_0shot_eval).toBe(results.backend.base_5shot_eval);
+    expect(text).toContain(
+      `trained on ${results.backend.training}, evaluated on ${results.backend.base_5shot_eval}`,
+    );
     for (const file of ['adapter_config.json', 'adapter_model.safetensors', 'lorafleet.json']) {
       expect(existsSync(path.join(runDir, 'adapter', file))).toBe(true);
     }
