@@ -7,9 +7,10 @@
  * - `LorafleetHostMatMul`: x [N, K] · op(W), op = identity or transpose. Its gradient is
  *   the same kernel with the other transpose (dx = dy · op(W)ᵀ); W gets none, it is frozen.
  * - `LorafleetHostGather`: rows of W for an index tensor (embedding lookup).
- * - `LorafleetHostHeadLoss` (+ `…Grad`): the LM head and the completion-only cross-entropy
- *   fused over vocabulary blocks, so the [N, V] logits and their softmax never exist whole,
- *   and rows that are not scored (prompt tokens, padding) are never multiplied at all.
+ * - `LorafleetHostHeadLoss`: the LM head and the completion-only cross-entropy fused over
+ *   blocks of rows, so the [N, V] logits and their softmax never exist whole, and rows that
+ *   are not scored (prompt tokens, padding) are never multiplied at all. In training it also
+ *   returns the gradient to the hidden states, so backward recomputes nothing.
  *
  * The wasm heap (4 GiB at most) then holds only activations, LoRA parameters, gradients and
  * optimizer state; the weights can be as large as host memory allows.
@@ -23,7 +24,6 @@ import { loadOpenBlas, type Sgemm } from './openblas';
 export const HOST_MATMUL_KERNEL = 'LorafleetHostMatMul';
 export const HOST_GATHER_KERNEL = 'LorafleetHostGather';
 export const HOST_HEAD_LOSS_KERNEL = 'LorafleetHostHeadLoss';
-export const HOST_HEAD_LOSS_GRAD_KERNEL = 'LorafleetHostHeadLossGrad';
 
 /** A frozen row-major float32 matrix [rows, cols] in host memory (not a tfjs tensor). */
 export class HostMatrix {
@@ -42,8 +42,8 @@ export class HostMatrix {
   }
 }
 
-/** Logits computed at once by the fused head: [rows, block] ≤ this many floats (16 MiB). */
-const HEAD_BLOCK_FLOATS = 4 * 1024 * 1024;
+/** Logits computed at once by the fused head: [rows, V] ≤ this many floats (32 MiB). */
+const HEAD_BLOCK_FLOATS = 8 * 1024 * 1024;
 
 /** Grow-only scratch buffers, reused across calls (kernels run one at a time). */
 const scratch = new Map<string, Float32Array>();
@@ -160,26 +160,36 @@ function scoredRows(
   return { rows, hidden: packed };
 }
 
-function vocabBlock(scored: number, vocab: number): number {
-  return Math.max(1, Math.min(vocab, Math.floor(HEAD_BLOCK_FLOATS / Math.max(1, scored))));
+/** Rows whose logits [rows, V] fit one block. */
+function rowsPerBlock(vocab: number): number {
+  return Math.max(1, Math.floor(HEAD_BLOCK_FLOATS / vocab));
+}
+
+interface HeadLossAttrs {
+  matrix: HostMatrix;
+  /** Also compute d(Σ w·NLL)/d hidden (training): one more product, no recomputation later. */
+  withGradient: boolean;
 }
 
 /**
- * Forward of the fused head: Σ_i w_i·(logsumexp(h_i·Eᵀ) − h_i·e_{t_i}), the number of scored
- * rows whose argmax is the target, and each row's logsumexp (saved for backward). The
- * softmax statistics are accumulated online over vocabulary blocks (Milakov & Gimelshein
- * 2018), in float64.
+ * The fused head over blocks of scored rows: logits [rows, V] = h·Eᵀ, then per row the
+ * log-sum-exp (one exp per logit), w·NLL and the argmax; in training the same block then
+ * becomes w·(softmax − onehot) in place and is multiplied back by E into the rows' gradient.
+ * The loss is linear in that gradient's scale, so backward is one multiply by dy: the head
+ * costs two products per step, as unfused autodiff does, and never holds more than one
+ * block of logits.
  */
 function headLossKernel(backendName: HostKernelBackend, sgemm: Sgemm): tf.KernelFunc {
   return ({ inputs, backend, attrs }: KernelArgs) => {
     const { hidden, targets, weights } = inputs as Record<string, tf.TensorInfo>;
-    const { matrix } = attrs as unknown as { matrix: HostMatrix };
+    const { matrix, withGradient } = attrs as unknown as HeadLossAttrs;
     const [n, width] = hidden.shape;
     const vocab = matrix.rows;
-    if (matrix.cols !== width)
+    if (matrix.cols !== width) {
       throw new Error(
         `${HOST_HEAD_LOSS_KERNEL}: hidden width ${width} ≠ head width ${matrix.cols}`,
       );
+    }
     return runHostKernel(
       backendName,
       backend,
@@ -187,137 +197,82 @@ function headLossKernel(backendName: HostKernelBackend, sgemm: Sgemm): tf.Kernel
       [
         { shape: [], dtype: 'float32' },
         { shape: [], dtype: 'float32' },
-        { shape: [n], dtype: 'float32' },
+        { shape: withGradient ? [n, width] : [0], dtype: 'float32' },
       ],
-      ([hs, ts, ws], [nllOut, correctOut, lseOut]) => {
+      ([hs, ts, ws], [nllOut, correctOut, dHidden]) => {
         const w = ws as Float32Array;
         const { rows, hidden: packed } = scoredRows(hs as Float32Array, w, width, 'head-hidden');
         const scored = rows.length;
-        const rowMax = new Float64Array(scored).fill(-Infinity);
-        const rowSum = new Float64Array(scored);
-        const bestValue = new Float64Array(scored).fill(-Infinity);
-        const bestIndex = new Int32Array(scored).fill(-1);
-        const targetLogit = new Float64Array(scored);
-        const block = vocabBlock(scored, vocab);
-        const logits = scratchArray('head-logits', scored * block);
-        for (let v0 = 0; v0 < vocab && scored > 0; v0 += block) {
-          const vb = Math.min(block, vocab - v0);
-          // logits [scored, vb] = h [scored, C] · E[v0:v0+vb]ᵀ
+        const block = rowsPerBlock(vocab);
+        const logits = scratchArray('head-logits', Math.min(block, Math.max(1, scored)) * vocab);
+        const packedGrad = withGradient ? scratchArray('head-dhidden', scored * width) : null;
+        const scales = new Float64Array(block);
+        let nll = 0;
+        let correct = 0;
+        for (let r0 = 0; r0 < scored; r0 += block) {
+          const count = Math.min(block, scored - r0);
+          // logits [count, V] = h[r0:r0+count] [count, C] · Eᵀ
           sgemm(
             false,
             true,
-            scored,
-            vb,
+            count,
+            vocab,
             width,
-            packed,
+            packed.subarray(r0 * width),
             width,
-            matrix.data.subarray(v0 * width),
+            matrix.data,
             width,
             logits,
-            vb,
+            vocab,
           );
-          for (let r = 0; r < scored; r++) {
-            const off = r * vb;
-            let m = -Infinity;
+          for (let r = 0; r < count; r++) {
+            const i = rows[r0 + r];
+            const row = logits.subarray(r * vocab, (r + 1) * vocab);
+            const target = ts[i];
+            let max = -Infinity;
             let arg = -1;
-            for (let j = 0; j < vb; j++) {
-              const l = logits[off + j];
-              if (l > m) {
-                m = l;
+            for (let j = 0; j < vocab; j++) {
+              if (row[j] > max) {
+                max = row[j];
                 arg = j;
               }
             }
-            if (m > bestValue[r]) {
-              bestValue[r] = m;
-              bestIndex[r] = v0 + arg;
+            const targetLogit = row[target];
+            let sum = 0;
+            for (let j = 0; j < vocab; j++) {
+              const e = Math.exp(row[j] - max);
+              row[j] = e;
+              sum += e;
             }
-            let mx = rowMax[r];
-            let sum = rowSum[r];
-            if (m > mx) {
-              sum *= Math.exp(mx - m);
-              mx = m;
-            }
-            for (let j = 0; j < vb; j++) sum += Math.exp(logits[off + j] - mx);
-            rowMax[r] = mx;
-            rowSum[r] = sum;
-            const t = ts[rows[r]] - v0;
-            if (t >= 0 && t < vb) targetLogit[r] = logits[off + t];
+            nll += w[i] * (max + Math.log(sum) - targetLogit);
+            if (arg === target) correct += w[i];
+            scales[r] = w[i] / sum;
           }
-        }
-        let nll = 0;
-        let correct = 0;
-        lseOut.fill(0);
-        for (let r = 0; r < scored; r++) {
-          const i = rows[r];
-          const lse = rowMax[r] + Math.log(rowSum[r]);
-          lseOut[i] = lse;
-          nll += w[i] * (lse - targetLogit[r]);
-          if (bestIndex[r] === ts[i]) correct += w[i];
+          if (packedGrad) {
+            // dh = w·(softmax − onehot)·E = (w/Σ)·(e·E) − w·E[target]: one product of the
+            // block's exponentials, then a per-row scale and one row of E, instead of a
+            // pass over the vocabulary to normalise.
+            const dh = packedGrad.subarray(r0 * width, (r0 + count) * width);
+            sgemm(false, false, count, width, vocab, logits, vocab, matrix.data, width, dh, width);
+            for (let r = 0; r < count; r++) {
+              const i = rows[r0 + r];
+              const row = dh.subarray(r * width, (r + 1) * width);
+              const targetRow = matrix.data.subarray(ts[i] * width, (ts[i] + 1) * width);
+              const scale = scales[r];
+              for (let c = 0; c < width; c++) row[c] = scale * row[c] - w[i] * targetRow[c];
+            }
+          }
         }
         nllOut[0] = nll;
         correctOut[0] = correct;
+        if (packedGrad) {
+          dHidden.fill(0);
+          for (let r = 0; r < scored; r++) {
+            dHidden.set(packedGrad.subarray(r * width, (r + 1) * width), rows[r] * width);
+          }
+        }
       },
     );
-  };
-}
-
-/** dh [N, C] = Σ_blocks (w·dy·(softmax − onehot)) · E_block, recomputing each block's logits. */
-function headLossGradKernel(backendName: HostKernelBackend, sgemm: Sgemm): tf.KernelFunc {
-  return ({ inputs, backend, attrs }: KernelArgs) => {
-    const { hidden, targets, weights, lse, dy } = inputs as Record<string, tf.TensorInfo>;
-    const { matrix } = attrs as unknown as { matrix: HostMatrix };
-    const [n, width] = hidden.shape;
-    const vocab = matrix.rows;
-    return runHostKernel(
-      backendName,
-      backend,
-      [hidden, targets, weights, lse, dy],
-      [{ shape: [n, width], dtype: 'float32' }],
-      ([hs, ts, ws, lses, dys], [dh]) => {
-        const w = ws as Float32Array;
-        const upstream = dys[0];
-        const { rows, hidden: packed } = scoredRows(hs as Float32Array, w, width, 'head-hidden');
-        const scored = rows.length;
-        dh.fill(0);
-        if (scored === 0) return;
-        const block = vocabBlock(scored, vocab);
-        const logits = scratchArray('head-logits', scored * block);
-        const packedGrad = scratchArray('head-dhidden', scored * width);
-        for (let v0 = 0; v0 < vocab; v0 += block) {
-          const vb = Math.min(block, vocab - v0);
-          const eBlock = matrix.data.subarray(v0 * width);
-          sgemm(false, true, scored, vb, width, packed, width, eBlock, width, logits, vb); // [scored, vb]
-          for (let r = 0; r < scored; r++) {
-            const i = rows[r];
-            const off = r * vb;
-            const coefficient = w[i] * upstream;
-            const rowLse = lses[i];
-            for (let j = 0; j < vb; j++)
-              logits[off + j] = coefficient * Math.exp(logits[off + j] - rowLse);
-            const t = ts[i] - v0;
-            if (t >= 0 && t < vb) logits[off + t] -= coefficient;
-          }
-          // dh_packed [scored, C] (+)= g [scored, vb] · E_block [vb, C]
-          sgemm(
-            false,
-            false,
-            scored,
-            width,
-            vb,
-            logits,
-            vb,
-            eBlock,
-            width,
-            packedGrad,
-            width,
-            1,
-            v0 === 0 ? 0 : 1,
-          );
-        }
-        for (let r = 0; r < scored; r++)
-          dh.set(packedGrad.subarray(r * width, (r + 1) * width), rows[r] * width);
-      },
-    )[0];
   };
 }
 
@@ -345,11 +300,6 @@ export function installHostWeightKernels(backendName: HostKernelBackend): void {
     backendName,
     kernelFunc: headLossKernel(backendName, sgemm),
   });
-  tf.registerKernel({
-    kernelName: HOST_HEAD_LOSS_GRAD_KERNEL,
-    backendName,
-    kernelFunc: headLossGradKernel(backendName, sgemm),
-  });
   if (installedOn.size === 0) registerGradients();
   installedOn.add(backendName);
 }
@@ -365,23 +315,16 @@ function registerGradients(): void {
   });
   tf.registerGradient({
     kernelName: HOST_HEAD_LOSS_KERNEL,
-    inputsToSave: ['hidden', 'targets', 'weights'],
     outputsToSave: [false, false, true],
     gradFunc: (dys, saved, attrs) => {
-      const [hidden, targets, weights, lse] = saved;
+      const [dHidden] = saved; // [N, C]: d(Σ w·NLL)/d hidden, computed in the forward kernel
       const dy = (dys as Array<tf.Tensor | null>)[0];
-      return {
-        hidden: () =>
-          dy === null
-            ? tf.zerosLike(hidden)
-            : tf
-                .engine()
-                .runKernel(
-                  HOST_HEAD_LOSS_GRAD_KERNEL,
-                  { hidden, targets, weights, lse, dy },
-                  attrs,
-                ),
-      };
+      if ((attrs as unknown as HeadLossAttrs).withGradient !== true) {
+        throw new Error(
+          `${HOST_HEAD_LOSS_KERNEL}: backward through a head loss computed without gradient`,
+        );
+      }
+      return { hidden: () => (dy === null ? tf.zerosLike(dHidden) : tf.mul(dHidden, dy)) };
     },
   });
 }
@@ -422,15 +365,16 @@ export function hostGather<R extends tf.Rank>(
 /**
  * Fused LM head + weighted token NLL: hidden [N, C], head E [V, C] (logits = h·Eᵀ),
  * targets/weights [N]. Returns Σ w·NLL and Σ w·[argmax = target], both scalars; only the
- * first has a gradient (to hidden).
+ * first has a gradient (to hidden), and only with `withGradient` (training).
  */
 export function hostHeadLoss(
   hidden: tf.Tensor2D,
   matrix: HostMatrix,
   targets: tf.Tensor1D,
   weights: tf.Tensor1D,
+  withGradient: boolean,
 ): { nll: tf.Scalar; correct: tf.Scalar } {
-  const attrs = { matrix } as unknown as tf.NamedAttrMap;
+  const attrs = { matrix, withGradient } as unknown as tf.NamedAttrMap;
   const [nll, correct] = tf
     .engine()
     .runKernel<tf.Tensor[]>(HOST_HEAD_LOSS_KERNEL, { hidden, targets, weights }, attrs);

@@ -149,7 +149,7 @@ export abstract class CausalLM {
     opts: ForwardOptions = {},
   ): HeadLoss {
     const { hidden, ctx } = this.hiddenStates(inputIds, attentionMask, opts); // [B·T, C]
-    return headLoss(hidden, this.fusedHeadFor(ctx), shifted);
+    return headLoss(hidden, this.fusedHeadFor(ctx), shifted, ctx.training);
   }
 
   /** ids [B, T] int32 → token embeddings [B, T, C] (the KV-cache decoder uses it too). */

@@ -46,12 +46,17 @@ export interface HeadLoss {
 }
 
 /** hidden [N, C] (N = B·T, flattened like the logits) → the weighted loss sums. */
-export function headLoss(hidden: tf.Tensor2D, head: LmHead, shifted: ShiftedTargets): HeadLoss {
+export function headLoss(
+  hidden: tf.Tensor2D,
+  head: LmHead,
+  shifted: ShiftedTargets,
+  training: boolean,
+): HeadLoss {
   switch (head.kind) {
     case 'host': {
       const targets = tf.tensor1d(shifted.targets, 'int32'); // [N]
       const weights = tf.tensor1d(shifted.weights, 'float32'); // [N]
-      return hostHeadLoss(hidden, head.matrix, targets, weights);
+      return hostHeadLoss(hidden, head.matrix, targets, weights, training);
     }
     case 'frozen':
       return chunkedHeadLoss(hidden, head, shifted);

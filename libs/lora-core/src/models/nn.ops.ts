@@ -41,13 +41,24 @@ export function layerNorm(
             ),
             rstd,
           ); // [B, T, C]
-          const dGamma = tf.reshape(tf.sum(tf.mul(up, xhat), [0, 1]), gs.shape); // [C]
-          const dBeta = tf.reshape(tf.sum(up, [0, 1]), gs.shape); // [C]
+          // Frozen norms (LoRA) skip their reductions over every token, which cost more than
+          // the whole rest of the norm's backward on wasm.
+          const dGamma = trainable(gamma)
+            ? tf.reshape(tf.sum(tf.mul(up, xhat), [0, 1]), gs.shape)
+            : tf.zerosLike(gs); // [C]
+          const dBeta = trainable(beta)
+            ? tf.reshape(tf.sum(up, [0, 1]), gs.shape)
+            : tf.zerosLike(gs); // [C]
           return [dx, dGamma, dBeta];
         }),
     };
   });
   return op(x, gamma, beta) as tf.Tensor3D;
+}
+
+/** Whether autodiff wants a gradient for `t` (a trainable Variable, i.e. full fine-tuning). */
+function trainable(t: tf.Tensor): boolean {
+  return t instanceof tf.Variable && t.trainable;
 }
 
 /** (x − mean) / √(var + eps) over the last axis. */
@@ -77,7 +88,9 @@ export function rmsNorm(x: tf.Tensor3D, weight: tf.Tensor, eps: number): tf.Tens
           const xhat = tf.mul(xs, r); // [B, T, C]
           const g = tf.mul(up, ws); // [B, T, C]
           const dx = tf.mul(tf.sub(g, tf.mul(xhat, tf.mean(tf.mul(g, xhat), -1, true))), r); // [B, T, C]
-          const dw = tf.reshape(tf.sum(tf.mul(up, xhat), [0, 1]), ws.shape); // [C]
+          const dw = trainable(weight)
+            ? tf.reshape(tf.sum(tf.mul(up, xhat), [0, 1]), ws.shape)
+            : tf.zerosLike(ws); // [C]
           return [dx, dw];
         }),
     };
@@ -103,7 +116,10 @@ export function addSameShape<T extends tf.Tensor>(a: T, b: T): T {
 export function addBias(y: tf.Tensor2D, bias: tf.Tensor1D): tf.Tensor2D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
     value: tf.add(args[0] as tf.Tensor2D, args[1] as tf.Tensor1D), // [N, out]
-    gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [dy as tf.Tensor, tf.sum(dy as tf.Tensor, 0)], // [N, out], [out]
+    gradFunc: (dy: tf.Tensor | tf.Tensor[]) => [
+      dy as tf.Tensor,
+      trainable(bias) ? tf.sum(dy as tf.Tensor, 0) : tf.zerosLike(bias),
+    ], // [N, out], [out]
   }));
   return op(y, bias) as tf.Tensor2D;
 }
