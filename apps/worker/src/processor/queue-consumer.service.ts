@@ -6,7 +6,7 @@ import {
   type OnApplicationShutdown,
 } from '@nestjs/common';
 import { QUEUE_NAMES, type WorkerEnv } from '@lorafleet/contracts';
-import { RedisClients, WorkersRepository } from '@lorafleet/db';
+import { RedisClients, WorkersRepository, shutdownReserveMs } from '@lorafleet/db';
 import { Worker } from 'bullmq';
 import { cpus } from 'node:os';
 import { probeBackend } from '../trainer/backend-probe';
@@ -40,6 +40,8 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
   private readonly logger = new Logger('QueueConsumer');
   private worker: Worker | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** Deliveries whose processor call has not returned yet. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly processor: FineTuneProcessor,
@@ -74,7 +76,7 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     );
     this.worker = new Worker(
       QUEUE_NAMES.fineTune,
-      (job, token) => this.processor.process(job, token),
+      (job, token) => this.track(this.processor.process(job, token)),
       {
         // BullMQ workers need blocking commands that never time out. BullMQ duplicates this
         // client for its blocking connection; RedisClients tracks the copy too.
@@ -108,6 +110,12 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     clearInterval(this.heartbeat);
     const closing = this.worker?.close();
     await this.processor.shutdown();
+    // Each delivery hands its job back in Postgres after its trainer stopped. BullMQ's close
+    // waits for that, but not when it is itself left waiting below, so wait here: else the
+    // hand-back raced Postgres being closed and the job stayed `running` (issue 14, item 13).
+    // Within half the reserve the grace keeps for it; one stuck on Redis is left behind.
+    const graceMs = this.env.LORAFLEET_SHUTDOWN_GRACE_MS;
+    await settlesWithin(Promise.allSettled([...this.inFlight]), shutdownReserveMs(graceMs) / 2);
     // With Redis unreachable, close() waits for ever: completing the deliveries and QUIT sit
     // in the offline queue until Redis is back (issue 14, item 13). The jobs are already
     // handed back in Postgres, so go on without it; the process exits after the remaining
@@ -123,5 +131,12 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
     }
     // Through the processor, so that no status write of a finished attempt lands after it.
     await this.processor.reportGone();
+  }
+
+  private track(delivery: Promise<void>): Promise<void> {
+    this.inFlight.add(delivery);
+    const forget = () => this.inFlight.delete(delivery);
+    delivery.then(forget, forget);
+    return delivery;
   }
 }
