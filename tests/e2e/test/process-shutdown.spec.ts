@@ -7,7 +7,7 @@
 import { PrivateRedis, freePort } from '@lorafleet/db';
 import { NodeProcess, REPO_ROOT, waitFor, type AppProcess } from '@lorafleet/testing';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Fleet } from './fleet-harness';
@@ -26,6 +26,49 @@ const count = (text: string, needle: string) => text.split(needle).length - 1;
 /** Waits until the process has printed `needle`. */
 const printed = (process: NodeProcess, needle: string, what: string, timeoutMs = 20_000) =>
   waitFor(what, () => (process.text.includes(needle) ? true : undefined), timeoutMs);
+
+/**
+ * A TCP proxy that can go silent: after `stall()` it keeps every connection open but passes
+ * no more bytes, as a Postgres that stopped answering (frozen, or behind a dead network)
+ * does. Nothing fails fast then; only a deadline ends the wait.
+ */
+class StallingProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private stalled = false;
+
+  constructor(
+    readonly port: number,
+    private readonly targetPort: number,
+  ) {}
+
+  async start(): Promise<void> {
+    this.server = createServer((client) => {
+      const upstream = connect(this.targetPort, '127.0.0.1');
+      this.sockets.add(client).add(upstream);
+      client.on('data', (chunk) => void (this.stalled || upstream.write(chunk)));
+      upstream.on('data', (chunk) => void (this.stalled || client.write(chunk)));
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    const server = this.server;
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+  }
+
+  stall(): void {
+    this.stalled = true;
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    const server = this.server;
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  }
+}
 
 /** Resolves with the exit code and how long after `since` it came, or null if still alive. */
 async function exitWithin(
@@ -197,6 +240,33 @@ describe('api and worker processes with a private Redis (issue 14, items 13–15
     expect(worker.childPids()).toEqual([]);
     await redis.start();
     await fleet.request('POST', `/v1/fine_tuning/jobs/${job.id}/cancel`);
+  });
+
+  it('a worker whose Postgres stopped answering exits 1 when the grace is spent (item 13)', async () => {
+    const proxy = new StallingProxy(await freePort(), Number(new URL(fleet.scratch.url).port));
+    await proxy.start();
+    try {
+      const url = new URL(fleet.scratch.url);
+      url.host = `127.0.0.1:${proxy.port}`;
+      const worker = fleet.startWorker('w-sigterm-no-pg', {
+        DATABASE_URL: url.toString(),
+        LORAFLEET_SHUTDOWN_GRACE_MS: String(GRACE_MS),
+      });
+      await fleet.workerReady('w-sigterm-no-pg');
+      proxy.stall();
+      const since = Date.now();
+      worker.signal('SIGTERM');
+      const exit = await exitWithin(worker, since, GRACE_MS + MARGIN_MS);
+      if (!exit) worker.signal('SIGKILL');
+      expect(exit).not.toBeNull();
+      // Marking itself gone waited on Postgres until the deadline: exit 1, on time.
+      expect(exit?.code).toBe(1);
+      expect(exit?.afterMs).toBeGreaterThanOrEqual(GRACE_MS - 100);
+      expect(exit?.afterMs).toBeLessThan(GRACE_MS + MARGIN_MS);
+      expect(worker.text).toContain(`shutdown not finished after ${GRACE_MS} ms`);
+    } finally {
+      await proxy.stop();
+    }
   });
 
   it('the api exits within the grace after SIGTERM while a client holds a half-sent body (item 14)', async () => {
