@@ -100,7 +100,7 @@ describe('outOfMemoryFailure', () => {
     const failure = await outOfMemoryFailure(spec, preflight);
     expect(failure.kind).toBe('out_of_memory');
     expect(failure.message).toMatch(
-      /^the trainer ran out of memory \(the pre-flight estimate was about 5,200 MiB, the memory limit 8,000 MiB\)\. To fit: turn on gradient checkpointing .*lower the batch size \(now 4\), shorten max_seq_length \(now 256\)/,
+      /^the trainer ran out of memory \(the pre-flight estimate was about 5,200 MiB, the memory limit 8,000 MiB\)\. To fit: turn on gradient checkpointing .*lower the batch size \(now 4\), shorten max_seq_length \(the longest example keeps 256 tokens\)/,
     );
   });
 });

@@ -15,6 +15,9 @@ export {
 
 export {
   parseModelConfig,
+  SUPPORTED_MODEL_TYPES,
+  type DecoderConfig,
+  type DecoderModelType,
   type Gpt2Activation,
   type Gpt2Config,
   type LlamaConfig,
@@ -45,7 +48,6 @@ export {
   hfStateDict,
   loadCausalLM,
   readModelConfig,
-  storedWeightBytesPerParameter,
   readSafetensorsFileHeader,
   saveHfModel,
   type LoadModelOptions,
@@ -84,11 +86,13 @@ export {
 
 export {
   countBaseParameters,
+  countLoraTargets,
   countParameters,
   formatTrainableParameters,
   linearModuleSpecs,
   loraTargetSpecs,
   type LinearModuleSpec,
+  type LoraTargetCount,
   type ParameterCount,
 } from './params/parameter-count.util';
 

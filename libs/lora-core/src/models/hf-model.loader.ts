@@ -51,6 +51,11 @@ export function buildCausalLM(
     case 'gpt2':
       return new Gpt2Model(config, source, mode);
     case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
+    case 'phi3':
+      // One decoder; the family's differences are options of its config (model.config.ts).
       return new LlamaModel(config, source, mode);
   }
 }
@@ -177,9 +182,6 @@ async function weightFiles(dir: string): Promise<string[]> {
   });
 }
 
-/** Whether BF16/F16 checkpoints stay in half precision on the host once loaded. */
-const HALF_PRECISION_WEIGHTS_KEPT = false;
-
 /** Reads and validates one safetensors file's header from disk, without its data. */
 export async function readSafetensorsFileHeader(path: string): Promise<SafetensorsHeader> {
   const handle = await open(path, 'r');
@@ -204,21 +206,6 @@ export async function readSafetensorsFileHeader(path: string): Promise<Safetenso
   } finally {
     await handle.close();
   }
-}
-
-/**
- * Bytes per parameter the frozen weights of this directory take once loaded: 2 when every
- * floating-point weight is stored as BF16/F16 (kept as stored, upcast per product), else 4.
- */
-export async function storedWeightBytesPerParameter(dir: string): Promise<number> {
-  let halfOnly = true;
-  for (const file of await weightFiles(dir)) {
-    const header = await readSafetensorsFileHeader(file);
-    for (const info of header.tensors.values()) {
-      if (info.dtype !== 'BF16' && info.dtype !== 'F16') halfOnly = false;
-    }
-  }
-  return halfOnly && HALF_PRECISION_WEIGHTS_KEPT ? 2 : 4;
 }
 
 /**

@@ -31,11 +31,7 @@ import {
   type MemoryEstimate,
   type MemoryEstimateInput,
 } from '../memory/memory-estimate';
-import {
-  loadCausalLM,
-  readModelConfig,
-  storedWeightBytesPerParameter,
-} from '../models/hf-model.loader';
+import { loadCausalLM, readModelConfig } from '../models/hf-model.loader';
 import type { ModelConfig } from '../models/model.config';
 import { metricsToCsv } from './metrics-csv';
 import { Trainer, resolveHyperparameters, type CheckpointOptions } from './trainer';
@@ -205,7 +201,6 @@ export function resolveLoraConfig(partial: Partial<LoraConfig>, config: ModelCon
 
 export async function runFineTune(options: FineTuneOptions): Promise<FineTuneResult> {
   const owned = typeof options.model === 'string';
-  const modelDir = typeof options.model === 'string' ? options.model : null;
   // Tokenizer and config first: both are cheap, and the data and memory checks below refuse a
   // run before any weight is allocated.
   const tokenizer =
@@ -256,14 +251,20 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     batchSize: Math.min(hp.batchSize, Math.max(1, summary.examples)),
     seqLength: Math.max(1, summary.longestKeptTokens),
     lora: loraConfig,
-    weightBytesPerParameter: modelDir !== null ? await storedWeightBytesPerParameter(modelDir) : 4,
+    // Frozen weights are kept in float32 whatever the checkpoint stores: Debian's OpenBLAS
+    // 0.3.21 has no bf16 GEMM, and upcasting per product would cost speed on every step.
+    weightBytesPerParameter: 4,
     gradientCheckpointing,
   };
   const memoryEstimate = estimateTrainingMemory(memoryInput);
   const memoryEstimateMb = Math.ceil(memoryEstimate.totalBytes / (1024 * 1024));
   const memoryLimitMb = options.memoryLimitMb ?? null;
   if (memoryLimitMb !== null && memoryEstimateMb > memoryLimitMb) {
-    throw new MemoryLimitError(memoryEstimateMb, memoryLimitMb, memoryAdvice(memoryInput));
+    throw new MemoryLimitError(
+      memoryEstimateMb,
+      memoryLimitMb,
+      memoryAdvice(memoryInput, memoryLimitMb),
+    );
   }
 
   let loaded: LoadedModel;

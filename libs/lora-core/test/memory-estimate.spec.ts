@@ -1,0 +1,137 @@
+/**
+ * The pre-flight (issue 13): the memory estimate and its limit, and the refusals that
+ * `runFineTune` raises before any weight is read (a model directory whose weights file is
+ * garbage proves nothing was loaded).
+ */
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import {
+  MODEL_SHAPES,
+  MemoryLimitError,
+  NoTrainableTokensError,
+  estimateTrainingMemory,
+  initBackend,
+  memoryAdvice,
+  memoryLimitMbFromEnv,
+  parseModelConfig,
+  runFineTune,
+  type MemoryEstimateInput,
+} from '../src';
+import { TINY_GPT2_DIR } from './trainer.helpers';
+
+const MIB = 1024 * 1024;
+
+function input(
+  shape: keyof typeof MODEL_SHAPES,
+  overrides: Partial<MemoryEstimateInput> = {},
+): MemoryEstimateInput {
+  const config = parseModelConfig(MODEL_SHAPES[shape].config);
+  return {
+    config,
+    batchSize: 4,
+    seqLength: 256,
+    lora: { r: 8, targetModules: config.modelType === 'gpt2' ? ['c_attn'] : ['q_proj', 'v_proj'] },
+    weightBytesPerParameter: 4,
+    gradientCheckpointing: false,
+    ...overrides,
+  };
+}
+
+describe('memory estimate', () => {
+  it('grows with batch and sequence, and gradient checkpointing shrinks the activations', () => {
+    const base = estimateTrainingMemory(input('gpt2-small'));
+    expect(
+      estimateTrainingMemory(input('gpt2-small', { batchSize: 8 })).totalBytes,
+    ).toBeGreaterThan(base.totalBytes);
+    expect(
+      estimateTrainingMemory(input('gpt2-small', { seqLength: 512 })).totalBytes,
+    ).toBeGreaterThan(base.totalBytes);
+    const checkpointed = estimateTrainingMemory(
+      input('gpt2-small', { gradientCheckpointing: true }),
+    );
+    expect(checkpointed.parts.activations).toBeLessThan(base.parts.activations / 4);
+    // 124.4M parameters in f32 on the host.
+    expect(base.parts.frozenWeights / MIB).toBeCloseTo((124_439_808 * 4) / MIB, 0);
+  });
+
+  it('stays above what the shapes measured on this machine (docs/benchmarks.md), within 1.4×', () => {
+    // Peak RSS of `lorafleet train` on wasm-blas, seq 256 (2026-12-05): the estimate must
+    // admit nothing that does not fit, and not refuse much that does.
+    const measured: Array<[keyof typeof MODEL_SHAPES, number, number]> = [
+      ['gpt2-small', 4, 1985],
+      ['smollm2-135m', 4, 2780],
+      ['llama-0.5b', 2, 3622],
+      ['llama-1b', 1, 6013],
+    ];
+    for (const [shape, batchSize, peakMb] of measured) {
+      const estimateMb = estimateTrainingMemory(input(shape, { batchSize })).totalBytes / MIB;
+      expect({ shape, over: estimateMb >= peakMb, within: estimateMb <= 1.4 * peakMb }).toEqual({
+        shape,
+        over: true,
+        within: true,
+      });
+    }
+  });
+
+  it('advice names what helps: weights over the limit, else checkpointing, batch and length', () => {
+    expect(memoryAdvice(input('llama-1b', { batchSize: 1 }), 4096)).toMatch(
+      /frozen base weights alone take about 4,7\d\d MiB/,
+    );
+    const tips = memoryAdvice(input('gpt2-small'), 1500);
+    expect(tips).toMatch(/^To fit: turn on gradient checkpointing/);
+    expect(tips).toMatch(/lower the batch size \(now 4\)/);
+    expect(
+      memoryAdvice(input('gpt2-small', { gradientCheckpointing: true, batchSize: 1 })),
+    ).not.toMatch(/checkpointing|batch size/);
+  });
+
+  it('LORAFLEET_MEMORY_LIMIT_MB: a whole number of MiB, else the machine default', () => {
+    expect(memoryLimitMbFromEnv({ LORAFLEET_MEMORY_LIMIT_MB: '4096' })).toBe(4096);
+    expect(() => memoryLimitMbFromEnv({ LORAFLEET_MEMORY_LIMIT_MB: '4g' })).toThrow(
+      /LORAFLEET_MEMORY_LIMIT_MB="4g" must be a positive whole number of MiB/,
+    );
+    expect(memoryLimitMbFromEnv({})).toBeGreaterThan(0);
+  });
+});
+
+describe('runFineTune pre-flight refusals, before any weight is read', () => {
+  let dir: string;
+  beforeAll(async () => {
+    await initBackend('cpu');
+    dir = await mkdtemp(join(tmpdir(), 'lora-core-preflight-'));
+    await mkdir(join(dir, 'model'));
+    for (const file of ['config.json', 'tokenizer.json']) {
+      await copyFile(join(TINY_GPT2_DIR, file), join(dir, 'model', file));
+    }
+    // Not a safetensors file: any attempt to load weights would fail with another error.
+    await writeFile(join(dir, 'model', 'model.safetensors'), 'garbage');
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  const jsonl = (prompt: string, completion: string) =>
+    `${Array.from({ length: 3 }, () => JSON.stringify({ prompt, completion })).join('\n')}\n`;
+
+  it('refuses a run over the memory limit with the estimate, the limit and the advice', async () => {
+    const run = runFineTune({
+      model: join(dir, 'model'),
+      trainJsonl: jsonl('Say hi:', ' hi'),
+      memoryLimitMb: 1,
+      samples: false,
+    });
+    await expect(run).rejects.toBeInstanceOf(MemoryLimitError);
+    await expect(run).rejects.toThrow(/needs about [\d,]+ MiB but the memory limit is 1 MiB/);
+  });
+
+  it('refuses data whose every completion is cut by max_seq_length, with the counts', async () => {
+    const run = runFineTune({
+      model: join(dir, 'model'),
+      trainJsonl: jsonl('a very long prompt '.repeat(20), ' done'),
+      maxSeqLength: 8,
+      samples: false,
+    });
+    await expect(run).rejects.toBeInstanceOf(NoTrainableTokensError);
+    await expect(run).rejects.toThrow(/3 of 3 examples lose every target token to truncation/);
+  });
+});
