@@ -131,6 +131,57 @@ describe('lorafleet model inspect', () => {
     await writeFile(join(dir, 'config.json'), '{"model_type":"bert"}');
     expect((await run('model', 'inspect', dir)).err).toMatch(/model_type "bert" is not supported/);
   });
+
+  it('refuses a config with absurd sizes by name instead of running out of memory (issue 14, item 17)', async () => {
+    const dir = join(scratch, 'ten-million-layers');
+    await mkdir(dir, { recursive: true });
+    // The ~300-byte config.json from the issue: inspect died of V8 OOM at 4.8 GB on it.
+    const config = {
+      architectures: ['GPT2LMHeadModel'],
+      model_type: 'gpt2',
+      n_layer: 10_000_000,
+      n_embd: 768,
+      n_head: 12,
+      n_positions: 1024,
+      vocab_size: 50257,
+      activation_function: 'gelu_new',
+      layer_norm_epsilon: 1e-5,
+      torch_dtype: 'float32',
+    };
+    await writeFile(join(dir, 'config.json'), JSON.stringify(config));
+    const started = Date.now();
+    const result = await run('model', 'inspect', dir);
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/"n_layer" must be an integer from 1 to 2048 \(got 10000000\)/);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('counts the largest accepted model arithmetically and prints grouped integers', async () => {
+    const dir = join(scratch, 'largest-accepted');
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      join(dir, 'config.json'),
+      JSON.stringify({
+        model_type: 'llama',
+        num_hidden_layers: 2048,
+        hidden_size: 65_536,
+        intermediate_size: 1_048_576,
+        num_attention_heads: 4096,
+        head_dim: 1024,
+        vocab_size: 4_194_304,
+      }),
+    );
+    const started = Date.now();
+    const text = await run('model', 'inspect', dir, '--target-modules', 'all-linear');
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(text.code).toBe(0);
+    expect(text.out).toMatch(/^base params: \d{1,3}(,\d{3})+$/m);
+    expect(text.out).toMatch(/\(14336 layers\)/);
+    expect(text.out).not.toMatch(/e\+/);
+    const json = await run('model', 'inspect', dir, '--json');
+    const parsed = JSON.parse(json.out) as { base_params: number; all_params: number };
+    expect(Number.isSafeInteger(parsed.all_params)).toBe(true);
+  });
 });
 
 describe('lorafleet model forward', () => {

@@ -10,4 +10,5 @@ export * from './token-count.estimator';
 export * from './models/model-registry';
 export * from './models/model-hash';
 export * from './models/model-facts';
+export * from './models/model-config-bounds';
 export * from './trainer-warnings';

@@ -1,6 +1,8 @@
 import path from 'node:path';
 import {
+  MODEL_CONFIG_INT_BOUNDS,
   ModelFactsError,
+  configIntBounds,
   defaultMaxSeqLength,
   modelFactsFromConfig,
   readModelFacts,
@@ -35,12 +37,12 @@ describe('model facts from config.json (issue 14, items 8 and 9)', () => {
   });
 
   it("matches target modules by PEFT's rule without building per-layer paths", () => {
-    const facts = modelFactsFromConfig({ model_type: 'gpt2', n_layer: 10_000_000 });
+    const facts = modelFactsFromConfig({ model_type: 'gpt2', n_layer: 2048 });
     expect(
       unknownTargetModules(facts, [
         'c_attn',
         'mlp.c_proj',
-        'h.9999999.attn.c_attn',
+        'h.2047.attn.c_attn',
         'transformer.h.0.mlp.c_fc',
         '3.attn.c_proj',
       ]),
@@ -48,12 +50,12 @@ describe('model facts from config.json (issue 14, items 8 and 9)', () => {
     expect(
       unknownTargetModules(facts, [
         'nope',
-        'h.10000000.attn.c_attn',
+        'h.2048.attn.c_attn',
         'x.h.0.attn.c_attn',
         'lm_head',
         'attn',
       ]),
-    ).toEqual(['nope', 'h.10000000.attn.c_attn', 'x.h.0.attn.c_attn', 'lm_head', 'attn']);
+    ).toEqual(['nope', 'h.2048.attn.c_attn', 'x.h.0.attn.c_attn', 'lm_head', 'attn']);
   });
 
   it('refuses architectures lorafleet cannot train, and bad context lengths, without paths', () => {
@@ -62,5 +64,23 @@ describe('model facts from config.json (issue 14, items 8 and 9)', () => {
       /n_positions/,
     );
     expect(() => readModelFacts('/nonexistent/dir')).toThrow('config.json is missing');
+  });
+
+  it('holds every declared size to the range lora-core enforces, naming the field (item 17)', () => {
+    expect(() => modelFactsFromConfig({ model_type: 'gpt2', n_layer: 10_000_000 })).toThrow(
+      'config.json: "n_layer" must be an integer from 1 to 2048 (got 10000000)',
+    );
+    // Sizes the facts do not use are checked too: the worker would refuse the model for them.
+    expect(() => modelFactsFromConfig({ model_type: 'llama', hidden_size: 1e9 })).toThrow(
+      /"hidden_size" must be an integer from 1 to 65536/,
+    );
+    expect(() => modelFactsFromConfig({ model_type: 'gpt2', vocab_size: 2.5 })).toThrow(
+      /"vocab_size"/,
+    );
+    // n_inner and head_dim may be null (transformers' "derive it").
+    expect(
+      modelFactsFromConfig({ model_type: 'gpt2', n_inner: null, n_layer: 2048 }).numLayers,
+    ).toBe(2048);
+    expect(configIntBounds('n_layer')).toEqual(MODEL_CONFIG_INT_BOUNDS.n_layer);
   });
 });

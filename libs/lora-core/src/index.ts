@@ -15,9 +15,6 @@ export {
 
 export {
   parseModelConfig,
-  SUPPORTED_MODEL_TYPES,
-  type DecoderConfig,
-  type DecoderModelType,
   type Gpt2Activation,
   type Gpt2Config,
   type LlamaConfig,
@@ -48,6 +45,7 @@ export {
   hfStateDict,
   loadCausalLM,
   readModelConfig,
+  storedWeightBytesPerParameter,
   readSafetensorsFileHeader,
   saveHfModel,
   type LoadModelOptions,

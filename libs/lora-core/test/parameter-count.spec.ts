@@ -1,9 +1,14 @@
 import {
+  ModelConfigError,
+  countBaseParameters,
+  countLoraTargets,
   countParameters,
   createRandomCausalLM,
   formatFixedLikePython,
+  formatThousands,
   formatTrainableParameters,
   initBackend,
+  loraTargetSpecs,
   parseModelConfig,
   type LoraConfig,
 } from '../src';
@@ -114,6 +119,109 @@ describe('parameter counting from config.json', () => {
       expect(countParameters(config, cfg).trainable).toBe(trainable);
       model.dispose();
     }
+  });
+});
+
+describe('config bounds and counts without per-layer structures (issue 14, item 17)', () => {
+  it.each([
+    [{ model_type: 'gpt2', n_layer: 10_000_000 }, 'n_layer'],
+    [{ model_type: 'gpt2', n_embd: 2 ** 20, n_head: 1 }, 'n_embd'],
+    [{ model_type: 'gpt2', n_positions: 1e9 }, 'n_positions'],
+    [{ model_type: 'gpt2', n_inner: 1e12 }, 'n_inner'],
+    [{ model_type: 'llama', num_hidden_layers: 1e6 }, 'num_hidden_layers'],
+    [{ model_type: 'llama', vocab_size: 2 ** 30 }, 'vocab_size'],
+    [{ model_type: 'llama', head_dim: 65_536 }, 'head_dim'],
+    [{ model_type: 'llama', num_hidden_layers: 0 }, 'num_hidden_layers'],
+    [
+      {
+        model_type: 'llama',
+        rope_scaling: {
+          rope_type: 'llama3',
+          factor: 8,
+          low_freq_factor: 1,
+          high_freq_factor: 4,
+          original_max_position_embeddings: 2 ** 40,
+        },
+      },
+      'original_max_position_embeddings',
+    ],
+  ])('refuses %j naming %s', (json, key) => {
+    let caught: unknown;
+    try {
+      parseModelConfig(json);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ModelConfigError);
+    expect((caught as ModelConfigError).key).toBe(key);
+    expect((caught as Error).message).toContain(`"${key}" must be an integer from 1 to`);
+  });
+
+  it('counts the largest accepted config by arithmetic, exactly and at once', () => {
+    const config = parseModelConfig({
+      model_type: 'llama',
+      num_hidden_layers: 2048,
+      hidden_size: 65_536,
+      intermediate_size: 1_048_576,
+      num_attention_heads: 4096,
+      head_dim: 1024,
+      vocab_size: 4_194_304,
+    });
+    const started = performance.now();
+    const base = countBaseParameters(config);
+    const targets = countLoraTargets(config, { r: 8, targetModules: 'all-linear' });
+    expect(performance.now() - started).toBeLessThan(50);
+    // Still an exact integer in a double: the bounds keep every count below 2^53.
+    expect(Number.isSafeInteger(base + targets.parameters)).toBe(true);
+    expect(targets.modules).toBe(2048 * 7);
+    expect(formatThousands(base)).toMatch(/^\d{1,3}(,\d{3})+$/);
+  });
+
+  it('counts what loraTargetSpecs lists, for every kind of entry', () => {
+    const configs = [
+      GPT2,
+      TINY_LLAMA,
+      parseModelConfig({ model_type: 'gpt2', n_layer: 3, tie_word_embeddings: false }),
+    ];
+    const choices: Array<Pick<LoraConfig, 'targetModules' | 'excludeModules'>> = [
+      { targetModules: 'all-linear' },
+      { targetModules: 'all-linear', excludeModules: ['h.1.attn.c_attn', 'layers.0.mlp.up_proj'] },
+      { targetModules: 'all-linear', excludeModules: ['c_proj', 'q_proj'] },
+      { targetModules: ['c_attn', 'mlp.c_proj', 'q_proj', 'lm_head'] },
+      {
+        targetModules: [
+          'h.2.attn.c_attn',
+          'transformer.h.0.mlp.c_fc',
+          '1.attn.c_proj',
+          'h.99.attn.c_attn',
+        ],
+      },
+      {
+        targetModules: [
+          'model.layers.21.self_attn.v_proj',
+          '3.mlp.down_proj',
+          'x.layers.0.mlp.up_proj',
+        ],
+      },
+      { targetModules: ['c_attn', 'h.1.attn.c_attn'], excludeModules: ['h.1.attn.c_attn'] },
+      { targetModules: ['nope', 'attn', ''] },
+    ];
+    for (const config of configs) {
+      for (const choice of choices) {
+        const listed = loraTargetSpecs(config, { ...lora(4, choice.targetModules), ...choice });
+        expect(countLoraTargets(config, { r: 4, ...choice })).toEqual({
+          modules: listed.length,
+          parameters: listed.reduce((n, s) => n + 4 * (s.inFeatures + s.outFeatures), 0),
+        });
+      }
+    }
+  });
+
+  it('prints huge counts as grouped integers, never in exponent notation', () => {
+    expect(formatThousands(4.722366482869645e21)).toBe('4,722,366,482,869,645,213,696');
+    expect(formatThousands(2n ** 80n)).toBe('1,208,925,819,614,629,174,706,176');
+    expect(formatThousands(-1234567)).toBe('-1,234,567');
+    expect(formatThousands(0)).toBe('0');
   });
 });
 

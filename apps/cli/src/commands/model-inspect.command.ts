@@ -1,9 +1,10 @@
 import {
   countBaseParameters,
+  countLoraTargets,
   countParameters,
   defaultTargetModules,
+  formatThousands,
   formatTrainableParameters,
-  loraTargetSpecs,
   readModelConfig,
   type LoraConfig,
   type ModelConfig,
@@ -78,8 +79,9 @@ export async function runModelInspect(args: string[], io: CliIo): Promise<number
           : parseList(targets, '--target-modules'),
     useRslora: values.rslora ?? false,
   };
-  const modules = loraTargetSpecs(config, lora);
-  if (modules.length === 0) {
+  // Counted, not listed: a config's layer count must not decide what inspect allocates.
+  const modules = countLoraTargets(config, lora).modules;
+  if (modules === 0) {
     throw new UsageError(
       `--target-modules ${JSON.stringify(lora.targetModules)} match no linear layer of this model`,
     );
@@ -96,7 +98,7 @@ export async function runModelInspect(args: string[], io: CliIo): Promise<number
           lora_alpha: lora.alpha,
           use_rslora: lora.useRslora,
           target_modules: lora.targetModules,
-          targeted_layers: modules.length,
+          targeted_layers: modules,
         },
         trainable_params: count.trainable,
         all_params: count.all,
@@ -112,9 +114,9 @@ export async function runModelInspect(args: string[], io: CliIo): Promise<number
       .map(([k, v]) => `${k}: ${String(v)}`)
       .join('\n'),
   );
-  io.out(`base params: ${countBaseParameters(config).toLocaleString('en-US')}`);
+  io.out(`base params: ${formatThousands(countBaseParameters(config))}`);
   io.out(
-    `lora: r=${lora.r} alpha=${lora.alpha}${lora.useRslora ? ' rslora' : ''} targets=${JSON.stringify(lora.targetModules)} (${modules.length} layers)`,
+    `lora: r=${lora.r} alpha=${lora.alpha}${lora.useRslora ? ' rslora' : ''} targets=${JSON.stringify(lora.targetModules)} (${modules} layers)`,
   );
   io.out(line);
   return EXIT_OK;

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { MODEL_CONFIG_INT_BOUNDS, configIntProblem } from './model-config-bounds';
+
 /**
  * What a job needs to know about a base model before it is queued, read from config.json
  * alone (no weights, no tfjs): the architecture, its context length and the names of the
@@ -38,12 +40,12 @@ export function defaultMaxSeqLength(contextLength: number): number {
   return Math.min(MAX_DEFAULT_SEQ_LENGTH, contextLength);
 }
 
-function positiveInt(json: Record<string, unknown>, key: string, fallback: number): number {
+/** `key`'s value (or `fallback`), within the range lora-core's parser also enforces. */
+function boundedInt(json: Record<string, unknown>, key: string, fallback: number): number {
   const value = json[key] ?? fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new ModelFactsError(`config.json: "${key}" must be a positive integer`);
-  }
-  return value;
+  const problem = configIntProblem(key, value);
+  if (problem !== null) throw new ModelFactsError(problem);
+  return value as number;
 }
 
 /** Facts from a decoded config.json (the same defaults as lora-core's config parser). */
@@ -52,6 +54,11 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     throw new ModelFactsError('config.json must be a JSON object');
   }
   const config = json as Record<string, unknown>;
+  // Every size the config declares, read here or not, is held to the range lora-core's parser
+  // enforces, so a model the worker would refuse is a 400 at create rather than a failed job.
+  for (const key of Object.keys(MODEL_CONFIG_INT_BOUNDS)) {
+    if (config[key] !== undefined && config[key] !== null) boundedInt(config, key, 0);
+  }
   const tied = (fallback: boolean) => {
     const value = config.tie_word_embeddings ?? fallback;
     return value === true;
@@ -61,8 +68,8 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     case 'gpt2':
       facts = {
         modelType: 'gpt2',
-        contextLength: positiveInt(config, 'n_positions', 1024),
-        numLayers: positiveInt(config, 'n_layer', 12),
+        contextLength: boundedInt(config, 'n_positions', 1024),
+        numLayers: boundedInt(config, 'n_layer', 12),
         modulePaths: [
           'transformer.h.{i}.attn.c_attn',
           'transformer.h.{i}.attn.c_proj',
@@ -75,8 +82,8 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     case 'llama':
       facts = {
         modelType: 'llama',
-        contextLength: positiveInt(config, 'max_position_embeddings', 2048),
-        numLayers: positiveInt(config, 'num_hidden_layers', 32),
+        contextLength: boundedInt(config, 'max_position_embeddings', 2048),
+        numLayers: boundedInt(config, 'num_hidden_layers', 32),
         modulePaths: [
           'model.layers.{i}.self_attn.q_proj',
           'model.layers.{i}.self_attn.k_proj',
@@ -111,29 +118,35 @@ export function readModelFacts(dir: string): ModelFacts {
 }
 
 /**
- * Whether PEFT's rule (a module path equal to the entry, or ending in `.<entry>`) selects
- * some module of the model. Matched against the path templates, so a model with millions of
- * layers costs no more than one with two: a layer index in the entry must exist.
+ * The modules of `template` that PEFT's rule (a module path equal to the entry, or ending in
+ * `.<entry>`) selects for `entry`: `'all'` of them (every layer, or the one module of a
+ * template without `{i}`), the one layer whose index the entry names, or none (null). Worked
+ * out on the template, so a model with two thousand layers costs no more than one with two.
+ * libs/lora-core counts LoRA parameters with it.
  */
-function entryMatches(template: string, numLayers: number, entry: string): boolean {
-  const [prefix, suffix] = template.includes('.{i}.') ? template.split('.{i}.') : [template, ''];
+export function templateLayersMatched(
+  template: string,
+  numLayers: number,
+  entry: string,
+): 'all' | number | null {
   const matches = (pathText: string) => pathText === entry || pathText.endsWith(`.${entry}`);
-  if (!template.includes('{i}')) return matches(template);
+  if (!template.includes('.{i}.')) return matches(template) ? 'all' : null;
+  const [prefix, suffix] = template.split('.{i}.');
   // Entries within the part after the index (`c_attn`, `attn.c_attn`) match every layer.
-  if (matches(suffix)) return true;
-  if (entry !== suffix && !entry.endsWith(`.${suffix}`)) return false;
+  if (matches(suffix)) return 'all';
+  if (entry !== suffix && !entry.endsWith(`.${suffix}`)) return null;
   // The rest of the entry must end at a layer index: `3`, `h.3`, `transformer.h.3`.
   const head = entry === suffix ? '' : entry.slice(0, -(suffix.length + 1));
   const dot = head.lastIndexOf('.');
   const index = head.slice(dot + 1);
   const before = dot < 0 ? '' : head.slice(0, dot);
-  if (!/^(0|[1-9]\d*)$/.test(index) || Number(index) >= numLayers) return false;
-  return before === '' || prefix === before || prefix.endsWith(`.${before}`);
+  if (!/^(0|[1-9]\d*)$/.test(index) || Number(index) >= numLayers) return null;
+  return before === '' || prefix === before || prefix.endsWith(`.${before}`) ? Number(index) : null;
 }
 
 /** The entries of `targetModules` that select no linear module of the model. */
 export function unknownTargetModules(facts: ModelFacts, targetModules: readonly string[]): string[] {
   return targetModules.filter(
-    (entry) => !facts.modulePaths.some((t) => entryMatches(t, facts.numLayers, entry)),
+    (entry) => !facts.modulePaths.some((t) => templateLayersMatched(t, facts.numLayers, entry) !== null),
   );
 }

@@ -5,6 +5,8 @@
  * not implemented are rejected with a `ModelConfigError` naming the key: a model must never
  * load silently wrong.
  */
+import { configIntProblem } from '@lorafleet/data';
+
 import { ModelConfigError } from './model.errors';
 
 export type ModelType = 'gpt2' | 'llama';
@@ -70,15 +72,12 @@ function isObject(value: unknown): value is Record<string, unknown> {
 class ConfigReader {
   constructor(private readonly json: Record<string, unknown>) {}
 
+  /** A size, held to libs/data's range for `key`: a config must not size allocations at will. */
   int(key: string, fallback?: number): number {
     const value = this.json[key] ?? fallback;
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-      throw new ModelConfigError(
-        `config.json: "${key}" must be a positive integer (got ${JSON.stringify(value)})`,
-        key,
-      );
-    }
-    return value;
+    const problem = configIntProblem(key, value);
+    if (problem !== null) throw new ModelConfigError(problem, key);
+    return value as number;
   }
 
   num(key: string, fallback?: number): number {

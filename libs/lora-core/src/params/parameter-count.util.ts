@@ -3,6 +3,8 @@
  * `print_trainable_parameters` reports for the same model and LoRA config: shared
  * (tied) tensors count once, buffers do not count, and LoRA adds r·(in + out) per module.
  */
+import { templateLayersMatched } from '@lorafleet/data';
+
 import type { ModelConfig } from '../models/model.config';
 import {
   loraScaling,
@@ -27,19 +29,25 @@ export interface ParameterCount {
   percent: number;
 }
 
-/** Every linear layer of the `*ForCausalLM` model `config` describes, in module order. */
-export function linearModuleSpecs(config: ModelConfig): LinearModuleSpec[] {
-  const specs: LinearModuleSpec[] = [];
+/**
+ * A linear layer of every block (`{i}` in `path` stands for the layer index) or, without
+ * `{i}`, one of the model (`lm_head`). Counting works on these, never on per-layer lists: a
+ * config's layer count must not decide how much a count allocates.
+ */
+interface LinearModuleTemplate extends LinearModuleSpec {
+  perLayer: boolean;
+}
+
+function linearModuleTemplates(config: ModelConfig): LinearModuleTemplate[] {
+  const templates: LinearModuleTemplate[] = [];
   const add = (path: string, inFeatures: number, outFeatures: number, hasBias: boolean) =>
-    specs.push({ path, inFeatures, outFeatures, hasBias });
+    templates.push({ path, inFeatures, outFeatures, hasBias, perLayer: path.includes('{i}') });
   if (config.modelType === 'gpt2') {
     const C = config.hiddenSize;
-    for (let i = 0; i < config.numLayers; i++) {
-      add(`transformer.h.${i}.attn.c_attn`, C, 3 * C, true);
-      add(`transformer.h.${i}.attn.c_proj`, C, C, true);
-      add(`transformer.h.${i}.mlp.c_fc`, C, config.innerSize, true);
-      add(`transformer.h.${i}.mlp.c_proj`, config.innerSize, C, true);
-    }
+    add('transformer.h.{i}.attn.c_attn', C, 3 * C, true);
+    add('transformer.h.{i}.attn.c_proj', C, C, true);
+    add('transformer.h.{i}.mlp.c_fc', C, config.innerSize, true);
+    add('transformer.h.{i}.mlp.c_proj', config.innerSize, C, true);
   } else {
     const {
       hiddenSize: C,
@@ -48,18 +56,32 @@ export function linearModuleSpecs(config: ModelConfig): LinearModuleSpec[] {
       headDim: D,
       intermediateSize: I,
     } = config;
-    for (let i = 0; i < config.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      add(`${p}.self_attn.q_proj`, C, H * D, config.attentionBias);
-      add(`${p}.self_attn.k_proj`, C, KV * D, config.attentionBias);
-      add(`${p}.self_attn.v_proj`, C, KV * D, config.attentionBias);
-      add(`${p}.self_attn.o_proj`, H * D, C, config.attentionBias);
-      add(`${p}.mlp.gate_proj`, C, I, config.mlpBias);
-      add(`${p}.mlp.up_proj`, C, I, config.mlpBias);
-      add(`${p}.mlp.down_proj`, I, C, config.mlpBias);
-    }
+    add('model.layers.{i}.self_attn.q_proj', C, H * D, config.attentionBias);
+    add('model.layers.{i}.self_attn.k_proj', C, KV * D, config.attentionBias);
+    add('model.layers.{i}.self_attn.v_proj', C, KV * D, config.attentionBias);
+    add('model.layers.{i}.self_attn.o_proj', H * D, C, config.attentionBias);
+    add('model.layers.{i}.mlp.gate_proj', C, I, config.mlpBias);
+    add('model.layers.{i}.mlp.up_proj', C, I, config.mlpBias);
+    add('model.layers.{i}.mlp.down_proj', I, C, config.mlpBias);
   }
   if (!config.tieWordEmbeddings) add('lm_head', config.hiddenSize, config.vocabSize, false);
+  return templates;
+}
+
+/**
+ * Every linear layer of the `*ForCausalLM` model `config` describes, in module order. One
+ * entry per layer and module: for callers that need the modules themselves (building a
+ * model), not for counting.
+ */
+export function linearModuleSpecs(config: ModelConfig): LinearModuleSpec[] {
+  const templates = linearModuleTemplates(config);
+  const specs: LinearModuleSpec[] = [];
+  for (let i = 0; i < config.numLayers; i++) {
+    for (const { perLayer, path, ...shape } of templates) {
+      if (perLayer) specs.push({ ...shape, path: path.replace('{i}', String(i)) });
+    }
+  }
+  for (const { perLayer, ...spec } of templates) if (!perLayer) specs.push(spec);
   return specs;
 }
 
@@ -73,12 +95,67 @@ export function loraTargetSpecs(config: ModelConfig, lora: LoraConfig): LinearMo
   return candidates.filter((s) => !moduleNameMatches(s.path, lora.excludeModules ?? []));
 }
 
-/** Base-model parameters (no LoRA). */
+/** Modules of one template that some entry selects: all of them, or these layer indices. */
+interface Selection {
+  all: boolean;
+  layers: Set<number>;
+}
+
+function select(
+  template: LinearModuleTemplate,
+  numLayers: number,
+  entries: readonly string[],
+): Selection {
+  const selection: Selection = { all: false, layers: new Set() };
+  for (const entry of entries) {
+    const matched = templateLayersMatched(template.path, numLayers, entry);
+    if (matched === 'all') selection.all = true;
+    else if (matched !== null) selection.layers.add(matched);
+  }
+  return selection;
+}
+
+/** How many modules LoRA wraps and the adapter's parameters, r·(in + out) per module. */
+export interface LoraTargetCount {
+  modules: number;
+  parameters: number;
+}
+
+/**
+ * What {@link loraTargetSpecs} selects, counted per template instead of listed per layer:
+ * the same PEFT rules (an entry names a module or one layer's module; all-linear skips
+ * lm_head; `excludeModules` wins), in time and memory independent of the layer count.
+ */
+export function countLoraTargets(
+  config: ModelConfig,
+  lora: Pick<LoraConfig, 'r' | 'targetModules' | 'excludeModules'>,
+): LoraTargetCount {
+  let modules = 0;
+  let parameters = 0;
+  for (const template of linearModuleTemplates(config)) {
+    const copies = template.perLayer ? config.numLayers : 1;
+    const included: Selection =
+      lora.targetModules === 'all-linear'
+        ? { all: template.path !== 'lm_head', layers: new Set() }
+        : select(template, config.numLayers, lora.targetModules);
+    const excluded = select(template, config.numLayers, lora.excludeModules ?? []);
+    let selected: number;
+    if (excluded.all) selected = 0;
+    else if (included.all) selected = copies - excluded.layers.size;
+    else selected = [...included.layers].filter((i) => !excluded.layers.has(i)).length;
+    modules += selected;
+    parameters += selected * lora.r * (template.inFeatures + template.outFeatures);
+  }
+  return { modules, parameters };
+}
+
+/** Base-model parameters (no LoRA), by arithmetic on the config. */
 export function countBaseParameters(config: ModelConfig): number {
-  let total = linearModuleSpecs(config).reduce(
-    (sum, s) => sum + s.inFeatures * s.outFeatures + (s.hasBias ? s.outFeatures : 0),
-    0,
-  );
+  let total = 0;
+  for (const t of linearModuleTemplates(config)) {
+    const perModule = t.inFeatures * t.outFeatures + (t.hasBias ? t.outFeatures : 0);
+    total += (t.perLayer ? config.numLayers : 1) * perModule;
+  }
   const C = config.hiddenSize;
   total += config.vocabSize * C; // token embedding (shared with a tied lm_head)
   if (config.modelType === 'gpt2') {
@@ -101,10 +178,7 @@ export function countParameters(config: ModelConfig, lora?: LoraConfig): Paramet
   if (!lora) return { trainable: base, all: base, percent: 100 };
   validateLoraConfig(lora);
   loraScaling(lora);
-  const trainable = loraTargetSpecs(config, lora).reduce(
-    (sum, s) => sum + lora.r * (s.inFeatures + s.outFeatures),
-    0,
-  );
+  const trainable = countLoraTargets(config, lora).parameters;
   const all = base + trainable;
   return { trainable, all, percent: (100 * trainable) / all };
 }

@@ -3,11 +3,17 @@
  * what PEFT prints for the same model.
  */
 
-/** Python `f"{n:,d}"`: thousands separated by commas. */
-export function formatThousands(n: number): string {
-  const digits = Math.abs(Math.trunc(n)).toString();
+/**
+ * Python `f"{n:,d}"`: thousands separated by commas. The digits come from BigInt, which
+ * writes any integer in full, where `Number#toString` switches to `4.722366509258088e+21`
+ * from 10^21 on.
+ */
+export function formatThousands(n: number | bigint): string {
+  if (typeof n === 'number' && !Number.isFinite(n)) return String(n);
+  const whole = typeof n === 'bigint' ? n : BigInt(Math.trunc(n));
+  const digits = (whole < 0n ? -whole : whole).toString();
   const grouped = digits.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-  return n < 0 ? `-${grouped}` : grouped;
+  return whole < 0n ? `-${grouped}` : grouped;
 }
 
 /**
