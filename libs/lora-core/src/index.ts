@@ -15,6 +15,9 @@ export {
 
 export {
   parseModelConfig,
+  SUPPORTED_MODEL_TYPES,
+  type DecoderConfig,
+  type DecoderModelType,
   type Gpt2Activation,
   type Gpt2Config,
   type LlamaConfig,

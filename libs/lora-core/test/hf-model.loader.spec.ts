@@ -200,7 +200,7 @@ describe('loading Hugging Face directories', () => {
 
   it('rejects configs it cannot honour, naming the key', () => {
     const cases: Array<[object, string]> = [
-      [{ model_type: 'mistral' }, 'model_type'],
+      [{ model_type: 'gemma3' }, 'model_type'],
       [
         { model_type: 'llama', rope_scaling: { rope_type: 'yarn', factor: 4 } },
         'rope_scaling.rope_type',

@@ -34,17 +34,23 @@ afterAll(async () => {
   if (target) await writeFile(target, `${JSON.stringify(figures, null, 2)}\n`);
 });
 
+/**
+ * The rotary families of issue 16 (tools/reference/generate_family_fixtures.py): Qwen2 (q/k/v
+ * biases, tied head, F32), Qwen3 (head_dim 12 ≠ 32/4, q/k norms, BF16), Mistral (head_dim 16,
+ * GQA 4:1, sequence = sliding window, adapter on an untied lm_head, BF16), Phi-3 (fused
+ * qkv_proj and gate_up_proj, F32).
+ */
+const FAMILIES = ['qwen2-tiny', 'qwen3-tiny', 'mistral-tiny', 'phi3-tiny'];
+
 /** Same tolerances on every backend: all of them compute in float32 on the CPU. */
-const CASES: Array<[RequestedBackend, string]> = [
-  ['cpu', 'gpt2-tiny'],
-  ['cpu', 'llama-tiny'],
-  ['wasm', 'gpt2-tiny'],
-  ['wasm', 'llama-tiny'],
-  ['wasm-blas', 'gpt2-tiny'],
-  ['wasm-blas', 'llama-tiny'],
-  ['cpu-blas', 'gpt2-tiny'],
-  ['cpu-blas', 'llama-tiny'],
-];
+const CASES: Array<[RequestedBackend, string]> = (
+  ['cpu', 'wasm', 'wasm-blas', 'cpu-blas'] as RequestedBackend[]
+).flatMap((backend) =>
+  ['gpt2-tiny', 'llama-tiny', ...FAMILIES].map((name): [RequestedBackend, string] => [
+    backend,
+    name,
+  ]),
+);
 
 describe.each(CASES)('parity with PyTorch on %s: %s', (backend, name) => {
   let model: CausalLM;

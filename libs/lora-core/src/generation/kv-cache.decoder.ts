@@ -1,12 +1,14 @@
 /**
- * Incremental decoding with a key/value cache for the two architectures of
- * `models/` (GPT-2 and Llama). `CausalLM.forward` recomputes every position on each call,
- * O(T²) work per generated token; with the cache each new token costs one position.
+ * Incremental decoding with a key/value cache for the architectures of `models/`.
+ * `CausalLM.forward` recomputes every position on each call, O(T²) work per generated token;
+ * with the cache each new token costs one position.
  *
- * The decoder reads the model through its public surface only (`baseParameters()` by
- * Hugging Face key, `linearLayers()` by module path) and reuses its building blocks
- * (`nn.ops`, `LoraLinear.apply`), so adapters, merges and the active-adapter switch behave
- * exactly as in `forward`. `test/generation.spec.ts` checks cached logits against
+ * The rotary decoders (Llama, Mistral, Qwen2, Qwen3, Phi-3) decode through their own block
+ * code (`LlamaModel.decodeHidden`), with this class holding the cache, so a family's options
+ * apply to generation without a second copy of its forward. GPT-2 is decoded here from its
+ * public surface (`baseParameters()` by Hugging Face key, `linearLayers()` by module path)
+ * and its building blocks (`nn.ops`, `LoraLinear.apply`). Either way adapters, merges and
+ * the active-adapter switch behave exactly as in `forward`. `test/generation.spec.ts` checks cached logits against
  * `forward` at every position. Batch size is 1: sample generations and the CLI decode one
  * prompt at a time, which needs neither left padding nor per-row positions.
  */
@@ -15,18 +17,10 @@ import * as tf from '@tensorflow/tfjs';
 import { batchedMatMul } from '../backend/matmul.ops';
 import type { CausalLM, HfParameter } from '../models/causal-lm.model';
 import { MASKED_SCORE } from '../models/causal-lm.model';
-import { ropeInverseFrequencies } from '../models/llama.model';
+import { LlamaModel } from '../models/llama.model';
 import type { LoraForwardContext, LoraLinear } from '../models/lora-linear.layer';
-import type { Gpt2Config, LlamaConfig } from '../models/model.config';
-import {
-  activation,
-  applyRotary,
-  layerNorm,
-  mergeHeads,
-  rmsNorm,
-  silu,
-  splitHeads,
-} from '../models/nn.ops';
+import type { Gpt2Config } from '../models/model.config';
+import { activation, layerNorm, mergeHeads, splitHeads } from '../models/nn.ops';
 
 /** Per-layer cached keys and values, [1, heads, T_past, D] each. */
 interface LayerCache {
@@ -39,7 +33,6 @@ export class KvCacheDecoder {
   private readonly linears = new Map<string, LoraLinear>();
   private cache: LayerCache[] = [];
   private pastLength = 0;
-  private readonly inverseFrequencies: Float64Array | null;
 
   /** `adapter`: the adapter whose branch is added (null = base model). */
   constructor(
@@ -48,8 +41,6 @@ export class KvCacheDecoder {
   ) {
     for (const p of model.baseParameters()) this.params.set(p.key, p);
     for (const layer of model.linearLayers()) this.linears.set(layer.path, layer);
-    this.inverseFrequencies =
-      model.config.modelType === 'llama' ? ropeInverseFrequencies(model.config) : null;
   }
 
   /** Tokens already in the cache. */
@@ -78,7 +69,7 @@ export class KvCacheDecoder {
       const hidden =
         this.model.config.modelType === 'gpt2'
           ? this.gpt2(this.model.config, input, ctx, newCache)
-          : this.llama(this.model.config, input, ctx, newCache);
+          : this.rotary(input, ctx, newCache);
       for (const entry of newCache) {
         tf.keep(entry.k);
         tf.keep(entry.v);
@@ -199,80 +190,16 @@ export class KvCacheDecoder {
     return this.head(tf.reshape(final, [1, C]), ctx); // [1, V]
   }
 
-  private llama(
-    config: LlamaConfig,
-    ids: tf.Tensor2D,
-    ctx: LoraForwardContext,
-    out: LayerCache[],
-  ): tf.Tensor2D {
-    const {
-      hiddenSize: C,
-      numHeads: H,
-      numKeyValueHeads: KV,
-      headDim: D,
-      rmsNormEps: eps,
-    } = config;
-    const n = ids.shape[1];
-    const groups = H / KV;
-    const { cos, sin } = this.rotary(n, D); // [Tn, D] each
-    const total = this.pastLength + n;
-    const bias = tf.reshape(this.causalBias(n), [1, 1, 1, n, total]); // [1, 1, 1, Tn, Tall]
-    let x = this.model.embedTokens(ids); // [1, Tn, C]
-    for (let i = 0; i < config.numLayers; i++) {
-      const p = `model.layers.${i}`;
-      const h = tf.reshape<tf.Rank.R2>(rmsNorm(x, this.param(`${p}.input_layernorm.weight`), eps), [
-        n,
-        C,
-      ]); // [Tn, C]
-      const proj = (name: string, heads: number) =>
-        splitHeads(
-          tf.reshape(this.linear(`${p}.self_attn.${name}`, h, ctx), [1, n, heads * D]),
-          heads,
-          D,
-        ); // [1, heads, Tn, D]
-      const q = applyRotary(proj('q_proj', H), cos, sin); // [1, H, Tn, D]
-      const k = applyRotary(proj('k_proj', KV), cos, sin); // [1, KV, Tn, D]
-      const cached = this.extend(i, k, proj('v_proj', KV), out); // [1, KV, Tall, D]
-      // GQA as in LlamaModel.forward: fold the query-group axis into time, one matMul.
-      const qGrouped = tf.reshape(q, [1, KV, groups * n, D]); // [1, KV, G·Tn, D]
-      const scores = tf.mul(batchedMatMul(qGrouped, cached.k, true), 1 / Math.sqrt(D)); // [1, KV, G·Tn, Tall]
-      const masked = tf.add(tf.reshape(scores, [1, KV, groups, n, total]), bias); // [1, KV, G, Tn, Tall]
-      const probs = tf.reshape(tf.softmax(masked, -1), [1, KV, groups * n, total]); // [1, KV, G·Tn, Tall]
-      const attended = tf.reshape<tf.Rank.R4>(batchedMatMul(probs, cached.v), [1, H, n, D]); // [1, H, Tn, D]
-      const o = this.linear(
-        `${p}.self_attn.o_proj`,
-        tf.reshape<tf.Rank.R2>(mergeHeads(attended), [n, H * D]),
-        ctx,
-      ); // [Tn, C]
-      x = tf.add(x, tf.reshape(o, [1, n, C])); // [1, Tn, C]
-      const h2 = tf.reshape<tf.Rank.R2>(
-        rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`), eps),
-        [n, C],
-      ); // [Tn, C]
-      const gate = silu(this.linear(`${p}.mlp.gate_proj`, h2, ctx)); // [Tn, I]
-      const up = this.linear(`${p}.mlp.up_proj`, h2, ctx); // [Tn, I]
-      const down = this.linear(`${p}.mlp.down_proj`, tf.mul<tf.Tensor2D>(gate, up), ctx); // [Tn, C]
-      x = tf.add(x, tf.reshape(down, [1, n, C])); // [1, Tn, C]
+  /** A rotary decoder: the model's own blocks, with this decoder's cache. */
+  private rotary(ids: tf.Tensor2D, ctx: LoraForwardContext, out: LayerCache[]): tf.Tensor2D {
+    if (!(this.model instanceof LlamaModel)) {
+      throw new Error(`decoder: no incremental decoding for ${this.model.config.modelType}`);
     }
-    const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
-    const final = rmsNorm(last, this.param('model.norm.weight'), eps); // [1, 1, C]
-    return this.head(tf.reshape(final, [1, C]), ctx); // [1, V]
-  }
-
-  /** cos/sin [Tn, D] for absolute positions past..past+Tn-1 (LlamaModel's table layout). */
-  private rotary(n: number, D: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
-    const inv = this.inverseFrequencies!;
-    const half = D / 2;
-    const cos = new Float32Array(n * D);
-    const sin = new Float32Array(n * D);
-    for (let r = 0; r < n; r++) {
-      const t = this.pastLength + r;
-      for (let i = 0; i < half; i++) {
-        const angle = t * inv[i];
-        cos[r * D + i] = cos[r * D + i + half] = Math.cos(angle);
-        sin[r * D + i] = sin[r * D + i + half] = Math.sin(angle);
-      }
-    }
-    return { cos: tf.tensor2d(cos, [n, D]), sin: tf.tensor2d(sin, [n, D]) };
+    const bias = this.causalBias(ids.shape[1]); // [1, 1, Tn, Tall]
+    const final = this.model.decodeHidden(ids, this.pastLength, bias, ctx, (i) => (k, v) => {
+      const { k: kAll, v: vAll } = this.extend(i, k, v, out); // [1, KV, Tall, D] each
+      return { k: kAll, v: vAll };
+    }); // [1, C]
+    return this.head(final, ctx); // [1, V]
   }
 }

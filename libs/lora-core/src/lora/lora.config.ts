@@ -40,13 +40,23 @@ export class LoraConfigError extends Error {
   }
 }
 
-/** PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` entries for our architectures. */
+/**
+ * PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` entries for our architectures
+ * (peft v0.17.0 `utils/constants.py`). PEFT has no entry for `phi3` (it asks for
+ * `target_modules`); lorafleet's own choice there is the fused attention input `qkv_proj`,
+ * the layer that holds what q_proj and v_proj are elsewhere.
+ */
 export function defaultTargetModules(modelType: ModelType): string[] {
   switch (modelType) {
     case 'gpt2':
       return ['c_attn'];
     case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
       return ['q_proj', 'v_proj'];
+    case 'phi3':
+      return ['qkv_proj'];
   }
 }
 

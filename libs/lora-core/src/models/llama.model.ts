@@ -1,9 +1,18 @@
 /**
- * Llama (Touvron et al. 2023), matching transformers' `LlamaForCausalLM`
- * (transformers v4.46 `models/llama/modeling_llama.py`): RMSNorm, rotary position
- * embeddings in the rotate-half convention, SwiGLU MLP, grouped-query attention, and an
- * `lm_head` that is untied unless `tie_word_embeddings` says otherwise.
+ * The rotary decoder: Llama (Touvron et al. 2023) as transformers' `LlamaForCausalLM`
+ * (transformers v4.46 `models/llama/modeling_llama.py`), and the families built like it,
+ * each a set of named options of the one block (model.config.ts `DecoderConfig`):
  *
+ * - Mistral (`modeling_mistral.py`): Llama without biases, an explicit `head_dim` when given,
+ *   `sliding_window` (sequences up to the window are exact, longer ones refused).
+ * - Qwen2/Qwen2.5 (`modeling_qwen2.py`): biases on q/k/v only (`qkvBias`).
+ * - Qwen3 (`modeling_qwen3.py`): per-head RMSNorm of q and k before RoPE (`qkNorm`),
+ *   an explicit `head_dim`, optional `attention_bias`.
+ * - Phi-3 (`modeling_phi3.py`): fused `qkv_proj` (q, k, v rows) and `gate_up_proj` (gate,
+ *   up rows) (`fusedProjections`); LoRA targets the fused layers by those names, as PEFT.
+ *
+ * RMSNorm, rotary position embeddings in the rotate-half convention, SwiGLU MLP,
+ * grouped-query attention, and an `lm_head` untied unless `tie_word_embeddings` says so.
  * Every projection is an nn.Linear stored [out, in]; it is transposed on load to the tfjs
  * kernel layout [in, out].
  */
@@ -12,7 +21,8 @@ import * as tf from '@tensorflow/tfjs';
 // Products that stay on the wasm backend's fast MatMul path (added for the trainer, issue 4).
 import { CausalLM, type ParameterMode, type WeightSource } from './causal-lm.model';
 import type { LoraForwardContext, LoraLinear } from './lora-linear.layer';
-import type { LlamaConfig } from './model.config';
+import type { DecoderConfig, LlamaConfig } from './model.config';
+import { ModelConfigError } from './model.errors';
 import {
   addSameShape,
   applyRotary,
@@ -25,23 +35,41 @@ import {
 } from './nn.ops';
 import type { TokenEmbedding } from './token-embedding';
 
-interface LlamaLayer {
+/** q, k and v projections: three layers, or Phi-3's one `qkv_proj` [C] → [(H + 2·KV)·D]. */
+type QkvProjection =
+  | { kind: 'split'; q: LoraLinear; k: LoraLinear; v: LoraLinear } // [C] → [H·D], [KV·D], [KV·D]
+  | { kind: 'fused'; qkv: LoraLinear };
+
+/** Gate and up projections: two layers, or Phi-3's one `gate_up_proj` [C] → [2·I]. */
+type GateUpProjection =
+  | { kind: 'split'; gate: LoraLinear; up: LoraLinear } // [C] → [I] each
+  | { kind: 'fused'; gateUp: LoraLinear };
+
+interface DecoderLayer {
   inputNorm: tf.Tensor; // [C]
-  qProj: LoraLinear; // [C] → [H·D]
-  kProj: LoraLinear; // [C] → [KV·D]
-  vProj: LoraLinear; // [C] → [KV·D]
+  qkv: QkvProjection;
+  /** Qwen3's per-head norms of q and k, [D] each; null elsewhere. */
+  qNorm: tf.Tensor | null;
+  kNorm: tf.Tensor | null;
   oProj: LoraLinear; // [H·D] → [C]
   postNorm: tf.Tensor; // [C]
-  gateProj: LoraLinear; // [C] → [I]
-  upProj: LoraLinear; // [C] → [I]
+  gateUp: GateUpProjection;
   downProj: LoraLinear; // [I] → [C]
+  /** Every linear layer of the block, for gradient checkpointing. */
+  linears: LoraLinear[];
 }
+
+/**
+ * How one block reads past keys and values during incremental decoding: given this step's
+ * k and v [1, KV, Tn, D], returns them with the cached past prepended, [1, KV, Tp+Tn, D].
+ */
+export type KvExtender = (k: tf.Tensor4D, v: tf.Tensor4D) => { k: tf.Tensor4D; v: tf.Tensor4D };
 
 /**
  * Rotary inverse frequencies θ^(−2i/D) (Su et al. 2021), adjusted for `rope_scaling` as
  * transformers' `modeling_rope_utils` does for the `linear` and `llama3` types.
  */
-export function ropeInverseFrequencies(config: LlamaConfig): Float64Array {
+export function ropeInverseFrequencies(config: DecoderConfig): Float64Array {
   const { headDim: D, ropeTheta, ropeScaling } = config;
   const inv = new Float64Array(D / 2);
   for (let i = 0; i < D / 2; i++) inv[i] = 1 / ropeTheta ** ((2 * i) / D);
@@ -73,12 +101,12 @@ export function ropeInverseFrequencies(config: LlamaConfig): Float64Array {
 export class LlamaModel extends CausalLM {
   readonly config: LlamaConfig;
   private readonly tokens: TokenEmbedding; // [V, C]
-  private readonly layers: LlamaLayer[] = [];
+  private readonly layers: DecoderLayer[] = [];
   private readonly finalNorm: tf.Tensor; // [C]
   private readonly lmHead: LoraLinear | null; // null when tied to embed_tokens
   private readonly inverseFrequencies: Float64Array; // [D/2]
 
-  constructor(config: LlamaConfig, source: WeightSource, mode: ParameterMode) {
+  constructor(config: DecoderConfig, source: WeightSource, mode: ParameterMode) {
     super(mode);
     this.config = config;
     const {
@@ -88,22 +116,62 @@ export class LlamaModel extends CausalLM {
       numKeyValueHeads: KV,
       headDim: D,
       intermediateSize: I,
+      qkvBias,
+      oProjBias,
+      mlpBias,
     } = config;
     this.tokens = this.createEmbedding(source, 'model.embed_tokens.weight', [V, C]);
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}`;
-      const attnBias = config.attentionBias;
-      const mlpBias = config.mlpBias;
+      const linear = (name: string, inF: number, outF: number, bias: boolean) =>
+        this.createLinear(source, `${p}.${name}`, inF, outF, 'linear', bias);
+      // Created in the checkpoint's module order, which is also `linearModuleSpecs`' order.
+      const inputNorm = this.createParameter(source, `${p}.input_layernorm.weight`, [C], 'ones');
+      const qkv: QkvProjection = config.fusedProjections
+        ? { kind: 'fused', qkv: linear('self_attn.qkv_proj', C, (H + 2 * KV) * D, qkvBias) }
+        : {
+            kind: 'split',
+            q: linear('self_attn.q_proj', C, H * D, qkvBias),
+            k: linear('self_attn.k_proj', C, KV * D, qkvBias),
+            v: linear('self_attn.v_proj', C, KV * D, qkvBias),
+          };
+      const oProj = linear('self_attn.o_proj', H * D, C, oProjBias);
+      const qNorm = config.qkNorm
+        ? this.createParameter(source, `${p}.self_attn.q_norm.weight`, [D], 'ones')
+        : null;
+      const kNorm = config.qkNorm
+        ? this.createParameter(source, `${p}.self_attn.k_norm.weight`, [D], 'ones')
+        : null;
+      const postNorm = this.createParameter(
+        source,
+        `${p}.post_attention_layernorm.weight`,
+        [C],
+        'ones',
+      );
+      const gateUp: GateUpProjection = config.fusedProjections
+        ? { kind: 'fused', gateUp: linear('mlp.gate_up_proj', C, 2 * I, mlpBias) }
+        : {
+            kind: 'split',
+            gate: linear('mlp.gate_proj', C, I, mlpBias),
+            up: linear('mlp.up_proj', C, I, mlpBias),
+          };
+      const downProj = linear('mlp.down_proj', I, C, mlpBias);
+      const linears = [
+        ...(qkv.kind === 'fused' ? [qkv.qkv] : [qkv.q, qkv.k, qkv.v]),
+        oProj,
+        ...(gateUp.kind === 'fused' ? [gateUp.gateUp] : [gateUp.gate, gateUp.up]),
+        downProj,
+      ];
       this.layers.push({
-        inputNorm: this.createParameter(source, `${p}.input_layernorm.weight`, [C], 'ones'),
-        qProj: this.createLinear(source, `${p}.self_attn.q_proj`, C, H * D, 'linear', attnBias),
-        kProj: this.createLinear(source, `${p}.self_attn.k_proj`, C, KV * D, 'linear', attnBias),
-        vProj: this.createLinear(source, `${p}.self_attn.v_proj`, C, KV * D, 'linear', attnBias),
-        oProj: this.createLinear(source, `${p}.self_attn.o_proj`, H * D, C, 'linear', attnBias),
-        postNorm: this.createParameter(source, `${p}.post_attention_layernorm.weight`, [C], 'ones'),
-        gateProj: this.createLinear(source, `${p}.mlp.gate_proj`, C, I, 'linear', mlpBias),
-        upProj: this.createLinear(source, `${p}.mlp.up_proj`, C, I, 'linear', mlpBias),
-        downProj: this.createLinear(source, `${p}.mlp.down_proj`, I, C, 'linear', mlpBias),
+        inputNorm,
+        qkv,
+        qNorm,
+        kNorm,
+        oProj,
+        postNorm,
+        gateUp,
+        downProj,
+        linears,
       });
     }
     this.finalNorm = this.createParameter(source, 'model.norm.weight', [C], 'ones');
@@ -113,20 +181,39 @@ export class LlamaModel extends CausalLM {
     this.inverseFrequencies = ropeInverseFrequencies(config);
   }
 
-  /** cos and sin tables [T, D] in HF's layout: the D/2 frequencies repeated twice. */
-  private rotaryTables(length: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  /**
+   * cos and sin tables [T, D] for positions offset..offset+T−1, in HF's layout: the D/2
+   * frequencies repeated twice.
+   */
+  private rotaryTables(length: number, offset = 0): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
     const D = this.config.headDim;
     const half = D / 2;
     const cos = new Float32Array(length * D);
     const sin = new Float32Array(length * D);
-    for (let t = 0; t < length; t++) {
+    for (let r = 0; r < length; r++) {
+      const t = offset + r;
       for (let i = 0; i < half; i++) {
         const angle = t * this.inverseFrequencies[i];
-        cos[t * D + i] = cos[t * D + i + half] = Math.cos(angle);
-        sin[t * D + i] = sin[t * D + i + half] = Math.sin(angle);
+        cos[r * D + i] = cos[r * D + i + half] = Math.cos(angle);
+        sin[r * D + i] = sin[r * D + i + half] = Math.sin(angle);
       }
     }
     return { cos: tf.tensor2d(cos, [length, D]), sin: tf.tensor2d(sin, [length, D]) };
+  }
+
+  /**
+   * Sliding-window attention is not implemented as a mask: up to the window every key is
+   * inside it (transformers lets query i see key j when i − j < window), so the plain causal
+   * mask is exact; beyond it the model would attend where the original does not.
+   */
+  private checkWindow(totalLength: number): void {
+    const window = this.config.slidingWindow;
+    if (window !== null && totalLength > window) {
+      throw new ModelConfigError(
+        `${this.config.modelType}: a sequence of ${totalLength} tokens exceeds sliding_window ${window}; sliding-window attention beyond the window is not implemented`,
+        'sliding_window',
+      );
+    }
   }
 
   protected get embedding(): TokenEmbedding {
@@ -144,22 +231,14 @@ export class LlamaModel extends CausalLM {
   ): tf.Tensor2D {
     const { hiddenSize: C, rmsNormEps: eps } = this.config;
     const [batch, length] = inputIds.shape;
+    this.checkWindow(length);
     const rotary = this.rotaryTables(length); // [T, D] each
     let x = this.tokens.lookup(inputIds); // [B, T, C]
     for (const layer of this.layers) {
-      const linears = [
-        layer.qProj,
-        layer.kProj,
-        layer.vProj,
-        layer.oProj,
-        layer.gateProj,
-        layer.upProj,
-        layer.downProj,
-      ];
       x = this.runBlock(
         x,
         ctx,
-        linears,
+        layer.linears,
         [rotary.cos, rotary.sin, attentionBias],
         (xIn, [cos, sin, bias]) =>
           this.decoderLayer(
@@ -168,6 +247,7 @@ export class LlamaModel extends CausalLM {
             { cos: cos as tf.Tensor2D, sin: sin as tf.Tensor2D },
             bias as tf.Tensor4D,
             ctx,
+            null,
           ),
       ); // [B, T, C]
     }
@@ -175,43 +255,80 @@ export class LlamaModel extends CausalLM {
     return tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
   }
 
-  /** One decoder layer: x + attn(norm(x)), then + mlp(norm(·)). */
+  /**
+   * Incremental decoding (generation/kv-cache.decoder.ts) through the same blocks: ids
+   * [1, Tn] at positions past..past+Tn−1, `bias` [1, 1, Tn, Tp+Tn], and `cache(i)` block i's
+   * key/value extender. Returns the final-normed hidden state of the last position [1, C].
+   */
+  decodeHidden(
+    ids: tf.Tensor2D,
+    past: number,
+    bias: tf.Tensor4D,
+    ctx: LoraForwardContext,
+    cache: (layerIndex: number) => KvExtender,
+  ): tf.Tensor2D {
+    const { hiddenSize: C, rmsNormEps: eps } = this.config;
+    const n = ids.shape[1];
+    this.checkWindow(past + n);
+    const rotary = this.rotaryTables(n, past); // [Tn, D] each
+    let x = this.tokens.lookup(ids); // [1, Tn, C]
+    this.layers.forEach((layer, i) => {
+      x = this.decoderLayer(x, layer, rotary, bias, ctx, cache(i)); // [1, Tn, C]
+    });
+    const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
+    return tf.reshape(rmsNorm(last, this.finalNorm, eps), [1, C]); // [1, C]
+  }
+
+  /** Block input [B, T, C] → q [B·T, H·D], k and v [B·T, KV·D] (before RoPE). */
+  private projectQkv(
+    h: tf.Tensor2D,
+    qkv: QkvProjection,
+    ctx: LoraForwardContext,
+  ): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D] {
+    if (qkv.kind === 'split') {
+      return [qkv.q.apply(h, ctx), qkv.k.apply(h, ctx), qkv.v.apply(h, ctx)];
+    }
+    const { numHeads: H, numKeyValueHeads: KV, headDim: D } = this.config;
+    // Phi-3 `qkv_proj` rows are q, then k, then v (`modeling_phi3.py` slices them in order).
+    return tf.split(qkv.qkv.apply(h, ctx), [H * D, KV * D, KV * D], 1) as [
+      tf.Tensor2D,
+      tf.Tensor2D,
+      tf.Tensor2D,
+    ]; // [B·T, H·D], [B·T, KV·D], [B·T, KV·D]
+  }
+
+  /** [B, T, heads·D] → [B, heads, T, D], with Qwen3's per-head RMSNorm (weight [D]) first. */
+  private heads(x: tf.Tensor2D, batch: number, heads: number, norm: tf.Tensor | null): tf.Tensor4D {
+    const { headDim: D, rmsNormEps: eps } = this.config;
+    const length = x.shape[0] / batch;
+    const perHead = tf.reshape<tf.Rank.R3>(x, [batch * length, heads, D]); // [B·T, heads, D]
+    const normed = norm ? rmsNorm(perHead, norm, eps) : perHead; // [B·T, heads, D]
+    return splitHeads(tf.reshape(normed, [batch, length, heads * D]), heads, D); // [B, heads, T, D]
+  }
+
+  /**
+   * One decoder layer: x + attn(norm(x)), then + mlp(norm(·)). With `cache` (decoding), the
+   * keys and values attended over are this step's with the cached past prepended.
+   */
   private decoderLayer(
     xIn: tf.Tensor3D, // [B, T, C]
-    layer: LlamaLayer,
+    layer: DecoderLayer,
     rotary: { cos: tf.Tensor2D; sin: tf.Tensor2D },
-    attentionBias: tf.Tensor4D, // [B|1, 1, T, T]
+    attentionBias: tf.Tensor4D, // [B|1, 1, T, Tk]
     ctx: LoraForwardContext,
+    cache: KvExtender | null,
   ): tf.Tensor3D {
     const { numHeads: H, numKeyValueHeads: KV, headDim: D, rmsNormEps: eps } = this.config;
-    const [batch, length] = xIn.shape;
+    const [batch, length, width] = xIn.shape;
     const groups = H / KV; // query heads per key/value head
     const { cos, sin } = rotary;
     let x = xIn;
-    const h = rmsNorm(x, layer.inputNorm, eps); // [B, T, C]
-    const q = applyRotary(
-      splitHeads(
-        perPosition(h, (t) => layer.qProj.apply(t, ctx)),
-        H,
-        D,
-      ),
-      cos,
-      sin,
-    ); // [B, H, T, D]
-    const k = applyRotary(
-      splitHeads(
-        perPosition(h, (t) => layer.kProj.apply(t, ctx)),
-        KV,
-        D,
-      ),
-      cos,
-      sin,
-    ); // [B, KV, T, D]
-    const v = splitHeads(
-      perPosition(h, (t) => layer.vProj.apply(t, ctx)),
-      KV,
-      D,
-    ); // [B, KV, T, D]
+    const h = tf.reshape<tf.Rank.R2>(rmsNorm(x, layer.inputNorm, eps), [batch * length, width]); // [B·T, C]
+    const [qFlat, kFlat, vFlat] = this.projectQkv(h, layer.qkv, ctx); // [B·T, H·D], [B·T, KV·D] ×2
+    const q = applyRotary(this.heads(qFlat, batch, H, layer.qNorm), cos, sin); // [B, H, T, D]
+    const kNew = applyRotary(this.heads(kFlat, batch, KV, layer.kNorm), cos, sin); // [B, KV, T, D]
+    const vNew = this.heads(vFlat, batch, KV, null); // [B, KV, T, D]
+    const { k, v } = cache ? cache(kNew, vNew) : { k: kNew, v: vNew }; // [B, KV, Tk, D]
     // GQA without materialising repeated K/V: query head h = kv·groups + g uses kv head kv,
     // so folding the group axis into the time axis lets one batched matMul serve all groups.
     const qGrouped = tf.reshape<tf.Rank.R4>(q, [batch, KV, groups * length, D]); // [B, KV, G·T, D]
@@ -224,8 +341,11 @@ export class LlamaModel extends CausalLM {
 
     const h2 = rmsNorm(x, layer.postNorm, eps); // [B, T, C]
     const mlp = perPosition(h2, (t) => {
-      const gate = layer.gateProj.apply(t, ctx); // [B·T, I]
-      const up = layer.upProj.apply(t, ctx); // [B·T, I]
+      const [gate, up] =
+        layer.gateUp.kind === 'split'
+          ? [layer.gateUp.gate.apply(t, ctx), layer.gateUp.up.apply(t, ctx)] // [B·T, I] each
+          : // Phi-3 `gate_up_proj` rows are gate, then up (`up_states.chunk(2, dim=-1)`).
+            (tf.split(layer.gateUp.gateUp.apply(t, ctx), 2, 1) as [tf.Tensor2D, tf.Tensor2D]); // [B·T, I] each
       return layer.downProj.apply(swiglu(gate, up), ctx); // [B·T, C]
     }); // [B, T, C]
     return addSameShape(x, mlp); // [B, T, C]

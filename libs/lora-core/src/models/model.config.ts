@@ -1,15 +1,27 @@
 /**
- * Typed view of a Hugging Face `config.json` for the two supported architectures. Field
- * defaults are those of transformers' `GPT2Config` and `LlamaConfig`, so a config that
- * omits a field means what it means in transformers. Settings that change the maths and are
- * not implemented are rejected with a `ModelConfigError` naming the key: a model must never
- * load silently wrong.
+ * Typed view of a Hugging Face `config.json` for the supported architectures: GPT-2, and the
+ * rotary decoder families (Llama, Mistral, Qwen2, Qwen3, Phi-3), which share one decoder
+ * whose differences are the named options of `DecoderConfig`. Field defaults are those of
+ * transformers' `*Config` class of each family, so a config that omits a field means what it
+ * means in transformers. Settings that change the maths and are not implemented are rejected
+ * with a `ModelConfigError` naming the key: a model must never load silently wrong.
  */
 import { configIntProblem } from '@lorafleet/data';
 
 import { ModelConfigError } from './model.errors';
 
-export type ModelType = 'gpt2' | 'llama';
+/** The rotary decoder families: one decoder (llama.model.ts), configured per family. */
+export type DecoderModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3';
+export type ModelType = 'gpt2' | DecoderModelType;
+
+export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = [
+  'gpt2',
+  'llama',
+  'mistral',
+  'qwen2',
+  'qwen3',
+  'phi3',
+];
 
 /** Activations GPT-2 configs name in `activation_function`. */
 export type Gpt2Activation =
@@ -51,19 +63,40 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-export interface LlamaConfig extends CommonConfig {
-  modelType: 'llama';
+/**
+ * A rotary decoder (Llama and the families built like it). Each family is a mapping of its
+ * config.json onto these options (see `parseDecoder`); the model code reads only the options.
+ */
+export interface DecoderConfig extends CommonConfig {
+  modelType: DecoderModelType;
   intermediateSize: number;
   numKeyValueHeads: number;
+  /** Per-head width; an explicit `head_dim` may differ from hidden/heads (Qwen3, Mistral-Nemo). */
   headDim: number;
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
-  attentionBias: boolean;
+  /** Biases on q/k/v (Qwen2 always; Llama/Qwen3 `attention_bias`). */
+  qkvBias: boolean;
+  /** Bias on o_proj (Llama/Qwen3 `attention_bias`; never in Qwen2). */
+  oProjBias: boolean;
   mlpBias: boolean;
+  /** Per-head RMSNorm of q and k before RoPE (Qwen3 `q_norm`, `k_norm`, weight [D]). */
+  qkNorm: boolean;
+  /** Fused `qkv_proj` (q, k, v rows) and `gate_up_proj` (gate, up rows), as Phi-3 stores them. */
+  fusedProjections: boolean;
+  /**
+   * Sliding-window attention width, or null when every key is visible. Not implemented as a
+   * mask: a sequence up to the window is exact (every key is inside it), a longer one is
+   * refused (`ModelConfigError` naming `sliding_window`).
+   */
+  slidingWindow: number | null;
 }
 
-export type ModelConfig = Gpt2Config | LlamaConfig;
+/** The name the Llama-only code used; every rotary family has this shape. */
+export type LlamaConfig = DecoderConfig;
+
+export type ModelConfig = Gpt2Config | DecoderConfig;
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -200,19 +233,113 @@ function parseRopeScaling(value: unknown): RopeScaling | null {
   }
 }
 
-function parseLlama(json: Record<string, unknown>, r: ConfigReader): LlamaConfig {
-  const hiddenSize = r.int('hidden_size', 4096);
-  const numHeads = r.int('num_attention_heads', 32);
-  const numKeyValueHeads = r.int('num_key_value_heads', numHeads);
+/** transformers' defaults per family (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, …). */
+const DECODER_DEFAULTS: Record<
+  DecoderModelType,
+  {
+    vocabSize: number;
+    hiddenSize: number;
+    intermediateSize: number;
+    numLayers: number;
+    numHeads: number;
+    /** undefined: as many as query heads. */
+    numKeyValueHeads?: number;
+    /** undefined: hidden/heads. */
+    headDim?: number;
+    maxPositions: number;
+    rmsNormEps: number;
+  }
+> = {
+  llama: {
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 11008,
+    numLayers: 32,
+    numHeads: 32,
+    maxPositions: 2048,
+    rmsNormEps: 1e-6,
+  },
+  mistral: {
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 14336,
+    numLayers: 32,
+    numHeads: 32,
+    numKeyValueHeads: 8,
+    maxPositions: 4096 * 32,
+    rmsNormEps: 1e-6,
+  },
+  qwen2: {
+    vocabSize: 151936,
+    hiddenSize: 4096,
+    intermediateSize: 22016,
+    numLayers: 32,
+    numHeads: 32,
+    maxPositions: 32768,
+    rmsNormEps: 1e-6,
+  },
+  qwen3: {
+    vocabSize: 151936,
+    hiddenSize: 4096,
+    intermediateSize: 22016,
+    numLayers: 32,
+    numHeads: 32,
+    headDim: 128,
+    maxPositions: 32768,
+    rmsNormEps: 1e-6,
+  },
+  phi3: {
+    vocabSize: 32064,
+    hiddenSize: 3072,
+    intermediateSize: 8192,
+    numLayers: 32,
+    numHeads: 32,
+    maxPositions: 4096,
+    rmsNormEps: 1e-5,
+  },
+};
+
+/** `null` for an absent or null key, else the value as a positive integer. */
+function optionalInt(r: ConfigReader, key: string): number | null {
+  const value = r.get(key);
+  return value === null || value === undefined ? null : r.int(key);
+}
+
+/**
+ * The sliding window a family applies, or null. Mistral and Phi-3 apply `sliding_window`
+ * whenever it is set; Qwen2/Qwen3 only with `use_sliding_window: true` (their configs carry a
+ * `sliding_window` value that is unused otherwise).
+ */
+function slidingWindowOf(modelType: DecoderModelType, r: ConfigReader): number | null {
+  switch (modelType) {
+    case 'llama':
+      return null;
+    case 'mistral':
+    case 'phi3':
+      return optionalInt(r, 'sliding_window');
+    case 'qwen2':
+    case 'qwen3':
+      return r.bool('use_sliding_window', false) ? (optionalInt(r, 'sliding_window') ?? 4096) : null;
+  }
+}
+
+function parseDecoder(
+  modelType: DecoderModelType,
+  json: Record<string, unknown>,
+  r: ConfigReader,
+): DecoderConfig {
+  const d = DECODER_DEFAULTS[modelType];
+  const hiddenSize = r.int('hidden_size', d.hiddenSize);
+  const numHeads = r.int('num_attention_heads', d.numHeads);
+  const numKeyValueHeads = r.int('num_key_value_heads', d.numKeyValueHeads ?? numHeads);
   if (numHeads % numKeyValueHeads !== 0) {
     throw new ModelConfigError(
       `config.json: num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKeyValueHeads})`,
       'num_key_value_heads',
     );
   }
-  const headDimRaw = r.get('head_dim');
-  const headDim =
-    headDimRaw === null || headDimRaw === undefined ? hiddenSize / numHeads : r.int('head_dim');
+  // transformers: `getattr(config, "head_dim", None) or hidden_size // num_attention_heads`.
+  const headDim = optionalInt(r, 'head_dim') ?? d.headDim ?? hiddenSize / numHeads;
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
     throw new ModelConfigError(
       `config.json: head dimension ${headDim} must be an even integer (rotary pairs)`,
@@ -222,26 +349,43 @@ function parseLlama(json: Record<string, unknown>, r: ConfigReader): LlamaConfig
   const hiddenAct = r.str('hidden_act', 'silu');
   if (hiddenAct !== 'silu') {
     throw new ModelConfigError(
-      `config.json: hidden_act "${hiddenAct}" is not supported for llama (only silu)`,
+      `config.json: hidden_act "${hiddenAct}" is not supported for ${modelType} (only silu)`,
       'hidden_act',
     );
   }
+  // Phi-4-mini's partial rotary (RoPE on a fraction of each head) is not implemented.
+  const partialRotary = r.get('partial_rotary_factor');
+  if (partialRotary !== undefined && partialRotary !== null && partialRotary !== 1) {
+    throw new ModelConfigError(
+      `config.json: partial_rotary_factor ${JSON.stringify(partialRotary)} is not supported (only 1.0)`,
+      'partial_rotary_factor',
+    );
+  }
+  // Llama and Qwen3 put `attention_bias` on all four projections; Qwen2 has q/k/v biases
+  // and none on o_proj; Mistral and Phi-3 have none.
+  const attentionBias =
+    modelType === 'llama' || modelType === 'qwen3' ? r.bool('attention_bias', false) : false;
+  const slidingWindow = slidingWindowOf(modelType, r);
   return {
-    modelType: 'llama',
-    vocabSize: r.int('vocab_size', 32000),
+    modelType,
+    vocabSize: r.int('vocab_size', d.vocabSize),
     hiddenSize,
-    numLayers: r.int('num_hidden_layers', 32),
+    numLayers: r.int('num_hidden_layers', d.numLayers),
     numHeads,
-    maxPositions: r.int('max_position_embeddings', 2048),
+    maxPositions: r.int('max_position_embeddings', d.maxPositions),
     tieWordEmbeddings: r.bool('tie_word_embeddings', false),
-    intermediateSize: r.int('intermediate_size', 11008),
+    intermediateSize: r.int('intermediate_size', d.intermediateSize),
     numKeyValueHeads,
     headDim,
-    rmsNormEps: r.num('rms_norm_eps', 1e-6),
+    rmsNormEps: r.num('rms_norm_eps', d.rmsNormEps),
     ropeTheta: r.num('rope_theta', 10000),
     ropeScaling: parseRopeScaling(r.get('rope_scaling')),
-    attentionBias: r.bool('attention_bias', false),
-    mlpBias: r.bool('mlp_bias', false),
+    qkvBias: modelType === 'qwen2' || attentionBias,
+    oProjBias: attentionBias,
+    mlpBias: modelType === 'llama' ? r.bool('mlp_bias', false) : false,
+    qkNorm: modelType === 'qwen3',
+    fusedProjections: modelType === 'phi3',
+    slidingWindow,
     raw: json,
   };
 }
@@ -255,10 +399,14 @@ export function parseModelConfig(json: unknown): ModelConfig {
     case 'gpt2':
       return parseGpt2(json, r);
     case 'llama':
-      return parseLlama(json, r);
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
+    case 'phi3':
+      return parseDecoder(modelType, json, r);
     default:
       throw new ModelConfigError(
-        `config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: gpt2, llama)`,
+        `config.json: model_type ${JSON.stringify(modelType)} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
         'model_type',
       );
   }

@@ -118,6 +118,10 @@ function tensorPlan(config: ModelConfig, gpt2Prefix: boolean, attnBias: boolean)
     for (let i = 0; i < config.numLayers; i++) {
       add(`model.layers.${i}.input_layernorm.weight`, [C], 'ones');
       add(`model.layers.${i}.post_attention_layernorm.weight`, [C], 'ones');
+      if (config.qkNorm) {
+        add(`model.layers.${i}.self_attn.q_norm.weight`, [config.headDim], 'ones');
+        add(`model.layers.${i}.self_attn.k_norm.weight`, [config.headDim], 'ones');
+      }
     }
     add('model.norm.weight', [C], 'ones');
   }

@@ -56,13 +56,23 @@ function linearModuleTemplates(config: ModelConfig): LinearModuleTemplate[] {
       headDim: D,
       intermediateSize: I,
     } = config;
-    add('model.layers.{i}.self_attn.q_proj', C, H * D, config.attentionBias);
-    add('model.layers.{i}.self_attn.k_proj', C, KV * D, config.attentionBias);
-    add('model.layers.{i}.self_attn.v_proj', C, KV * D, config.attentionBias);
-    add('model.layers.{i}.self_attn.o_proj', H * D, C, config.attentionBias);
-    add('model.layers.{i}.mlp.gate_proj', C, I, config.mlpBias);
-    add('model.layers.{i}.mlp.up_proj', C, I, config.mlpBias);
-    add('model.layers.{i}.mlp.down_proj', I, C, config.mlpBias);
+    const { qkvBias, oProjBias, mlpBias } = config;
+    if (config.fusedProjections) {
+      // Phi-3: one qkv_proj (q, k, v rows) and one gate_up_proj (gate, up rows).
+      add('model.layers.{i}.self_attn.qkv_proj', C, (H + 2 * KV) * D, qkvBias);
+    } else {
+      add('model.layers.{i}.self_attn.q_proj', C, H * D, qkvBias);
+      add('model.layers.{i}.self_attn.k_proj', C, KV * D, qkvBias);
+      add('model.layers.{i}.self_attn.v_proj', C, KV * D, qkvBias);
+    }
+    add('model.layers.{i}.self_attn.o_proj', H * D, C, oProjBias);
+    if (config.fusedProjections) {
+      add('model.layers.{i}.mlp.gate_up_proj', C, 2 * I, mlpBias);
+    } else {
+      add('model.layers.{i}.mlp.gate_proj', C, I, mlpBias);
+      add('model.layers.{i}.mlp.up_proj', C, I, mlpBias);
+    }
+    add('model.layers.{i}.mlp.down_proj', I, C, mlpBias);
   }
   if (!config.tieWordEmbeddings) add('lm_head', config.hiddenSize, config.vocabSize, false);
   return templates;
@@ -164,6 +174,7 @@ export function countBaseParameters(config: ModelConfig): number {
     total += 2 * C; // ln_f
   } else {
     total += config.numLayers * 2 * C; // input_layernorm, post_attention_layernorm
+    if (config.qkNorm) total += config.numLayers * 2 * config.headDim; // q_norm, k_norm
     total += C; // model.norm
   }
   return total;
