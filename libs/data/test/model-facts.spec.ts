@@ -84,3 +84,41 @@ describe('model facts from config.json (issue 14, items 8 and 9)', () => {
     expect(configIntBounds('n_layer')).toEqual(MODEL_CONFIG_INT_BOUNDS.n_layer);
   });
 });
+
+describe('model facts of the rotary families (issue 16)', () => {
+  it('accepts Qwen2, Qwen3, Mistral and Phi-3 with their module names', () => {
+    expect(modelFactsFromConfig({ model_type: 'qwen2', tie_word_embeddings: true })).toMatchObject({
+      modelType: 'qwen2',
+      contextLength: 32768,
+      moduleNames: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    });
+    expect(modelFactsFromConfig({ model_type: 'qwen3' }).moduleNames).toContain('lm_head');
+    const phi3 = modelFactsFromConfig({ model_type: 'phi3', sliding_window: null });
+    expect(phi3).toMatchObject({
+      modelType: 'phi3',
+      contextLength: 4096,
+      moduleNames: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj', 'lm_head'],
+    });
+    expect(unknownTargetModules(phi3, ['qkv_proj', 'q_proj'])).toEqual(['q_proj']);
+  });
+
+  it('caps the context length at an active sliding window (lora-core refuses beyond it)', () => {
+    expect(
+      modelFactsFromConfig({
+        model_type: 'mistral',
+        max_position_embeddings: 32768,
+        sliding_window: 4096,
+      }).contextLength,
+    ).toBe(4096);
+    expect(
+      modelFactsFromConfig({ model_type: 'mistral', sliding_window: null }).contextLength,
+    ).toBe(131072);
+    // Qwen's sliding_window applies only with use_sliding_window: true.
+    const qwen = { model_type: 'qwen2', max_position_embeddings: 32768, sliding_window: 1024 };
+    expect(modelFactsFromConfig(qwen).contextLength).toBe(32768);
+    expect(modelFactsFromConfig({ ...qwen, use_sliding_window: true }).contextLength).toBe(1024);
+    expect(() => modelFactsFromConfig({ model_type: 'gemma3' })).toThrow(
+      /supported: gpt2, llama, mistral, qwen2, qwen3, phi3/,
+    );
+  });
+});

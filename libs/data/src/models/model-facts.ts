@@ -11,14 +11,58 @@ import { MODEL_CONFIG_INT_BOUNDS, configIntProblem } from './model-config-bounds
  * The paths below mirror libs/lora-core's `linearModuleSpecs`, which builds the layers.
  */
 export interface ModelFacts {
-  modelType: 'gpt2' | 'llama';
-  /** Positions the model can attend over: `n_positions` (gpt2), `max_position_embeddings` (llama). */
+  modelType: ModelFactsType;
+  /**
+   * Positions the model can attend over: `n_positions` (gpt2), `max_position_embeddings`
+   * (the rotary families), and no more than an active `sliding_window`: lora-core refuses a
+   * sequence beyond the window rather than attend outside it.
+   */
   contextLength: number;
   numLayers: number;
   /** Leaf names of the linear modules, e.g. `c_attn`, `q_proj`; `lm_head` when untied. */
   moduleNames: string[];
   /** Module path templates; `{i}` stands for the layer index (0 … numLayers − 1). */
   modulePaths: string[];
+}
+
+/** The architectures lorafleet trains (lora-core's `ModelType`). */
+export type ModelFactsType = 'gpt2' | RotaryFamily;
+
+/** The rotary decoder families: Llama's module names, or Phi-3's fused ones. */
+type RotaryFamily = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3';
+
+/** transformers' `max_position_embeddings` default per family (its `*Config` class). */
+const ROTARY_DEFAULT_CONTEXT: Record<RotaryFamily, number> = {
+  llama: 2048,
+  mistral: 4096 * 32,
+  qwen2: 32768,
+  qwen3: 32768,
+  phi3: 4096,
+};
+
+/**
+ * The sliding window a family applies (as lora-core's `slidingWindowOf`): Mistral and Phi-3
+ * whenever `sliding_window` is set, Qwen2/Qwen3 only with `use_sliding_window: true`.
+ */
+function activeSlidingWindow(family: RotaryFamily, config: Record<string, unknown>): number | null {
+  const windowOf = (fallback: number | null): number | null =>
+    config.sliding_window === undefined || config.sliding_window === null
+      ? fallback
+      : boundedInt(config, 'sliding_window', 1);
+  switch (family) {
+    case 'llama':
+      return null;
+    case 'mistral':
+    case 'phi3':
+      return windowOf(null);
+    case 'qwen2':
+    case 'qwen3':
+      return config.use_sliding_window === true ? windowOf(4096) : null;
+  }
+}
+
+function isRotaryFamily(value: unknown): value is RotaryFamily {
+  return typeof value === 'string' && value in ROTARY_DEFAULT_CONTEXT;
 }
 
 /** config.json is missing, unreadable, or describes an architecture lorafleet cannot train. */
@@ -79,27 +123,43 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
         ],
       };
       break;
-    case 'llama':
+    default: {
+      const family = config.model_type;
+      if (!isRotaryFamily(family)) {
+        throw new ModelFactsError(
+          `config.json: model_type ${JSON.stringify(family)} is not supported (supported: gpt2, ${Object.keys(ROTARY_DEFAULT_CONTEXT).join(', ')})`,
+        );
+      }
+      const positions = boundedInt(
+        config,
+        'max_position_embeddings',
+        ROTARY_DEFAULT_CONTEXT[family],
+      );
+      const window = activeSlidingWindow(family, config);
+      // Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj (PEFT targets those names).
+      const fused = family === 'phi3';
       facts = {
-        modelType: 'llama',
-        contextLength: boundedInt(config, 'max_position_embeddings', 2048),
+        modelType: family,
+        contextLength: window === null ? positions : Math.min(positions, window),
         numLayers: boundedInt(config, 'num_hidden_layers', 32),
         modulePaths: [
-          'model.layers.{i}.self_attn.q_proj',
-          'model.layers.{i}.self_attn.k_proj',
-          'model.layers.{i}.self_attn.v_proj',
+          ...(fused
+            ? ['model.layers.{i}.self_attn.qkv_proj']
+            : [
+                'model.layers.{i}.self_attn.q_proj',
+                'model.layers.{i}.self_attn.k_proj',
+                'model.layers.{i}.self_attn.v_proj',
+              ]),
           'model.layers.{i}.self_attn.o_proj',
-          'model.layers.{i}.mlp.gate_proj',
-          'model.layers.{i}.mlp.up_proj',
+          ...(fused
+            ? ['model.layers.{i}.mlp.gate_up_proj']
+            : ['model.layers.{i}.mlp.gate_proj', 'model.layers.{i}.mlp.up_proj']),
           'model.layers.{i}.mlp.down_proj',
           ...(tied(false) ? [] : ['lm_head']),
         ],
       };
       break;
-    default:
-      throw new ModelFactsError(
-        `config.json: model_type ${JSON.stringify(config.model_type)} is not supported (supported: gpt2, llama)`,
-      );
+    }
   }
   const moduleNames = [...new Set(facts.modulePaths.map((p) => p.slice(p.lastIndexOf('.') + 1)))];
   return { ...facts, moduleNames };
