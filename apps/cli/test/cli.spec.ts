@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import {
   parseModelConfig,
   readSafetensors,
   saveHfModel,
+  writeSafetensors,
 } from '@lorafleet/lora-core';
 
 import { main } from '../src/main';
@@ -357,5 +358,104 @@ describe('lorafleet merge', () => {
     const result = await merge(join(scratch, 'm4'), adapter);
     expect(result.code).toBe(1);
     expect(result.err).toMatch(/"use_dora" is set/);
+  });
+});
+
+describe('non-finite adapters and weights (issue 14, item 18)', () => {
+  /** A copy of the fixture adapter with `patch` applied to its config and one weight set to `value`. */
+  async function craftedAdapter(
+    name: string,
+    patch: Record<string, unknown>,
+    value?: number,
+  ): Promise<string> {
+    const dir = join(scratch, name);
+    await mkdir(dir, { recursive: true });
+    const cfg = JSON.parse(
+      readFileSync(join(GPT2_ADAPTER, 'adapter_config.json'), 'utf8'),
+    ) as Record<string, unknown>;
+    await writeFile(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, ...patch }));
+    const tensors = Object.fromEntries(
+      readSafetensors(readFileSync(join(GPT2_ADAPTER, 'adapter_model.safetensors'))).tensors,
+    );
+    if (value !== undefined) {
+      const data = new Float32Array(tensors[NAN_KEY].data);
+      data[3] = value;
+      tensors[NAN_KEY] = { ...tensors[NAN_KEY], data };
+    }
+    await writeFile(join(dir, 'adapter_model.safetensors'), writeSafetensors(tensors));
+    return dir;
+  }
+  const NAN_KEY = 'base_model.model.transformer.h.0.attn.c_attn.lora_B.weight';
+
+  it.each([
+    [
+      'a NaN weight',
+      {},
+      NaN,
+      new RegExp(`tensor "${NAN_KEY.replace(/\./g, '\\.')}" holds a non-finite value`),
+    ],
+    ['an infinite weight', {}, Infinity, /holds a non-finite value \(Infinity at flat index 3\)/],
+    [
+      'lora_alpha 1e308',
+      { lora_alpha: 1e308 },
+      undefined,
+      /"lora_alpha" 1e\+308 gives a LoRA scaling/,
+    ],
+  ])(
+    'model forward --adapter and merge exit 1 on %s, naming it',
+    async (label, patch, value, message) => {
+      const adapter = await craftedAdapter(
+        `bad-adapter-${label.replace(/\W+/g, '-')}`,
+        patch,
+        value,
+      );
+      const forward = await run(
+        'model',
+        'forward',
+        GPT2,
+        '--ids',
+        firstRow.join(','),
+        '--adapter',
+        adapter,
+        '--json',
+      );
+      expect(forward.code).toBe(1);
+      expect(forward.err).toMatch(message);
+      expect(forward.out).toBe('');
+      const out = join(scratch, `merged-${label.replace(/\W+/g, '-')}`);
+      const merged = await run('merge', '--model', GPT2, '--adapter', adapter, '--out', out);
+      expect(merged.code).toBe(1);
+      expect(merged.err).toMatch(message);
+      expect(existsSync(join(out, 'model.safetensors'))).toBe(false);
+    },
+  );
+
+  it('model forward exits 1 on a base model with a NaN weight, naming the tensor', async () => {
+    const dir = join(scratch, 'nan-base');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'config.json'), readFileSync(join(GPT2, 'config.json')));
+    const tensors = Object.fromEntries(
+      readSafetensors(readFileSync(join(GPT2, 'model.safetensors'))).tensors,
+    );
+    const data = new Float32Array(tensors['h.0.ln_1.weight'].data);
+    data[0] = NaN;
+    tensors['h.0.ln_1.weight'] = { ...tensors['h.0.ln_1.weight'], data };
+    await writeFile(join(dir, 'model.safetensors'), writeSafetensors(tensors));
+    const result = await run('model', 'forward', dir, '--ids', firstRow.join(','), '--json');
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(
+      /tensor "h\.0\.ln_1\.weight" holds a non-finite value \(NaN at flat index 0\)/,
+    );
+    const merged = await run(
+      'merge',
+      '--model',
+      dir,
+      '--adapter',
+      GPT2_ADAPTER,
+      '--out',
+      join(scratch, 'merged-nan-base'),
+    );
+    expect(merged.code).toBe(1);
+    expect(merged.err).toMatch(/h\.0\.ln_1\.weight/);
   });
 });

@@ -3,6 +3,8 @@
  * out-of-memory report (issue 13): real lora-core and libs/data error types in, the kind,
  * message and `param` the worker acts on out.
  */
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DatasetValidationError, TokenizerLoadError, parseJsonlExamples } from '@lorafleet/data';
 import {
@@ -14,6 +16,10 @@ import {
   NonFiniteLossError,
   SafetensorsError,
   TrainingConfigError,
+  initBackend,
+  loadCausalLM,
+  readSafetensors,
+  writeSafetensors,
   type FineTunePreflight,
 } from '@lorafleet/lora-core';
 import { classifyFailure, outOfMemoryFailure } from '../src/trainer/trainer-failures';
@@ -66,6 +72,34 @@ describe('classifyFailure', () => {
       new TokenizerLoadError('tokenizer.json is not JSON', 'tokenizer.json'),
     ]) {
       expect(classifyFailure(error)).toMatchObject({ kind: 'invalid_model', param: null });
+    }
+  });
+
+  it('fails a base model holding a NaN weight once as invalid_model, naming the tensor (item 18)', async () => {
+    // The real loader's error: before, such a model trained into "training diverged … lower
+    // the learning rate", an invalid_input that blamed the request.
+    const source = path.join(__dirname, '../../../models/tiny-random-gpt2');
+    const dir = await mkdtemp(path.join(tmpdir(), 'nan-model-'));
+    try {
+      await copyFile(path.join(source, 'config.json'), path.join(dir, 'config.json'));
+      const tensors = Object.fromEntries(
+        readSafetensors(await readFile(path.join(source, 'model.safetensors'))).tensors,
+      );
+      const name = Object.keys(tensors).find((k) => k.endsWith('mlp.c_fc.weight'))!;
+      const data = new Float32Array(tensors[name].data);
+      data[1] = Number.NaN;
+      tensors[name] = { ...tensors[name], data };
+      await writeFile(path.join(dir, 'model.safetensors'), writeSafetensors(tensors));
+      await initBackend('cpu');
+      const error = await loadCausalLM(dir).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ModelWeightsError);
+      expect(classifyFailure(error)).toMatchObject({
+        kind: 'invalid_model',
+        param: null,
+        message: expect.stringContaining(`tensor "${name}" holds a non-finite value`),
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -198,6 +198,40 @@ describe('loading Hugging Face directories', () => {
     expect((error as ModelWeightsError).tensorName).toBe('h.2.ln_1.weight');
   });
 
+  it.each([
+    ['F32', NaN],
+    ['F32', Infinity],
+    ['BF16', -Infinity],
+  ])(
+    'refuses a %s weight holding %p, naming the tensor (issue 14, item 18)',
+    async (dtype, value) => {
+      const tensors: Record<string, SafetensorsInput> = Object.fromEntries(gpt2Tensors());
+      const name = 'h.1.mlp.c_proj.weight';
+      const data = new Float32Array(tensors[name].data);
+      data[7] = value;
+      tensors[name] = { ...tensors[name], data };
+      const dir = await modelDir(`non-finite-${dtype}-${value}`, tensors);
+      if (dtype === 'BF16') {
+        // Re-encode every tensor as BF16 (the top half of each float32, as HF writes it).
+        const bf16 = Object.fromEntries(
+          Object.entries(tensors).map(([k, t]) => {
+            const bits = new Uint32Array(new Float32Array(t.data).buffer);
+            return [k, { shape: t.shape, data: Uint16Array.from(bits, (b) => b >>> 16) }];
+          }),
+        );
+        await writeFile(join(dir, 'model.safetensors'), encodeBf16Safetensors(bf16));
+      }
+      const error = await loadCausalLM(dir).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ModelWeightsError);
+      expect((error as ModelWeightsError).tensorName).toBe(name);
+      expect((error as Error).message).toMatch(
+        new RegExp(
+          `"${name.replace(/\./g, '\\.')}" holds a non-finite value \\(-?(NaN|Infinity) at flat index 7\\)`,
+        ),
+      );
+    },
+  );
+
   it('rejects configs it cannot honour, naming the key', () => {
     const cases: Array<[object, string]> = [
       [{ model_type: 'gemma3' }, 'model_type'],

@@ -277,6 +277,48 @@ describe('PEFT adapter import validation', () => {
     expect(() => importWith({}, writeSafetensors(renamed))).not.toThrow();
   });
 
+  it.each([NaN, Infinity, -Infinity])(
+    'refuses a tensor holding %p, naming it (issue 14, item 18)',
+    (value) => {
+      const tensors = Object.fromEntries(readSafetensors(fixtureWeights).tensors);
+      const key = 'base_model.model.transformer.h.1.mlp.c_fc.lora_B.weight';
+      const data = new Float32Array(tensors[key].data);
+      data[5] = value;
+      tensors[key] = { ...tensors[key], data };
+      let caught: unknown;
+      try {
+        importWith({}, writeSafetensors(tensors));
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(PeftAdapterError);
+      expect((caught as PeftAdapterError).key).toBe(key);
+      expect((caught as Error).message).toMatch(/non-finite value .* at flat index 5/);
+      expect(model.adapterNames()).toEqual([]);
+    },
+  );
+
+  it('refuses a lora_alpha whose scaling, or scaled update, is beyond float32', () => {
+    // 1e308 / r is finite in a double but infinite in float32, where tfjs multiplies.
+    expect(keyOf(() => importWith({ lora_alpha: 1e308 }))).toBe('lora_alpha');
+    expect(keyOf(() => importWith({ lora_alpha: 1e308, use_rslora: true }))).toBe('lora_alpha');
+    // A scaling float32 can hold (2.5e37), times these weights, can still overflow.
+    const tensors = Object.fromEntries(readSafetensors(fixtureWeights).tensors);
+    const key = 'base_model.model.transformer.h.1.attn.c_attn.lora_B.weight';
+    const large = new Float32Array(tensors[key].data);
+    large[0] = 100;
+    const withLarge = writeSafetensors({ ...tensors, [key]: { ...tensors[key], data: large } });
+    expect(() => importWith({ lora_alpha: 1e38 })).not.toThrow();
+    model.deleteAdapter('x');
+    expect(keyOf(() => importWith({ lora_alpha: 1e38 }, withLarge))).toBe('lora_alpha');
+    // An all-zero B never overflows, whatever the scaling (a freshly initialised adapter).
+    for (const key of Object.keys(tensors)) {
+      if (key.includes('lora_B'))
+        tensors[key] = { ...tensors[key], data: new Float32Array(tensors[key].data.length) };
+    }
+    expect(() => importWith({ lora_alpha: 1e38 }, writeSafetensors(tensors))).not.toThrow();
+  });
+
   it('leaves the model untouched when an import fails', () => {
     expect(() => importWith({ use_dora: true })).toThrow(PeftAdapterError);
     expect(model.adapterNames()).toEqual([]);

@@ -18,7 +18,8 @@ import {
   writeSafetensors,
   type SafetensorsInput,
 } from '../safetensors/safetensors.codec';
-import { defaultTargetModules, type LoraConfig } from './lora.config';
+import { FLOAT32_MAX, describeValueAt, indexOfNonFinite, maxAbs } from '../util/finite.util';
+import { defaultTargetModules, loraScaling, type LoraConfig } from './lora.config';
 
 /** Why a PEFT adapter cannot be loaded. `key` names the config field or tensor at fault. */
 export class PeftAdapterError extends Error {
@@ -263,6 +264,15 @@ export function parsePeftAdapterConfig(json: unknown, modelType: ModelType): Lor
   };
   if (excludeModules !== null && excludeModules !== 'all-linear')
     cfg.excludeModules = excludeModules;
+  // tfjs multiplies in float32: a scaling past its range (lora_alpha 1e308) is infinite there
+  // and turns every output of a targeted layer into NaN.
+  const scaling = loraScaling(cfg);
+  if (scaling > FLOAT32_MAX) {
+    throw new PeftAdapterError(
+      `adapter_config.json: "lora_alpha" ${alpha} gives a LoRA scaling of ${scaling}, beyond float32's range`,
+      'lora_alpha',
+    );
+  }
   return cfg;
 }
 
@@ -306,7 +316,11 @@ export function importPeftAdapter(
     );
   }
 
-  const halves = new Map<string, { a?: Float32Array; b?: Float32Array }>();
+  const halves = new Map<
+    string,
+    { a?: Float32Array; b?: Float32Array; maxA?: number; maxB?: number }
+  >();
+  const scaling = loraScaling(cfg);
   for (const [key, tensor] of readSafetensors(safetensorsBytes).tensors) {
     const match = /^base_model\.model\.(.+)\.(lora_A|lora_B)\.weight$/.exec(key);
     if (!match) {
@@ -335,7 +349,16 @@ export function importPeftAdapter(
         key,
       );
     }
+    const bad = indexOfNonFinite(tensor.data);
+    if (bad >= 0) {
+      throw new PeftAdapterError(
+        `adapter_model.safetensors: tensor "${key}" holds a non-finite value (${describeValueAt(tensor.data, bad)})`,
+        key,
+      );
+    }
     const entry = halves.get(path) ?? {};
+    if (isA) entry.maxA = maxAbs(tensor.data);
+    else entry.maxB = maxAbs(tensor.data);
     // PEFT [r, in] → tfjs A [in, r]; PEFT [out, r] → tfjs B [r, out].
     if (isA) entry.a = transpose2d(tensor.data, cfg.r, layer.inFeatures);
     else entry.b = transpose2d(tensor.data, layer.outFeatures, cfg.r);
@@ -350,6 +373,15 @@ export function importPeftAdapter(
       throw new PeftAdapterError(
         `adapter_model.safetensors: missing tensor "${missing}" for targeted module "${path}"`,
         missing,
+      );
+    }
+    // Each entry of scaling·(A·B) is at most scaling·r·max|A|·max|B|: finite weights whose
+    // update can still overflow float32 (a huge lora_alpha) are refused before they make NaN.
+    const bound = scaling * cfg.r * (entry.maxA ?? 0) * (entry.maxB ?? 0);
+    if (!(bound <= FLOAT32_MAX)) {
+      throw new PeftAdapterError(
+        `adapter "${path}": lora_alpha ${cfg.alpha} (scaling ${scaling}) times these weights can exceed float32's range`,
+        'lora_alpha',
       );
     }
     init.set(path, { a: entry.a, b: entry.b });

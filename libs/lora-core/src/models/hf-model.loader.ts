@@ -24,6 +24,7 @@ import {
   isReadableDtype,
   type ReadableDtype,
 } from '../safetensors/dtype.util';
+import { describeValueAt, indexOfNonFinite } from '../util/finite.util';
 import { SeededRandom, deriveSeed } from '../util/rng.util';
 import {
   weightShapeError,
@@ -105,7 +106,17 @@ class CheckpointWeightSource implements WeightSource {
       throw weightShapeError(found, hfShape, tensor.shape);
     }
     this.used.add(found);
-    return this.data(found);
+    const data = this.data(found);
+    // A NaN or infinite weight would surface much later as null logits or a "diverged" run
+    // that no learning rate fixes; one pass over each tensor as it is read names it here.
+    const bad = indexOfNonFinite(data);
+    if (bad >= 0) {
+      throw new ModelWeightsError(
+        `tensor "${found}" holds a non-finite value (${describeValueAt(data, bad)}): the weights are corrupt`,
+        found,
+      );
+    }
+    return data;
   }
 
   /** Rejects weights the model did not consume: they mean the config does not fit the file. */
