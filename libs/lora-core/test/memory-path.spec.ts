@@ -27,6 +27,18 @@ const VOCAB = 4096;
 const BATCH = 2;
 const LENGTH = 24;
 
+const LLAMA = {
+  model_type: 'llama',
+  hidden_size: 256,
+  intermediate_size: 512,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  max_position_embeddings: 64,
+  vocab_size: VOCAB,
+  tie_word_embeddings: false,
+};
+
 const CONFIGS = {
   gpt2: {
     model_type: 'gpt2',
@@ -36,28 +48,8 @@ const CONFIGS = {
     n_positions: 64,
     vocab_size: VOCAB,
   },
-  llama: {
-    model_type: 'llama',
-    hidden_size: 256,
-    intermediate_size: 512,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 64,
-    vocab_size: VOCAB,
-    tie_word_embeddings: false,
-  },
-  'llama-tied': {
-    model_type: 'llama',
-    hidden_size: 256,
-    intermediate_size: 512,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    max_position_embeddings: 64,
-    vocab_size: VOCAB,
-    tie_word_embeddings: true,
-  },
+  llama: LLAMA,
+  'llama-tied': { ...LLAMA, tie_word_embeddings: true },
 } as const;
 
 function build(kind: keyof typeof CONFIGS): CausalLM {
