@@ -16,8 +16,11 @@ first `--prompt-tokens`), backward, global-norm clipping to 1, AdamW over LoRA p
 only. Dropout 0.05 on the LoRA input (the CLI's default).
 
 Prints one JSON object: {"tokens_per_second", "step_ms", "threads", "peak_rss_mb",
-"parameters", "trainable", "torch_version"}. Run one process per thread count: peak RSS
-only grows within a process.
+"parameters", "trainable", "torch_version", "device"}; with `--device cuda` also
+"peak_gpu_mb" (torch.cuda.max_memory_allocated) and "gpu_name". Run one process per thread
+count: peak RSS only grows within a process. On a GPU the weights stay float32 too (no
+autocast), the arithmetic the tfjs webgpu backend runs: the GPU bundle's check
+(tools/gpu-bundle) compares the two on the same GPU.
 
     /usr/bin/python3 tools/reference/bench_shapes.py --config <dir>/config.json \
         --batch-size 4 --seq-len 256 --targets c_attn --threads 1
@@ -98,7 +101,7 @@ class Gpt2(torch.nn.Module):
 
     def forward(self, ids):  # ids [B, T] -> logits [B, T, V]
         t = ids.shape[1]
-        mask = causal_mask(t)
+        mask = causal_mask(t).to(ids.device)
         x = self.wte[ids] + self.wpe[:t]
         for block in self.blocks:
             x = block(x, mask)
@@ -173,9 +176,9 @@ class Llama(torch.nn.Module):
 
     def forward(self, ids):  # ids [B, T] -> logits [B, T, V]
         t = ids.shape[1]
-        freqs = torch.outer(torch.arange(t).float(), self.inv_freq)  # [T, D/2]
+        freqs = torch.outer(torch.arange(t, device=ids.device).float(), self.inv_freq.to(ids.device))  # [T, D/2]
         emb = torch.cat((freqs, freqs), dim=-1)  # [T, D]
-        cos, sin, mask = emb.cos(), emb.sin(), causal_mask(t)
+        cos, sin, mask = emb.cos(), emb.sin(), causal_mask(t).to(ids.device)
         x = self.embed_tokens[ids]
         for layer in self.layers:
             x = layer(x, mask, cos, sin)
@@ -196,6 +199,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU comparison")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -211,6 +215,8 @@ def main():
 
     with torch.no_grad():
         model = (Gpt2 if gpt2 else Llama)(cfg, linear, g)
+    device = torch.device(args.device)
+    model.to(device)
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -219,6 +225,8 @@ def main():
     ids = torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=torch.Generator().manual_seed(1))
     labels = ids[:, 1:].clone()
     labels[:, : max(args.prompt_tokens - 1, 0)] = -100  # the prompt carries no loss
+    ids, labels = ids.to(device), labels.to(device)
+    cuda = device.type == "cuda"
 
     def step():
         logits = model(ids)  # [B, T, V]
@@ -232,9 +240,13 @@ def main():
     model.train()
     for _ in range(args.warmup):
         step()
+    if cuda:
+        torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(args.steps):
         step()
+    if cuda:
+        torch.cuda.synchronize()  # float(loss) already waits; this keeps the timing honest
     seconds = (time.perf_counter() - started) / args.steps
     print(json.dumps({
         "tokens_per_second": args.batch_size * args.seq_len / seconds,
@@ -245,6 +257,9 @@ def main():
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in params),
         "torch_version": torch.__version__,
+        "device": str(device),
+        **({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "gpu_name": torch.cuda.get_device_name(device)} if cuda else {}),
     }))
 
 

@@ -37,6 +37,19 @@ export interface WebgpuBackendInfo {
   adapter: string;
   /** True for a software rasteriser (llvmpipe, lavapipe, SwiftShader): not worth using by default. */
   software: boolean;
+  /**
+   * The device's limits that bound model size, as granted (the adapter's own, not WebGPU's
+   * defaults: the default 128 MiB binding is smaller than gpt2-small's 154 MB embedding). A
+   * tensor larger than `maxStorageBufferBindingSize` cannot be bound by any tfjs kernel.
+   */
+  limits: WebgpuDeviceLimits;
+}
+
+export interface WebgpuDeviceLimits {
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxStorageBuffersPerShaderStage: number;
+  maxComputeWorkgroupStorageSize: number;
 }
 
 /** Dawn backends `LORAFLEET_WEBGPU_BACKEND` may name (Dawn's `backend=` toggle values). */
@@ -428,6 +441,12 @@ export async function initWebgpuBackend(
     backend: 'webgpu',
     adapter: describeAdapter(adapterInfo, chosen.attempt.dawnBackend),
     software: isSoftwareAdapter(chosen.adapter),
+    limits: {
+      maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+      maxBufferSize: device.limits.maxBufferSize,
+      maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
+    },
   };
   return active;
 }
