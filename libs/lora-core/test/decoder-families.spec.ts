@@ -29,6 +29,7 @@ import {
   loadPeftAdapter,
   parseModelConfig,
   readSafetensors,
+  runFineTune,
   saveHfModel,
   shiftTargets,
   type CausalLM,
@@ -37,6 +38,7 @@ import {
   type WeightSource,
 } from '../src';
 import { FIXTURES, maxAbsDiff, readInputs } from './fixture.helpers';
+import { pairsJsonl, tinyTokenizer } from './trainer.helpers';
 
 const FAMILIES = ['qwen2-tiny', 'qwen3-tiny', 'mistral-tiny', 'phi3-tiny'] as const;
 
@@ -454,6 +456,36 @@ describe.each(FAMILIES)('%s', (name) => {
       const plain = gradients(false);
       const checkpointed = gradients(true);
       plain.forEach((g, i) => expect(maxAbsDiff(checkpointed[i], g)).toBeLessThanOrEqual(1e-5));
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe.each(FAMILIES)('%s fine-tuning', (name) => {
+  it("trains on PEFT's default targets, exports them, and caps max_seq_length at the window", async () => {
+    // The fixture's shape with the tiny GPT-2 tokenizer's vocabulary (269 tokens).
+    const raw = { ...configOf(name).raw, vocab_size: 269 };
+    const config = parseModelConfig(raw) as DecoderConfig;
+    const model = createRandomCausalLM(config, 5);
+    try {
+      const result = await runFineTune({
+        model: { model, tokenizer: await tinyTokenizer(), name },
+        trainJsonl: pairsJsonl(),
+        lora: { r: 2, alpha: 4 },
+        hyperparameters: { epochs: 1, batchSize: 4, learningRate: 5e-3 },
+        samples: { count: 1, maxNewTokens: 4 },
+        validationJsonl: pairsJsonl().split('\n').slice(0, 2).join('\n'),
+      });
+      expect(Number.isFinite(result.finalTrainLoss)).toBe(true);
+      expect(result.adapter.adapterConfig.target_modules).toEqual(
+        [...defaultTargetModules(config.modelType)].sort(),
+      );
+      const keys = [...readSafetensors(result.adapter.adapterSafetensors).tensors.keys()];
+      const module = defaultTargetModules(config.modelType)[0];
+      expect(keys).toContain(`base_model.model.model.layers.0.self_attn.${module}.lora_A.weight`);
+      // Mistral's fixture has sliding_window 8: the default max_seq_length stops there.
+      expect(result.lineage.maxSeqLength).toBe(config.slidingWindow ?? 64);
     } finally {
       model.dispose();
     }

@@ -8,6 +8,7 @@
 import type { TextTokenizer } from '@lorafleet/data';
 
 import type { CausalLM } from '../models/causal-lm.model';
+import { sequenceLimit } from '../models/model.config';
 import { SeededRandom } from '../util/rng.util';
 import { KvCacheDecoder } from './kv-cache.decoder';
 import { sampleToken } from './sampling';
@@ -73,7 +74,7 @@ export async function generateTokens(
       throw new RangeError(`prompt token id ${id} is outside the vocabulary (0..${vocab - 1})`);
     }
   }
-  const limit = model.config.modelType === 'gpt2' ? model.config.maxPositions : Infinity;
+  const limit = sequenceLimit(model.config);
   if (promptIds.length > limit) {
     throw new RangeError(`prompt has ${promptIds.length} tokens; the model allows ${limit}`);
   }

@@ -390,6 +390,21 @@ function parseDecoder(
   };
 }
 
+/**
+ * The longest sequence the model computes exactly: GPT-2's position table, a rotary decoder's
+ * sliding window when one applies (longer sequences are refused), else unbounded (RoPE has no
+ * table; transformers runs past `max_position_embeddings` too).
+ */
+export function sequenceLimit(config: ModelConfig): number {
+  if (config.modelType === 'gpt2') return config.maxPositions;
+  return config.slidingWindow ?? Infinity;
+}
+
+/** The context length a run defaults and is held to: the trained positions, within the limit. */
+export function contextLength(config: ModelConfig): number {
+  return Math.min(config.maxPositions, sequenceLimit(config));
+}
+
 /** Parses a Hugging Face config.json object (already JSON-decoded). */
 export function parseModelConfig(json: unknown): ModelConfig {
   if (!isObject(json)) throw new ModelConfigError('config.json must be a JSON object');

@@ -32,7 +32,7 @@ import {
   type MemoryEstimateInput,
 } from '../memory/memory-estimate';
 import { loadCausalLM, readModelConfig } from '../models/hf-model.loader';
-import type { ModelConfig } from '../models/model.config';
+import { contextLength, sequenceLimit, type ModelConfig } from '../models/model.config';
 import { metricsToCsv } from './metrics-csv';
 import { Trainer, resolveHyperparameters, type CheckpointOptions } from './trainer';
 import {
@@ -222,10 +222,12 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     validationText === null ? [] : parseJsonlExamples(validationText);
 
   // One default for the API, the worker and the CLI (libs/data): min(1024, context length).
-  const maxSeqLength = options.maxSeqLength ?? defaultMaxSeqLength(config.maxPositions);
-  if (maxSeqLength > config.maxPositions) {
+  // A sliding window caps it (models/model.config.ts `contextLength`), as the API's facts do.
+  const context = contextLength(config);
+  const maxSeqLength = options.maxSeqLength ?? defaultMaxSeqLength(context);
+  if (maxSeqLength > context) {
     throw new TrainingConfigError(
-      `maxSeqLength ${maxSeqLength} exceeds the model's context length ${config.maxPositions}`,
+      `maxSeqLength ${maxSeqLength} exceeds the model's context length ${context}`,
       'maxSeqLength',
     );
   }
@@ -334,7 +336,7 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     if (options.samples !== false && validationExamples.length > 0) {
       const count = options.samples?.count ?? 3;
       const maxNewTokens = options.samples?.maxNewTokens ?? 32;
-      const limit = model.config.modelType === 'gpt2' ? model.config.maxPositions : Infinity;
+      const limit = sequenceLimit(model.config);
       for (const example of validationExamples.slice(0, count)) {
         const { promptIds, reference } = buildGenerationPrompt(example, tokenizer);
         // Keep the prompt's tail when prompt + completion would not fit the positions.

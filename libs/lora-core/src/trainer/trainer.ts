@@ -26,6 +26,7 @@ import {
   type CheckpointTensor,
 } from '../checkpoint/checkpoint.codec';
 import type { CausalLM } from '../models/causal-lm.model';
+import { sequenceLimit } from '../models/model.config';
 import { deriveSeed } from '../util/rng.util';
 import { AdamW, type AdamWState } from './adamw.optimizer';
 import { DataSchedule, epochOrder, hashSequences, type TokenizedSequence } from './data-order';
@@ -231,8 +232,7 @@ export class Trainer {
     this.shuffle = options.shuffle ?? true;
     if (this.train.length === 0)
       throw new TrainingConfigError('the training set is empty', 'train');
-    const maxLength =
-      this.model.config.modelType === 'gpt2' ? this.model.config.maxPositions : Infinity;
+    const maxLength = sequenceLimit(this.model.config);
     for (const [name, set] of [
       ['train', this.train],
       ['validation', this.validation],
