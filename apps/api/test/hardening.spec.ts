@@ -160,6 +160,37 @@ describe('issue 14 hardening (API)', () => {
     });
   });
 
+  describe('item 2: bytes per line', () => {
+    /** A prompt/completion line of exactly `bytes` UTF-8 bytes. */
+    const lineOf = (bytes: number) => {
+      const frame = JSON.stringify({ prompt: '', completion: 'ok' });
+      return JSON.stringify({ prompt: 'x'.repeat(bytes - frame.length), completion: 'ok' });
+    };
+
+    it('a line over LORAFLEET_UPLOAD_MAX_LINE_BYTES (default 1 MiB) puts the file in error, naming the line', async () => {
+      const limit = 1024 * 1024;
+      const content = `${GOOD_JSONL}${lineOf(limit + 1)}\n${GOOD_JSONL}`;
+      const answer = await alice.upload(content);
+      expect(answer.status).toBe(200);
+      expect(answer.body).toMatchObject({ status: 'error' });
+      expect(answer.body.status_details).toContain(
+        `line 4: line is ${limit + 1} bytes; the limit is ${limit} bytes a line`,
+      );
+      // A job refuses the file, so the trainer never sees the line.
+      const job = await alice.request(
+        'POST',
+        '/v1/fine_tuning/jobs',
+        jobBody({ training_file: answer.body.id }),
+      );
+      expect(job.status).toBe(400);
+    });
+
+    it('a line of exactly the limit is accepted', async () => {
+      const answer = await alice.upload(`${GOOD_JSONL}${lineOf(1024 * 1024)}\n`);
+      expect(answer.body).toMatchObject({ status: 'processed' });
+    });
+  });
+
   describe('item 3: lone surrogates', () => {
     it.each([
       ['a metadata value', { metadata: { a: '\ud800' } }, 'metadata.a'],

@@ -65,6 +65,8 @@ export const apiEnvShape = {
   HOST: z.string().min(1).default('0.0.0.0'),
   LORAFLEET_UPLOAD_MAX_BYTES: intFromEnv(1, 1 << 30).default(50 * 1024 * 1024),
   LORAFLEET_UPLOAD_MAX_ROWS: intFromEnv(1, 10_000_000).default(100_000),
+  /** Longest JSONL line in UTF-8 bytes; a longer one puts the file in `status: "error"`. */
+  LORAFLEET_UPLOAD_MAX_LINE_BYTES: intFromEnv(1, 1 << 30).default(1024 * 1024),
   LORAFLEET_MIN_EXAMPLES: intFromEnv(1, 1_000_000).default(10),
   LORAFLEET_OUTBOX_POLL_MS: intFromEnv(50, 60_000).default(1000),
   /** How often the reconciler re-enqueues queued jobs that BullMQ lost (R1). */

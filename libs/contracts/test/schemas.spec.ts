@@ -68,6 +68,20 @@ describe('env validation', () => {
     );
   });
 
+  it('bounds upload lines at 1 MiB by default; LORAFLEET_UPLOAD_MAX_LINE_BYTES must be a positive integer', () => {
+    const base = { DATABASE_URL: 'postgres://h/db', REDIS_URL: 'redis://h' };
+    expect(parseEnv(apiEnvShape, base).LORAFLEET_UPLOAD_MAX_LINE_BYTES).toBe(1024 * 1024);
+    expect(
+      parseEnv(apiEnvShape, { ...base, LORAFLEET_UPLOAD_MAX_LINE_BYTES: '4096' })
+        .LORAFLEET_UPLOAD_MAX_LINE_BYTES,
+    ).toBe(4096);
+    for (const bad of ['0', '-1', '2.5', 'lots']) {
+      expect(() =>
+        parseEnv(apiEnvShape, { ...base, LORAFLEET_UPLOAD_MAX_LINE_BYTES: bad }),
+      ).toThrow(/LORAFLEET_UPLOAD_MAX_LINE_BYTES/);
+    }
+  });
+
   it('rejects unknown backends', () => {
     expect(() =>
       parseEnv(workerEnvShape, {

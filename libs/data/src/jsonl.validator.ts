@@ -12,6 +12,12 @@ export interface JsonlLimits {
   maxBytes?: number;
   /** Largest accepted number of non-blank lines. */
   maxRows?: number;
+  /**
+   * Largest accepted line, in UTF-8 bytes without its line ending. A longer line is an error
+   * naming it and is not parsed: one huge example costs the trainer memory out of all
+   * proportion to what it can train (it keeps max_seq_length tokens of it).
+   */
+  maxLineBytes?: number;
   /** Fewest valid examples a usable file must hold. Default 1: an empty file is an error. */
   minExamples?: number;
 }
@@ -119,6 +125,7 @@ function scanJsonl(
 ): JsonlValidationResult {
   const maxBytes = checkLimit('maxBytes', limits.maxBytes);
   const maxRows = checkLimit('maxRows', limits.maxRows);
+  const maxLineBytes = checkLimit('maxLineBytes', limits.maxLineBytes);
   const minExamples = checkLimit('minExamples', limits.minExamples) ?? 1;
 
   const byteLength =
@@ -158,6 +165,14 @@ function scanJsonl(
     }
     if (raw.text.trim() === '') continue;
     rows += 1;
+    const lineBytes = maxLineBytes === undefined ? 0 : utf8LengthOver(raw.text, maxLineBytes);
+    if (lineBytes > 0) {
+      addLineError(
+        raw.line,
+        `line is ${lineBytes} bytes; the limit is ${maxLineBytes} bytes a line`,
+      );
+      continue;
+    }
     const verdict = validateLine(raw.text);
     if (!verdict.ok) {
       addLineError(raw.line, verdict.reason);
@@ -202,6 +217,16 @@ function scanJsonl(
     errors,
     errorCount,
   };
+}
+
+/**
+ * The UTF-8 length of `text` when it exceeds `limit`, else 0. A UTF-16 unit takes one to three
+ * UTF-8 bytes, so most lines are settled by their length alone without encoding them.
+ */
+function utf8LengthOver(text: string, limit: number): number {
+  if (text.length * 3 <= limit) return 0;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  return bytes > limit ? bytes : 0;
 }
 
 function checkLimit(name: string, value: number | undefined): number | undefined {

@@ -328,6 +328,27 @@ describe('validateJsonl: file limits', () => {
     expect(result.errors).toEqual([{ line: 0, reason: 'file has 3 rows; the limit is 2 rows' }]);
   });
 
+  it('rejects a line over maxLineBytes by its UTF-8 bytes, naming it, without parsing it (issue 14, item 2)', () => {
+    // 'é' is two UTF-8 bytes: a 10-character text of them is 20 bytes plus the JSON frame.
+    const wide = JSON.stringify({ text: 'é'.repeat(10) });
+    const bytes = Buffer.byteLength(wide);
+    expect(bytes).toBe(wide.length + 10);
+    const content = [GOOD_TEXT, wide, '{not json but long enough to be over the limit', GOOD_TEXT];
+    const result = validateJsonl(`${content.join('\r\n')}\r\n`, { maxLineBytes: bytes - 1 });
+    expect(result.errors).toEqual([
+      { line: 2, reason: `line is ${bytes} bytes; the limit is ${bytes - 1} bytes a line` },
+      // Too long to be parsed: the size is the error, not the JSON.
+      { line: 3, reason: `line is 46 bytes; the limit is ${bytes - 1} bytes a line` },
+    ]);
+    expect(result.rows).toBe(4);
+    expect(validateJsonl(content.slice(0, 2).join('\n'), { maxLineBytes: bytes }).ok).toBe(true);
+    // Bytes in, as the API passes them: the same answer.
+    expect(
+      validateJsonl(Buffer.from(content.join('\n')), { maxLineBytes: bytes - 1 }).errorCount,
+    ).toBe(2);
+    expect(() => validateJsonl(GOOD_TEXT, { maxLineBytes: -1 })).toThrow(RangeError);
+  });
+
   it('rejects fewer valid examples than minExamples', () => {
     const content = [GOOD_TEXT, GOOD_TEXT, 'bad'].join('\n');
     const result = validateJsonl(content, { minExamples: 3 });

@@ -32,6 +32,7 @@ export class FilesService {
     const result = validateJsonl(upload.content, {
       maxBytes: this.env.LORAFLEET_UPLOAD_MAX_BYTES,
       maxRows: this.env.LORAFLEET_UPLOAD_MAX_ROWS,
+      maxLineBytes: this.env.LORAFLEET_UPLOAD_MAX_LINE_BYTES,
       minExamples: this.env.LORAFLEET_MIN_EXAMPLES,
     });
     const details = result.ok
