@@ -208,7 +208,15 @@ afterAll(() => console.info(`webgpu figures: ${JSON.stringify(figures, null, 2)}
 // A Dawn validation error means a kernel silently wrote nothing: every test must leave none.
 afterEach(() => expect(webgpuDeviceErrors()).toEqual([]));
 
-describe.each(['gpt2-tiny', 'llama-tiny'])('PyTorch parity on webgpu: %s', (name) => {
+describe.each([
+  'gpt2-tiny',
+  'llama-tiny',
+  // Issue 16's families: q/k/v biases, q/k norms, head_dim ≠ C/H, fused qkv/gate_up.
+  'qwen2-tiny',
+  'qwen3-tiny',
+  'mistral-tiny',
+  'phi3-tiny',
+])('PyTorch parity on webgpu: %s', (name) => {
   const inputs = readInputs(name);
   const expected = readExpected(name);
 
@@ -282,52 +290,55 @@ describe.each(['gpt2-tiny', 'llama-tiny'])('PyTorch parity on webgpu: %s', (name
   });
 });
 
-describe.each(['gpt2-tiny', 'llama-tiny'])('merge on webgpu: %s', (name) => {
-  /** The fixture with its PEFT adapter loaded on the active backend (not merged yet). */
-  async function withAdapter() {
-    const model = await loadCausalLM(join(FIXTURES, name));
-    await loadPeftAdapter(model, 'ref', join(FIXTURES, `${name}-adapter`));
-    return model;
-  }
-
-  it('saveHfModel writes the weights the cpu merge gives (the lorafleet merge path)', async () => {
-    await initBackend('cpu');
-    const onCpu = await withAdapter();
-    const base = await hfStateDict(onCpu);
-    mergeAdapter(onCpu);
-    const cpu = await hfStateDict(onCpu);
-    onCpu.dispose();
-
-    await initWebgpuBackend();
-    const onGpu = await withAdapter();
-    const dir = await mkdtemp(join(tmpdir(), 'lora-core-webgpu-merge-'));
-    let written: ReturnType<typeof readSafetensors>['tensors'];
-    try {
-      mergeAdapter(onGpu);
-      // Every host read of the export is asynchronous; a dataSync() here would throw.
-      await saveHfModel(onGpu, dir, { companionsFrom: join(FIXTURES, name) });
-      written = readSafetensors(await readFile(join(dir, 'model.safetensors'))).tensors;
-    } finally {
-      onGpu.dispose();
-      await rm(dir, { recursive: true });
+describe.each(['gpt2-tiny', 'llama-tiny', 'qwen2-tiny', 'phi3-tiny'])(
+  'merge on webgpu: %s',
+  (name) => {
+    /** The fixture with its PEFT adapter loaded on the active backend (not merged yet). */
+    async function withAdapter() {
+      const model = await loadCausalLM(join(FIXTURES, name));
+      await loadPeftAdapter(model, 'ref', join(FIXTURES, `${name}-adapter`));
+      return model;
     }
 
-    expect([...written.keys()].sort()).toEqual([...cpu.keys()].sort());
-    let worst = 0;
-    let moved = 0;
-    for (const [key, ref] of cpu) {
-      const got = written.get(key)!;
-      expect(got.shape).toEqual(ref.shape);
-      worst = Math.max(worst, maxAbsDiff(got.data, ref.data));
-      moved = Math.max(moved, maxAbsDiff(ref.data, base.get(key)!.data));
-    }
-    figures[`${name}/merge_max_abs_vs_cpu`] = worst;
-    // The adapter moves the weights far beyond the tolerance, so a merge that silently did
-    // nothing (or a kernel that wrote zeros) on webgpu cannot pass.
-    expect(moved).toBeGreaterThan(100 * MERGE_ABS_TOLERANCE);
-    expect(worst).toBeLessThanOrEqual(MERGE_ABS_TOLERANCE);
-  });
-});
+    it('saveHfModel writes the weights the cpu merge gives (the lorafleet merge path)', async () => {
+      await initBackend('cpu');
+      const onCpu = await withAdapter();
+      const base = await hfStateDict(onCpu);
+      mergeAdapter(onCpu);
+      const cpu = await hfStateDict(onCpu);
+      onCpu.dispose();
+
+      await initWebgpuBackend();
+      const onGpu = await withAdapter();
+      const dir = await mkdtemp(join(tmpdir(), 'lora-core-webgpu-merge-'));
+      let written: ReturnType<typeof readSafetensors>['tensors'];
+      try {
+        mergeAdapter(onGpu);
+        // Every host read of the export is asynchronous; a dataSync() here would throw.
+        await saveHfModel(onGpu, dir, { companionsFrom: join(FIXTURES, name) });
+        written = readSafetensors(await readFile(join(dir, 'model.safetensors'))).tensors;
+      } finally {
+        onGpu.dispose();
+        await rm(dir, { recursive: true });
+      }
+
+      expect([...written.keys()].sort()).toEqual([...cpu.keys()].sort());
+      let worst = 0;
+      let moved = 0;
+      for (const [key, ref] of cpu) {
+        const got = written.get(key)!;
+        expect(got.shape).toEqual(ref.shape);
+        worst = Math.max(worst, maxAbsDiff(got.data, ref.data));
+        moved = Math.max(moved, maxAbsDiff(ref.data, base.get(key)!.data));
+      }
+      figures[`${name}/merge_max_abs_vs_cpu`] = worst;
+      // The adapter moves the weights far beyond the tolerance, so a merge that silently did
+      // nothing (or a kernel that wrote zeros) on webgpu cannot pass.
+      expect(moved).toBeGreaterThan(100 * MERGE_ABS_TOLERANCE);
+      expect(worst).toBeLessThanOrEqual(MERGE_ABS_TOLERANCE);
+    });
+  },
+);
 
 describe('runFineTune on webgpu (models/tiny-random-gpt2)', () => {
   /** Exercises every host read of a run: eval + early-stopping snapshot, checkpoints, samples. */
