@@ -69,7 +69,9 @@ bundled_node() {
       echo "${node}"
       return 0
     fi
-    mkdir -p "${dir}" 2>/dev/null && [[ -w "${dir}" ]] || continue
+    if ! mkdir -p "${dir}" 2>/dev/null || [[ ! -w "${dir}" ]]; then
+      continue
+    fi
     echo "run.sh: unpacking Node $(cat "${HERE}/node/VERSION") into ${dir}" >&2
     unxz_to "${HERE}/node/node.xz" "${node}.partial" || return 1
     if [[ "$(sha256sum "${node}.partial" | cut -d' ' -f1)" != "${want}" ]]; then

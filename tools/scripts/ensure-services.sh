@@ -11,7 +11,8 @@
 #      owned by postgres, UTF8,
 #   5. warns when Redis' maxmemory-policy is not `noeviction` (RELIABILITY R23),
 #   6. installs the system packages later test suites need (chromium for browser tests,
-#      libopenblas0-pthread for the BLAS backend) when they are missing.
+#      libopenblas0-pthread for the BLAS backend, Mesa GLES for webgpu on llvmpipe, libvulkan1
+#      and xz-utils for the GPU bundle) when they are missing.
 #
 # It only starts or installs services when their host is loopback; for any other host it
 # just waits for them. It never stops a running service.
@@ -21,7 +22,7 @@
 #   LORAFLEET_PG_HOST / _PG_PORT      Postgres address (default 127.0.0.1 / 5432)
 #   LORAFLEET_REDIS_HOST / _REDIS_PORT Redis address (default 127.0.0.1 / 6379)
 #   LORAFLEET_SERVICES_WAIT_S         how long to wait for each service to answer (default 60)
-#   LORAFLEET_SKIP_SYSTEM_PACKAGES=1  do not install chromium / libopenblas0-pthread
+#   LORAFLEET_SKIP_SYSTEM_PACKAGES=1  do not install chromium / libopenblas0-pthread / …
 #
 # apt-get runs without a time limit (a slow mirror only makes the run slower); it waits for
 # the dpkg lock instead of failing, retries downloads, and any real install error fails the run.
@@ -35,8 +36,10 @@ REDIS_PORT="${LORAFLEET_REDIS_PORT:-6379}"
 TEST_DB="${LORAFLEET_TEST_DB:-lorafleet_test}"
 WAIT_S="${LORAFLEET_SERVICES_WAIT_S:-60}"
 SKIP_SYSTEM_PACKAGES="${LORAFLEET_SKIP_SYSTEM_PACKAGES:-0}"
-# Packages later suites need: headless browser tests and the OpenBLAS-backed tfjs backend.
-SYSTEM_PACKAGES=(chromium fonts-liberation libopenblas0-pthread libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri)
+# Packages later suites need: headless browser tests, the OpenBLAS-backed tfjs backend, Mesa's
+# GLES for the webgpu backend on llvmpipe, and for the GPU bundle (tests/gpu-bundle) the Vulkan
+# loader it ships and xz, which packs its Node.
+SYSTEM_PACKAGES=(chromium fonts-liberation libopenblas0-pthread libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri libvulkan1 xz-utils)
 HBA_MARKER="# lorafleet: trust loopback for local tests (tools/scripts/ensure-services.sh)"
 
 APT_OPTS=(-q -o Acquire::Retries=5 -o DPkg::Lock::Timeout=3600)

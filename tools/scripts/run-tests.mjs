@@ -21,6 +21,7 @@ const SUITES = [
   { name: 'data', config: 'libs/data/jest.config.cjs', area: 'lora-core' },
   { name: 'lora-core', config: 'libs/lora-core/jest.config.cjs', area: 'lora-core' },
   { name: 'cli', config: 'apps/cli/jest.config.cjs', area: 'lora-core' },
+  { name: 'gpu-bundle', config: 'tests/gpu-bundle/jest.config.cjs', area: 'lora-core' },
   { name: 'api', config: 'apps/api/jest.config.cjs', area: 'api' },
   { name: 'worker', config: 'apps/worker/jest.config.cjs', area: 'worker' },
   { name: 'e2e', config: 'tests/e2e/jest.config.cjs', area: 'worker' },
