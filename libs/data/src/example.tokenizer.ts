@@ -22,6 +22,45 @@ export interface TokenizeExampleOptions {
 }
 
 /**
+ * The most characters one token is assumed to cover when an example is cut by characters
+ * before tokenizing. Natural text averages about 4 characters a token in BPE vocabularies;
+ * the longest tokens of common vocabularies (runs of spaces, dashes or `=`, long special
+ * tokens) stay near or below 64, and what matters is the average over the kept tokens.
+ */
+export const MAX_CHARS_PER_TOKEN = 64;
+
+/**
+ * Characters of an example kept before tokenizing when at most `maxSeqLength` tokens are:
+ * (maxSeqLength + 16) · {@link MAX_CHARS_PER_TOKEN}, e.g. 66,560 for 1024 tokens. Tokenizing
+ * a 45 MB line to keep its first 1024 tokens took gigabytes; the cut makes the cost follow
+ * `maxSeqLength` instead. The 16 spare tokens keep the cut away from the kept tokens, since a
+ * cut can change how the last few tokens before it merge. Text that averages at most 64
+ * characters a token keeps exactly the tokens it kept without the cut.
+ */
+export function maxExampleChars(maxSeqLength: number): number {
+  return (maxSeqLength + 16) * MAX_CHARS_PER_TOKEN;
+}
+
+/** What {@link encodeExample} returns: the ids, the loss mask, and what a character cap cut. */
+export interface EncodedExample {
+  inputIds: number[];
+  lossMask: number[];
+  /** Characters were cut from the example's tail before tokenizing (`maxChars`). */
+  charsCut: boolean;
+  /** The cut dropped text (or the EOS) that would have been a target. */
+  targetsCut: boolean;
+}
+
+export interface EncodeExampleOptions {
+  /**
+   * Characters of the example kept, counted over its parts in order (prompt then completion,
+   * or the rendered chat); everything after is dropped before tokenizing, EOS included, as
+   * right truncation drops a tail. Default: no cap.
+   */
+  maxChars?: number;
+}
+
+/**
  * Tokenizes one example for causal-LM training with a completion-only loss (DESIGN §1, §6):
  * - `text`: [BOS] text EOS; every text token and EOS is a target.
  * - `prompt_completion`: [BOS] prompt completion EOS; only completion and EOS are targets. The
@@ -39,8 +78,10 @@ export function tokenizeExample(
   if (!Number.isInteger(maxSeqLength) || maxSeqLength < 1) {
     throw new RangeError(`maxSeqLength must be a positive integer, got ${maxSeqLength}`);
   }
-  const { inputIds, lossMask } = encodeExample(example, tokenizer);
-  if (inputIds.length <= maxSeqLength) return { inputIds, lossMask, truncated: false };
+  const { inputIds, lossMask, charsCut } = encodeExample(example, tokenizer, {
+    maxChars: maxExampleChars(maxSeqLength),
+  });
+  if (inputIds.length <= maxSeqLength) return { inputIds, lossMask, truncated: charsCut };
   return {
     inputIds: inputIds.slice(0, maxSeqLength),
     lossMask: lossMask.slice(0, maxSeqLength),
@@ -48,46 +89,90 @@ export function tokenizeExample(
   };
 }
 
-/** Like {@link tokenizeExample} without truncation: the example's full ids and loss mask. */
+/**
+ * Like {@link tokenizeExample} without token truncation: the example's ids and loss mask, of
+ * its first `maxChars` characters when that option is set (the trainer always sets it, to
+ * {@link maxExampleChars}).
+ */
 export function encodeExample(
   example: TrainingExample,
   tokenizer: TextTokenizer,
-): { inputIds: number[]; lossMask: number[] } {
+  options: EncodeExampleOptions = {},
+): EncodedExample {
+  const maxChars = options.maxChars ?? Infinity;
   const inputIds: number[] = [];
   const lossMask: number[] = [];
+  let budget = maxChars;
+  let charsCut = false;
+  let targetsCut = false;
   const push = (ids: readonly number[], target: 0 | 1): void => {
     for (const id of ids) {
       inputIds.push(id);
       lossMask.push(target);
     }
   };
+  /** Encodes `text` within what is left of the character budget; nothing after a cut. */
+  const pushText = (text: string, target: 0 | 1): void => {
+    if (charsCut) {
+      if (target === 1 && text.length > 0) targetsCut = true;
+      return;
+    }
+    let kept = text;
+    if (text.length > budget) {
+      kept = cutChars(text, budget);
+      charsCut = true;
+      if (target === 1) targetsCut = true;
+    }
+    budget -= kept.length;
+    if (kept.length > 0) push(tokenizer.encode(kept), target);
+  };
   const bos =
     tokenizer.addBosToken && tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [];
   const eos = tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [];
+  const pushEos = (): void => {
+    // EOS ends the example: a cut example has no end, as with right truncation.
+    if (!charsCut) push(eos, 1);
+    else if (eos.length > 0) targetsCut = true;
+  };
 
   switch (example.format) {
     case 'text':
       push(bos, 0);
-      push(tokenizer.encode(example.text), 1);
-      push(eos, 1);
+      pushText(example.text, 1);
+      pushEos();
       break;
     case 'prompt_completion':
       push(bos, 0);
-      push(tokenizer.encode(example.prompt), 0);
-      push(tokenizer.encode(example.completion), 1);
-      push(eos, 1);
+      pushText(example.prompt, 0);
+      pushText(example.completion, 1);
+      pushEos();
       break;
-    case 'chat':
-      // Each segment is encoded on its own so a token never straddles a mask boundary.
-      for (const segment of renderChatSegments(example.messages, tokenizer)) {
-        push(tokenizer.encode(segment.text), segment.trainable ? 1 : 0);
+    case 'chat': {
+      // A message's characters past the budget lie past the cut wherever the template puts
+      // them, so each content is capped before rendering: the template never copies a huge
+      // message. Each segment is encoded on its own so a token never straddles a mask boundary.
+      const messages = example.messages.map((m) =>
+        m.content.length > maxChars ? { ...m, content: cutChars(m.content, maxChars) } : m,
+      );
+      for (const segment of renderChatSegments(messages, tokenizer)) {
+        pushText(segment.text, segment.trainable ? 1 : 0);
       }
+      if (messages.some((m, i) => m !== example.messages[i] && m.weight === 1)) targetsCut = true;
+      if (messages.some((m, i) => m !== example.messages[i])) charsCut = true;
       break;
+    }
     default:
       return assertNever(example);
   }
   if (lossMask.length > 0) lossMask[0] = 0;
-  return { inputIds, lossMask };
+  return { inputIds, lossMask, charsCut, targetsCut };
+}
+
+/** The first `count` UTF-16 units of `text`, never ending on half a surrogate pair. */
+function cutChars(text: string, count: number): string {
+  const end = Math.max(0, Math.floor(count));
+  const last = text.charCodeAt(end - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? end - 1 : end);
 }
 
 /** A prompt to generate from and the text the dataset expects back (for sample generations). */

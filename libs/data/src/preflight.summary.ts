@@ -1,4 +1,4 @@
-import { encodeExample } from './example.tokenizer';
+import { encodeExample, maxExampleChars, type EncodedExample } from './example.tokenizer';
 import type { TextTokenizer } from './text-tokenizer';
 import type { TrainingExample } from './training-example.types';
 
@@ -18,7 +18,7 @@ export interface PreflightSummary {
   tokens: number;
   /** Loss targets in one epoch after truncation (completion and assistant tokens). */
   trainableTokens: number;
-  /** Examples longer than `maxSeqLength`, whose tails are cut. */
+  /** Examples longer than `maxSeqLength` (or than its character cap), whose tails are cut. */
   truncatedExamples: number;
   /** Examples left with no target at all after truncation; they train nothing. */
   examplesWithoutTrainableTokens: number;
@@ -26,7 +26,10 @@ export interface PreflightSummary {
   examplesWithTruncatedTargets: number;
   /** The longest sequence kept (≤ maxSeqLength): the widest micro-batch a step can see. */
   longestKeptTokens: number;
-  /** The longest example before truncation, to help choose `maxSeqLength`. */
+  /**
+   * The longest example before truncation, to help choose `maxSeqLength`; an example past the
+   * character cap (`maxExampleChars`) counts the tokens of the characters kept.
+   */
   longestExampleTokens: number;
   stepsPerEpoch: number;
   totalSteps: number;
@@ -76,9 +79,12 @@ export function preflightSummary(
     totalSteps: stepsPerEpoch * options.epochs,
   };
   examples.forEach((example, index) => {
-    let encoded: { inputIds: number[]; lossMask: number[] };
+    let encoded: EncodedExample;
     try {
-      encoded = encodeExample(example, tokenizer);
+      // The trainer's own character cap (tokenizeExample), so both count the same tokens.
+      encoded = encodeExample(example, tokenizer, {
+        maxChars: maxExampleChars(options.maxSeqLength),
+      });
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
       throw new Error(`example ${index + 1}: ${detail}`, { cause: error });
@@ -88,11 +94,13 @@ export function preflightSummary(
     for (let t = 0; t < kept; t += 1) targets += encoded.lossMask[t];
     let cutTargets = 0;
     for (let t = kept; t < encoded.inputIds.length; t += 1) cutTargets += encoded.lossMask[t];
-    if (cutTargets > 0) summary.examplesWithTruncatedTargets += 1;
+    if (cutTargets > 0 || encoded.targetsCut) summary.examplesWithTruncatedTargets += 1;
     summary.longestKeptTokens = Math.max(summary.longestKeptTokens, kept);
     summary.tokens += kept;
     summary.trainableTokens += targets;
-    if (encoded.inputIds.length > options.maxSeqLength) summary.truncatedExamples += 1;
+    if (encoded.inputIds.length > options.maxSeqLength || encoded.charsCut) {
+      summary.truncatedExamples += 1;
+    }
     if (targets === 0) summary.examplesWithoutTrainableTokens += 1;
     summary.longestExampleTokens = Math.max(summary.longestExampleTokens, encoded.inputIds.length);
   });

@@ -3,8 +3,12 @@ import {
   buildByteLevelBpeTokenizerJson,
   buildGenerationPrompt,
   buildTokenizerConfig,
+  MAX_CHARS_PER_TOKEN,
   createTextTokenizer,
+  encodeExample,
   loadTokenizer,
+  maxExampleChars,
+  preflightSummary,
   renderChat,
   tokenizeExample,
   type ChatMessage,
@@ -153,6 +157,93 @@ describe('tokenizeExample', () => {
       const promptLength = plain.encode(example.prompt).length;
       const cut = tokenizeExample(example, plain, { maxSeqLength: promptLength });
       expect(cut.lossMask.every((bit) => bit === 0)).toBe(true);
+    });
+
+    describe('by characters before tokenizing (issue 14, item 2)', () => {
+      /** `tokenizer`, recording the longest text it was asked to encode. */
+      function spying(tokenizer: TextTokenizer) {
+        const seen = { longest: 0 };
+        const spy = Object.create(tokenizer) as TextTokenizer;
+        spy.encode = (text: string) => {
+          seen.longest = Math.max(seen.longest, text.length);
+          return tokenizer.encode(text);
+        };
+        return { spy, seen };
+      }
+      const maxSeqLength = 16;
+      const cap = maxExampleChars(maxSeqLength);
+      const huge = 'many words here '.repeat(400_000); // 6.4 M characters
+
+      it('never tokenizes more than maxExampleChars of a huge example, and keeps the same tokens', () => {
+        expect(cap).toBe((16 + 16) * MAX_CHARS_PER_TOKEN);
+        for (const example of [
+          { format: 'prompt_completion', prompt: huge, completion: ' done.' },
+          { format: 'prompt_completion', prompt: 'Q: ', completion: huge },
+          { format: 'text', text: huge },
+        ] as TrainingExample[]) {
+          const { spy, seen } = spying(plain);
+          const cut = tokenizeExample(example, spy, { maxSeqLength });
+          expect(seen.longest).toBeLessThanOrEqual(cap);
+          // The same ids and mask as tokenizing the whole text and cutting the tokens: here a
+          // text three caps long stands for the whole, which the old path had to tokenize.
+          const shorter = JSON.parse(
+            JSON.stringify(example).replace(huge, huge.slice(0, 3 * cap)),
+          ) as TrainingExample;
+          const whole = encodeExample(shorter, plain);
+          expect(cut).toEqual({
+            inputIds: whole.inputIds.slice(0, maxSeqLength),
+            lossMask: whole.lossMask.slice(0, maxSeqLength),
+            truncated: true,
+          });
+        }
+      });
+
+      it('cuts the tail of a chat: a huge message is capped before the template renders it', () => {
+        const messages: ChatMessage[] = [
+          { role: 'user', content: huge, weight: 0 },
+          { role: 'assistant', content: 'Sure.', weight: 1 },
+        ];
+        const { spy, seen } = spying(chatml);
+        const cut = tokenizeExample({ format: 'chat', messages }, spy, { maxSeqLength });
+        expect(seen.longest).toBeLessThanOrEqual(cap);
+        expect(cut.truncated).toBe(true);
+        expect(cut.inputIds).toHaveLength(maxSeqLength);
+        // The prompt fills the window: the assistant turn is cut, so nothing trains.
+        expect(cut.lossMask.every((bit) => bit === 0)).toBe(true);
+        const trainedFirst = tokenizeExample(
+          { format: 'chat', messages: [{ role: 'assistant', content: huge, weight: 1 }] },
+          chatml,
+          { maxSeqLength },
+        );
+        expect(trainedFirst.lossMask.slice(1).some((bit) => bit === 1)).toBe(true);
+      });
+
+      it('reports the cut in the pre-flight: truncated, a target lost, nothing left to train', () => {
+        const summary = preflightSummary(
+          [
+            { format: 'prompt_completion', prompt: huge, completion: ' done.' },
+            { format: 'prompt_completion', prompt: 'Q: ', completion: ' A.' },
+          ],
+          plain,
+          { maxSeqLength, batchSize: 1, epochs: 1 },
+        );
+        expect(summary).toMatchObject({
+          truncatedExamples: 1,
+          examplesWithTruncatedTargets: 1,
+          examplesWithoutTrainableTokens: 1,
+          longestKeptTokens: maxSeqLength,
+        });
+      });
+
+      it('never splits a surrogate pair at the cut', () => {
+        const emoji = '😀'.repeat(cap); // two UTF-16 units each
+        const { spy, seen } = spying(plain);
+        tokenizeExample({ format: 'text', text: `x${emoji}` }, spy, { maxSeqLength });
+        expect(seen.longest).toBe(cap - 1);
+        const cut = encodeExample({ format: 'text', text: `x${emoji}` }, plain, { maxChars: 4 });
+        expect(plain.decode(cut.inputIds)).toBe('x😀');
+        expect(cut).toMatchObject({ charsCut: true, targetsCut: true });
+      });
     });
 
     it('rejects a non-positive maxSeqLength', () => {
