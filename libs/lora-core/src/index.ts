@@ -48,7 +48,6 @@ export {
   hfStateDict,
   loadCausalLM,
   readModelConfig,
-  storedWeightBytesPerParameter,
   readSafetensorsFileHeader,
   saveHfModel,
   type LoadModelOptions,

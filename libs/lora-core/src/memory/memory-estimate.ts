@@ -142,8 +142,18 @@ export class MemoryLimitError extends TrainingConfigError {
   }
 }
 
-/** What to change, in order of how much each saves for this run. */
-export function memoryAdvice(input: MemoryEstimateInput): string {
+/**
+ * What to change, in order of how much each saves for this run. With the limit, a run whose
+ * frozen weights alone exceed it is told so: shorter sequences or checkpointing cannot help.
+ */
+export function memoryAdvice(input: MemoryEstimateInput, limitMb?: number | null): string {
+  const weightsMb = Math.ceil(estimateTrainingMemory(input).parts.frozenWeights / MIB);
+  if (limitMb !== undefined && limitMb !== null && weightsMb > limitMb) {
+    return (
+      `The frozen base weights alone take about ${weightsMb.toLocaleString('en-US')} MiB: ` +
+      'run it on a worker with more memory (LORAFLEET_MEMORY_LIMIT_MB) or on a GPU backend.'
+    );
+  }
   const tips: string[] = [];
   if (!input.gradientCheckpointing) {
     tips.push(
@@ -151,7 +161,7 @@ export function memoryAdvice(input: MemoryEstimateInput): string {
     );
   }
   if (input.batchSize > 1) tips.push(`lower the batch size (now ${input.batchSize})`);
-  tips.push(`shorten max_seq_length (now ${input.seqLength})`);
+  tips.push(`shorten max_seq_length (the longest example keeps ${input.seqLength} tokens)`);
   tips.push('or run it on a worker with more memory or a GPU backend');
   return `To fit: ${tips.join(', ')}.`;
 }
