@@ -44,6 +44,21 @@ import type {
 import { discoverVulkanIcd, type IcdDiscovery } from './vulkan-icd';
 
 const PARITY_TOLERANCE = 1e-4;
+/** dawn.node and Debian 12's libvulkan.so.1 link against glibc 2.34 symbols. */
+const MIN_GLIBC = [2, 34] as const;
+
+/** The C library's version as Node reports it (null on musl or when unknown). */
+function glibcVersion(): string | null {
+  const report = process.report?.getReport() as
+    { header?: { glibcVersionRuntime?: string } } | undefined;
+  return report?.header?.glibcVersionRuntime ?? null;
+}
+
+function glibcTooOld(version: string | null): boolean {
+  if (version === null) return false; // not glibc: let Dawn's own load error speak
+  const [major, minor] = version.split('.').map(Number);
+  return major < MIN_GLIBC[0] || (major === MIN_GLIBC[0] && minor < MIN_GLIBC[1]);
+}
 
 // ------------------------------------------------------------------ arguments and helpers
 
@@ -677,7 +692,9 @@ function summaryText(
   const lines: string[] = [];
   const env = report.environment as Record<string, unknown>;
   lines.push(`lorafleet GPU check (${String(report.mode)}) — ${String(report.date)}`);
-  lines.push(`node ${String(env.node)}, ${String(env.cpus)} CPUs, ${fmt(env.memory_gb, 1)} GB RAM`);
+  lines.push(
+    `node ${String(env.node)}, glibc ${String(env.glibc)}, ${String(env.cpus)} CPUs, ${fmt(env.memory_gb, 1)} GB RAM`,
+  );
   const gpus = env.nvidia_smi as string[];
   lines.push(`nvidia-smi: ${gpus.length > 0 ? gpus.join('; ') : 'not found'}`);
   lines.push('');
@@ -745,6 +762,18 @@ function main(): number {
   const steps: StepResult[] = [];
   const childEnv: NodeJS.ProcessEnv = { ...process.env };
 
+  const glibc = glibcVersion();
+  if (glibcTooOld(glibc)) {
+    steps.push({
+      name: 'glibc',
+      status: 'failed',
+      seconds: 0,
+      error:
+        `this node has glibc ${glibc}; Dawn (dawn.node) and the bundled Vulkan loader need ` +
+        `glibc ≥ ${MIN_GLIBC.join('.')} (Debian 12, Ubuntu 22.04, RHEL 9 or newer; in a container, ` +
+        `a base image of that age, e.g. nvidia/cuda:*-ubuntu22.04)`,
+    });
+  }
   const icd = discoverVulkanIcd(process.env, work);
   Object.assign(childEnv, icd.env);
   log(`Vulkan ICD: ${icd.nvidiaFoundBy ?? 'no NVIDIA ICD'}`);
@@ -764,7 +793,9 @@ function main(): number {
   // The GPU steps run where the check can mean something: Vulkan on a GPU; --smoke forces
   // Dawn's GLES backend (llvmpipe here), the one adapter a machine without a GPU has.
   let dawnBackend: string | null = smoke ? 'opengles' : hardware ? 'vulkan' : null;
-  if (!smoke && !hardware) {
+  if (glibcTooOld(glibc)) {
+    dawnBackend = null;
+  } else if (!smoke && !hardware) {
     const softwareOnly = seen.find((a) => a.request.startsWith('vulkan') && a.found);
     steps.push({
       name: 'vulkan',
@@ -791,7 +822,7 @@ function main(): number {
     name,
     status: 'skipped' as const,
     seconds: 0,
-    error: 'no usable Vulkan adapter',
+    error: 'no usable webgpu adapter (see the failed steps above)',
   });
   let train: StepResult;
   if (dawnBackend === null) {
@@ -871,6 +902,7 @@ function main(): number {
     environment: {
       node: process.version,
       node_path: process.execPath,
+      glibc,
       cpus: cpus().length,
       memory_gb: totalmem() / 1e9,
       nvidia_smi: nvidiaSmiList(),
