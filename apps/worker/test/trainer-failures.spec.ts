@@ -16,6 +16,7 @@ import {
   NonFiniteLossError,
   SafetensorsError,
   TrainingConfigError,
+  WasmHeapLimitError,
   initBackend,
   loadCausalLM,
   readSafetensors,
@@ -33,6 +34,14 @@ describe('classifyFailure', () => {
       limitMb: 4096,
       param: null,
       message: expect.stringMatching(/needs about 5,000 MiB but the memory limit is 4,096 MiB/),
+    });
+  });
+
+  it('fails a run over the 4 GiB wasm heap once as out of memory, never handed back', () => {
+    expect(classifyFailure(new WasmHeapLimitError(9000, 'To fit: x.'))).toMatchObject({
+      kind: 'out_of_memory',
+      param: null,
+      message: expect.stringMatching(/about 9,000 MiB of activations .* in the wasm heap/),
     });
   });
 

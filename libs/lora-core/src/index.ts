@@ -142,7 +142,10 @@ export {
 export {
   HEAD_CHUNK_ROWS,
   MemoryLimitError,
+  WASM_HEAP_BUDGET_BYTES,
+  WasmHeapLimitError,
   estimateTrainingMemory,
+  wasmHeapBytes,
   memoryAdvice,
   memoryLimitMbFromEnv,
   type MemoryEstimate,

@@ -11,8 +11,11 @@ import {
   MODEL_SHAPES,
   MemoryLimitError,
   NoTrainableTokensError,
+  WasmHeapLimitError,
   estimateTrainingMemory,
   initBackend,
+  selectBackend,
+  setBlasKernels,
   memoryAdvice,
   memoryLimitMbFromEnv,
   parseModelConfig,
@@ -133,5 +136,43 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
     });
     await expect(run).rejects.toBeInstanceOf(NoTrainableTokensError);
     await expect(run).rejects.toThrow(/3 of 3 examples lose every target token to truncation/);
+  });
+
+  it('refuses a run whose activations cannot fit the 4 GiB wasm heap, on wasm-blas', async () => {
+    // GPT-2 small's widths over the tiny tokenizer: seq 1024 at batch 16 needs far more
+    // than the wasm backend can address, whatever LORAFLEET_MEMORY_LIMIT_MB says.
+    const big = join(dir, 'wide');
+    await mkdir(big);
+    await copyFile(join(TINY_GPT2_DIR, 'tokenizer.json'), join(big, 'tokenizer.json'));
+    await writeFile(join(big, 'model.safetensors'), 'garbage');
+    await writeFile(
+      join(big, 'config.json'),
+      JSON.stringify({
+        model_type: 'gpt2',
+        n_embd: 768,
+        n_layer: 12,
+        n_head: 12,
+        n_positions: 1024,
+        vocab_size: 269,
+      }),
+    );
+    expect(await selectBackend('wasm-blas')).toBe('wasm-blas');
+    try {
+      const run = runFineTune({
+        model: big,
+        trainJsonl: `${Array.from({ length: 16 }, () => JSON.stringify({ prompt: 'Go:', completion: ' a b'.repeat(800) })).join('\n')}\n`,
+        hyperparameters: { batchSize: 16 },
+        memoryLimitMb: 1_000_000,
+        samples: false,
+      });
+      await expect(run).rejects.toBeInstanceOf(WasmHeapLimitError);
+      await expect(run).rejects.toThrow(
+        /MiB of activations and adapter state in the wasm heap, more than the 3,840 MiB/,
+      );
+      await expect(run).rejects.toThrow(/To fit: turn on gradient checkpointing/);
+    } finally {
+      setBlasKernels('wasm', false);
+      await initBackend('cpu');
+    }
   });
 });

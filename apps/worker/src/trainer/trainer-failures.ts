@@ -21,6 +21,7 @@ import {
   NonFiniteLossError,
   SafetensorsError,
   TrainingConfigError,
+  WasmHeapLimitError,
   memoryAdvice,
   readModelConfig,
   resolveLoraConfig,
@@ -70,6 +71,10 @@ export function classifyFailure(error: unknown): TrainerFailure {
       estimateMb: error.estimateMb,
       limitMb: error.limitMb,
     };
+  }
+  if (error instanceof WasmHeapLimitError) {
+    // No worker on the same backend could fit it: fail once, no hand-back.
+    return { kind: 'out_of_memory', message, param: null };
   }
   if (error instanceof NoTrainableTokensError) {
     return { kind: 'invalid_file', message, param: 'training.max_seq_length' };

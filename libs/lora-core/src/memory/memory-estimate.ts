@@ -61,9 +61,11 @@ function blockActivationBytesPerToken(config: ModelConfig, seqLength: number): n
     return 4 * (14 * C + 3 * config.innerSize + 2 * H * seqLength);
   }
   const { numHeads: H, numKeyValueHeads: KV, headDim: D, intermediateSize: I } = config;
-  // Norms, q (H·D) and k/v (KV·D) before and after RoPE, the attention output, the MLP's
-  // gate, up, activation and product (4·I), residuals; plus the attention probabilities.
-  return 4 * (8 * C + 3 * H * D + 4 * KV * D + 5 * I + 2 * H * seqLength);
+  // Norm inputs and outputs, q (H·D) and k/v (KV·D) before and after RoPE, the attention
+  // output, SwiGLU's gate and up and the down projection's input (4·I with the gradients in
+  // flight), residuals; plus the attention probabilities recomputed in backward. Fitted to
+  // the measured peaks (test/memory-estimate.spec.ts), rounding up.
+  return 4 * (6 * C + 3 * H * D + 4 * KV * D + 4 * I + 2 * H * seqLength);
 }
 
 /** The estimate for one run; pure arithmetic on the config (no weights are touched). */
@@ -86,6 +88,38 @@ export function estimateTrainingMemory(input: MemoryEstimateInput): MemoryEstima
   const parts = { frozenWeights, adapterAndOptimizer, activations, head, runtime };
   const totalBytes = Object.values(parts).reduce((a, b) => a + b, 0);
   return { totalBytes, parts };
+}
+
+/** The wasm backend's address space (tfjs-backend-wasm's `maximum` memory), minus headroom. */
+export const WASM_HEAP_BUDGET_BYTES = 4 * 1024 * MIB - 256 * MIB;
+
+/**
+ * The part of the estimate that lives in the wasm heap when training runs on the wasm
+ * backend: everything but the frozen weights when those are in host memory (`*-blas`).
+ */
+export function wasmHeapBytes(estimate: MemoryEstimate, hostWeights: boolean): number {
+  const { frozenWeights, adapterAndOptimizer, activations, head } = estimate.parts;
+  return adapterAndOptimizer + activations + head + (hostWeights ? 0 : frozenWeights);
+}
+
+/**
+ * A run whose wasm-heap part cannot fit the wasm backend's 4 GiB, whatever the machine has:
+ * refused before step 1 instead of aborting in the middle. Not a `MemoryLimitError`: a worker
+ * with a larger limit on the same backend would not fit it either, so it is not handed back.
+ */
+export class WasmHeapLimitError extends TrainingConfigError {
+  override readonly name: string = 'WasmHeapLimitError';
+  constructor(
+    readonly heapMb: number,
+    advice: string,
+  ) {
+    super(
+      `this run needs about ${heapMb.toLocaleString('en-US')} MiB of activations and adapter state in ` +
+        `the wasm heap, more than the ${Math.floor(WASM_HEAP_BUDGET_BYTES / MIB).toLocaleString('en-US')} MiB ` +
+        `the wasm backend can use. ${advice}`,
+      'memory',
+    );
+  }
 }
 
 /**

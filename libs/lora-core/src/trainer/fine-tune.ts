@@ -20,13 +20,17 @@ import {
   type TrainingExample,
 } from '@lorafleet/data';
 
+import { hostWeightKernelsActive } from '../backend/host-weight.kernels';
 import { generateTokens } from '../generation/generate';
 import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
 import {
   MemoryLimitError,
+  WASM_HEAP_BUDGET_BYTES,
+  WasmHeapLimitError,
   estimateTrainingMemory,
+  wasmHeapBytes,
   memoryAdvice,
   type MemoryEstimate,
   type MemoryEstimateInput,
@@ -267,6 +271,12 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       memoryLimitMb,
       memoryAdvice(memoryInput, memoryLimitMb),
     );
+  }
+  if (tf.getBackend() === 'wasm') {
+    const heap = wasmHeapBytes(memoryEstimate, hostWeightKernelsActive());
+    if (heap > WASM_HEAP_BUDGET_BYTES) {
+      throw new WasmHeapLimitError(Math.ceil(heap / (1024 * 1024)), memoryAdvice(memoryInput));
+    }
   }
 
   let loaded: LoadedModel;
