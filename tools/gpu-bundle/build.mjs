@@ -118,15 +118,16 @@ if (
 if (loader === null) fail('libvulkan.so.1 not found: apt-get install libvulkan1 (Debian/Ubuntu)');
 mkdirSync(path.join(out, 'lib'), { recursive: true });
 copyFileSync(loader, path.join(out, 'lib', 'libvulkan.so.1'));
-// dawn.node wants libstdc++ with GLIBCXX_3.4.30 (GCC 12), newer than RHEL 9's or Ubuntu
-// 22.04's older point releases ship; this machine's, put first on LD_LIBRARY_PATH by run.sh,
-// is backward compatible with everything else in the process. (glibc ≥ 2.34 cannot be carried
-// along: run.sh checks it.)
+// dawn.node wants libstdc++ with GLIBCXX_3.4.30 (GCC 12), newer than RHEL 9 ships. This
+// machine's goes to lib/compat, which run.sh puts on LD_LIBRARY_PATH only when the node's own
+// libstdc++ lacks that version: a newer system one must win, or it would break whatever else
+// needs it (PyTorch). glibc ≥ 2.34 cannot be carried along: gpu-check reports an older one.
 const libstdcxx = ['/usr/lib/x86_64-linux-gnu/libstdc++.so.6', '/usr/lib64/libstdc++.so.6'].find(
   (f) => existsSync(f),
 );
 if (libstdcxx === undefined) fail('libstdc++.so.6 not found');
-copyFileSync(realpathSync(libstdcxx), path.join(out, 'lib', 'libstdc++.so.6'));
+mkdirSync(path.join(out, 'lib', 'compat'), { recursive: true });
+copyFileSync(realpathSync(libstdcxx), path.join(out, 'lib', 'compat', 'libstdc++.so.6'));
 if (existsSync('/usr/share/doc/libvulkan1/copyright')) {
   copyFileSync(
     '/usr/share/doc/libvulkan1/copyright',

@@ -588,7 +588,22 @@ function runChild(
   return { name, status: 'failed', seconds, error: `${why}: ${tail}`, log: logFile };
 }
 
-function pythonWithTorch(): {
+/**
+ * The environment for PyTorch: without the bundle's libraries on LD_LIBRARY_PATH (they are
+ * Dawn's; a python stack may need a newer libstdc++ than the bundle's compat copy).
+ */
+function pythonEnv(bundle: string): NodeJS.ProcessEnv {
+  const own = resolve(bundle, 'lib');
+  const kept = (process.env.LD_LIBRARY_PATH ?? '')
+    .split(':')
+    .filter((dir) => dir !== '' && !resolve(dir).startsWith(own));
+  const env = { ...process.env };
+  if (kept.length > 0) env.LD_LIBRARY_PATH = kept.join(':');
+  else delete env.LD_LIBRARY_PATH;
+  return env;
+}
+
+function pythonWithTorch(env: NodeJS.ProcessEnv): {
   python: string;
   version: string;
   cuda: boolean;
@@ -604,7 +619,7 @@ function pythonWithTorch(): {
         '-c',
         'import json, torch; c = torch.cuda.is_available(); print(json.dumps([torch.__version__, c, torch.cuda.get_device_name(0) if c else None]))',
       ],
-      { encoding: 'utf8', timeout: 120_000 },
+      { encoding: 'utf8', timeout: 120_000, env },
     );
     if (run.status === 0) {
       const [version, cuda, gpu] = JSON.parse(run.stdout.trim().split('\n').pop() ?? '[]') as [
@@ -651,7 +666,7 @@ function torchStep(
       device,
       ...(device === 'cpu' ? ['--steps', '1', '--warmup', '1'] : []),
     ],
-    { encoding: 'utf8', timeout: timeoutS * 1000, killSignal: 'SIGKILL' },
+    { encoding: 'utf8', timeout: timeoutS * 1000, killSignal: 'SIGKILL', env: pythonEnv(bundle) },
   );
   const seconds = (performance.now() - started) / 1000;
   const name = `torch-${target.name}`;
@@ -850,7 +865,7 @@ function main(): number {
   }
 
   const targets = benchTargets(smoke);
-  const torch = pythonWithTorch();
+  const torch = pythonWithTorch(pythonEnv(bundle));
   // Off a GPU (smoke) the PyTorch path still runs, on the CPU, to prove the script works.
   const torchDevice = torch === null ? null : torch.cuda ? 'cuda' : smoke ? 'cpu' : null;
   const benchmark: Array<Record<string, unknown>> = [];

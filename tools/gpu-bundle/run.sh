@@ -96,9 +96,26 @@ if [[ -z "${NODE}" ]]; then
   NODE="$(bundled_node)"
 fi
 
+# Whether the node's own libstdc++ is new enough for dawn.node (GCC 12's GLIBCXX_3.4.30).
+system_libstdcxx_ok() {
+  local lib
+  for lib in $({ /sbin/ldconfig -p || ldconfig -p; } 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF}') \
+    /usr/lib/x86_64-linux-gnu/libstdc++.so.6 /usr/lib64/libstdc++.so.6; do
+    if [[ -e "${lib}" ]] && grep -q GLIBCXX_3.4.30 "${lib}"; then
+      return 0
+    fi
+  done
+  return 1
+}
+
 # The bundled Vulkan loader first: Dawn dlopens libvulkan.so.1, and a node with only the
-# driver has none of its own.
-export LD_LIBRARY_PATH="${HERE}/lib${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
+# driver has none of its own. The bundled libstdc++ only where the node's is too old.
+LIBS="${HERE}/lib"
+if ! system_libstdcxx_ok; then
+  LIBS="${LIBS}:${HERE}/lib/compat"
+  echo "run.sh: the node's libstdc++ predates GCC 12; using the bundled one" >&2
+fi
+export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 mkdir -p "${OUT}"
 echo "run.sh: node ${NODE} ($("${NODE}" --version)), report in ${OUT}" >&2
 exec "${NODE}" "${HERE}/app/gpu-check.cjs" main --bundle "${HERE}" --out "${OUT}" ${ARGS[@]+"${ARGS[@]}"}

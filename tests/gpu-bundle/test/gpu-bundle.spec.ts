@@ -101,6 +101,7 @@ describe('GPU bundle', () => {
       'app/trainer.cjs',
       'app/node_modules/webgpu/dist/linux-x64/dawn.node',
       'lib/libvulkan.so.1',
+      'lib/compat/libstdc++.so.6',
       'node/node.xz',
       'models/tiny-random-gpt2/model.safetensors',
       'data/train.jsonl',
