@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Independent PyTorch reference for the rotary decoder families (issue 16): Qwen2, Qwen3,
-Mistral and Phi-3.
+Mistral, Phi-3 and Gemma 2.
 
 Each family's forward is written here from its transformers modeling file (v4.46+:
-modeling_qwen2.py, modeling_qwen3.py, modeling_mistral.py, modeling_phi3.py), separately
+modeling_qwen2.py, modeling_qwen3.py, modeling_mistral.py, modeling_phi3.py,
+modeling_gemma2.py), separately
 from lora-core's one configurable decoder, so the TypeScript options are checked against
 the families as transformers writes them. Nothing imports transformers or peft.
 
@@ -163,6 +164,53 @@ def phi3_forward(cfg, sd, ids, mask, lora):
     return head(cfg, sd, x, lora)
 
 
+def gemma_norm(x, w, eps):
+    """Gemma2RMSNorm: x·rsqrt(mean(x²) + eps)·(1 + w)."""
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * (1.0 + w)
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gemma2_forward(cfg, sd, ids, mask, lora):
+    """Gemma2ForCausalLM: embeddings × √C (float32, as `normalizer`), (1 + w) norms, sandwich
+    norms, scores × query_pre_attn_scalar^−½ soft-capped before the mask, sliding window on
+    even layers, GeGLU with tanh-GELU, tied head, soft-capped final logits."""
+    H, KV, D, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
+    B, T = ids.shape
+    cos, sin = rope(cfg, T)
+    causal = attention_bias(T, mask)
+    W = cfg["sliding_window"]
+    i_idx, j_idx = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    sliding = causal + torch.where(i_idx - j_idx < W, 0.0, -1e9)[None, None]
+    scaling = cfg["query_pre_attn_scalar"] ** -0.5
+    attn_cap, final_cap = cfg["attn_logit_softcapping"], cfg["final_logit_softcapping"]
+    normalizer = torch.tensor(cfg["hidden_size"] ** 0.5, dtype=torch.float32).to(torch.float64)
+    x = sd["model.embed_tokens.weight"][ids] * normalizer
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        lin = lambda name, t: lora.linear(p + name, t, sd[p + name + ".weight"], None, False)
+        h = gemma_norm(x, sd[p + "input_layernorm.weight"], eps)
+        q = lin("self_attn.q_proj", h).view(B, T, H, D).transpose(1, 2)
+        k = lin("self_attn.k_proj", h).view(B, T, KV, D).transpose(1, 2)
+        v = lin("self_attn.v_proj", h).view(B, T, KV, D).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(H // KV, dim=1)
+        v = v.repeat_interleave(H // KV, dim=1)
+        att = (q @ k.transpose(-1, -2)) * scaling
+        att = torch.tanh(att / attn_cap) * attn_cap
+        att = att + (sliding if i % 2 == 0 else causal)
+        y = (att.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * D)
+        x = x + gemma_norm(lin("self_attn.o_proj", y), sd[p + "post_attention_layernorm.weight"], eps)
+        m = gemma_norm(x, sd[p + "pre_feedforward_layernorm.weight"], eps)
+        m = lin("mlp.down_proj", gelu_tanh(lin("mlp.gate_proj", m)) * lin("mlp.up_proj", m))
+        x = x + gemma_norm(m, sd[p + "post_feedforward_layernorm.weight"], eps)
+    x = gemma_norm(x, sd["model.norm.weight"], eps)
+    logits = x @ sd["model.embed_tokens.weight"].T
+    return torch.tanh(logits / final_cap) * final_cap
+
+
 # --------------------------------------------------------------------------- random weights
 
 
@@ -202,6 +250,11 @@ def random_sd(cfg, g):
         p = f"model.layers.{i}."
         sd[p + "input_layernorm.weight"] = 1 + n(C, std=0.1)
         sd[p + "post_attention_layernorm.weight"] = 1 + n(C, std=0.1)
+        if cfg["model_type"] == "gemma2":
+            # (1 + w) norms: w near 0 is the neutral scale.
+            for norm in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                         "post_feedforward_layernorm"):
+                sd[p + norm + ".weight"] = n(C, std=0.1)
         if cfg["model_type"] == "qwen2":
             for name, (_, fan_out) in linears(cfg).items():
                 if name.startswith(p) and name.split(".")[-1] in ("q_proj", "k_proj", "v_proj"):
@@ -209,7 +262,7 @@ def random_sd(cfg, g):
         if cfg["model_type"] == "qwen3":
             sd[p + "self_attn.q_norm.weight"] = 1 + n(D, std=0.2)
             sd[p + "self_attn.k_norm.weight"] = 1 + n(D, std=0.2)
-    sd["model.norm.weight"] = 1 + n(C, std=0.1)
+    sd["model.norm.weight"] = n(C, std=0.1) + (0 if cfg["model_type"] == "gemma2" else 1)
     return sd
 
 
@@ -329,6 +382,18 @@ def main():
     phi3_ref = {**phi3, "head_dim": 8}  # Phi3Config has no head_dim key: hidden/heads
     make_family_fixture(out_dir, "phi3-tiny", phi3_ref, phi3_forward, torch.float32,
                         peft(["qkv_proj", "gate_up_proj"], name="phi3-tiny"), seed=1604)
+    # Gemma 2: head_dim 16 ≠ 32/4, query_pre_attn_scalar 12 ≠ head_dim, caps small enough to
+    # bend the scores and logits, sliding_window 8 = T on the even layers, tied head.
+    gemma2 = {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], **small, "num_key_value_heads": 2,
+              "head_dim": 16, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": True,
+              "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 12,
+              "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0, "sliding_window": 8,
+              "attention_bias": False}
+    del gemma2["hidden_act"]
+    make_family_fixture(out_dir, "gemma2-tiny", gemma2, gemma2_forward, torch.float32,
+                        peft(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                             r=4, alpha=8, name="gemma2-tiny"), seed=1605)
+
     # The stored config must not carry the reference-only head_dim.
     with open(os.path.join(out_dir, "phi3-tiny", "config.json"), "w") as f:
         json.dump(phi3, f, indent=2)

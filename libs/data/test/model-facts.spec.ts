@@ -86,7 +86,7 @@ describe('model facts from config.json (issue 14, items 8 and 9)', () => {
 });
 
 describe('model facts of the rotary families (issue 16)', () => {
-  it('accepts Qwen2, Qwen3, Mistral and Phi-3 with their module names', () => {
+  it('accepts Qwen2, Qwen3, Mistral, Phi-3 and Gemma 2 with their module names', () => {
     expect(modelFactsFromConfig({ model_type: 'qwen2', tie_word_embeddings: true })).toMatchObject({
       modelType: 'qwen2',
       contextLength: 32768,
@@ -117,8 +117,14 @@ describe('model facts of the rotary families (issue 16)', () => {
     const qwen = { model_type: 'qwen2', max_position_embeddings: 32768, sliding_window: 1024 };
     expect(modelFactsFromConfig(qwen).contextLength).toBe(32768);
     expect(modelFactsFromConfig({ ...qwen, use_sliding_window: true }).contextLength).toBe(1024);
+    // Gemma 2: tied head, window 4096 by default.
+    expect(modelFactsFromConfig({ model_type: 'gemma2' })).toMatchObject({
+      modelType: 'gemma2',
+      contextLength: 4096,
+      moduleNames: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    });
     expect(() => modelFactsFromConfig({ model_type: 'gemma3' })).toThrow(
-      /supported: gpt2, llama, mistral, qwen2, qwen3, phi3/,
+      /supported: gpt2, llama, mistral, qwen2, qwen3, phi3, gemma2/,
     );
   });
 });

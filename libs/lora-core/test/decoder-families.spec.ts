@@ -16,6 +16,7 @@ import {
   LoraConfigError,
   ModelConfigError,
   buildCausalLM,
+  causalLmLoss,
   countBaseParameters,
   countParameters,
   createRandomCausalLM,
@@ -40,7 +41,7 @@ import {
 import { FIXTURES, maxAbsDiff, readInputs } from './fixture.helpers';
 import { pairsJsonl, tinyTokenizer } from './trainer.helpers';
 
-const FAMILIES = ['qwen2-tiny', 'qwen3-tiny', 'mistral-tiny', 'phi3-tiny'] as const;
+const FAMILIES = ['qwen2-tiny', 'qwen3-tiny', 'mistral-tiny', 'phi3-tiny', 'gemma2-tiny'] as const;
 
 /** Published config.json of Qwen/Qwen2.5-0.5B. */
 const QWEN25_05B = {
@@ -139,6 +140,30 @@ const QWEN3_06B = {
   vocab_size: 151936,
 };
 
+/** Published config.json of google/gemma-2-2b. */
+const GEMMA2_2B = {
+  architectures: ['Gemma2ForCausalLM'],
+  attention_bias: false,
+  attn_logit_softcapping: 50.0,
+  cache_implementation: 'hybrid',
+  final_logit_softcapping: 30.0,
+  head_dim: 256,
+  hidden_act: 'gelu_pytorch_tanh',
+  hidden_activation: 'gelu_pytorch_tanh',
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  max_position_embeddings: 8192,
+  model_type: 'gemma2',
+  num_attention_heads: 8,
+  num_hidden_layers: 26,
+  num_key_value_heads: 4,
+  query_pre_attn_scalar: 256,
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000.0,
+  sliding_window: 4096,
+  vocab_size: 256000,
+};
+
 const lora = (r: number, targetModules: LoraConfig['targetModules']): LoraConfig => ({
   r,
   alpha: 2 * r,
@@ -189,6 +214,19 @@ describe('family config mappings', () => {
       qkvBias: false,
       slidingWindow: 4096,
     });
+    expect(parseModelConfig(GEMMA2_2B)).toMatchObject({
+      modelType: 'gemma2',
+      headDim: 256,
+      tieWordEmbeddings: true,
+      normOffset: 1,
+      embeddingScale: Math.fround(48),
+      mlpActivation: 'gelu_tanh',
+      sandwichNorms: true,
+      attentionScale: 1 / 16,
+      attnLogitSoftcap: 50,
+      finalLogitSoftcap: 30,
+      slidingWindow: 4096,
+    });
     expect(parseModelConfig(PHI3_MINI)).toMatchObject({
       modelType: 'phi3',
       headDim: 96,
@@ -217,8 +255,9 @@ describe('family config mappings', () => {
       'partial_rotary_factor',
     );
     expect(refusal({ ...MISTRAL_7B, hidden_act: 'gelu' }).key).toBe('hidden_act');
+    expect(refusal({ ...GEMMA2_2B, hidden_activation: 'gelu' }).key).toBe('hidden_activation');
     expect(refusal({ ...MISTRAL_7B, model_type: 'gemma3' }).message).toMatch(
-      /supported: gpt2, llama, mistral, qwen2, qwen3, phi3/,
+      /supported: gpt2, llama, mistral, qwen2, qwen3, phi3, gemma2/,
     );
   });
 
@@ -255,6 +294,7 @@ describe('LoRA targets and parameter counts from config.json alone', () => {
     expect(defaultTargetModules('qwen3')).toEqual(['q_proj', 'v_proj']);
     expect(defaultTargetModules('mistral')).toEqual(['q_proj', 'v_proj']);
     expect(defaultTargetModules('phi3')).toEqual(['qkv_proj']);
+    expect(defaultTargetModules('gemma2')).toEqual(['q_proj', 'v_proj']);
   });
 
   it('counts Qwen2.5-0.5B with r=8 on the default targets as PEFT prints it', () => {
@@ -270,6 +310,10 @@ describe('LoRA targets and parameter counts from config.json alone', () => {
       countParameters(parseModelConfig(PHI3_MINI), lora(8, ['qkv_proj'])),
     );
     expect(line).toMatch(/^trainable params: 3,145,728 \|\| all params: 3,824,225,280 \|\| /);
+  });
+
+  it('counts Gemma-2-2B (sandwich norms, tied head) as its model card gives it', () => {
+    expect(countBaseParameters(parseModelConfig(GEMMA2_2B))).toBe(2614341888);
   });
 
   it('counts Mistral-7B and Qwen3-0.6B as their model cards give them', () => {
@@ -456,6 +500,33 @@ describe.each(FAMILIES)('%s', (name) => {
       const plain = gradients(false);
       const checkpointed = gradients(true);
       plain.forEach((g, i) => expect(maxAbsDiff(checkpointed[i], g)).toBeLessThanOrEqual(1e-5));
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('gemma2 soft-capped head', () => {
+  it('routes the fused loss through the capped logits: forwardLoss equals the loss of forward', async () => {
+    const name = 'gemma2-tiny';
+    const model = await loadCausalLM(join(FIXTURES, name));
+    try {
+      const inputs = readInputs(name);
+      const shifted = shiftTargets(inputs.input_ids, inputs.loss_mask, model.config.vocabSize);
+      const [fused, reference, largest] = tf.tidy(() => {
+        const ids = tf.tensor2d(inputs.input_ids, undefined, 'int32');
+        const mask = tf.tensor2d(inputs.attention_mask);
+        const lossMask = tf.tensor2d(inputs.loss_mask);
+        const logits = model.forward(ids, mask); // [B, T, V]
+        return [
+          model.forwardLoss(ids, mask, shifted).nll.dataSync()[0] / shifted.count,
+          causalLmLoss(logits, ids, lossMask).dataSync()[0],
+          tf.max(tf.abs(logits)).dataSync()[0],
+        ];
+      });
+      expect(Math.abs(fused - reference)).toBeLessThanOrEqual(1e-6);
+      // The cap binds: every logit lies within ±final_logit_softcapping.
+      expect(largest).toBeLessThanOrEqual(3);
     } finally {
       model.dispose();
     }

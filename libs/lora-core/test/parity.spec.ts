@@ -40,7 +40,7 @@ afterAll(async () => {
  * GQA 4:1, sequence = sliding window, adapter on an untied lm_head, BF16), Phi-3 (fused
  * qkv_proj and gate_up_proj, F32).
  */
-const FAMILIES = ['qwen2-tiny', 'qwen3-tiny', 'mistral-tiny', 'phi3-tiny'];
+const FAMILIES = ['qwen2-tiny', 'qwen3-tiny', 'mistral-tiny', 'phi3-tiny', 'gemma2-tiny'];
 
 /** Same tolerances on every backend: all of them compute in float32 on the CPU. */
 const CASES: Array<[RequestedBackend, string]> = (

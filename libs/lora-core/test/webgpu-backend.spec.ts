@@ -211,11 +211,12 @@ afterEach(() => expect(webgpuDeviceErrors()).toEqual([]));
 describe.each([
   'gpt2-tiny',
   'llama-tiny',
-  // Issue 16's families: q/k/v biases, q/k norms, head_dim ≠ C/H, fused qkv/gate_up.
+  // Issue 16's families: q/k/v biases, q/k norms, head_dim ≠ C/H, fused qkv/gate_up, soft-caps.
   'qwen2-tiny',
   'qwen3-tiny',
   'mistral-tiny',
   'phi3-tiny',
+  'gemma2-tiny',
 ])('PyTorch parity on webgpu: %s', (name) => {
   const inputs = readInputs(name);
   const expected = readExpected(name);

@@ -29,7 +29,7 @@ export interface ModelFacts {
 export type ModelFactsType = 'gpt2' | RotaryFamily;
 
 /** The rotary decoder families: Llama's module names, or Phi-3's fused ones. */
-type RotaryFamily = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3';
+type RotaryFamily = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'gemma2';
 
 /** transformers' `max_position_embeddings` default per family (its `*Config` class). */
 const ROTARY_DEFAULT_CONTEXT: Record<RotaryFamily, number> = {
@@ -38,6 +38,7 @@ const ROTARY_DEFAULT_CONTEXT: Record<RotaryFamily, number> = {
   qwen2: 32768,
   qwen3: 32768,
   phi3: 4096,
+  gemma2: 8192,
 };
 
 /**
@@ -55,6 +56,9 @@ function activeSlidingWindow(family: RotaryFamily, config: Record<string, unknow
     case 'mistral':
     case 'phi3':
       return windowOf(null);
+    case 'gemma2':
+      // Gemma2Config's default window (every other layer slides); null turns it off.
+      return config.sliding_window === null ? null : windowOf(4096);
     case 'qwen2':
     case 'qwen3':
       return config.use_sliding_window === true ? windowOf(4096) : null;
@@ -155,7 +159,8 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
             ? ['model.layers.{i}.mlp.gate_up_proj']
             : ['model.layers.{i}.mlp.gate_proj', 'model.layers.{i}.mlp.up_proj']),
           'model.layers.{i}.mlp.down_proj',
-          ...(tied(false) ? [] : ['lm_head']),
+          // Gemma 2's head is tied unless the config says otherwise.
+          ...(tied(family === 'gemma2') ? [] : ['lm_head']),
         ],
       };
       break;

@@ -54,6 +54,7 @@ export function defaultTargetModules(modelType: ModelType): string[] {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma2':
       return ['q_proj', 'v_proj'];
     case 'phi3':
       return ['qkv_proj'];

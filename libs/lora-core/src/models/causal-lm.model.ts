@@ -118,6 +118,11 @@ export abstract class CausalLM {
   /** The untied `lm_head`, or null when tied to the embedding. */
   protected abstract get lmHeadLayer(): LoraLinear | null;
 
+  /** Final logits become cap·tanh(l/cap) when set (Gemma 2's `final_logit_softcapping`). */
+  protected get finalLogitSoftcap(): number | null {
+    return null;
+  }
+
   /**
    * inputIds [B, T] int32, attentionMask [B, T] (1 = attend, 0 = padding) → logits [B, T, V].
    * Positions are 0..T-1 whatever the mask says, as in transformers' default `position_ids`,
@@ -160,7 +165,9 @@ export abstract class CausalLM {
   /** Final hidden states x [N, C] → logits [N, V], through lm_head or the tied embedding. */
   headLogits(x: tf.Tensor2D, ctx: LoraForwardContext): tf.Tensor2D {
     const head = this.lmHeadLayer;
-    return head ? head.apply(x, ctx) : this.embedding.logits(x); // [N, V]
+    const logits = head ? head.apply(x, ctx) : this.embedding.logits(x); // [N, V]
+    const cap = this.finalLogitSoftcap;
+    return cap === null ? logits : tf.mul(tf.tanh(tf.div(logits, cap)), cap); // [N, V]
   }
 
   /** The head as the fused loss sees it: frozen in host memory, a frozen tensor, or trainable. */
@@ -171,7 +178,9 @@ export abstract class CausalLM {
       ctx.activeAdapter !== null &&
       layer.adapters.has(ctx.activeAdapter) &&
       !layer.mergedAdapters.includes(ctx.activeAdapter);
-    if (this.mode === 'full' || adapterOnHead)
+    // A soft-capped head (Gemma 2) takes the autodiff path: the fused host and chunked kernels
+    // compute plain logits. It costs whole [N, V] logits (and their softmax) per step.
+    if (this.mode === 'full' || adapterOnHead || this.finalLogitSoftcap !== null)
       return { kind: 'trainable', logits: (x) => this.headLogits(x, ctx) };
     if (layer === null) {
       const e = this.embedding;

@@ -56,6 +56,7 @@ export function buildCausalLM(
     case 'qwen2':
     case 'qwen3':
     case 'phi3':
+    case 'gemma2':
       // One decoder; the family's differences are options of its config (model.config.ts).
       return new LlamaModel(config, source, mode);
   }

@@ -10,6 +10,10 @@
  *   an explicit `head_dim`, optional `attention_bias`.
  * - Phi-3 (`modeling_phi3.py`): fused `qkv_proj` (q, k, v rows) and `gate_up_proj` (gate,
  *   up rows) (`fusedProjections`); LoRA targets the fused layers by those names, as PEFT.
+ * - Gemma 2 (`modeling_gemma2.py`): RMSNorm by (1 + w) (`normOffset`), embeddings × √C
+ *   (`embeddingScale`), GeGLU with tanh-GELU (`mlpActivation`), sandwich norms around
+ *   attention and MLP (`sandwichNorms`), `query_pre_attn_scalar`^−½ (`attentionScale`),
+ *   soft-capped attention scores and final logits, a tied head.
  *
  * RMSNorm, rotary position embeddings in the rotate-half convention, SwiGLU MLP,
  * grouped-query attention, and an `lm_head` untied unless `tie_word_embeddings` says so.
@@ -27,6 +31,7 @@ import {
   addSameShape,
   applyRotary,
   attention,
+  geluTanh,
   mergeHeads,
   perPosition,
   rmsNorm,
@@ -52,7 +57,11 @@ interface DecoderLayer {
   qNorm: tf.Tensor | null;
   kNorm: tf.Tensor | null;
   oProj: LoraLinear; // [H·D] → [C]
+  /** `post_attention_layernorm`: the MLP's input norm, or (sandwich) the attention output's. */
   postNorm: tf.Tensor; // [C]
+  /** Gemma 2's `pre_feedforward_layernorm` and `post_feedforward_layernorm`; null elsewhere. */
+  preFfNorm: tf.Tensor | null; // [C]
+  postFfNorm: tf.Tensor | null; // [C]
   gateUp: GateUpProjection;
   downProj: LoraLinear; // [I] → [C]
   /** Every linear layer of the block, for gradient checkpointing. */
@@ -121,12 +130,15 @@ export class LlamaModel extends CausalLM {
       mlpBias,
     } = config;
     this.tokens = this.createEmbedding(source, 'model.embed_tokens.weight', [V, C]);
+    // Gemma's (1 + w) norms are neutral at w = 0, transformers' init for them.
+    const normInit = config.normOffset === 1 ? 'zeros' : 'ones';
+    const norm = (key: string) => this.createParameter(source, key, [C], normInit);
     for (let i = 0; i < config.numLayers; i++) {
       const p = `model.layers.${i}`;
       const linear = (name: string, inF: number, outF: number, bias: boolean) =>
         this.createLinear(source, `${p}.${name}`, inF, outF, 'linear', bias);
       // Created in the checkpoint's module order, which is also `linearModuleSpecs`' order.
-      const inputNorm = this.createParameter(source, `${p}.input_layernorm.weight`, [C], 'ones');
+      const inputNorm = norm(`${p}.input_layernorm.weight`);
       const qkv: QkvProjection = config.fusedProjections
         ? { kind: 'fused', qkv: linear('self_attn.qkv_proj', C, (H + 2 * KV) * D, qkvBias) }
         : {
@@ -142,12 +154,11 @@ export class LlamaModel extends CausalLM {
       const kNorm = config.qkNorm
         ? this.createParameter(source, `${p}.self_attn.k_norm.weight`, [D], 'ones')
         : null;
-      const postNorm = this.createParameter(
-        source,
-        `${p}.post_attention_layernorm.weight`,
-        [C],
-        'ones',
-      );
+      const postNorm = norm(`${p}.post_attention_layernorm.weight`);
+      const preFfNorm = config.sandwichNorms ? norm(`${p}.pre_feedforward_layernorm.weight`) : null;
+      const postFfNorm = config.sandwichNorms
+        ? norm(`${p}.post_feedforward_layernorm.weight`)
+        : null;
       const gateUp: GateUpProjection = config.fusedProjections
         ? { kind: 'fused', gateUp: linear('mlp.gate_up_proj', C, 2 * I, mlpBias) }
         : {
@@ -169,12 +180,14 @@ export class LlamaModel extends CausalLM {
         kNorm,
         oProj,
         postNorm,
+        preFfNorm,
+        postFfNorm,
         gateUp,
         downProj,
         linears,
       });
     }
-    this.finalNorm = this.createParameter(source, 'model.norm.weight', [C], 'ones');
+    this.finalNorm = norm('model.norm.weight');
     this.lmHead = config.tieWordEmbeddings
       ? null
       : this.createLinear(source, 'lm_head', C, V, 'linear', false);
@@ -224,16 +237,32 @@ export class LlamaModel extends CausalLM {
     return this.lmHead;
   }
 
+  protected override get finalLogitSoftcap(): number | null {
+    return this.config.finalLogitSoftcap;
+  }
+
+  /** The family's RMSNorm: by w, or by (1 + w) for Gemma. */
+  private norm(x: tf.Tensor3D, weight: tf.Tensor): tf.Tensor3D {
+    return rmsNorm(x, weight, this.config.rmsNormEps, this.config.normOffset); // x's shape
+  }
+
+  /** ids [B, T] → embeddings [B, T, C], × √C for Gemma (its `normalizer`). */
+  private embed(ids: tf.Tensor2D): tf.Tensor3D {
+    const x = this.tokens.lookup(ids); // [B, T, C]
+    const scale = this.config.embeddingScale;
+    return scale === null ? x : tf.mul(x, scale); // [B, T, C]
+  }
+
   protected hiddenImpl(
     inputIds: tf.Tensor2D,
     attentionBias: tf.Tensor4D,
     ctx: LoraForwardContext,
   ): tf.Tensor2D {
-    const { hiddenSize: C, rmsNormEps: eps } = this.config;
+    const { hiddenSize: C } = this.config;
     const [batch, length] = inputIds.shape;
     this.checkWindow(length);
     const rotary = this.rotaryTables(length); // [T, D] each
-    let x = this.tokens.lookup(inputIds); // [B, T, C]
+    let x = this.embed(inputIds); // [B, T, C]
     for (const layer of this.layers) {
       x = this.runBlock(
         x,
@@ -251,7 +280,7 @@ export class LlamaModel extends CausalLM {
           ),
       ); // [B, T, C]
     }
-    const final = rmsNorm(x, this.finalNorm, eps); // [B, T, C]
+    const final = this.norm(x, this.finalNorm); // [B, T, C]
     return tf.reshape<tf.Rank.R2>(final, [batch * length, C]); // [B·T, C]
   }
 
@@ -267,16 +296,16 @@ export class LlamaModel extends CausalLM {
     ctx: LoraForwardContext,
     cache: (layerIndex: number) => KvExtender,
   ): tf.Tensor2D {
-    const { hiddenSize: C, rmsNormEps: eps } = this.config;
+    const { hiddenSize: C } = this.config;
     const n = ids.shape[1];
     this.checkWindow(past + n);
     const rotary = this.rotaryTables(n, past); // [Tn, D] each
-    let x = this.tokens.lookup(ids); // [1, Tn, C]
+    let x = this.embed(ids); // [1, Tn, C]
     this.layers.forEach((layer, i) => {
       x = this.decoderLayer(x, layer, rotary, bias, ctx, cache(i)); // [1, Tn, C]
     });
     const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
-    return tf.reshape(rmsNorm(last, this.finalNorm, eps), [1, C]); // [1, C]
+    return tf.reshape(this.norm(last, this.finalNorm), [1, C]); // [1, C]
   }
 
   /** Block input [B, T, C] → q [B·T, H·D], k and v [B·T, KV·D] (before RoPE). */
@@ -318,12 +347,13 @@ export class LlamaModel extends CausalLM {
     ctx: LoraForwardContext,
     cache: KvExtender | null,
   ): tf.Tensor3D {
-    const { numHeads: H, numKeyValueHeads: KV, headDim: D, rmsNormEps: eps } = this.config;
+    const { numHeads: H, numKeyValueHeads: KV, headDim: D } = this.config;
+    const { attentionScale, attnLogitSoftcap, sandwichNorms, mlpActivation } = this.config;
     const [batch, length, width] = xIn.shape;
     const groups = H / KV; // query heads per key/value head
     const { cos, sin } = rotary;
     let x = xIn;
-    const h = tf.reshape<tf.Rank.R2>(rmsNorm(x, layer.inputNorm, eps), [batch * length, width]); // [B·T, C]
+    const h = tf.reshape<tf.Rank.R2>(this.norm(x, layer.inputNorm), [batch * length, width]); // [B·T, C]
     const [qFlat, kFlat, vFlat] = this.projectQkv(h, layer.qkv, ctx); // [B·T, H·D], [B·T, KV·D] ×2
     const q = applyRotary(this.heads(qFlat, batch, H, layer.qNorm), cos, sin); // [B, H, T, D]
     const kNew = applyRotary(this.heads(kFlat, batch, KV, layer.kNorm), cos, sin); // [B, KV, T, D]
@@ -332,22 +362,31 @@ export class LlamaModel extends CausalLM {
     // GQA without materialising repeated K/V: query head h = kv·groups + g uses kv head kv,
     // so folding the group axis into the time axis lets one batched matMul serve all groups.
     const qGrouped = tf.reshape<tf.Rank.R4>(q, [batch, KV, groups * length, D]); // [B, KV, G·T, D]
-    const grouped = attention(qGrouped, k, v, attentionBias, 1 / Math.sqrt(D), groups); // [B, KV, G·T, D]
+    const grouped = attention(
+      qGrouped,
+      k,
+      v,
+      attentionBias,
+      attentionScale,
+      groups,
+      attnLogitSoftcap,
+    ); // [B, KV, G·T, D]
     const attended = tf.reshape<tf.Rank.R4>(grouped, [batch, H, length, D]); // [B, H, T, D]
-    x = addSameShape(
-      x,
-      perPosition(mergeHeads(attended), (t) => layer.oProj.apply(t, ctx)),
-    ); // [B, T, C]
+    const attnOut = perPosition(mergeHeads(attended), (t) => layer.oProj.apply(t, ctx)); // [B, T, C]
+    // Sandwich (Gemma 2): the attention output is normalised before the residual add.
+    x = addSameShape(x, sandwichNorms ? this.norm(attnOut, layer.postNorm) : attnOut); // [B, T, C]
 
-    const h2 = rmsNorm(x, layer.postNorm, eps); // [B, T, C]
+    const h2 = this.norm(x, sandwichNorms ? layer.preFfNorm! : layer.postNorm); // [B, T, C]
     const mlp = perPosition(h2, (t) => {
       const [gate, up] =
         layer.gateUp.kind === 'split'
           ? [layer.gateUp.gate.apply(t, ctx), layer.gateUp.up.apply(t, ctx)] // [B·T, I] each
           : // Phi-3 `gate_up_proj` rows are gate, then up (`up_states.chunk(2, dim=-1)`).
             (tf.split(layer.gateUp.gateUp.apply(t, ctx), 2, 1) as [tf.Tensor2D, tf.Tensor2D]); // [B·T, I] each
-      return layer.downProj.apply(swiglu(gate, up), ctx); // [B·T, C]
+      // SwiGLU silu(gate)·up, or Gemma's GeGLU gelu_tanh(gate)·up.
+      const gated = mlpActivation === 'silu' ? swiglu(gate, up) : tf.mul<tf.Tensor2D>(geluTanh(gate), up); // [B·T, I]
+      return layer.downProj.apply(gated, ctx); // [B·T, C]
     }); // [B, T, C]
-    return addSameShape(x, mlp); // [B, T, C]
+    return addSameShape(x, sandwichNorms ? this.norm(mlp, layer.postFfNorm!) : mlp); // [B, T, C]
   }
 }

@@ -1,6 +1,6 @@
 /**
  * Typed view of a Hugging Face `config.json` for the supported architectures: GPT-2, and the
- * rotary decoder families (Llama, Mistral, Qwen2, Qwen3, Phi-3), which share one decoder
+ * rotary decoder families (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma 2), which share one decoder
  * whose differences are the named options of `DecoderConfig`. Field defaults are those of
  * transformers' `*Config` class of each family, so a config that omits a field means what it
  * means in transformers. Settings that change the maths and are not implemented are rejected
@@ -11,7 +11,7 @@ import { configIntProblem } from '@lorafleet/data';
 import { ModelConfigError } from './model.errors';
 
 /** The rotary decoder families: one decoder (llama.model.ts), configured per family. */
-export type DecoderModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3';
+export type DecoderModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'gemma2';
 export type ModelType = 'gpt2' | DecoderModelType;
 
 export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = [
@@ -21,6 +21,7 @@ export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = [
   'qwen2',
   'qwen3',
   'phi3',
+  'gemma2',
 ];
 
 /** Activations GPT-2 configs name in `activation_function`. */
@@ -85,6 +86,24 @@ export interface DecoderConfig extends CommonConfig {
   qkNorm: boolean;
   /** Fused `qkv_proj` (q, k, v rows) and `gate_up_proj` (gate, up rows), as Phi-3 stores them. */
   fusedProjections: boolean;
+  /** RMSNorm scales by (offset + w): 0 for Llama's `w`, 1 for Gemma's `(1 + w)`. */
+  normOffset: 0 | 1;
+  /** Token embeddings are multiplied by this (Gemma: √hidden in float32), or null. */
+  embeddingScale: number | null;
+  /** The gated MLP's activation: SwiGLU's silu, or Gemma's GeGLU with tanh-GELU. */
+  mlpActivation: 'silu' | 'gelu_tanh';
+  /**
+   * Gemma 2's sandwich norms: `post_attention_layernorm` normalises the attention output
+   * before the residual add, and `pre_`/`post_feedforward_layernorm` wrap the MLP (in Llama,
+   * `post_attention_layernorm` is the MLP's input norm).
+   */
+  sandwichNorms: boolean;
+  /** Multiplies q·kᵀ: 1/√head_dim, or Gemma 2's `query_pre_attn_scalar`^−½. */
+  attentionScale: number;
+  /** Attention scores become cap·tanh(s/cap) before the mask (Gemma 2), or null. */
+  attnLogitSoftcap: number | null;
+  /** Final logits become cap·tanh(l/cap) (Gemma 2), or null. */
+  finalLogitSoftcap: number | null;
   /**
    * Sliding-window attention width, or null when every key is visible. Not implemented as a
    * mask: a sequence up to the window is exact (every key is inside it), a longer one is
@@ -297,7 +316,25 @@ const DECODER_DEFAULTS: Record<
     maxPositions: 4096,
     rmsNormEps: 1e-5,
   },
+  gemma2: {
+    vocabSize: 256000,
+    hiddenSize: 2304,
+    intermediateSize: 9216,
+    numLayers: 26,
+    numHeads: 8,
+    numKeyValueHeads: 4,
+    headDim: 256,
+    maxPositions: 8192,
+    rmsNormEps: 1e-6,
+  },
 };
+
+/** `null` for an absent or null key, else the value as a positive number. */
+function optionalNum(r: ConfigReader, key: string, fallback: number | null): number | null {
+  const value = r.get(key);
+  if (value === null) return null;
+  return value === undefined ? fallback : r.num(key);
+}
 
 /** `null` for an absent or null key, else the value as a positive integer. */
 function optionalInt(r: ConfigReader, key: string): number | null {
@@ -317,6 +354,10 @@ function slidingWindowOf(modelType: DecoderModelType, r: ConfigReader): number |
     case 'mistral':
     case 'phi3':
       return optionalInt(r, 'sliding_window');
+    case 'gemma2':
+      // Every other layer slides (transformers: `not bool(layer_idx % 2)`); refusing beyond
+      // the window for the whole model keeps every layer exact.
+      return r.get('sliding_window') === null ? null : r.int('sliding_window', 4096);
     case 'qwen2':
     case 'qwen3':
       return r.bool('use_sliding_window', false) ? (optionalInt(r, 'sliding_window') ?? 4096) : null;
@@ -346,11 +387,15 @@ function parseDecoder(
       'head_dim',
     );
   }
-  const hiddenAct = r.str('hidden_act', 'silu');
-  if (hiddenAct !== 'silu') {
+  const gemma = modelType === 'gemma2';
+  // Gemma 2 names its activation `hidden_activation` (GeGLU with tanh-GELU).
+  const actKey = gemma && r.get('hidden_activation') !== undefined ? 'hidden_activation' : 'hidden_act';
+  const hiddenAct = r.str(actKey, gemma ? 'gelu_pytorch_tanh' : 'silu');
+  const supportedAct = gemma ? 'gelu_pytorch_tanh' : 'silu';
+  if (hiddenAct !== supportedAct) {
     throw new ModelConfigError(
-      `config.json: hidden_act "${hiddenAct}" is not supported for ${modelType} (only silu)`,
-      'hidden_act',
+      `config.json: ${actKey} "${hiddenAct}" is not supported for ${modelType} (only ${supportedAct})`,
+      actKey,
     );
   }
   // Phi-4-mini's partial rotary (RoPE on a fraction of each head) is not implemented.
@@ -361,10 +406,12 @@ function parseDecoder(
       'partial_rotary_factor',
     );
   }
-  // Llama and Qwen3 put `attention_bias` on all four projections; Qwen2 has q/k/v biases
-  // and none on o_proj; Mistral and Phi-3 have none.
+  // Llama, Qwen3 and Gemma 2 put `attention_bias` on all four projections; Qwen2 has q/k/v
+  // biases and none on o_proj; Mistral and Phi-3 have none.
   const attentionBias =
-    modelType === 'llama' || modelType === 'qwen3' ? r.bool('attention_bias', false) : false;
+    modelType === 'llama' || modelType === 'qwen3' || gemma
+      ? r.bool('attention_bias', false)
+      : false;
   const slidingWindow = slidingWindowOf(modelType, r);
   return {
     modelType,
@@ -373,7 +420,8 @@ function parseDecoder(
     numLayers: r.int('num_hidden_layers', d.numLayers),
     numHeads,
     maxPositions: r.int('max_position_embeddings', d.maxPositions),
-    tieWordEmbeddings: r.bool('tie_word_embeddings', false),
+    // Gemma 2's head is tied (Gemma2Config defaults tie_word_embeddings to true).
+    tieWordEmbeddings: r.bool('tie_word_embeddings', gemma),
     intermediateSize: r.int('intermediate_size', d.intermediateSize),
     numKeyValueHeads,
     headDim,
@@ -385,6 +433,14 @@ function parseDecoder(
     mlpBias: modelType === 'llama' ? r.bool('mlp_bias', false) : false,
     qkNorm: modelType === 'qwen3',
     fusedProjections: modelType === 'phi3',
+    normOffset: gemma ? 1 : 0,
+    // transformers: `torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype)`, float32 here.
+    embeddingScale: gemma ? Math.fround(Math.sqrt(hiddenSize)) : null,
+    mlpActivation: gemma ? 'gelu_tanh' : 'silu',
+    sandwichNorms: gemma,
+    attentionScale: gemma ? r.num('query_pre_attn_scalar', 256) ** -0.5 : 1 / Math.sqrt(headDim),
+    attnLogitSoftcap: gemma ? optionalNum(r, 'attn_logit_softcapping', 50) : null,
+    finalLogitSoftcap: gemma ? optionalNum(r, 'final_logit_softcapping', 30) : null,
     slidingWindow,
     raw: json,
   };
@@ -418,6 +474,7 @@ export function parseModelConfig(json: unknown): ModelConfig {
     case 'qwen2':
     case 'qwen3':
     case 'phi3':
+    case 'gemma2':
       return parseDecoder(modelType, json, r);
     default:
       throw new ModelConfigError(

@@ -70,23 +70,31 @@ function normalise(x: tf.Tensor3D, eps: number): tf.Tensor3D {
 }
 
 /**
- * LlamaRMSNorm (Zhang & Sennrich 2019): x / √(mean(x²) + eps) · w, no centring, no bias.
- * The hand-written gradient keeps only x: dx = r·(g − x̂·mean(g·x̂)), g = dy·w, x̂ = x·r.
+ * LlamaRMSNorm (Zhang & Sennrich 2019): x / √(mean(x²) + eps) · w, no centring, no bias;
+ * with `offset` 1, Gemma's RMSNorm, which scales by (1 + w).
+ * The hand-written gradient keeps only x: dx = r·(g − x̂·mean(g·x̂)), g = dy·(offset + w),
+ * x̂ = x·r; dw = Σ dy·x̂ either way.
  */
-export function rmsNorm(x: tf.Tensor3D, weight: tf.Tensor, eps: number): tf.Tensor3D {
+export function rmsNorm(
+  x: tf.Tensor3D,
+  weight: tf.Tensor,
+  eps: number,
+  offset: 0 | 1 = 0,
+): tf.Tensor3D {
+  const scaleOf = (w: tf.Tensor) => (offset === 0 ? w : tf.add(w, offset)); // [C]
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xIn, w] = args as [tf.Tensor3D, tf.Tensor];
     (args[2] as tf.GradSaveFunc)([xIn, w]);
     const meanSquare = tf.mean(tf.square(xIn), -1, true); // [B, T, 1]
     return {
-      value: tf.mul(tf.mul(xIn, tf.rsqrt(tf.add(meanSquare, eps))), w), // [B, T, C]
+      value: tf.mul(tf.mul(xIn, tf.rsqrt(tf.add(meanSquare, eps))), scaleOf(w)), // [B, T, C]
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
         tf.tidy(() => {
           const [xs, ws] = saved as [tf.Tensor3D, tf.Tensor];
           const up = dy as tf.Tensor3D; // [B, T, C]
           const r = tf.rsqrt(tf.add(tf.mean(tf.square(xs), -1, true), eps)); // [B, T, 1]
           const xhat = tf.mul(xs, r); // [B, T, C]
-          const g = tf.mul(up, ws); // [B, T, C]
+          const g = tf.mul(up, scaleOf(ws)); // [B, T, C]
           const dx = tf.mul(tf.sub(g, tf.mul(xhat, tf.mean(tf.mul(g, xhat), -1, true))), r); // [B, T, C]
           const dw = trainable(weight)
             ? tf.reshape(tf.sum(tf.mul(up, xhat), [0, 1]), ws.shape)
@@ -128,6 +136,8 @@ export function addBias(y: tf.Tensor2D, bias: tf.Tensor1D): tf.Tensor2D {
  * Scaled dot-product attention with an additive mask, grouped-query aware:
  * q [B, KV, G·Tq, D] (the G query heads of each key/value head folded into time),
  * k, v [B, KV, Tk, D], bias broadcastable to [B, 1, Tq, Tk]. Returns [B, KV, G·Tq, D].
+ * With `softcap` (Gemma 2's `attn_logit_softcapping`), scores s become cap·tanh(s/cap)
+ * before the mask, and their gradient is multiplied by 1 − tanh²(s/cap).
  *
  * The gradient keeps q, k and v only and recomputes the probabilities in backward, as
  * FlashAttention does (Dao et al. 2022): autodiff kept three [B, H, T, T] tensors a layer
@@ -140,20 +150,28 @@ export function attention(
   bias: tf.Tensor4D,
   scale: number,
   groups: number,
+  softcap: number | null = null,
 ): tf.Tensor4D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [qIn, kIn, vIn, biasIn] = args as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
     (args[4] as tf.GradSaveFunc)([qIn, kIn, vIn, biasIn]);
+    const scores = attentionScores(qIn, kIn, scale, softcap); // [B, KV, G·Tq, Tk]
     return {
-      value: batchedMatMul(attentionProbs(qIn, kIn, biasIn, scale, groups), vIn), // [B, KV, G·Tq, D]
+      value: batchedMatMul(maskedSoftmax(scores, biasIn, groups), vIn), // [B, KV, G·Tq, D]
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
         tf.tidy(() => {
           const [qs, ks, vs, bs] = saved as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
           const dOut = dy as tf.Tensor4D; // [B, KV, G·Tq, D]
-          const probs = attentionProbs(qs, ks, bs, scale, groups); // [B, KV, G·Tq, Tk]
+          const capped = attentionScores(qs, ks, scale, softcap); // [B, KV, G·Tq, Tk]
+          const probs = maskedSoftmax(capped, bs, groups); // [B, KV, G·Tq, Tk]
           const dProbs = batchedMatMul(dOut, vs, true); // [B, KV, G·Tq, Tk]
           // Softmax backward: ds = p·(dp − Σ_j dp·p)
-          const dScores = tf.mul(probs, tf.sub(dProbs, tf.sum(tf.mul(dProbs, probs), -1, true))); // [B, KV, G·Tq, Tk]
+          const dCapped = tf.mul(probs, tf.sub(dProbs, tf.sum(tf.mul(dProbs, probs), -1, true))); // [B, KV, G·Tq, Tk]
+          // d(cap·tanh(s/cap))/ds = 1 − tanh² = 1 − (capped/cap)².
+          const dScores =
+            softcap === null
+              ? dCapped
+              : tf.mul(dCapped, tf.sub(1, tf.square(tf.div(capped, softcap)))); // [B, KV, G·Tq, Tk]
           const dq = tf.mul(batchedMatMul(dScores, ks), scale); // [B, KV, G·Tq, D]
           const dk = tf.mul(tf.matMul(dScores, qs, true, false), scale); // [B, KV, Tk, D]
           const dv = tf.matMul(probs, dOut, true, false); // [B, KV, Tk, D]
@@ -164,18 +182,21 @@ export function attention(
   return op(q, k, v, bias);
 }
 
-/** softmax(q·kᵀ·scale + bias) → [B, KV, G·Tq, Tk]. */
-function attentionProbs(
+/** q·kᵀ·scale, soft-capped to cap·tanh(·/cap) when `softcap` is set → [B, KV, G·Tq, Tk]. */
+function attentionScores(
   q: tf.Tensor4D,
   k: tf.Tensor4D,
-  bias: tf.Tensor4D,
   scale: number,
-  groups: number,
+  softcap: number | null,
 ): tf.Tensor4D {
-  const [batch, kvHeads, rows] = q.shape;
-  const keys = k.shape[2];
+  const scores = tf.mul<tf.Tensor4D>(batchedMatMul(q, k, true), scale); // [B, KV, G·Tq, Tk]
+  return softcap === null ? scores : tf.mul(tf.tanh(tf.div(scores, softcap)), softcap);
+}
+
+/** softmax(scores + bias) → [B, KV, G·Tq, Tk]. */
+function maskedSoftmax(scores: tf.Tensor4D, bias: tf.Tensor4D, groups: number): tf.Tensor4D {
+  const [batch, kvHeads, rows, keys] = scores.shape;
   const queries = rows / groups;
-  const scores = tf.mul(batchedMatMul(q, k, true), scale); // [B, KV, G·Tq, Tk]
   const grouped = tf.reshape(scores, [batch, kvHeads, groups, queries, keys]); // [B, KV, G, Tq, Tk]
   const masked = tf.add(grouped, tf.reshape(bias, [bias.shape[0], 1, 1, queries, keys])); // [B, KV, G, Tq, Tk]
   return tf.reshape(tf.softmax(masked, -1), [batch, kvHeads, rows, keys]); // [B, KV, G·Tq, Tk]

@@ -114,16 +114,22 @@ function tensorPlan(config: ModelConfig, gpt2Prefix: boolean, attnBias: boolean)
       for (const t of plan) t.name = t.name.replace(/^transformer\./, '');
     }
   } else {
+    // Gemma scales by (1 + w), so its neutral norm weight is 0 (transformers inits zeros).
+    const normInit: Init = config.normOffset === 1 ? 'zeros' : 'ones';
     add('model.embed_tokens.weight', [config.vocabSize, C], 'normal');
     for (let i = 0; i < config.numLayers; i++) {
-      add(`model.layers.${i}.input_layernorm.weight`, [C], 'ones');
-      add(`model.layers.${i}.post_attention_layernorm.weight`, [C], 'ones');
+      add(`model.layers.${i}.input_layernorm.weight`, [C], normInit);
+      add(`model.layers.${i}.post_attention_layernorm.weight`, [C], normInit);
+      if (config.sandwichNorms) {
+        add(`model.layers.${i}.pre_feedforward_layernorm.weight`, [C], normInit);
+        add(`model.layers.${i}.post_feedforward_layernorm.weight`, [C], normInit);
+      }
       if (config.qkNorm) {
         add(`model.layers.${i}.self_attn.q_norm.weight`, [config.headDim], 'ones');
         add(`model.layers.${i}.self_attn.k_norm.weight`, [config.headDim], 'ones');
       }
     }
-    add('model.norm.weight', [C], 'ones');
+    add('model.norm.weight', [C], normInit);
   }
   return plan;
 }

@@ -175,6 +175,7 @@ export function countBaseParameters(config: ModelConfig): number {
   } else {
     total += config.numLayers * 2 * C; // input_layernorm, post_attention_layernorm
     if (config.qkNorm) total += config.numLayers * 2 * config.headDim; // q_norm, k_norm
+    if (config.sandwichNorms) total += config.numLayers * 2 * C; // pre/post_feedforward_layernorm
     total += C; // model.norm
   }
   return total;
