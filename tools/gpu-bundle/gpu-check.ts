@@ -202,7 +202,7 @@ interface AdapterSeen {
  * WebGPU cannot list adapters, so Dawn is asked each way an adapter can be requested: Vulkan
  * for high performance and for low power (a discrete and an integrated GPU), and OpenGL ES.
  */
-async function adaptersStep(): Promise<{ adapters: AdapterSeen[] }> {
+async function adaptersStep(gles: boolean): Promise<{ adapters: AdapterSeen[] }> {
   const dawn = loadDawn();
   const requests: Array<{
     label: string;
@@ -215,11 +215,17 @@ async function adaptersStep(): Promise<{ adapters: AdapterSeen[] }> {
       options: { powerPreference: 'high-performance' },
     },
     { label: 'vulkan, low-power', backend: 'vulkan', options: { powerPreference: 'low-power' } },
-    {
-      label: 'opengles (compatibility)',
-      backend: 'opengles',
-      options: { featureLevel: 'compatibility' },
-    },
+    // GLES only where it is the adapter the run will use (--smoke): on a GPU node, EGL goes
+    // through the NVIDIA driver, and a crash there would take the Vulkan findings with it.
+    ...(gles
+      ? [
+          {
+            label: 'opengles (compatibility)',
+            backend: 'opengles',
+            options: { featureLevel: 'compatibility' },
+          },
+        ]
+      : []),
   ];
   const adapters: AdapterSeen[] = [];
   for (const request of requests) {
@@ -795,7 +801,7 @@ function main(): number {
 
   const adapters = runChild(
     'adapters',
-    ['adapters'],
+    smoke ? ['adapters', '--gles'] : ['adapters'],
     out,
     { ...childEnv, EGL_PLATFORM: childEnv.EGL_PLATFORM ?? 'surfaceless' },
     120,
@@ -952,7 +958,7 @@ async function dispatch(): Promise<void> {
   try {
     switch (command) {
       case 'adapters':
-        result = await adaptersStep();
+        result = await adaptersStep(flag('--gles'));
         break;
       case 'train':
         result = await trainStep(
