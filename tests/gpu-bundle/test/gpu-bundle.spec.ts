@@ -140,6 +140,59 @@ describe('GPU bundle', () => {
     expect(readFileSync(join(home, 'report', 'summary.txt'), 'utf8')).toMatch(/RESULT ok/);
   }, 200_000);
 
+  it("refuses a shape whose embedding exceeds the adapter's maxStorageBufferBindingSize", () => {
+    // gpt2-small's 154 MB embedding against llvmpipe's 128 MiB binding limit: bound anyway,
+    // the kernels would read garbage; the benchmark must say so before writing any weights.
+    const dir = join(work, 'refusal');
+    const target = join(dir, 'target.json');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      target,
+      JSON.stringify({
+        name: 'gpt2-small',
+        config: { model_type: 'gpt2', vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12 },
+        dtype: 'F32',
+        batchSize: 4,
+        seqLength: 256,
+        r: 8,
+        targetModules: ['c_attn'],
+      }),
+    );
+    const result = join(dir, 'result.json');
+    const run = spawnSync(
+      process.execPath,
+      [
+        join(bundle, 'app', 'gpu-check.cjs'),
+        'bench',
+        '--target',
+        target,
+        '--work',
+        dir,
+        '--steps',
+        '1',
+        '--result',
+        result,
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 60_000,
+        env: {
+          PATH: '/usr/bin:/bin',
+          LD_LIBRARY_PATH: join(bundle, 'lib'),
+          LORAFLEET_WEBGPU_BACKEND: 'opengles',
+        },
+      },
+    );
+    expect(run.status).toBe(1);
+    expect(JSON.parse(readFileSync(result, 'utf8'))).toMatchObject({
+      ok: false,
+      embedding_bytes: 50257 * 768 * 4,
+      max_storage_buffer_binding_size: 128 * 2 ** 20,
+      error: expect.stringMatching(/exceeds this adapter's maxStorageBufferBindingSize/) as unknown,
+    });
+    expect(readdirSync(dir)).not.toContain('models');
+  }, 60_000);
+
   it('run.sh without a Vulkan GPU fails, naming the missing driver and the fix', () => {
     const home = join(work, 'home-full');
     mkdirSync(home, { recursive: true });
