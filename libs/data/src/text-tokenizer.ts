@@ -18,6 +18,12 @@ export interface TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId?: number;
   readonly eosTokenId?: number;
+  /**
+   * Every id that ends a generation: the EOS id plus `generation_config.json`'s
+   * `eos_token_id` (an id or a list: Llama 3 and Qwen2.5 instruct stop on end-of-turn
+   * tokens too, e.g. `<|eot_id|>`, `<|im_end|>`), in that order, without repeats.
+   */
+  readonly stopTokenIds: readonly number[];
   /** The pad id: `pad_token`, else the EOS id, else 0. Pads are always masked out. */
   readonly padTokenId: number;
   readonly bosToken?: string;
@@ -61,8 +67,9 @@ const CONVENTIONAL_SPECIAL_TOKENS: Record<(typeof SPECIAL_TOKEN_KEYS)[number], s
 
 /**
  * Loads `<modelDir>/tokenizer.json` with `@huggingface/tokenizers`, plus `tokenizer_config.json`
- * when present (special tokens, `add_bos_token`, `chat_template`). A `chat_template.jinja` file,
- * which newer `transformers` versions write instead, takes precedence over the config's template.
+ * when present (special tokens, `add_bos_token`, `chat_template`) and `generation_config.json`
+ * (its `eos_token_id` list). A `chat_template.jinja` file, which newer `transformers`
+ * versions write instead, takes precedence over the config's template.
  */
 export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
   const tokenizerPath = join(modelDir, 'tokenizer.json');
@@ -71,7 +78,12 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
   const tokenizerJson = await readJsonFile(tokenizerPath, true);
   const tokenizerConfig = await readJsonFile(configPath, false);
   const chatTemplate = await readOptionalText(templatePath);
-  return createTextTokenizer(tokenizerJson, tokenizerConfig, { chatTemplate, source: modelDir });
+  const generationConfig = await readJsonFile(join(modelDir, 'generation_config.json'), false);
+  return createTextTokenizer(tokenizerJson, tokenizerConfig, {
+    chatTemplate,
+    generationConfig,
+    source: modelDir,
+  });
 }
 
 /**
@@ -81,7 +93,7 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
 export function createTextTokenizer(
   tokenizerJson: unknown,
   tokenizerConfig?: unknown,
-  options: { chatTemplate?: string; source?: string } = {},
+  options: { chatTemplate?: string; generationConfig?: unknown; source?: string } = {},
 ): TextTokenizer {
   const source = options.source ?? 'tokenizer';
   if (!isRecord(tokenizerJson)) {
@@ -108,13 +120,30 @@ export function createTextTokenizer(
   }
 
   const chatTemplate = options.chatTemplate ?? pickChatTemplate(config.chat_template, source);
-  return new HfTextTokenizer(hf, specialTokensMap, config, chatTemplate, source);
+  const extraStops = generationEosIds(options.generationConfig, source);
+  return new HfTextTokenizer(hf, specialTokensMap, config, chatTemplate, source, extraStops);
+}
+
+/** `generation_config.json`'s `eos_token_id`: absent, an id, or a list of ids. */
+function generationEosIds(generationConfig: unknown, source: string): number[] {
+  if (generationConfig === undefined) return [];
+  const value = isRecord(generationConfig) ? generationConfig.eos_token_id : undefined;
+  if (value === undefined || value === null) return [];
+  const ids = Array.isArray(value) ? (value as unknown[]) : [value];
+  if (!ids.every((id) => typeof id === 'number' && Number.isSafeInteger(id) && id >= 0)) {
+    throw new TokenizerLoadError(
+      `${source}: generation_config.json eos_token_id must be a token id or a list of them`,
+      'generation_config.json',
+    );
+  }
+  return ids as number[];
 }
 
 class HfTextTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId?: number;
   readonly eosTokenId?: number;
+  readonly stopTokenIds: readonly number[];
   readonly padTokenId: number;
   readonly bosToken?: string;
   readonly eosToken?: string;
@@ -126,6 +155,7 @@ class HfTextTokenizer implements TextTokenizer {
     config: Record<string, unknown>,
     readonly chatTemplate: string | undefined,
     source: string,
+    generationEos: readonly number[],
   ) {
     let maxId = -1;
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
@@ -148,6 +178,16 @@ class HfTextTokenizer implements TextTokenizer {
     this.eosTokenId = idOf('eos_token');
     this.padTokenId = idOf('pad_token') ?? this.eosTokenId ?? 0;
     idOf('unk_token');
+    for (const id of generationEos) {
+      if (id >= this.vocabSize) {
+        throw new TokenizerLoadError(
+          `${source}: generation_config.json eos_token_id ${id} is outside the vocabulary`,
+          'generation_config.json',
+        );
+      }
+    }
+    const eos = this.eosTokenId === undefined ? [] : [this.eosTokenId];
+    this.stopTokenIds = [...new Set([...eos, ...generationEos])];
 
     // Llama-style tokenizers add BOS in their post-processor rather than saying so in the
     // config; ask the tokenizer itself so both spellings of the habit are honoured.

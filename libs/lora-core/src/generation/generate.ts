@@ -136,8 +136,8 @@ export async function generateText(
   // An empty prompt starts from BOS (or EOS, GPT-2's document separator), as HF does.
   const start = tokenizer.bosTokenId ?? tokenizer.eosTokenId;
   if (promptIds.length === 0 && start !== undefined) promptIds = [start];
-  const stopTokenIds =
-    options.stopTokenIds ?? (tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : []);
+  // EOS plus generation_config.json's end-of-turn ids (libs/data `stopTokenIds`).
+  const stopTokenIds = options.stopTokenIds ?? tokenizer.stopTokenIds;
   const result = await generateTokens(model, promptIds, { ...options, stopTokenIds });
   return { ...result, text: tokenizer.decode(result.tokenIds, { skipSpecialTokens: true }) };
 }

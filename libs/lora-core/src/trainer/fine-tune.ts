@@ -357,7 +357,7 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
         const generated = await generateTokens(model, kept, {
           maxNewTokens: Math.min(maxNewTokens, limit - kept.length),
           seed: hp.seed,
-          stopTokenIds: tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [],
+          stopTokenIds: tokenizer.stopTokenIds,
           adapter: adapterName,
         });
         samples.push({
