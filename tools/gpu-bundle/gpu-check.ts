@@ -733,7 +733,9 @@ function summaryText(
       `  adapter [${a.request}]: ${a.found ? `${[a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(' / ')}${a.software ? ' (software)' : ''}, maxStorageBufferBindingSize ${fmt((a.maxStorageBufferBindingSize ?? 0) / 2 ** 20)} MiB` : `none${a.error ? ` (${a.error})` : ''}`}`,
     );
   }
-  lines.push(`  webgpu steps ran on: ${String(report.dawn_backend)}`);
+  lines.push(
+    `  webgpu steps ran on: ${typeof report.dawn_backend === 'string' ? report.dawn_backend : 'none'}`,
+  );
   lines.push('');
   const train = steps.find((s) => s.name === 'train-resume');
   if (train?.data) {

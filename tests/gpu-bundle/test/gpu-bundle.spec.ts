@@ -245,6 +245,18 @@ describe('discoverVulkanIcd', () => {
     expect(found.nvidiaFoundBy).toContain(icdDir);
   });
 
+  it('tells a container without the graphics capability how to get Vulkan', () => {
+    const libcuda = join(dir, 'lib', 'libcuda.so.1');
+    mkdirSync(dirname(libcuda), { recursive: true });
+    writeFileSync(libcuda, '');
+    const found = discoverVulkanIcd(
+      { LD_LIBRARY_PATH: dirname(libcuda), XDG_DATA_DIRS: dir, XDG_CONFIG_DIRS: dir },
+      join(dir, 'w'),
+    );
+    expect(found.nvidiaFoundBy).toBeNull();
+    expect(found.fix).toMatch(/NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics/);
+  });
+
   it("writes a manifest for the driver's own library when none is installed", () => {
     const lib = fakeDriver();
     const found = discoverVulkanIcd(
