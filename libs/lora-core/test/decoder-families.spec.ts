@@ -21,6 +21,7 @@ import {
   countParameters,
   createRandomCausalLM,
   defaultTargetModules,
+  estimateTrainingMemory,
   exportPeftAdapter,
   formatTrainableParameters,
   importPeftAdapter,
@@ -507,6 +508,23 @@ describe.each(FAMILIES)('%s', (name) => {
 });
 
 describe('gemma2 soft-capped head', () => {
+  it('counts whole logits in the memory estimate (the capped head is not chunked)', () => {
+    const input = {
+      batchSize: 2,
+      seqLength: 512,
+      lora: { r: 8, targetModules: ['q_proj', 'v_proj'] },
+      weightBytesPerParameter: 2,
+      gradientCheckpointing: true,
+    };
+    const capped = estimateTrainingMemory({ ...input, config: parseModelConfig(GEMMA2_2B) });
+    const uncapped = estimateTrainingMemory({
+      ...input,
+      config: parseModelConfig({ ...GEMMA2_2B, final_logit_softcapping: null }),
+    });
+    expect(capped.parts.head).toBeGreaterThanOrEqual(4 * 1024 * 256000 * 4);
+    expect(uncapped.parts.head).toBeLessThan(capped.parts.head / 4);
+  });
+
   it('routes the fused loss through the capped logits: forwardLoss equals the loss of forward', async () => {
     const name = 'gemma2-tiny';
     const model = await loadCausalLM(join(FIXTURES, name));

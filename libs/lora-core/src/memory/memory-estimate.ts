@@ -83,7 +83,12 @@ export function estimateTrainingMemory(input: MemoryEstimateInput): MemoryEstima
     ? config.numLayers * residualStream + 2 * perBlock
     : config.numLayers * perBlock + 2 * perBlock; // + the gradients in flight during backward
   // One chunk's logits, probabilities and gradient, plus the final hidden states and their gradient.
-  const head = 3 * Math.min(tokens, HEAD_CHUNK_ROWS) * config.vocabSize * 4 + 2 * residualStream;
+  // A soft-capped head (Gemma 2) runs through autodiff on whole logits instead (models/
+  // causal-lm.model.ts `fusedHeadFor`): raw and capped logits, the log-softmax and the gradient.
+  const softcapped = config.modelType !== 'gpt2' && config.finalLogitSoftcap !== null;
+  const head =
+    (softcapped ? 4 * tokens : 3 * Math.min(tokens, HEAD_CHUNK_ROWS)) * config.vocabSize * 4 +
+    2 * residualStream;
   const runtime = 400 * MIB;
   const parts = { frozenWeights, adapterAndOptimizer, activations, head, runtime };
   const totalBytes = Object.values(parts).reduce((a, b) => a + b, 0);
