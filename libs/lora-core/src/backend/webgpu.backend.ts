@@ -170,12 +170,14 @@ function sharedLibraryDirs(env: NodeJS.ProcessEnv): string[] {
 }
 
 /**
- * Whether the Vulkan loader is installed, checked without loading Dawn: `auto` tries webgpu
- * only then (on Linux a GPU adapter comes through Vulkan), which keeps Dawn's start-up and its
- * stderr warnings off machines that have no GPU.
+ * Whether a Vulkan GPU can be there at all, checked without loading Dawn: the Vulkan loader
+ * is installed and at least one driver manifest (ICD) is visible. `auto` tries webgpu only
+ * then (on Linux a GPU adapter comes through Vulkan), which keeps Dawn's start-up and its
+ * stderr warnings ("vkCreateInstance: Found no drivers!") off machines that have the loader
+ * (the GPU bundle's CI check installs it) but no GPU driver.
  */
 export function vulkanLoaderPresent(env: NodeJS.ProcessEnv = process.env): boolean {
-  return hasSharedLibrary('libvulkan.so.1', env);
+  return hasSharedLibrary('libvulkan.so.1', env) && vulkanIcds(env).length > 0;
 }
 
 function hasSharedLibrary(name: string, env: NodeJS.ProcessEnv): boolean {
