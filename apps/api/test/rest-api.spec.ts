@@ -203,6 +203,29 @@ describe('REST API', () => {
       expect((await alice.request('GET', '/v1/models/nope')).status).toBe(404);
     });
 
+    it("reports each shipped base model's architecture, parameters and context length (issue 16)", async () => {
+      // The counts equal the tensors of each model.safetensors (libs/data model-parameters.spec).
+      const expected = {
+        'tiny-random-gpt2': { architecture: 'gpt2', parameters: 36_128, context_length: 64 },
+        'lorafleet-tiny-llama': {
+          architecture: 'llama',
+          parameters: 2_885_888,
+          context_length: 512,
+        },
+      };
+      const list = await alice.request('GET', '/v1/models');
+      for (const [id, facts] of Object.entries(expected)) {
+        expect(list.body.data.find((m: { id: string }) => m.id === id)).toEqual({
+          id,
+          object: 'model',
+          created: expect.any(Number) as number,
+          owned_by: 'lorafleet',
+          ...facts,
+        });
+        expect((await alice.request('GET', `/v1/models/${id}`)).body).toMatchObject(facts);
+      }
+    });
+
     it('rejects traversal, absolute paths, NUL bytes and escaping symlinks (R22)', async () => {
       const outside = path.join(tmpdir(), `lf-outside-${process.pid}`);
       mkdirSync(outside, { recursive: true });

@@ -10,5 +10,6 @@ export * from './token-count.estimator';
 export * from './models/model-registry';
 export * from './models/model-hash';
 export * from './models/model-facts';
+export * from './models/model-parameters';
 export * from './models/model-config-bounds';
 export * from './trainer-warnings';

@@ -20,6 +20,10 @@ export interface ModelObject {
   object: 'model';
   created: number;
   owned_by: string;
+  /** lorafleet extensions, base models only: config.json facts (null when it is unusable). */
+  architecture?: string | null;
+  parameters?: number | null;
+  context_length?: number | null;
 }
 
 /** Base models are directories under LORAFLEET_MODELS_DIR (Hugging Face layout). */
@@ -92,11 +96,22 @@ export class ModelsService {
   }
 
   present(model: BaseModelEntry): ModelObject {
+    // A directory lorafleet cannot train still lists (a job on it is refused at create); its
+    // facts are null rather than failing the whole list.
+    let facts: ModelFacts | null = null;
+    try {
+      facts = readModelFacts(model.dir);
+    } catch (error) {
+      if (!(error instanceof ModelFactsError)) throw error;
+    }
     return {
       id: model.name,
       object: 'model',
       created: Math.floor(model.createdAt.getTime() / 1000),
       owned_by: 'lorafleet',
+      architecture: facts?.modelType ?? null,
+      parameters: facts?.parameters ?? null,
+      context_length: facts?.contextLength ?? null,
     };
   }
 }

@@ -21,6 +21,27 @@ export const ModelObjectSchema = z.object({
   object: z.literal('model'),
   created: z.number().int(),
   owned_by: z.string(),
+  // lorafleet extensions, on base models only (OpenAI's model object has none of these); null
+  // when the model's config.json cannot be read or names an architecture lorafleet cannot train.
+  architecture: z
+    .string()
+    .nullable()
+    .optional()
+    .describe('Base models: config.json `model_type`, e.g. `llama`, `qwen2`.'),
+  parameters: z
+    .number()
+    .int()
+    .nullable()
+    .optional()
+    .describe('Base models: parameter count from config.json, as PEFT counts it.'),
+  context_length: z
+    .number()
+    .int()
+    .nullable()
+    .optional()
+    .describe(
+      'Base models: the longest sequence a job may train on (positions, capped by a sliding window).',
+    ),
 });
 
 export const ModelListSchema = z.object({

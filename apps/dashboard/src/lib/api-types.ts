@@ -17,6 +17,10 @@ export interface ModelObject {
   object: 'model';
   created: number;
   owned_by: string;
+  /** lorafleet extensions, base models only; null when the API cannot read config.json. */
+  architecture?: string | null;
+  parameters?: number | null;
+  context_length?: number | null;
 }
 
 /** apps/api/src/jobs/jobs.service.ts `checkpoints()`. */

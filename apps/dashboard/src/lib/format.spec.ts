@@ -1,9 +1,11 @@
 import {
+  describeBaseModel,
   formatBytes,
   formatDuration,
   formatEta,
   formatAxisTicks,
   formatMetric,
+  formatParameterCount,
   formatPercent,
   formatRelative,
   jobSuffix,
@@ -148,5 +150,25 @@ describe('formatAxisTicks', () => {
     const labels = formatAxisTicks([5.597, 5.5972, 5.5974, 5.5976]);
     expect(new Set(labels).size).toBe(4);
     expect(labels).toEqual(['5.597', '5.5972', '5.5974', '5.5976']);
+  });
+});
+
+describe('base model facts (issue 16, item 8)', () => {
+  it('formats parameter counts as model cards do', () => {
+    expect(formatParameterCount(999)).toBe('999');
+    expect(formatParameterCount(36_128)).toBe('36.1K');
+    expect(formatParameterCount(2_885_888)).toBe('2.89M');
+    expect(formatParameterCount(494_032_768)).toBe('494M');
+    expect(formatParameterCount(3_821_079_552)).toBe('3.82B');
+  });
+
+  it("describes a base model by its architecture, size and context, leaving out what's null", () => {
+    expect(
+      describeBaseModel({ architecture: 'qwen2', parameters: 494_032_768, context_length: 32768 }),
+    ).toBe('qwen2, 494M params, context 32768');
+    expect(describeBaseModel({ architecture: null, parameters: null, context_length: null })).toBe(
+      '',
+    );
+    expect(describeBaseModel({})).toBe('');
   });
 });

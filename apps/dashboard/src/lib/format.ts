@@ -67,6 +67,38 @@ export function formatBytes(bytes: number | null | undefined): string {
   return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
 }
 
+/** Parameter counts as model cards give them: 3 significant digits, e.g. `494M`, `3.82B`. */
+export function formatParameterCount(count: number): string {
+  const units: [number, string][] = [
+    [1e12, 'T'],
+    [1e9, 'B'],
+    [1e6, 'M'],
+    [1e3, 'K'],
+  ];
+  for (const [size, unit] of units) {
+    if (count >= size) return `${Number((count / size).toPrecision(3))}${unit}`;
+  }
+  return String(count);
+}
+
+/**
+ * A base model's facts for its entry in the model picker, e.g. `qwen2, 494M params, context
+ * 32768`: what a user weighs when choosing one. Facts the API could not read are left out.
+ */
+export function describeBaseModel(model: {
+  architecture?: string | null;
+  parameters?: number | null;
+  context_length?: number | null;
+}): string {
+  const parts: string[] = [];
+  if (model.architecture) parts.push(model.architecture);
+  if (typeof model.parameters === 'number') {
+    parts.push(`${formatParameterCount(model.parameters)} params`);
+  }
+  if (typeof model.context_length === 'number') parts.push(`context ${model.context_length}`);
+  return parts.join(', ');
+}
+
 /** Metric values: 4 significant digits, exponent form for very small or large numbers. */
 export function formatMetric(value: unknown): string {
   if (value === null || value === undefined) return '—';

@@ -2,7 +2,7 @@ import type { FileObject, FineTuningJob } from '@lorafleet/contracts';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError } from '../lib/api-client';
 import type { ListPage, ModelObject } from '../lib/api-types';
-import { formatBytes, parseStatusDetails } from '../lib/format';
+import { describeBaseModel, formatBytes, parseStatusDetails } from '../lib/format';
 import {
   NUMERIC_FIELDS,
   defaultJobForm,
@@ -57,6 +57,12 @@ const FIELD_ORDER: JobFormField[] = [
   'max_steps',
   'max_seq_length',
 ];
+
+/** A base model's picker entry: its id, then the facts the API reads from its config.json. */
+function modelLabel(model: ModelObject): string {
+  const facts = describeBaseModel(model);
+  return facts ? `${model.id} (${facts})` : model.id;
+}
 
 const inputId = (field: JobFormField) => `field-${field.replace(/_/g, '-')}`;
 
@@ -330,7 +336,7 @@ export function NewJobPage() {
               {models?.length === 0 ? <option value="">No base models installed</option> : null}
               {models?.map((m) => (
                 <option key={m.id} value={m.id}>
-                  {m.id}
+                  {modelLabel(m)}
                 </option>
               ))}
             </select>

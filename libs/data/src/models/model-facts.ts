@@ -2,13 +2,23 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { MODEL_CONFIG_INT_BOUNDS, configIntProblem } from './model-config-bounds';
+import {
+  countBaseParameters,
+  decoderParameterFlags,
+  linearModuleTemplates,
+  templateLayersMatched,
+  type ArchitectureType,
+  type DecoderFamily,
+  type ParameterShape,
+} from './model-parameters';
 
 /**
  * What a job needs to know about a base model before it is queued, read from config.json
- * alone (no weights, no tfjs): the architecture, its context length and the names of the
- * linear modules LoRA can target. The API checks a job against these at create, so a bad
- * `max_seq_length` or `target_modules` is a 400 rather than a failed attempt in a worker.
- * The paths below mirror libs/lora-core's `linearModuleSpecs`, which builds the layers.
+ * alone (no weights, no tfjs): the architecture, its size, its context length and the names of
+ * the linear modules LoRA can target. The API checks a job against these at create, so a bad
+ * `max_seq_length` or `target_modules` is a 400 rather than a failed attempt in a worker, and
+ * reports them on `GET /v1/models`. The module paths are the ones libs/lora-core builds its
+ * layers from (`linearModuleSpecs`, in ./model-parameters).
  */
 export interface ModelFacts {
   modelType: ModelFactsType;
@@ -19,6 +29,8 @@ export interface ModelFacts {
    */
   contextLength: number;
   numLayers: number;
+  /** Base-model parameters as PEFT counts them (tied tensors once, no buffers). */
+  parameters: number;
   /** Leaf names of the linear modules, e.g. `c_attn`, `q_proj`; `lm_head` when untied. */
   moduleNames: string[];
   /** Module path templates; `{i}` stands for the layer index (0 … numLayers − 1). */
@@ -26,19 +38,90 @@ export interface ModelFacts {
 }
 
 /** The architectures lorafleet trains (lora-core's `ModelType`). */
-export type ModelFactsType = 'gpt2' | RotaryFamily;
+export type ModelFactsType = ArchitectureType;
 
 /** The rotary decoder families: Llama's module names, or Phi-3's fused ones. */
-type RotaryFamily = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'gemma2';
+type RotaryFamily = DecoderFamily;
 
-/** transformers' `max_position_embeddings` default per family (its `*Config` class). */
-const ROTARY_DEFAULT_CONTEXT: Record<RotaryFamily, number> = {
-  llama: 2048,
-  mistral: 4096 * 32,
-  qwen2: 32768,
-  qwen3: 32768,
-  phi3: 4096,
-  gemma2: 8192,
+/** transformers' `*Config` defaults of the sizes a decoder family's config may omit. */
+export interface DecoderConfigDefaults {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  /** undefined: as many as query heads. */
+  numKeyValueHeads?: number;
+  /** undefined: hidden/heads. */
+  headDim?: number;
+  maxPositions: number;
+  rmsNormEps: number;
+}
+
+/**
+ * transformers' defaults per family (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, …), so a
+ * config that omits a field means what it means in transformers. lora-core's parser reads the
+ * same table: a count here and a model built there agree on every omitted size.
+ */
+export const DECODER_CONFIG_DEFAULTS: Readonly<Record<DecoderFamily, DecoderConfigDefaults>> = {
+  llama: {
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 11008,
+    numLayers: 32,
+    numHeads: 32,
+    maxPositions: 2048,
+    rmsNormEps: 1e-6,
+  },
+  mistral: {
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 14336,
+    numLayers: 32,
+    numHeads: 32,
+    numKeyValueHeads: 8,
+    maxPositions: 4096 * 32,
+    rmsNormEps: 1e-6,
+  },
+  qwen2: {
+    vocabSize: 151936,
+    hiddenSize: 4096,
+    intermediateSize: 22016,
+    numLayers: 32,
+    numHeads: 32,
+    maxPositions: 32768,
+    rmsNormEps: 1e-6,
+  },
+  qwen3: {
+    vocabSize: 151936,
+    hiddenSize: 4096,
+    intermediateSize: 22016,
+    numLayers: 32,
+    numHeads: 32,
+    headDim: 128,
+    maxPositions: 32768,
+    rmsNormEps: 1e-6,
+  },
+  phi3: {
+    vocabSize: 32064,
+    hiddenSize: 3072,
+    intermediateSize: 8192,
+    numLayers: 32,
+    numHeads: 32,
+    maxPositions: 4096,
+    rmsNormEps: 1e-5,
+  },
+  gemma2: {
+    vocabSize: 256000,
+    hiddenSize: 2304,
+    intermediateSize: 9216,
+    numLayers: 26,
+    numHeads: 8,
+    numKeyValueHeads: 4,
+    headDim: 256,
+    maxPositions: 8192,
+    rmsNormEps: 1e-6,
+  },
 };
 
 /**
@@ -66,7 +149,7 @@ function activeSlidingWindow(family: RotaryFamily, config: Record<string, unknow
 }
 
 function isRotaryFamily(value: unknown): value is RotaryFamily {
-  return typeof value === 'string' && value in ROTARY_DEFAULT_CONTEXT;
+  return typeof value === 'string' && Object.hasOwn(DECODER_CONFIG_DEFAULTS, value);
 }
 
 /** config.json is missing, unreadable, or describes an architecture lorafleet cannot train. */
@@ -111,63 +194,58 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     const value = config.tie_word_embeddings ?? fallback;
     return value === true;
   };
-  let facts: Omit<ModelFacts, 'moduleNames'>;
-  switch (config.model_type) {
-    case 'gpt2':
-      facts = {
-        modelType: 'gpt2',
-        contextLength: boundedInt(config, 'n_positions', 1024),
-        numLayers: boundedInt(config, 'n_layer', 12),
-        modulePaths: [
-          'transformer.h.{i}.attn.c_attn',
-          'transformer.h.{i}.attn.c_proj',
-          'transformer.h.{i}.mlp.c_fc',
-          'transformer.h.{i}.mlp.c_proj',
-          ...(tied(true) ? [] : ['lm_head']),
-        ],
-      };
-      break;
-    default: {
-      const family = config.model_type;
-      if (!isRotaryFamily(family)) {
-        throw new ModelFactsError(
-          `config.json: model_type ${JSON.stringify(family)} is not supported (supported: gpt2, ${Object.keys(ROTARY_DEFAULT_CONTEXT).join(', ')})`,
-        );
-      }
-      const positions = boundedInt(
-        config,
-        'max_position_embeddings',
-        ROTARY_DEFAULT_CONTEXT[family],
+  let shape: ParameterShape;
+  let contextLength: number;
+  if (config.model_type === 'gpt2') {
+    const hiddenSize = boundedInt(config, 'n_embd', 768);
+    contextLength = boundedInt(config, 'n_positions', 1024);
+    shape = {
+      modelType: 'gpt2',
+      vocabSize: boundedInt(config, 'vocab_size', 50257),
+      hiddenSize,
+      numLayers: boundedInt(config, 'n_layer', 12),
+      maxPositions: contextLength,
+      innerSize: boundedInt(config, 'n_inner', 4 * hiddenSize),
+      tieWordEmbeddings: tied(true),
+    };
+  } else {
+    const family = config.model_type;
+    if (!isRotaryFamily(family)) {
+      throw new ModelFactsError(
+        `config.json: model_type ${JSON.stringify(family)} is not supported (supported: gpt2, ${Object.keys(DECODER_CONFIG_DEFAULTS).join(', ')})`,
       );
-      const window = activeSlidingWindow(family, config);
-      // Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj (PEFT targets those names).
-      const fused = family === 'phi3';
-      facts = {
-        modelType: family,
-        contextLength: window === null ? positions : Math.min(positions, window),
-        numLayers: boundedInt(config, 'num_hidden_layers', 32),
-        modulePaths: [
-          ...(fused
-            ? ['model.layers.{i}.self_attn.qkv_proj']
-            : [
-                'model.layers.{i}.self_attn.q_proj',
-                'model.layers.{i}.self_attn.k_proj',
-                'model.layers.{i}.self_attn.v_proj',
-              ]),
-          'model.layers.{i}.self_attn.o_proj',
-          ...(fused
-            ? ['model.layers.{i}.mlp.gate_up_proj']
-            : ['model.layers.{i}.mlp.gate_proj', 'model.layers.{i}.mlp.up_proj']),
-          'model.layers.{i}.mlp.down_proj',
-          // Gemma 2's head is tied unless the config says otherwise.
-          ...(tied(family === 'gemma2') ? [] : ['lm_head']),
-        ],
-      };
-      break;
     }
+    const d = DECODER_CONFIG_DEFAULTS[family];
+    const positions = boundedInt(config, 'max_position_embeddings', d.maxPositions);
+    const window = activeSlidingWindow(family, config);
+    contextLength = window === null ? positions : Math.min(positions, window);
+    const hiddenSize = boundedInt(config, 'hidden_size', d.hiddenSize);
+    const numHeads = boundedInt(config, 'num_attention_heads', d.numHeads);
+    // transformers: `getattr(config, "head_dim", None) or hidden_size // num_attention_heads`.
+    const headDim = boundedInt(config, 'head_dim', d.headDim ?? hiddenSize / numHeads);
+    shape = {
+      modelType: family,
+      vocabSize: boundedInt(config, 'vocab_size', d.vocabSize),
+      hiddenSize,
+      numLayers: boundedInt(config, 'num_hidden_layers', d.numLayers),
+      numHeads,
+      numKeyValueHeads: boundedInt(config, 'num_key_value_heads', d.numKeyValueHeads ?? numHeads),
+      headDim,
+      intermediateSize: boundedInt(config, 'intermediate_size', d.intermediateSize),
+      // Gemma 2's head is tied unless the config says otherwise.
+      tieWordEmbeddings: tied(family === 'gemma2'),
+      ...decoderParameterFlags(family, config.attention_bias === true, config.mlp_bias === true),
+    };
   }
-  const moduleNames = [...new Set(facts.modulePaths.map((p) => p.slice(p.lastIndexOf('.') + 1)))];
-  return { ...facts, moduleNames };
+  const modulePaths = linearModuleTemplates(shape).map((t) => t.path);
+  return {
+    modelType: shape.modelType,
+    contextLength,
+    numLayers: shape.numLayers,
+    parameters: countBaseParameters(shape),
+    moduleNames: [...new Set(modulePaths.map((p) => p.slice(p.lastIndexOf('.') + 1)))],
+    modulePaths,
+  };
 }
 
 /** Facts of the model directory `dir` (reads `dir/config.json` only). */
@@ -180,33 +258,6 @@ export function readModelFacts(dir: string): ModelFacts {
     throw new ModelFactsError('config.json is missing or is not valid JSON');
   }
   return modelFactsFromConfig(json);
-}
-
-/**
- * The modules of `template` that PEFT's rule (a module path equal to the entry, or ending in
- * `.<entry>`) selects for `entry`: `'all'` of them (every layer, or the one module of a
- * template without `{i}`), the one layer whose index the entry names, or none (null). Worked
- * out on the template, so a model with two thousand layers costs no more than one with two.
- * libs/lora-core counts LoRA parameters with it.
- */
-export function templateLayersMatched(
-  template: string,
-  numLayers: number,
-  entry: string,
-): 'all' | number | null {
-  const matches = (pathText: string) => pathText === entry || pathText.endsWith(`.${entry}`);
-  if (!template.includes('.{i}.')) return matches(template) ? 'all' : null;
-  const [prefix, suffix] = template.split('.{i}.');
-  // Entries within the part after the index (`c_attn`, `attn.c_attn`) match every layer.
-  if (matches(suffix)) return 'all';
-  if (entry !== suffix && !entry.endsWith(`.${suffix}`)) return null;
-  // The rest of the entry must end at a layer index: `3`, `h.3`, `transformer.h.3`.
-  const head = entry === suffix ? '' : entry.slice(0, -(suffix.length + 1));
-  const dot = head.lastIndexOf('.');
-  const index = head.slice(dot + 1);
-  const before = dot < 0 ? '' : head.slice(0, dot);
-  if (!/^(0|[1-9]\d*)$/.test(index) || Number(index) >= numLayers) return null;
-  return before === '' || prefix === before || prefix.endsWith(`.${before}`) ? Number(index) : null;
 }
 
 /** The entries of `targetModules` that select no linear module of the model. */

@@ -2,8 +2,6 @@
  * LoRA hyperparameters with PEFT's names and meanings (peft `LoraConfig`, see
  * https://github.com/huggingface/peft/blob/v0.17.0/src/peft/tuners/lora/config.py).
  */
-import type { ModelType } from '../models/model.config';
-
 export interface LoraConfig {
   /** Rank r of ΔW = B·A (PEFT `r`). */
   r: number;
@@ -40,26 +38,8 @@ export class LoraConfigError extends Error {
   }
 }
 
-/**
- * PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` entries for our architectures
- * (peft v0.17.0 `utils/constants.py`). PEFT has no entry for `phi3` (it asks for
- * `target_modules`); lorafleet's own choice there is the fused attention input `qkv_proj`,
- * the layer that holds what q_proj and v_proj are elsewhere.
- */
-export function defaultTargetModules(modelType: ModelType): string[] {
-  switch (modelType) {
-    case 'gpt2':
-      return ['c_attn'];
-    case 'llama':
-    case 'mistral':
-    case 'qwen2':
-    case 'qwen3':
-    case 'gemma2':
-      return ['q_proj', 'v_proj'];
-    case 'phi3':
-      return ['qkv_proj'];
-  }
-}
+// PEFT's default targets are config-only knowledge: libs/data holds them for the API too.
+export { defaultTargetModules } from '@lorafleet/data';
 
 /** The scale applied to B·A·x: α/r, or α/√r under rsLoRA. */
 export function loraScaling(cfg: Pick<LoraConfig, 'r' | 'alpha' | 'useRslora'>): number {

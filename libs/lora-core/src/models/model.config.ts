@@ -6,7 +6,12 @@
  * means in transformers. Settings that change the maths and are not implemented are rejected
  * with a `ModelConfigError` naming the key: a model must never load silently wrong.
  */
-import { configIntProblem } from '@lorafleet/data';
+import {
+  DECODER_CONFIG_DEFAULTS,
+  configIntProblem,
+  decoderParameterFlags,
+  readsAttentionBias,
+} from '@lorafleet/data';
 
 import { ModelConfigError } from './model.errors';
 
@@ -252,83 +257,6 @@ function parseRopeScaling(value: unknown): RopeScaling | null {
   }
 }
 
-/** transformers' defaults per family (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, …). */
-const DECODER_DEFAULTS: Record<
-  DecoderModelType,
-  {
-    vocabSize: number;
-    hiddenSize: number;
-    intermediateSize: number;
-    numLayers: number;
-    numHeads: number;
-    /** undefined: as many as query heads. */
-    numKeyValueHeads?: number;
-    /** undefined: hidden/heads. */
-    headDim?: number;
-    maxPositions: number;
-    rmsNormEps: number;
-  }
-> = {
-  llama: {
-    vocabSize: 32000,
-    hiddenSize: 4096,
-    intermediateSize: 11008,
-    numLayers: 32,
-    numHeads: 32,
-    maxPositions: 2048,
-    rmsNormEps: 1e-6,
-  },
-  mistral: {
-    vocabSize: 32000,
-    hiddenSize: 4096,
-    intermediateSize: 14336,
-    numLayers: 32,
-    numHeads: 32,
-    numKeyValueHeads: 8,
-    maxPositions: 4096 * 32,
-    rmsNormEps: 1e-6,
-  },
-  qwen2: {
-    vocabSize: 151936,
-    hiddenSize: 4096,
-    intermediateSize: 22016,
-    numLayers: 32,
-    numHeads: 32,
-    maxPositions: 32768,
-    rmsNormEps: 1e-6,
-  },
-  qwen3: {
-    vocabSize: 151936,
-    hiddenSize: 4096,
-    intermediateSize: 22016,
-    numLayers: 32,
-    numHeads: 32,
-    headDim: 128,
-    maxPositions: 32768,
-    rmsNormEps: 1e-6,
-  },
-  phi3: {
-    vocabSize: 32064,
-    hiddenSize: 3072,
-    intermediateSize: 8192,
-    numLayers: 32,
-    numHeads: 32,
-    maxPositions: 4096,
-    rmsNormEps: 1e-5,
-  },
-  gemma2: {
-    vocabSize: 256000,
-    hiddenSize: 2304,
-    intermediateSize: 9216,
-    numLayers: 26,
-    numHeads: 8,
-    numKeyValueHeads: 4,
-    headDim: 256,
-    maxPositions: 8192,
-    rmsNormEps: 1e-6,
-  },
-};
-
 /** `null` for an absent or null key, else the value as a positive number. */
 function optionalNum(r: ConfigReader, key: string, fallback: number | null): number | null {
   const value = r.get(key);
@@ -369,7 +297,7 @@ function parseDecoder(
   json: Record<string, unknown>,
   r: ConfigReader,
 ): DecoderConfig {
-  const d = DECODER_DEFAULTS[modelType];
+  const d = DECODER_CONFIG_DEFAULTS[modelType];
   const hiddenSize = r.int('hidden_size', d.hiddenSize);
   const numHeads = r.int('num_attention_heads', d.numHeads);
   const numKeyValueHeads = r.int('num_key_value_heads', d.numKeyValueHeads ?? numHeads);
@@ -408,10 +336,7 @@ function parseDecoder(
   }
   // Llama, Qwen3 and Gemma 2 put `attention_bias` on all four projections; Qwen2 has q/k/v
   // biases and none on o_proj; Mistral and Phi-3 have none.
-  const attentionBias =
-    modelType === 'llama' || modelType === 'qwen3' || gemma
-      ? r.bool('attention_bias', false)
-      : false;
+  const attentionBias = readsAttentionBias(modelType) ? r.bool('attention_bias', false) : false;
   const slidingWindow = slidingWindowOf(modelType, r);
   return {
     modelType,
@@ -428,16 +353,16 @@ function parseDecoder(
     rmsNormEps: r.num('rms_norm_eps', d.rmsNormEps),
     ropeTheta: r.num('rope_theta', 10000),
     ropeScaling: parseRopeScaling(r.get('rope_scaling')),
-    qkvBias: modelType === 'qwen2' || attentionBias,
-    oProjBias: attentionBias,
-    mlpBias: modelType === 'llama' ? r.bool('mlp_bias', false) : false,
-    qkNorm: modelType === 'qwen3',
-    fusedProjections: modelType === 'phi3',
+    // Which tensors exist is libs/data's call, so its config-only counts match this model.
+    ...decoderParameterFlags(
+      modelType,
+      attentionBias,
+      modelType === 'llama' ? r.bool('mlp_bias', false) : false,
+    ),
     normOffset: gemma ? 1 : 0,
     // transformers: `torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype)`, float32 here.
     embeddingScale: gemma ? Math.fround(Math.sqrt(hiddenSize)) : null,
     mlpActivation: gemma ? 'gelu_tanh' : 'silu',
-    sandwichNorms: gemma,
     attentionScale: gemma ? r.num('query_pre_attn_scalar', 256) ** -0.5 : 1 / Math.sqrt(headDim),
     attnLogitSoftcap: gemma ? optionalNum(r, 'attn_logit_softcapping', 50) : null,
     finalLogitSoftcap: gemma ? optionalNum(r, 'final_logit_softcapping', 30) : null,
