@@ -140,7 +140,6 @@ export {
   type SampleGeneration,
 } from './trainer/fine-tune';
 export {
-  HEAD_CHUNK_ROWS,
   MemoryLimitError,
   WASM_HEAP_BUDGET_BYTES,
   WasmHeapLimitError,

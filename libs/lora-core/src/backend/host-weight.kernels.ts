@@ -42,8 +42,12 @@ export class HostMatrix {
   }
 }
 
-/** Logits computed at once by the fused head: [rows, V] ≤ this many floats (32 MiB). */
-const HEAD_BLOCK_FLOATS = 8 * 1024 * 1024;
+/**
+ * Logits computed at once by the fused head: [rows, V] ≤ this many floats (128 MiB). Larger
+ * blocks keep OpenBLAS on efficient shapes (measured on GPT-2 small at batch 4: 8 Mi floats →
+ * 32 Mi, 223 → 245 tokens/s, for about 100 MB more peak RSS).
+ */
+export const HEAD_BLOCK_FLOATS = 32 * 1024 * 1024;
 
 /** Grow-only scratch buffers, reused across calls (kernels run one at a time). */
 const scratch = new Map<string, Float32Array>();

@@ -19,13 +19,11 @@ import { totalmem } from 'node:os';
 
 import type { LoraConfig } from '../lora/lora.config';
 import type { ModelConfig } from '../models/model.config';
+import { HEAD_BLOCK_FLOATS } from '../backend/host-weight.kernels';
 import { countBaseParameters, countLoraTargets } from '../params/parameter-count.util';
 import { TrainingConfigError } from '../trainer/trainer.types';
 
 const MIB = 1024 * 1024;
-
-/** Rows of the fused LM-head/cross-entropy chunk (models/fused-head-loss). */
-export const HEAD_CHUNK_ROWS = 128;
 
 export interface MemoryEstimateInput {
   config: ModelConfig;
@@ -82,12 +80,17 @@ export function estimateTrainingMemory(input: MemoryEstimateInput): MemoryEstima
   const activations = input.gradientCheckpointing
     ? config.numLayers * residualStream + 2 * perBlock
     : config.numLayers * perBlock + 2 * perBlock; // + the gradients in flight during backward
-  // One chunk's logits, probabilities and gradient, plus the final hidden states and their gradient.
+  // One block of logits (backend/host-weight.kernels.ts; the tensor path's chunks are
+  // smaller), plus the final hidden states and their gradient.
   // A soft-capped head (Gemma 2) runs through autodiff on whole logits instead (models/
   // causal-lm.model.ts `fusedHeadFor`): raw and capped logits, the log-softmax and the gradient.
   const softcapped = config.modelType !== 'gpt2' && config.finalLogitSoftcap !== null;
   const head =
-    (softcapped ? 4 * tokens : 3 * Math.min(tokens, HEAD_CHUNK_ROWS)) * config.vocabSize * 4 +
+    (softcapped
+      ? 4 * tokens * config.vocabSize
+      : Math.min(tokens, Math.max(1, Math.floor(HEAD_BLOCK_FLOATS / config.vocabSize))) *
+        config.vocabSize) *
+      4 +
     2 * residualStream;
   const runtime = 400 * MIB;
   const parts = { frozenWeights, adapterAndOptimizer, activations, head, runtime };
