@@ -293,7 +293,7 @@ describe('lorafleet train pre-flight (issue 13)', () => {
     );
     expect(result.code).toBe(0);
     expect(result.err).toMatch(
-      /pre-flight: .*memory estimate \d+ MiB of 100000 MiB \(gradient checkpointing\)/,
+      /pre-flight: .*memory estimate [\d,]+ MiB of 100,000 MiB \(gradient checkpointing\)/,
     );
     const lineage = JSON.parse(readFileSync(join(scratch, 'mem-ckpt', 'lorafleet.json'), 'utf8'));
     expect(lineage.base_model).toBe('tiny-random-gpt2');

@@ -199,7 +199,7 @@ describe('worker memory limit and pre-flight refusals', () => {
     expect(done.usage?.tokens_per_second).toBeGreaterThan(0);
     const list = await events(job.id);
     expect(list.find((e) => e.message.startsWith('Pre-flight'))?.message).toMatch(
-      /10 examples, .*; memory estimate \d+ MiB of \d+ MiB$/,
+      /10 examples, .*; memory estimate [\d,]+ MiB of [\d,]+ MiB$/,
     );
     const warning = list.find((e) => e.level === 'warn' && /truncation/.test(e.message));
     expect(warning?.message).toMatch(

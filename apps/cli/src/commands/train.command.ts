@@ -359,7 +359,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
           `pre-flight: ${p.examples} examples, ${p.tokens} tokens (${p.trainableTokens} trained) per epoch, ` +
             `${p.truncatedExamples} truncated, ${p.totalSteps} steps` +
             (p.validationExamples > 0 ? `, ${p.validationExamples} validation examples` : '') +
-            ` on ${backend}; memory estimate ${p.memoryEstimateMb} MiB of ${memoryLimitMb} MiB` +
+            ` on ${backend}; memory estimate ${p.memoryEstimateMb.toLocaleString('en-US')} MiB of ${memoryLimitMb.toLocaleString('en-US')} MiB` +
             (p.gradientCheckpointing ? ' (gradient checkpointing)' : ''),
         );
       },

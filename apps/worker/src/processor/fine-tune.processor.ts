@@ -665,8 +665,10 @@ export class FineTuneProcessor {
 /** The pre-flight event's line: the data's size, the steps, and the memory estimate. */
 function preflightMessage(summary: TrainerPreflight): string {
   const memory =
-    `memory estimate ${summary.memoryEstimateMb} MiB` +
-    (summary.memoryLimitMb === null ? '' : ` of ${summary.memoryLimitMb} MiB`) +
+    `memory estimate ${summary.memoryEstimateMb.toLocaleString('en-US')} MiB` +
+    (summary.memoryLimitMb === null
+      ? ''
+      : ` of ${summary.memoryLimitMb.toLocaleString('en-US')} MiB`) +
     (summary.gradientCheckpointing ? ' (gradient checkpointing)' : '');
   return `Pre-flight: ${summary.examples} examples, ${summary.tokens} tokens (${summary.trainableTokens} trained), ${summary.truncatedExamples} truncated, ${summary.totalSteps} steps; ${memory}`;
 }
