@@ -140,10 +140,12 @@ export {
   type SampleGeneration,
 } from './trainer/fine-tune';
 export {
+  DeviceBufferLimitError,
   MemoryLimitError,
   WASM_HEAP_BUDGET_BYTES,
   WasmHeapLimitError,
   estimateTrainingMemory,
+  largestTrainingBuffer,
   wasmHeapBytes,
   memoryAdvice,
   memoryLimitMbFromEnv,

@@ -9,11 +9,13 @@ import { join } from 'node:path';
 
 import {
   MODEL_SHAPES,
+  DeviceBufferLimitError,
   MemoryLimitError,
   NoTrainableTokensError,
   WasmHeapLimitError,
   estimateTrainingMemory,
   initBackend,
+  initWebgpuBackend,
   selectBackend,
   setBlasKernels,
   memoryAdvice,
@@ -172,6 +174,45 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
       await expect(run).rejects.toThrow(/To fit: turn on gradient checkpointing/);
     } finally {
       setBlasKernels('wasm', false);
+      await initBackend('cpu');
+    }
+  });
+
+  it('refuses on webgpu a tensor larger than the adapter can bind, naming both sizes', async () => {
+    expect(await selectBackend('webgpu')).toBe('webgpu');
+    try {
+      // An embedding one step past this adapter's maxStorageBufferBindingSize (128 MiB on
+      // llvmpipe): tfjs binds a tensor whole, so it could never be used.
+      const { limits } = await initWebgpuBackend();
+      // Wide enough that the vocabulary stays within config.json's bounds on any adapter.
+      const width = Math.max(
+        64,
+        2 ** Math.ceil(Math.log2(limits.maxStorageBufferBindingSize / 4e6)),
+      );
+      const vocab = Math.ceil(limits.maxStorageBufferBindingSize / (width * 4)) + 1024;
+      const wide = join(dir, 'webgpu-wide');
+      await mkdir(wide);
+      await copyFile(join(TINY_GPT2_DIR, 'tokenizer.json'), join(wide, 'tokenizer.json'));
+      await writeFile(join(wide, 'model.safetensors'), 'garbage');
+      await writeFile(
+        join(wide, 'config.json'),
+        JSON.stringify({
+          model_type: 'gpt2',
+          n_embd: width,
+          n_layer: 1,
+          n_head: 2,
+          n_positions: 64,
+          vocab_size: vocab,
+        }),
+      );
+      const run = runFineTune({ model: wide, trainJsonl: jsonl('Say hi:', ' hi'), samples: false });
+      await expect(run).rejects.toBeInstanceOf(DeviceBufferLimitError);
+      await expect(run).rejects.toThrow(
+        new RegExp(
+          `the token embedding \\[${vocab}, ${width}\\] needs [\\d,]+ MiB in one buffer, more than the [\\d,]+ MiB this webgpu adapter can bind`,
+        ),
+      );
+    } finally {
       await initBackend('cpu');
     }
   });

@@ -130,6 +130,40 @@ export class WasmHeapLimitError extends TrainingConfigError {
   }
 }
 
+/** The largest single buffer a training step binds: the biggest weight or activation. */
+export function largestTrainingBuffer(input: MemoryEstimateInput): { what: string; bytes: number } {
+  const { config, batchSize, seqLength } = input;
+  const C = config.hiddenSize;
+  const inner = config.modelType === 'gpt2' ? config.innerSize : config.intermediateSize;
+  const heads = config.numHeads;
+  const candidates = [
+    { what: `the token embedding [${config.vocabSize}, ${C}]`, bytes: config.vocabSize * C * 4 },
+    { what: `an MLP weight [${inner}, ${C}]`, bytes: inner * C * 4 },
+    {
+      what: `the attention scores [${batchSize}, ${heads}, ${seqLength}, ${seqLength}]`,
+      bytes: batchSize * heads * seqLength * seqLength * 4,
+    },
+  ];
+  return candidates.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+}
+
+/**
+ * A buffer the run needs is larger than the GPU adapter can bind (`maxStorageBufferBindingSize`
+ * on webgpu; tfjs binds each tensor whole). Refused before any weight is uploaded.
+ */
+export class DeviceBufferLimitError extends TrainingConfigError {
+  override readonly name: string = 'DeviceBufferLimitError';
+  constructor(what: string, bytes: number, limitBytes: number) {
+    super(
+      `${what} needs ${Math.ceil(bytes / MIB).toLocaleString('en-US')} MiB in one buffer, more than the ` +
+        `${Math.floor(limitBytes / MIB).toLocaleString('en-US')} MiB this webgpu adapter can bind ` +
+        '(maxStorageBufferBindingSize). Train it on a CPU backend (wasm-blas), on tfjs-node-gpu, or on a ' +
+        'GPU whose adapter allows larger bindings; for the attention scores, a smaller batch or max_seq_length also helps.',
+      'memory',
+    );
+  }
+}
+
 /**
  * `LORAFLEET_MEMORY_LIMIT_MB`, else the cgroup's memory limit, else 90% of RAM. A malformed
  * value is an error naming the variable (the worker and the CLI refuse to start on it).

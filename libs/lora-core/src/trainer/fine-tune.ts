@@ -21,15 +21,18 @@ import {
 } from '@lorafleet/data';
 
 import { hostWeightKernelsActive } from '../backend/host-weight.kernels';
+import { initWebgpuBackend } from '../backend/webgpu.backend';
 import { generateTokens } from '../generation/generate';
 import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
 import {
+  DeviceBufferLimitError,
   MemoryLimitError,
   WASM_HEAP_BUDGET_BYTES,
   WasmHeapLimitError,
   estimateTrainingMemory,
+  largestTrainingBuffer,
   wasmHeapBytes,
   memoryAdvice,
   type MemoryEstimate,
@@ -271,6 +274,17 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       memoryLimitMb,
       memoryAdvice(memoryInput, memoryLimitMb),
     );
+  }
+  if (tf.getBackend() === 'webgpu') {
+    const { limits } = await initWebgpuBackend();
+    const largest = largestTrainingBuffer(memoryInput);
+    if (largest.bytes > limits.maxStorageBufferBindingSize) {
+      throw new DeviceBufferLimitError(
+        largest.what,
+        largest.bytes,
+        limits.maxStorageBufferBindingSize,
+      );
+    }
   }
   if (tf.getBackend() === 'wasm') {
     const heap = wasmHeapBytes(memoryEstimate, hostWeightKernelsActive());
