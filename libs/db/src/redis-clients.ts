@@ -1,3 +1,4 @@
+import { RedisConnection } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 
 /** The two levels the outage messages use; Nest's `Logger` fits. */
@@ -46,6 +47,32 @@ function closeNow(client: Redis): void {
   client.connect().catch(() => undefined);
 }
 
+let closedConnectionsGuarded = false;
+
+/**
+ * BullMQ 5's `RedisConnection` re-emits the failure of its still-pending initialisation as an
+ * `error` event, also after `close()` has removed every listener (redis-connection.js: the
+ * `initializing.catch` in the constructor; `close()` ends with `removeAllListeners()`). An
+ * `error` event without a listener throws, so a worker stopped while Redis was unreachable
+ * could die with exit 1 from a connection it had already closed (seen in CI: "Emitted 'error'
+ * event on RedisConnection instance"). Once a connection is closed its errors concern nobody:
+ * they are dropped there and only there; an open connection's errors reach their listeners or
+ * throw as before.
+ */
+export function guardClosedBullmqConnections(): void {
+  if (closedConnectionsGuarded) return;
+  closedConnectionsGuarded = true;
+  type Emit = (this: RedisConnection, event: string | symbol, ...args: unknown[]) => boolean;
+  const prototype = RedisConnection.prototype as unknown as { emit: Emit };
+  const emit = prototype.emit;
+  prototype.emit = function guardedEmit(this: RedisConnection, event, ...args) {
+    if (event === 'error' && this.status === 'closed' && this.listenerCount('error') === 0) {
+      return false;
+    }
+    return emit.call(this, event, ...args);
+  };
+}
+
 /**
  * An ioredis client that reports itself and every `duplicate()` of itself: BullMQ's Worker
  * makes its blocking connection by duplicating the one it is given, and that copy needs the
@@ -85,7 +112,9 @@ export class RedisClients {
   constructor(
     private readonly url: string,
     private readonly logger: RedisOutageLogger,
-  ) {}
+  ) {
+    guardClosedBullmqConnections();
+  }
 
   /** A new client on the process's Redis URL; `name` appears in the outage message. */
   create(name: string, options: RedisOptions = {}): Redis {

@@ -3,6 +3,7 @@
  * an outage is logged once and its end once, whatever the number of clients and reconnect
  * attempts, and disconnectAll ends even a client that waits to reconnect.
  */
+import { RedisConnection } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { PrivateRedis, RedisClients, freePort, isRedisConnectionError } from '../src';
 
@@ -88,5 +89,36 @@ describe('RedisClients', () => {
     expect(isRedisConnectionError(new Error('Connection is closed.'))).toBe(true);
     expect(isRedisConnectionError(new Error('Missing lock for job 1. moveToFinished'))).toBe(false);
     expect(isRedisConnectionError('ECONNREFUSED')).toBe(false);
+  });
+});
+
+describe('BullMQ connections after close', () => {
+  it("drops a closed connection's late error instead of throwing it (a stopped worker must not die of it)", async () => {
+    // RedisClients installs the guard for the process.
+    new RedisClients('redis://127.0.0.1:1', { warn: () => undefined, log: () => undefined });
+    const port = await freePort(); // nothing listens there: initialisation is still failing
+    const connection = new RedisConnection({
+      host: '127.0.0.1',
+      port,
+      maxRetriesPerRequest: null,
+      retryStrategy: () => null,
+    });
+    connection.on('error', () => undefined);
+    await connection.close();
+    expect(connection.status).toBe('closed');
+    expect(connection.listenerCount('error')).toBe(0);
+    // What BullMQ's pending `initializing.catch` does after close: before the guard, this threw.
+    expect(() => connection.emit('error', new Error('read ECONNRESET'))).not.toThrow();
+  });
+
+  it('still throws an error nobody listens to on an open connection', () => {
+    const connection = new RedisConnection({
+      host: '127.0.0.1',
+      port: 1,
+      lazyConnect: true,
+      maxRetriesPerRequest: null,
+    });
+    expect(() => connection.emit('error', new Error('unheard'))).toThrow('unheard');
+    void connection.close().catch(() => undefined);
   });
 });
