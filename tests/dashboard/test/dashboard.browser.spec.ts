@@ -472,6 +472,13 @@ describe('dashboard in a browser', () => {
     await page.locator(`a[href="/jobs/${firstJobId}"]`).focus();
     await page.keyboard.press('Enter');
     await page.waitForURL(new RegExp(`/jobs/${firstJobId}$`));
+    // The app moves focus in an effect after the new page renders, which can land a moment
+    // after the URL changes: wait for it (up to 5 s) instead of reading it at once.
+    await page
+      .waitForFunction(() => document.activeElement?.id === 'page-title', undefined, {
+        timeout: 5000,
+      })
+      .catch(() => undefined);
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('page-title');
 
     const phone = await newPage(375, 812);
