@@ -36,10 +36,6 @@ export class HostMatrix {
       throw new RangeError(`HostMatrix: ${data.length} values do not fill [${rows}, ${cols}]`);
     }
   }
-
-  get bytes(): number {
-    return this.data.byteLength;
-  }
 }
 
 /**
@@ -58,11 +54,6 @@ function scratchArray(name: string, size: number): Float32Array {
     scratch.set(name, buffer);
   }
   return buffer.subarray(0, size);
-}
-
-/** Releases the scratch buffers (after training, so an idle process gives the memory back). */
-export function releaseHostScratch(): void {
-  scratch.clear();
 }
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
