@@ -1,6 +1,6 @@
 import { type CanActivate, type ExecutionContext, Injectable, SetMetadata } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { TenantsRepository, type AuthenticatedPrincipal } from '@lorafleet/db';
+import { ApiKeysRepository, type AuthenticatedPrincipal } from '@lorafleet/db';
 import type { FastifyRequest } from 'fastify';
 import { ApiError } from '../errors/api-error';
 
@@ -16,7 +16,7 @@ const INLINE_AUTH = 'lorafleet:inline-auth';
 
 /**
  * Marks a hot read whose handler checks the API key in the same Postgres round trip as its
- * data (`JobsRepository.findForApiKey`). The guard still refuses a missing or malformed
+ * data (`ApiKeysRepository.authenticateWithJob`). The guard still refuses a missing or malformed
  * header; the handler must answer 401 when the key does not resolve.
  */
 export const InlineApiKeyCheck = () => SetMetadata(INLINE_AUTH, true);
@@ -28,7 +28,7 @@ export const BAD_KEY_MESSAGE = 'Incorrect or revoked API key provided.';
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
   constructor(
-    private readonly tenants: TenantsRepository,
+    private readonly apiKeys: ApiKeysRepository,
     private readonly reflector: Reflector,
   ) {}
 
@@ -41,7 +41,7 @@ export class ApiKeyGuard implements CanActivate {
       request.apiKey = match[1];
       return true;
     }
-    const principal = await this.tenants.authenticate(match[1]);
+    const principal = await this.apiKeys.authenticate(match[1]);
     if (!principal) throw new ApiError('invalid_api_key', BAD_KEY_MESSAGE);
     request.principal = principal;
     return true;

@@ -17,7 +17,10 @@ import {
 import { defaultMaxSeqLength, unknownTargetModules, type ModelFacts } from '@lorafleet/data';
 import {
   ActiveJobQuotaError,
+  ApiKeysRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   sha256Hex,
   type FileEntity,
@@ -63,6 +66,9 @@ export interface ListJobsQuery {
 export class JobsService {
   constructor(
     private readonly jobs: JobsRepository,
+    private readonly jobEvents: JobEventsRepository,
+    private readonly jobCheckpoints: CheckpointsRepository,
+    private readonly apiKeys: ApiKeysRepository,
     private readonly files: FilesRepository,
     private readonly models: ModelsService,
     private readonly relay: OutboxRelayService,
@@ -232,7 +238,7 @@ export class JobsService {
   async checkpoints(tenantId: string, id: string, limitText: string | undefined, after?: string) {
     const job = await this.owned(tenantId, id);
     const limit = this.parseLimit(limitText);
-    let rows = await this.jobs.listCheckpoints(
+    let rows = await this.jobCheckpoints.listCheckpoints(
       id,
       after === undefined ? limit + 1 : CHECKPOINT_CURSOR_SCAN,
     );
@@ -272,7 +278,7 @@ export class JobsService {
    * request's principal (for the request log) once the key resolved.
    */
   async getWithApiKey(request: InlineAuthRequest, id: string): Promise<FineTuningJob> {
-    const found = await this.jobs.findForApiKey(request.apiKey, id);
+    const found = await this.apiKeys.authenticateWithJob(request.apiKey, id);
     if (!found) throw new ApiError('invalid_api_key', BAD_KEY_MESSAGE);
     request.principal = found.principal;
     if (!found.job)
@@ -320,7 +326,7 @@ export class JobsService {
     if (cursor !== undefined && !/^[1-9]\d{0,14}$/.test(cursor)) {
       throw new ApiError('invalid_request', `Invalid cursor: ${after}`, 'after');
     }
-    const rows = await this.jobs.listEvents(
+    const rows = await this.jobEvents.listEvents(
       id,
       cursor === undefined ? undefined : Number(cursor),
       limit + 1,

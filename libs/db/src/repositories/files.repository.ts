@@ -13,6 +13,16 @@ export interface NewFile {
   exampleCount: number;
 }
 
+/** The row of a new file: its id, size and digest derived from the content. */
+export function newFileRow(file: NewFile): Omit<FileEntity, 'tenant' | 'createdAt'> {
+  return {
+    ...file,
+    id: newId('file'),
+    bytes: file.content.byteLength,
+    sha256: sha256Hex(file.content),
+  };
+}
+
 export class FilesRepository {
   constructor(private readonly dataSource: DataSource) {}
 
@@ -21,14 +31,9 @@ export class FilesRepository {
   }
 
   async create(file: NewFile): Promise<FileEntity> {
-    const entity = this.repo.create({
-      ...file,
-      id: newId('file'),
-      bytes: file.content.byteLength,
-      sha256: sha256Hex(file.content),
-    });
-    await this.repo.insert(entity);
-    return this.repo.findOneByOrFail({ id: entity.id });
+    const row = newFileRow(file);
+    await this.repo.insert(row);
+    return this.repo.findOneByOrFail({ id: row.id });
   }
 
   findForTenant(tenantId: string, id: string): Promise<FileEntity | null> {
