@@ -27,7 +27,7 @@ import {
   type FineTuningJobEntity,
 } from '@lorafleet/db';
 import { randomInt } from 'node:crypto';
-import { BAD_KEY_MESSAGE, type InlineAuthRequest } from '../auth/api-key.guard';
+import { BAD_KEY_MESSAGE, type DeferredApiKey } from '../auth/api-key.guard';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
 import { assertWellFormedText } from '../http/well-formed-text';
@@ -274,13 +274,13 @@ export class JobsService {
   }
 
   /**
-   * `GET /v1/fine_tuning/jobs/{id}`: key and tenant-scoped job in one query. Sets the
-   * request's principal (for the request log) once the key resolved.
+   * `GET /v1/fine_tuning/jobs/{id}`: key and tenant-scoped job in one query. Reports the
+   * principal back to the key once it resolved, before a 404 too (the request log names it).
    */
-  async getWithApiKey(request: InlineAuthRequest, id: string): Promise<FineTuningJob> {
-    const found = await this.apiKeys.authenticateWithJob(request.apiKey, id);
+  async getWithApiKey(apiKey: DeferredApiKey, id: string): Promise<FineTuningJob> {
+    const found = await this.apiKeys.authenticateWithJob(apiKey.plaintext, id);
     if (!found) throw new ApiError('invalid_api_key', BAD_KEY_MESSAGE);
-    request.principal = found.principal;
+    apiKey.resolvedTo(found.principal);
     if (!found.job)
       throw new ApiError('not_found', `No such fine-tuning job: ${id}`, 'fine_tuning_job_id');
     return presentJob(found.job);
