@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import {
   AdaptersRepository,
@@ -6,6 +7,7 @@ import {
   OutboxRepository,
   ApiKeysRepository,
   AttemptsRepository,
+  CheckpointsRepository,
   JobEventsRepository,
   TenantsRepository,
   WorkersRepository,
@@ -153,6 +155,35 @@ describe('libs/db against a real Postgres', () => {
       trainedTokens: 10,
     });
     expect(final?.finishedAt).toBeInstanceOf(Date);
+  });
+
+  it('stores checkpoints fenced by the lease, keeps the newest and resumes with the blob (R5, R7)', async () => {
+    const checkpoints = new CheckpointsRepository(ds);
+    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    expect(await checkpoints.latestCheckpoint(job.id)).toBeNull();
+    const claim = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
+    const save = (leaseToken: string, step: number) =>
+      checkpoints.saveCheckpoint(
+        job.id,
+        leaseToken,
+        { attempt: 1, step, metrics: { train_loss: 1 / step }, blob: Buffer.from(`state-${step}`) },
+        2,
+      );
+    for (const step of [10, 20, 30]) expect(await save(claim!.leaseToken, step)).not.toBeNull();
+    expect(await save(randomUUID(), 40)).toBeNull();
+
+    const kept = await checkpoints.listCheckpoints(job.id, 10);
+    expect(kept.map((c) => c.step)).toEqual([30, 20]);
+    expect(kept[0].blob).toBeUndefined(); // listing never reads the blobs
+    expect(await checkpoints.latestCheckpoint(job.id)).toMatchObject({
+      id: kept[0].id,
+      jobId: job.id,
+      attempt: 1,
+      step: 30,
+      metrics: { train_loss: 1 / 30 },
+      bytes: 'state-30'.length,
+      blob: Buffer.from('state-30'),
+    });
   });
 
   it("completes with step = total_steps; a late progress write cannot move a succeeded job's progress", async () => {

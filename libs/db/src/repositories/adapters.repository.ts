@@ -33,10 +33,6 @@ export interface JobUsageRecord {
   tokensPerSecond: number | null;
 }
 
-/** A completed job's step and total_steps: the run's step count, else the last reported total. */
-const FINAL_STEP_SQL =
-  'COALESCE(CAST(:totalSteps AS integer), progress_total_steps, progress_step)';
-
 /** Trained adapters: stored once per job by the attempt that finished it, read per tenant. */
 export class AdaptersRepository {
   constructor(private readonly dataSource: DataSource) {}
@@ -83,11 +79,13 @@ export class AdaptersRepository {
       // A succeeded job shows its whole run: step = total_steps. The worker's progress writes
       // are fire-and-forget, so the last one may still be in flight (and will then be fenced
       // out by the lease and status below); completion does not depend on it.
-      const totalSteps = adapter.totalSteps ?? null;
-      await manager
-        .createQueryBuilder()
-        .update(FineTuningJobEntity)
-        .set({
+      // The run's step count, else the last reported total (both columns from the old row).
+      const finalStep =
+        adapter.totalSteps ?? (() => 'COALESCE(progress_total_steps, progress_step)');
+      await manager.update(
+        FineTuningJobEntity,
+        { id: jobId },
+        {
           status: 'succeeded',
           adapterId,
           fineTunedModel: adapter.fineTunedModel,
@@ -97,18 +95,16 @@ export class AdaptersRepository {
           resultFiles,
           leaseToken: null,
           finishedAt: () => 'now()',
-          progressTotalSteps: () => FINAL_STEP_SQL,
-          progressStep: () => FINAL_STEP_SQL,
+          progressTotalSteps: finalStep,
+          progressStep: finalStep,
           ...(adapter.usage
             ? {
                 peakMemoryMb: adapter.usage.peakMemoryMb,
                 tokensPerSecond: adapter.usage.tokensPerSecond,
               }
             : {}),
-        })
-        .where('id = :jobId', { jobId })
-        .setParameter('totalSteps', totalSteps)
-        .execute();
+        },
+      );
       if (adapter.finalMetrics || adapter.samples?.length) {
         await insertJobEvent(manager, jobId, {
           type: 'metrics',
@@ -141,10 +137,7 @@ export class AdaptersRepository {
   async getWeights(tenantId: string, id: string): Promise<Buffer | null> {
     const row = await this.dataSource
       .getRepository(AdapterEntity)
-      .createQueryBuilder('a')
-      .addSelect('a.weights')
-      .where('a.id = :id AND a.tenant_id = :tenantId', { id, tenantId })
-      .getOne();
+      .findOne({ select: { id: true, weights: true }, where: { tenantId, id } });
     return row ? row.weights : null;
   }
 

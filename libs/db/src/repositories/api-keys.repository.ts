@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { IsNull, type DataSource } from 'typeorm';
 import { ApiKeyEntity, type FineTuningJobEntity } from '../entities';
 import { newId, sha256Hex } from '../ids';
-import { pgPool } from '../pg-pool';
+import { preparedQuery } from '../pg-pool';
 import { hydrateJob, jobSelect, type JobColumn } from './job-rows';
 
 export interface IssuedApiKey {
@@ -38,7 +38,6 @@ function principalFromRow(row: PrincipalRow): AuthenticatedPrincipal {
 }
 
 interface JobForKeyRead {
-  name: string;
   sql: string;
   columns: JobColumn[];
 }
@@ -76,20 +75,20 @@ export class ApiKeysRepository {
    * secrets, so response time reveals nothing about the stored key's plaintext.
    */
   async authenticate(plaintext: string): Promise<AuthenticatedPrincipal | null> {
-    // Every /v1 request runs this: a named prepared statement on the pg pool, no query
-    // builder, no entity. Not cached, so a revoked key fails on its next request (R20).
-    const { rows } = await pgPool(this.dataSource).query<PrincipalRow>({
-      name: 'lorafleet_authenticate_v2',
-      text: `SELECT tenant_id, id, is_admin, is_fleet_admin FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`,
-      values: [sha256Hex(plaintext)],
-    });
+    // Every /v1 request runs this (a hot read). Not cached, so a revoked key fails on its
+    // next request (R20).
+    const rows = await preparedQuery<PrincipalRow>(
+      this.dataSource,
+      'authenticate',
+      'SELECT tenant_id, id, is_admin, is_fleet_admin FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL',
+      [sha256Hex(plaintext)],
+    );
     return rows.length > 0 ? principalFromRow(rows[0]) : null;
   }
 
   /**
    * The hot path of `GET /v1/fine_tuning/jobs/{id}`: the API key check and the tenant-scoped
-   * job read in one round trip, as a named prepared statement on the pg pool (no query
-   * builder, no TypeORM hydration). Null when the key is unknown or revoked; `job` is null
+   * job read in one round trip, a hot read (no TypeORM hydration). Null when the key is unknown or revoked; `job` is null
    * when the key is good but the tenant has no such job. Nothing is cached: every call reads
    * the key and the row as Postgres has them now (R20, never staler than the database).
    */
@@ -98,11 +97,12 @@ export class ApiKeysRepository {
     jobId: string,
   ): Promise<{ principal: AuthenticatedPrincipal; job: FineTuningJobEntity | null } | null> {
     const read = this.jobForKeyRead();
-    const { rows } = await pgPool(this.dataSource).query<Record<string, unknown>>({
-      name: read.name,
-      text: read.sql,
-      values: [sha256Hex(plaintext), jobId],
-    });
+    const rows = await preparedQuery<Record<string, unknown>>(
+      this.dataSource,
+      'job_for_key',
+      read.sql,
+      [sha256Hex(plaintext), jobId],
+    );
     if (rows.length === 0) return null;
     const row = rows[0];
     const principal = principalFromRow({
@@ -117,7 +117,7 @@ export class ApiKeysRepository {
 
   private jobForKeyReadCache?: JobForKeyRead;
 
-  /** SQL and column map of `authenticateWithJob`; the name carries a hash of the SQL. */
+  /** SQL and column map of `authenticateWithJob`, built once from the entity metadata. */
   private jobForKeyRead(): JobForKeyRead {
     if (this.jobForKeyReadCache) return this.jobForKeyReadCache;
     const { columns, select } = jobSelect(this.dataSource);
@@ -126,11 +126,7 @@ export class ApiKeysRepository {
        FROM api_keys k
        LEFT JOIN fine_tuning_jobs j ON j.id = $2 AND j.tenant_id = k.tenant_id
       WHERE k.key_hash = $1 AND k.revoked_at IS NULL`;
-    this.jobForKeyReadCache = {
-      name: `lorafleet_job_for_key_${sha256Hex(sql).slice(0, 12)}`,
-      sql,
-      columns,
-    };
+    this.jobForKeyReadCache = { sql, columns };
     return this.jobForKeyReadCache;
   }
 

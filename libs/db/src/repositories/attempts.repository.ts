@@ -121,11 +121,8 @@ export class AttemptsRepository {
   /** Records the attempt's backend once the trainer has initialised it (fenced). */
   async recordBackend(jobId: string, leaseToken: string, backend: string): Promise<boolean> {
     const result = await this.dataSource
-      .createQueryBuilder()
-      .update(FineTuningJobEntity)
-      .set({ backend })
-      .where('id = :jobId AND lease_token = :leaseToken', { jobId, leaseToken })
-      .execute();
+      .getRepository(FineTuningJobEntity)
+      .update({ id: jobId, leaseToken }, { backend });
     return (result.affected ?? 0) > 0;
   }
 
@@ -139,30 +136,24 @@ export class AttemptsRepository {
     leaseToken: string,
     progress: JobProgressUpdate,
   ): Promise<boolean> {
-    const result = await this.dataSource
-      .createQueryBuilder()
-      .update(FineTuningJobEntity)
-      .set({
+    const result = await this.dataSource.getRepository(FineTuningJobEntity).update(
+      { id: jobId, leaseToken, status: 'running' },
+      {
         progressStep: progress.step,
         progressTotalSteps: progress.totalSteps,
         progressEpoch: progress.epoch,
         estimatedFinish: progress.estimatedFinish,
-      })
-      .where("id = :jobId AND lease_token = :leaseToken AND status = 'running'", {
-        jobId,
-        leaseToken,
-      })
-      .execute();
+      },
+    );
     return (result.affected ?? 0) > 0;
   }
 
   /** The memory a hand-back recorded for this job (MiB), or null when none did. */
   async memoryRequiredMb(jobId: string): Promise<number | null> {
-    const rows = await this.dataSource.query<{ memory_required_mb: number | null }[]>(
-      'SELECT memory_required_mb FROM fine_tuning_jobs WHERE id = $1',
-      [jobId],
-    );
-    return rows[0]?.memory_required_mb ?? null;
+    const row = await this.dataSource
+      .getRepository(FineTuningJobEntity)
+      .findOne({ select: { id: true, memoryRequiredMb: true }, where: { id: jobId } });
+    return row?.memoryRequiredMb ?? null;
   }
 
   /**

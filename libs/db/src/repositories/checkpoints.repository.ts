@@ -1,4 +1,4 @@
-import type { DataSource } from 'typeorm';
+import type { DataSource, FindOptionsSelect } from 'typeorm';
 import { CheckpointEntity } from '../entities';
 import { newId } from '../ids';
 import { lockLeasedJob } from './attempts.repository';
@@ -47,14 +47,15 @@ export class CheckpointsRepository {
 
   /** The newest checkpoint with its blob, to resume from. */
   latestCheckpoint(jobId: string): Promise<CheckpointEntity | null> {
-    return this.dataSource
-      .getRepository(CheckpointEntity)
-      .createQueryBuilder('c')
-      .addSelect('c.blob')
-      .where('c.job_id = :jobId', { jobId })
-      .orderBy('c.step', 'DESC')
-      .addOrderBy('c.created_at', 'DESC')
-      .getOne();
+    // Every column, the blob (not selected by default) included.
+    const select = Object.fromEntries(
+      this.dataSource.getMetadata(CheckpointEntity).columns.map((c) => [c.propertyName, true]),
+    ) as FindOptionsSelect<CheckpointEntity>;
+    return this.dataSource.getRepository(CheckpointEntity).findOne({
+      select,
+      where: { jobId },
+      order: { step: 'DESC', createdAt: 'DESC' },
+    });
   }
 
   /** Newest first, without blobs. */

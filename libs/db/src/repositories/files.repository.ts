@@ -50,11 +50,10 @@ export class FilesRepository {
 
   /** Content is not selected by default (it can be megabytes); fetch it only when needed. */
   async getContent(tenantId: string, id: string): Promise<Buffer | null> {
-    const row = await this.repo
-      .createQueryBuilder('f')
-      .addSelect('f.content')
-      .where('f.id = :id AND f.tenant_id = :tenantId', { id, tenantId })
-      .getOne();
+    const row = await this.repo.findOne({
+      select: { id: true, content: true },
+      where: { tenantId, id },
+    });
     return row ? row.content : null;
   }
 

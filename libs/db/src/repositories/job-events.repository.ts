@@ -1,6 +1,7 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { JobEventEntity, type JobEventLevel, type JobEventType } from '../entities';
 import type { JsonObject } from '../entities/json';
+import { preparedQuery } from '../pg-pool';
 
 export interface NewJobEvent {
   level?: JobEventLevel;
@@ -34,25 +35,26 @@ export class JobEventsRepository {
    * the first). Clients see `seq`, never the global `id`, which would reveal the whole
    * system's event rate to every tenant. `after` is the `seq` of the last event of the
    * previous page. Counting happens per read over the job's own events (index
-   * `idx_job_events_job_id_id`), so no writer needs to know about it.
+   * `idx_job_events_job_id_id`), so no writer needs to know about it. A hot read: clients
+   * and the dashboard poll it while a job runs.
    */
   async listEvents(
     jobId: string,
     after: number | undefined,
     limit: number,
   ): Promise<(JobEventEntity & { seq: number })[]> {
-    const rows = await this.dataSource.query<
-      {
-        id: string;
-        job_id: string;
-        level: JobEventLevel;
-        type: JobEventType;
-        message: string;
-        data: JsonObject | null;
-        created_at: Date;
-        seq: string;
-      }[]
-    >(
+    const rows = await preparedQuery<{
+      id: string;
+      job_id: string;
+      level: JobEventLevel;
+      type: JobEventType;
+      message: string;
+      data: JsonObject | null;
+      created_at: Date;
+      seq: string;
+    }>(
+      this.dataSource,
+      'list_job_events',
       `SELECT * FROM (
          SELECT e.id, e.job_id, e.level, e.type, e.message, e.data, e.created_at,
                 row_number() OVER (ORDER BY e.id) AS seq

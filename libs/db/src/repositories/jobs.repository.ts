@@ -6,11 +6,11 @@ import {
   type ResolvedHyperparameters,
   type TrainingOptions,
 } from '@lorafleet/contracts';
-import type { DataSource } from 'typeorm';
+import { In, type DataSource } from 'typeorm';
 import { FineTuningJobEntity } from '../entities';
 import type { JsonObject } from '../entities/json';
-import { newId, sha256Hex } from '../ids';
-import { pgPool } from '../pg-pool';
+import { newId } from '../ids';
+import { preparedQuery } from '../pg-pool';
 import { insertJobEvent } from './job-events.repository';
 import { hydrateJob, jobSelect, returningRows } from './job-rows';
 import { insertOutboxEntry } from './outbox.repository';
@@ -84,7 +84,7 @@ export interface JobListQuery {
 }
 
 /** Statuses that hold or wait for a worker slot: what the per-tenant quota counts (R21). */
-const ACTIVE_STATUSES_SQL = "'validating_files', 'queued', 'running', 'paused'";
+const ACTIVE_STATUSES: readonly JobStatus[] = ['validating_files', 'queued', 'running', 'paused'];
 
 /** The tenant already has its maximum of unfinished jobs (R21). */
 export class ActiveJobQuotaError extends Error {
@@ -120,11 +120,10 @@ export class JobsRepository {
         await manager.query('SELECT id FROM tenants WHERE id = $1 FOR UPDATE', [job.tenantId]);
         // READ COMMITTED: this statement's snapshot starts after the lock was granted, so it
         // sees every job the previous lock holder committed.
-        const [{ active }] = await manager.query<{ active: number }[]>(
-          `SELECT count(*)::int AS active FROM fine_tuning_jobs
-            WHERE tenant_id = $1 AND status IN (${ACTIVE_STATUSES_SQL})`,
-          [job.tenantId],
-        );
+        const active = await manager.countBy(FineTuningJobEntity, {
+          tenantId: job.tenantId,
+          status: In(ACTIVE_STATUSES),
+        });
         if (active >= options.maxActiveJobs) throw new ActiveJobQuotaError(options.maxActiveJobs);
       }
       const id = newId('job');
@@ -160,9 +159,8 @@ export class JobsRepository {
 
   /**
    * Newest first; `after` is the id of the last job on the previous page (OpenAI cursor).
-   * Plain prepared SQL on the pg pool like `ApiKeysRepository.authenticateWithJob`
-   * (dashboards and clients poll this page): one statement per filter shape, rows mapped
-   * straight onto the entity.
+   * A hot read (dashboards and clients poll this page): one prepared statement per filter
+   * shape, rows mapped straight onto the entity.
    */
   async listForTenant(tenantId: string, query: JobListQuery): Promise<FineTuningJobEntity[]> {
     const { columns, select } = jobSelect(this.dataSource);
@@ -185,11 +183,12 @@ export class JobsRepository {
     values.push(query.limit);
     const sql = `SELECT ${select} FROM fine_tuning_jobs j WHERE ${where.join(' AND ')}
       ORDER BY j.created_at DESC, j.id DESC LIMIT $${values.length}`;
-    const { rows } = await pgPool(this.dataSource).query<Record<string, unknown>>({
-      name: `lorafleet_list_jobs_${sha256Hex(sql).slice(0, 12)}`,
-      text: sql,
+    const rows = await preparedQuery<Record<string, unknown>>(
+      this.dataSource,
+      'list_jobs',
+      sql,
       values,
-    });
+    );
     return rows.map((row) => hydrateJob(row, columns));
   }
 
@@ -197,9 +196,7 @@ export class JobsRepository {
   countActiveForTenant(tenantId: string): Promise<number> {
     return this.dataSource
       .getRepository(FineTuningJobEntity)
-      .createQueryBuilder('j')
-      .where(`j.tenant_id = :tenantId AND j.status IN (${ACTIVE_STATUSES_SQL})`, { tenantId })
-      .getCount();
+      .countBy({ tenantId, status: In(ACTIVE_STATUSES) });
   }
 
   /**
@@ -214,21 +211,23 @@ export class JobsRepository {
       }
     }
     return this.dataSource.transaction(async (manager) => {
-      const qb = manager
-        .createQueryBuilder()
-        .update(FineTuningJobEntity)
-        .set({
-          ...request.set,
-          status: request.to,
-          ...(isTerminalJobStatus(request.to) ? { finishedAt: () => 'now()' } : {}),
-        })
-        .where('id = :jobId AND status IN (:...from)', { jobId, from: request.from });
-      if (request.leaseToken) qb.andWhere('lease_token = :lease', { lease: request.leaseToken });
       const previous = await manager.query<{ status: JobStatus }[]>(
         'SELECT status FROM fine_tuning_jobs WHERE id = $1 FOR UPDATE',
         [jobId],
       );
-      const result = await qb.execute();
+      const result = await manager.update(
+        FineTuningJobEntity,
+        {
+          id: jobId,
+          status: In(request.from),
+          ...(request.leaseToken ? { leaseToken: request.leaseToken } : {}),
+        },
+        {
+          ...request.set,
+          status: request.to,
+          ...(isTerminalJobStatus(request.to) ? { finishedAt: () => 'now()' } : {}),
+        },
+      );
       if ((result.affected ?? 0) === 0) return false;
       await insertJobEvent(manager, jobId, {
         type: 'status',
@@ -286,11 +285,8 @@ export class JobsRepository {
   /** Asks the running attempt to checkpoint and stop; the worker completes the pause. */
   async requestPause(jobId: string): Promise<boolean> {
     const result = await this.dataSource
-      .createQueryBuilder()
-      .update(FineTuningJobEntity)
-      .set({ pauseRequestedAt: () => 'now()' })
-      .where("id = :jobId AND status = 'running'", { jobId })
-      .execute();
+      .getRepository(FineTuningJobEntity)
+      .update({ id: jobId, status: 'running' }, { pauseRequestedAt: () => 'now()' });
     return (result.affected ?? 0) > 0;
   }
 }

@@ -41,11 +41,7 @@ export class OutboxRepository {
   async recordFailure(id: string, error: string): Promise<void> {
     await this.dataSource
       .getRepository(OutboxEntity)
-      .createQueryBuilder()
-      .update()
-      .set({ attempts: () => 'attempts + 1', lastError: error.slice(0, 2000) })
-      .where('id = :id', { id })
-      .execute();
+      .update({ id }, { attempts: () => 'attempts + 1', lastError: error.slice(0, 2000) });
   }
 
   /**
