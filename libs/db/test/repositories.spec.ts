@@ -12,13 +12,12 @@ import {
   TenantsRepository,
   WorkersRepository,
   createDataSource,
-  createScratchDatabase,
   FineTuningJobEntity,
   pendingSchemaChanges,
   runMigrations,
   type NewJob,
-  type ScratchDatabase,
 } from '../src';
+import { createScratchDatabase, type ScratchDatabase } from '@lorafleet/testing';
 
 describe('libs/db against a real Postgres', () => {
   let scratch: ScratchDatabase;
