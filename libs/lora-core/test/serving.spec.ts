@@ -13,22 +13,20 @@ import * as tf from '@tensorflow/tfjs';
 
 import {
   AdapterRegistry,
+  AdapterRegistryError,
   BatchedKvDecoder,
-  KvCacheDecoder,
-  addLoraAdapter,
-  exportPeftAdapter,
+  readSafetensors,
   selectBackend,
-  setActiveAdapter,
+  type AdapterSource,
   type CausalLM,
-  type LoraConfig,
+  type ExportedPeftAdapter,
   type RequestedBackend,
   type ServingAdapter,
 } from '../src';
 import { maxAbsDiff } from './fixture.helpers';
-import { randomizeLoraB, tinyLlama } from './trainer.helpers';
+import { BASE_SHA, argmaxOf, decodeAlone, servingFixture } from './serving.helpers';
 
 const LOGIT_TOLERANCE = 1e-4;
-const BASE_SHA = 'a'.repeat(64);
 
 /** Worst logit differences, written to $SERVING_REPORT (a file path) when set. */
 const figures: Record<string, number> = {};
@@ -36,78 +34,6 @@ afterAll(async () => {
   const target = process.env.SERVING_REPORT;
   if (target) await writeFile(target, `${JSON.stringify(figures, null, 2)}\n`);
 });
-
-const ADAPTERS: Record<string, Omit<LoraConfig, 'fanInFanOut'>> = {
-  qv: { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj'], useRslora: false },
-  all: { r: 8, alpha: 16, dropout: 0, targetModules: 'all-linear', useRslora: false },
-  head: {
-    r: 2,
-    alpha: 4,
-    dropout: 0,
-    targetModules: ['o_proj', 'down_proj', 'lm_head'],
-    useRslora: true,
-  },
-  mlp: {
-    r: 6,
-    alpha: 3,
-    dropout: 0,
-    targetModules: ['k_proj', 'gate_proj', 'up_proj'],
-    useRslora: false,
-  },
-};
-
-/**
- * The tiny Llama (GQA 4:2, untied head) with the four adapters inside it (for the reference)
- * and registered from their PEFT bytes (for the batch).
- */
-function servingFixture(): { model: CausalLM; registry: AdapterRegistry } {
-  const model = tinyLlama(11);
-  const registry = new AdapterRegistry(model, { maxBytes: 1 << 24, baseModelSha256: BASE_SHA });
-  Object.entries(ADAPTERS).forEach(([name, cfg], i) => {
-    addLoraAdapter(model, name, { ...cfg, fanInFanOut: false }, 100 + i);
-    setActiveAdapter(model, name);
-    randomizeLoraB(model, 200 + i, 0.2);
-    const exported = exportPeftAdapter(model, name, 'tiny-llama');
-    registry.register(name, {
-      adapterConfig: exported.adapterConfig,
-      safetensors: exported.adapterSafetensors,
-      baseModelSha256: BASE_SHA,
-    });
-  });
-  return { model, registry };
-}
-
-/** A request decoded alone by the single-sequence decoder: logits per step, greedy tokens. */
-function decodeAlone(
-  model: CausalLM,
-  adapter: string | null,
-  prompt: readonly number[],
-  steps: number,
-): { logits: Float32Array[]; tokens: number[] } {
-  const decoder = new KvCacheDecoder(model, adapter);
-  const logits: Float32Array[] = [];
-  const tokens: number[] = [];
-  let next = prompt;
-  try {
-    for (let s = 0; s < steps; s++) {
-      const out = decoder.step(next); // [1, V]
-      const row = out.dataSync() as Float32Array;
-      out.dispose();
-      logits.push(row);
-      tokens.push(argmaxOf(row));
-      next = [tokens[tokens.length - 1]];
-    }
-  } finally {
-    decoder.dispose();
-  }
-  return { logits, tokens };
-}
-
-function argmaxOf(row: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 interface Request {
   id: string;
@@ -198,3 +124,124 @@ describe.each(['cpu', 'wasm', 'wasm-blas'] as RequestedBackend[])(
     });
   },
 );
+
+describe('adapter registry', () => {
+  let model: CausalLM;
+  let registry: AdapterRegistry;
+  let exported: Map<string, ExportedPeftAdapter>;
+
+  beforeAll(async () => {
+    await selectBackend('cpu');
+    ({ model, registry, exported } = servingFixture());
+  });
+
+  afterAll(() => {
+    registry.dispose();
+    model.dispose();
+  });
+
+  /** An adapter's float32 bytes, counted from its PEFT file rather than the registry. */
+  function fileBytes(name: string): number {
+    let bytes = 0;
+    for (const tensor of readSafetensors(exported.get(name)!.adapterSafetensors).tensors.values()) {
+      bytes += tensor.data.length * 4;
+    }
+    return bytes;
+  }
+
+  function source(name: string, baseModelSha256: string | null = BASE_SHA): AdapterSource {
+    const peft = exported.get(name)!;
+    return {
+      adapterConfig: peft.adapterConfig,
+      safetensors: peft.adapterSafetensors,
+      baseModelSha256,
+    };
+  }
+
+  it('evicts the least recently used adapters by bytes, never a pinned one', () => {
+    const [qv, all, head, mlp] = ['qv', 'all', 'head', 'mlp'].map(fileBytes);
+    // Room for qv + all + head, not for mlp as well.
+    const lru = new AdapterRegistry(model, {
+      maxBytes: qv + all + head + mlp - 1,
+      baseModelSha256: BASE_SHA,
+    });
+    try {
+      lru.register('qv', source('qv'));
+      lru.register('all', source('all'));
+      lru.register('head', source('head'));
+      expect(lru.bytesUsed).toBe(qv + all + head);
+      // Using qv makes all the least recently used; pinning all protects it instead.
+      lru.acquire('qv');
+      lru.release('qv');
+      expect(lru.ids()).toEqual(['all', 'head', 'qv']);
+      lru.register('mlp', source('mlp'));
+      expect(lru.ids()).toEqual(['head', 'qv', 'mlp']);
+      expect(lru.bytesUsed).toBe(head + qv + mlp);
+
+      // Pinned by a running request, head is skipped: qv, now the least recently used, goes.
+      lru.acquire('head');
+      lru.register('all', source('all'));
+      expect(lru.ids()).toEqual(['mlp', 'head', 'all']);
+      expect(lru.bytesUsed).toBe(mlp + head + all);
+      lru.release('head');
+    } finally {
+      lru.dispose();
+    }
+  });
+
+  it('refuses what cannot fit without evicting anything', () => {
+    const lru = new AdapterRegistry(model, {
+      maxBytes: fileBytes('all') + fileBytes('qv'),
+      baseModelSha256: BASE_SHA,
+    });
+    try {
+      lru.register('all', source('all'));
+      lru.acquire('all');
+      expect(() => lru.register('mlp', source('mlp'))).toThrow(
+        expect.objectContaining({ code: 'capacity' }) as Error,
+      );
+      expect(lru.ids()).toEqual(['all']);
+      const small = new AdapterRegistry(model, { maxBytes: fileBytes('all') - 4 });
+      expect(() => small.register('all', source('all', null))).toThrow(
+        expect.objectContaining({ code: 'too_large' }) as Error,
+      );
+      lru.release('all');
+    } finally {
+      lru.dispose();
+    }
+  });
+
+  it('refuses an adapter trained on another base, naming both hashes', () => {
+    const other = 'b'.repeat(64);
+    expect(() => registry.register('foreign', source('qv', other))).toThrow(
+      new AdapterRegistryError(
+        `adapter "foreign" was trained on base weights sha256 ${other}, but the loaded base's weights hash to ${BASE_SHA}`,
+        'base_mismatch',
+      ),
+    );
+    expect(registry.has('foreign')).toBe(false);
+    // A base without a hash cannot vouch for an adapter that names one.
+    const unhashed = new AdapterRegistry(model, { maxBytes: 1 << 20 });
+    expect(() => unhashed.register('qv', source('qv'))).toThrow(/no weights hash/);
+    // A PEFT adapter from elsewhere carries no lineage and is accepted, as the CLI does.
+    unhashed.register('peft', source('qv', null));
+    expect(unhashed.ids()).toEqual(['peft']);
+    unhashed.dispose();
+  });
+
+  it('loads an adapter once for concurrent first uses', async () => {
+    const lazy = new AdapterRegistry(model, { maxBytes: 1 << 20, baseModelSha256: BASE_SHA });
+    let fetches = 0;
+    const fetch = async () => {
+      fetches += 1;
+      await new Promise((resolve) => setImmediate(resolve));
+      return source('head');
+    };
+    const [a, b] = await Promise.all([lazy.load('head', fetch), lazy.load('head', fetch)]);
+    expect(fetches).toBe(1);
+    expect(a).toBe(b);
+    expect(await lazy.load('head', fetch)).toBe(a);
+    expect(fetches).toBe(1);
+    lazy.dispose();
+  });
+});
