@@ -280,3 +280,14 @@ export {
 } from './serving/adapter.registry';
 export { RowAdapterBatch } from './serving/row-adapter.batch';
 export { BatchedKvDecoder, type DecodeRow } from './serving/batched-kv.decoder';
+export { StopSequenceMatcher } from './serving/stop-sequence.matcher';
+export {
+  CompletionEngine,
+  MAX_STOP_SEQUENCES,
+  type CompletionDelta,
+  type CompletionEngineOptions,
+  type CompletionRequest,
+  type CompletionResult,
+  type CompletionUsage,
+  type FinishReason,
+} from './serving/completion.engine';
