@@ -191,7 +191,7 @@ export class CompletionEngine {
   /** Fails every unfinished request and frees the decoder. */
   dispose(): void {
     for (const r of [...this.waitingQueue, ...this.runningRequests]) {
-      this.finishWith(r, new Error('the completion engine was disposed'));
+      this.fail(r, new Error('the completion engine was disposed'));
     }
     this.decoder.dispose();
   }
@@ -213,7 +213,7 @@ export class CompletionEngine {
       logits = (await tensor.data()) as Float32Array;
       tensor.dispose();
     } catch (error) {
-      for (const r of requests) this.finishWith(r, error);
+      for (const r of requests) this.fail(r, error);
       return;
     }
     requests.forEach((r, b) => {
@@ -221,7 +221,7 @@ export class CompletionEngine {
         this.accept(r, logits.subarray(b * vocab, (b + 1) * vocab));
       } catch (error) {
         // A callback that throws ends its own request only.
-        this.finishWith(r, error);
+        this.fail(r, error);
       }
     });
   }
@@ -246,7 +246,7 @@ export class CompletionEngine {
       r.text += delta;
     }
     r.onDelta?.({ requestId: request.id, tokenId: token, text: delta });
-    if (finish !== null) this.finishWith(r, finish);
+    if (finish !== null) this.complete(r, finish);
   }
 
   private reachedLength(r: RunningRequest): boolean {
@@ -256,29 +256,35 @@ export class CompletionEngine {
     );
   }
 
-  private finishWith(r: RunningRequest, outcome: FinishReason | unknown): void {
+  /** Takes `r` out of the engine, freeing its cache and its adapter pin. */
+  private remove(r: RunningRequest): void {
     for (const queue of [this.runningRequests, this.waitingQueue]) {
       const index = queue.indexOf(r);
       if (index >= 0) queue.splice(index, 1);
     }
     this.decoder.release(r.request.id);
     if (r.adapter !== null) this.registry!.release(r.adapter.id);
-    if (outcome === 'stop' || outcome === 'length') {
-      const promptTokens = r.request.promptIds.length;
-      r.resolve({
-        id: r.request.id,
-        tokenIds: r.tokenIds,
-        text: this.tokenizer ? r.text : null,
-        finishReason: outcome,
-        usage: {
-          promptTokens,
-          completionTokens: r.tokenIds.length,
-          totalTokens: promptTokens + r.tokenIds.length,
-        },
-      });
-    } else {
-      r.reject(outcome);
-    }
+  }
+
+  private complete(r: RunningRequest, finishReason: FinishReason): void {
+    this.remove(r);
+    const promptTokens = r.request.promptIds.length;
+    r.resolve({
+      id: r.request.id,
+      tokenIds: r.tokenIds,
+      text: this.tokenizer ? r.text : null,
+      finishReason,
+      usage: {
+        promptTokens,
+        completionTokens: r.tokenIds.length,
+        totalTokens: promptTokens + r.tokenIds.length,
+      },
+    });
+  }
+
+  private fail(r: RunningRequest, error: unknown): void {
+    this.remove(r);
+    r.reject(error);
   }
 
   private acquire(adapterId: string): ServingAdapter {
