@@ -5,8 +5,10 @@
  * model itself and decoded by the single-sequence `KvCacheDecoder` (LoraLinear's own branch,
  * which generation.spec.ts checks against the full forward), while the batch reads the
  * registry's copies through `RowAdapterBatch`'s gather. Four adapters of different ranks,
- * scalings (one rsLoRA) and target modules (lm_head included) share a batch with a base row;
- * prompts have different lengths, and rows leave and join between steps.
+ * scalings (one rsLoRA) and target modules (Llama's lm_head included) share a batch with a
+ * base row; prompts have different lengths, and rows leave and join between steps. Llama
+ * (RoPE at per-row positions, GQA) and GPT-2 (learned positions), on cpu, wasm and wasm-blas
+ * (frozen weights in host memory).
  */
 import { writeFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
@@ -24,7 +26,13 @@ import {
   type ServingAdapter,
 } from '../src';
 import { maxAbsDiff } from './fixture.helpers';
-import { BASE_SHA, argmaxOf, decodeAlone, servingFixture } from './serving.helpers';
+import {
+  BASE_SHA,
+  argmaxOf,
+  decodeAlone,
+  servingFixture,
+  type ServingFamily,
+} from './serving.helpers';
 
 const LOGIT_TOLERANCE = 1e-4;
 
@@ -56,74 +64,78 @@ const REQUESTS: Request[] = [
   { id: 'r-late-base', adapter: null, prompt: [9, 10], joins: 4, steps: 3 },
 ];
 
-describe.each(['cpu', 'wasm', 'wasm-blas'] as RequestedBackend[])(
-  'heterogeneous batched decoding on %s',
-  (backend) => {
-    let model: CausalLM;
-    let registry: AdapterRegistry;
-
-    beforeAll(async () => {
-      await selectBackend(backend);
-      ({ model, registry } = servingFixture());
-    });
-
-    afterAll(() => {
-      registry.dispose();
-      model.dispose();
-    });
-
-    it('gives each row of a mixed batch (4 adapters + base, rows joining and leaving) its logits and greedy tokens alone', () => {
-      // wasm-blas keeps the frozen weights in host memory: the shared product is hostMatMul.
-      const onHost = model.linearLayers().filter((l) => l.hostWeight !== null).length;
-      expect(onHost).toBe(backend === 'wasm-blas' ? model.linearLayers().length : 0);
-      const alone = new Map(
-        REQUESTS.map((r) => [r.id, decodeAlone(model, r.adapter, r.prompt, r.steps)]),
-      );
-      // Every adapter moves its row's logits, so dropping or mixing up a row's branch would show.
-      for (const r of REQUESTS.filter((q) => q.adapter !== null)) {
-        const base = decodeAlone(model, null, r.prompt, 1).logits[0];
-        expect(maxAbsDiff(base, alone.get(r.id)!.logits[0])).toBeGreaterThan(0.05);
-      }
-      const tensorsBefore = tf.memory().numTensors;
-      const decoder = new BatchedKvDecoder(model);
-      const adapters = new Map<string, ServingAdapter | null>(
-        REQUESTS.map((r) => [r.id, r.adapter === null ? null : registry.acquire(r.adapter)]),
-      );
-      const done = new Map<string, number>(); // steps taken
-      const tokens = new Map<string, number[]>(REQUESTS.map((r) => [r.id, []]));
-      let worst = 0;
-      for (let step = 0; ; step++) {
-        const active = REQUESTS.filter((r) => r.joins <= step && (done.get(r.id) ?? 0) < r.steps);
-        if (active.length === 0) break;
-        const rows = active.map((r) => ({
-          id: r.id,
-          tokens: done.has(r.id) ? [tokens.get(r.id)!.at(-1)!] : r.prompt,
-          adapter: adapters.get(r.id)!,
-        }));
-        const logits = decoder.step(rows); // [rows, V]
-        const data = logits.dataSync() as Float32Array;
-        const vocab = logits.shape[1];
-        logits.dispose();
-        active.forEach((r, b) => {
-          const taken = done.get(r.id) ?? 0;
-          const row = data.subarray(b * vocab, (b + 1) * vocab);
-          const diff = maxAbsDiff(row, alone.get(r.id)!.logits[taken]);
-          worst = Math.max(worst, diff);
-          expect(diff).toBeLessThanOrEqual(LOGIT_TOLERANCE);
-          tokens.get(r.id)!.push(argmaxOf(row));
-          done.set(r.id, taken + 1);
-          if (taken + 1 === r.steps) decoder.release(r.id);
-        });
-      }
-      figures[`${backend}: worst logit difference batched vs alone`] = worst;
-      for (const r of REQUESTS) expect(tokens.get(r.id)).toEqual(alone.get(r.id)!.tokens);
-      expect(decoder.sequenceIds).toEqual([]);
-      decoder.dispose();
-      for (const r of REQUESTS) if (r.adapter !== null) registry.release(r.adapter);
-      expect(tf.memory().numTensors).toBe(tensorsBefore);
-    });
-  },
+const CASES = (['cpu', 'wasm', 'wasm-blas'] as RequestedBackend[]).flatMap((backend) =>
+  (['llama', 'gpt2'] as ServingFamily[]).map((family): [RequestedBackend, ServingFamily] => [
+    backend,
+    family,
+  ]),
 );
+
+describe.each(CASES)('heterogeneous batched decoding on %s: %s', (backend, family) => {
+  let model: CausalLM;
+  let registry: AdapterRegistry;
+
+  beforeAll(async () => {
+    await selectBackend(backend);
+    ({ model, registry } = servingFixture(family));
+  });
+
+  afterAll(() => {
+    registry.dispose();
+    model.dispose();
+  });
+
+  it('gives each row of a mixed batch (4 adapters + base, rows joining and leaving) its logits and greedy tokens alone', () => {
+    // wasm-blas keeps the frozen weights in host memory: the shared product is hostMatMul.
+    const onHost = model.linearLayers().filter((l) => l.hostWeight !== null).length;
+    expect(onHost).toBe(backend === 'wasm-blas' ? model.linearLayers().length : 0);
+    const alone = new Map(
+      REQUESTS.map((r) => [r.id, decodeAlone(model, r.adapter, r.prompt, r.steps)]),
+    );
+    // Every adapter moves its row's logits, so dropping or mixing up a row's branch would show.
+    for (const r of REQUESTS.filter((q) => q.adapter !== null)) {
+      const base = decodeAlone(model, null, r.prompt, 1).logits[0];
+      expect(maxAbsDiff(base, alone.get(r.id)!.logits[0])).toBeGreaterThan(0.05);
+    }
+    const tensorsBefore = tf.memory().numTensors;
+    const decoder = new BatchedKvDecoder(model);
+    const adapters = new Map<string, ServingAdapter | null>(
+      REQUESTS.map((r) => [r.id, r.adapter === null ? null : registry.acquire(r.adapter)]),
+    );
+    const done = new Map<string, number>(); // steps taken
+    const tokens = new Map<string, number[]>(REQUESTS.map((r) => [r.id, []]));
+    let worst = 0;
+    for (let step = 0; ; step++) {
+      const active = REQUESTS.filter((r) => r.joins <= step && (done.get(r.id) ?? 0) < r.steps);
+      if (active.length === 0) break;
+      const rows = active.map((r) => ({
+        id: r.id,
+        tokens: done.has(r.id) ? [tokens.get(r.id)!.at(-1)!] : r.prompt,
+        adapter: adapters.get(r.id)!,
+      }));
+      const logits = decoder.step(rows); // [rows, V]
+      const data = logits.dataSync() as Float32Array;
+      const vocab = logits.shape[1];
+      logits.dispose();
+      active.forEach((r, b) => {
+        const taken = done.get(r.id) ?? 0;
+        const row = data.subarray(b * vocab, (b + 1) * vocab);
+        const diff = maxAbsDiff(row, alone.get(r.id)!.logits[taken]);
+        worst = Math.max(worst, diff);
+        expect(diff).toBeLessThanOrEqual(LOGIT_TOLERANCE);
+        tokens.get(r.id)!.push(argmaxOf(row));
+        done.set(r.id, taken + 1);
+        if (taken + 1 === r.steps) decoder.release(r.id);
+      });
+    }
+    figures[`${backend} / ${family}: worst logit difference batched vs alone`] = worst;
+    for (const r of REQUESTS) expect(tokens.get(r.id)).toEqual(alone.get(r.id)!.tokens);
+    expect(decoder.sequenceIds).toEqual([]);
+    decoder.dispose();
+    for (const r of REQUESTS) if (r.adapter !== null) registry.release(r.adapter);
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+  });
+});
 
 describe('adapter registry', () => {
   let model: CausalLM;

@@ -16,12 +16,12 @@
  *   from the step are parked in their own tensors until they come back or are released, and
  *   new rows start empty. The copy costs one pass over the cache, like a step's attention.
  *
- * The rotary families decode through `LlamaModel.decodeHidden`; GPT-2 is not batched yet.
+ * GPT-2 and the rotary families decode through their own blocks (`decodeHiddenFor`).
  */
 import * as tf from '@tensorflow/tfjs';
 
+import { decodeHiddenFor, type DecodeHidden } from '../generation/kv-cache.decoder';
 import { MASKED_SCORE, type CausalLM } from '../models/causal-lm.model';
-import { LlamaModel } from '../models/llama.model';
 import type { LoraForwardContext } from '../models/lora-linear.layer';
 import { contextLength } from '../models/model.config';
 import type { ServingAdapter } from './adapter.registry';
@@ -52,7 +52,7 @@ interface SequenceState {
 }
 
 export class BatchedKvDecoder {
-  private readonly model: LlamaModel;
+  private readonly decodeHidden: DecodeHidden;
   private readonly sequences = new Map<string, SequenceState>();
   /** Sequence ids of the batch rows, in row order. */
   private order: string[] = [];
@@ -66,19 +66,14 @@ export class BatchedKvDecoder {
   /** The longest sequence the model decodes: `max_position_embeddings` within any window. */
   readonly maxLength: number;
 
-  constructor(model: CausalLM) {
-    if (!(model instanceof LlamaModel)) {
-      throw new Error(
-        `batched decoding is implemented for the rotary decoder families, not ${model.config.modelType}`,
-      );
-    }
+  constructor(private readonly model: CausalLM) {
+    this.decodeHidden = decodeHiddenFor(model);
     const merged = model.adapterNames().filter((name) => model.isMerged(name));
     if (merged.length > 0) {
       throw new Error(
         `adapter(s) ${merged.join(', ')} are merged into the base weights; unmerge before serving`,
       );
     }
-    this.model = model;
     this.maxLength = contextLength(model.config);
   }
 
@@ -137,20 +132,14 @@ export class BatchedKvDecoder {
       logits = tf.tidy(() => {
         const input = tf.tensor2d(ids, [batch, newLength], 'int32'); // [B, Tn]
         const attentionBias = tf.tensor4d(bias, [batch, 1, newLength, total]); // [B, 1, Tn, W+Tn]
-        const final = this.model.decodeHidden(
-          input,
-          positions,
-          attentionBias,
-          ctx,
-          (i) => (k, v) => {
-            const past = this.cache[i];
-            const entry = past
-              ? { k: tf.concat([past.k, k], 2), v: tf.concat([past.v, v], 2) } // [B, KV, W+Tn, D]
-              : { k, v };
-            next.push({ k: tf.keep(entry.k), v: tf.keep(entry.v) });
-            return entry;
-          },
-        ); // [B, C]
+        const final = this.decodeHidden(input, positions, attentionBias, ctx, (i) => (k, v) => {
+          const past = this.cache[i];
+          const entry = past
+            ? { k: tf.concat([past.k, k], 2), v: tf.concat([past.v, v], 2) } // [B, KV, W+Tn, D]
+            : { k, v };
+          next.push({ k: tf.keep(entry.k), v: tf.keep(entry.v) });
+          return entry;
+        }); // [B, C]
         return this.model.headLogits(final, ctx); // [B, V]
       });
     } catch (error) {
@@ -217,7 +206,6 @@ export class BatchedKvDecoder {
    * batch are parked; released ones are dropped.
    */
   private rebuild(rows: readonly DecodeRow[]): void {
-    const { numKeyValueHeads: KV, headDim: D, numLayers } = this.model.config;
     const current = new Map(this.order.map((id, b) => [id, b]));
     const wanted = new Set(rows.map((r) => r.id));
     const pieces = new Map<string, LayerKv[]>();
@@ -241,8 +229,10 @@ export class BatchedKvDecoder {
     const width = Math.max(...lengths);
     this.disposeCache();
     if (width > 0) {
-      this.cache = Array.from({ length: numLayers }, (_, layer) =>
+      const layers = [...pieces.values()][0]; // some row has keys when width > 0
+      this.cache = layers.map((shapes, layer) =>
         tf.tidy(() => {
+          const [, KV, , D] = shapes.k.shape;
           const padded = (pick: (kv: LayerKv) => tf.Tensor4D) =>
             rows.map((row, b) => {
               const piece = pieces.get(row.id);
