@@ -282,6 +282,7 @@ export { RowAdapterBatch } from './serving/row-adapter.batch';
 export { BatchedKvDecoder, type DecodeRow } from './serving/batched-kv.decoder';
 export { StopSequenceMatcher } from './serving/stop-sequence.matcher';
 export {
+  CompletionCancelledError,
   CompletionEngine,
   MAX_STOP_SEQUENCES,
   type CompletionDelta,

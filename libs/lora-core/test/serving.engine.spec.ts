@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { loadTokenizer, type TextTokenizer } from '@lorafleet/data';
 
 import {
+  CompletionCancelledError,
   CompletionEngine,
   StopSequenceMatcher,
   generateTokens,
@@ -17,8 +18,9 @@ import {
   type CausalLM,
   type CompletionRequest,
   type CompletionResult,
+  type ExportedPeftAdapter,
 } from '../src';
-import { servingFixture } from './serving.helpers';
+import { BASE_SHA, servingFixture } from './serving.helpers';
 
 const TINY_LLAMA_DIR = join(__dirname, '../../../models/lorafleet-tiny-llama');
 
@@ -55,11 +57,12 @@ async function generatedAlone(model: CausalLM, request: CompletionRequest): Prom
 describe('completion engine: sampling and finish reasons', () => {
   let model: CausalLM;
   let registry: AdapterRegistry;
+  let exported: Map<string, ExportedPeftAdapter>;
   const reference = new Map<string, number[]>();
 
   beforeAll(async () => {
     await selectBackend('cpu');
-    ({ model, registry } = servingFixture());
+    ({ model, registry, exported } = servingFixture());
     for (const r of SAMPLED) reference.set(r.id, await generatedAlone(model, r));
   });
 
@@ -137,6 +140,31 @@ describe('completion engine: sampling and finish reasons', () => {
       finishReason: 'length',
       usage: { promptTokens: 60, completionTokens: 4, totalTokens: 64 },
     });
+  });
+
+  it('cancels a running request, freeing its pin, while its batch mates finish unchanged', async () => {
+    const engine = new CompletionEngine(model, { registry });
+    const [x, m1] = SAMPLED;
+    const cancelled = engine.submit(x);
+    const kept = engine.submit(m1);
+    await engine.step();
+    // Cancelled during the next step's logits read: the step must not touch it afterwards.
+    const stepping = engine.step();
+    expect(engine.cancel('x')).toBe(true);
+    await stepping;
+    await expect(cancelled).rejects.toThrow(new CompletionCancelledError('x'));
+    expect(engine.cancel('x')).toBe(false);
+    await engine.runUntilIdle();
+    expect((await kept).tokenIds).toEqual(reference.get('m1'));
+    // No pin is left on x's adapter: the registry may drop it.
+    const peft = exported.get('all')!;
+    registry.delete('all');
+    registry.register('all', {
+      adapterConfig: peft.adapterConfig,
+      safetensors: peft.adapterSafetensors,
+      baseModelSha256: BASE_SHA,
+    });
+    engine.dispose();
   });
 
   it('refuses invalid requests when they are submitted', () => {

@@ -26,6 +26,15 @@ import type { AdapterRegistry, ServingAdapter } from './adapter.registry';
 import { BatchedKvDecoder, type DecodeRow } from './batched-kv.decoder';
 import { StopSequenceMatcher } from './stop-sequence.matcher';
 
+/** A request ended by `cancel` (its client went away). */
+export class CompletionCancelledError extends Error {
+  override readonly name = 'CompletionCancelledError';
+
+  constructor(readonly requestId: string) {
+    super(`completion request "${requestId}" was cancelled`);
+  }
+}
+
 /** OpenAI's cap on `stop` strings per request. */
 export const MAX_STOP_SEQUENCES = 4;
 
@@ -188,6 +197,18 @@ export class CompletionEngine {
     }
   }
 
+  /**
+   * Ends request `id` now, waiting or running (its client disconnected): its promise rejects
+   * with `CompletionCancelledError`, its cache and adapter pin are freed. Safe between and
+   * during steps. Returns whether the request was unfinished.
+   */
+  cancel(id: string): boolean {
+    const r = [...this.waitingQueue, ...this.runningRequests].find((q) => q.request.id === id);
+    if (!r) return false;
+    this.fail(r, new CompletionCancelledError(id));
+    return true;
+  }
+
   /** Fails every unfinished request and frees the decoder. */
   dispose(): void {
     for (const r of [...this.waitingQueue, ...this.runningRequests]) {
@@ -217,6 +238,8 @@ export class CompletionEngine {
       return;
     }
     requests.forEach((r, b) => {
+      // Cancelled (or failed) while the step's logits were read: nothing more to do for it.
+      if (!this.runningRequests.includes(r)) return;
       try {
         this.accept(r, logits.subarray(b * vocab, (b + 1) * vocab));
       } catch (error) {
