@@ -1,4 +1,5 @@
 import type { FineTuningJobEvent } from '@lorafleet/contracts';
+import type { ListPage } from './api-types';
 
 /** `ftevent-123` → 123: event ids grow with time, so they order the log. */
 export function eventSeq(id: string): number {
@@ -91,4 +92,46 @@ export function metricSeries(
     }
   }
   return { steps, values, counts };
+}
+
+/** One page of a job's events, newest first, starting after the event `after` (null: the newest). */
+export type EventPageFetcher = (after: string | null) => Promise<ListPage<FineTuningJobEvent>>;
+
+/**
+ * A job's event history, newest first, walking back at most `maxPages` pages; `truncated`
+ * when older pages remained.
+ */
+export async function fetchEventHistory(
+  fetchPage: EventPageFetcher,
+  maxPages: number,
+): Promise<{ events: FineTuningJobEvent[]; truncated: boolean }> {
+  const events: FineTuningJobEvent[] = [];
+  let after: string | null = null;
+  for (let pageNo = 0; pageNo < maxPages; pageNo += 1) {
+    const page = await fetchPage(after);
+    events.push(...page.data);
+    if (!page.has_more || page.data.length === 0) return { events, truncated: false };
+    after = page.data[page.data.length - 1].id;
+  }
+  return { events, truncated: true };
+}
+
+/**
+ * The newest pages, handed to `onPage` one by one, until a page reaches back to an event at
+ * or before `knownSeq` (so nothing in between is skipped), the log ends, or `maxPages` pages.
+ */
+export async function fetchNewEvents(
+  fetchPage: EventPageFetcher,
+  knownSeq: number,
+  onPage: (events: FineTuningJobEvent[]) => void,
+  maxPages: number,
+): Promise<void> {
+  let after: string | null = null;
+  for (let pageNo = 0; pageNo < maxPages; pageNo += 1) {
+    const page = await fetchPage(after);
+    onPage(page.data);
+    const oldest = page.data.at(-1);
+    if (!page.has_more || !oldest || eventSeq(oldest.id) <= knownSeq) return;
+    after = oldest.id;
+  }
 }
