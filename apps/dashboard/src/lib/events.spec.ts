@@ -7,6 +7,7 @@ import {
   mergeEvents,
   metricSeries,
   newestSeq,
+  visibleEvents,
   type EventPageFetcher,
 } from './events';
 
@@ -34,6 +35,16 @@ describe('events', () => {
     expect(merged.map((e) => e.id)).toEqual(['ftevent-10', 'ftevent-9', 'ftevent-8']);
     expect(newestSeq(merged)).toBe(10);
     expect(newestSeq([])).toBe(-1);
+  });
+
+  it('hides metrics events unless asked, and counts them', () => {
+    const events = [event(3, 'metrics'), event(2, 'status'), event(1, 'metrics')];
+    const hidden = visibleEvents(events, false);
+    expect(hidden.shown.map((e) => e.id)).toEqual(['ftevent-2']);
+    expect(hidden.metricEventCount).toBe(2);
+    const shown = visibleEvents(events, true);
+    expect(shown.shown.map((e) => e.id)).toEqual(['ftevent-3', 'ftevent-2', 'ftevent-1']);
+    expect(shown.metricEventCount).toBe(2);
   });
 
   it('keeps the same array when nothing arrives (no re-render)', () => {

@@ -24,6 +24,18 @@ export function newestSeq(events: readonly FineTuningJobEvent[]): number {
   return events.length ? eventSeq(events[0].id) : -1;
 }
 
+/** The events the log shows (metrics events only on request) and how many metrics events exist. */
+export function visibleEvents(
+  events: readonly FineTuningJobEvent[],
+  showMetricEvents: boolean,
+): { shown: FineTuningJobEvent[]; metricEventCount: number } {
+  const withoutMetrics = events.filter((e) => e.type !== 'metrics');
+  return {
+    shown: showMetricEvents ? [...events] : withoutMetrics,
+    metricEventCount: events.length - withoutMetrics.length,
+  };
+}
+
 export const CHART_METRICS = [
   'train_loss',
   'valid_loss',

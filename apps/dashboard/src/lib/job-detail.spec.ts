@@ -1,4 +1,3 @@
-import type { FineTuningJobEvent } from '@lorafleet/contracts';
 import { JOB_STATUS_ORDER, isTerminal } from './job-status';
 import {
   MOVING_POLL_MS,
@@ -10,7 +9,6 @@ import {
   nextJobPoll,
   progressStepText,
   shouldReloadCheckpoints,
-  visibleEvents,
 } from './job-detail';
 
 describe('job detail polling schedule', () => {
@@ -79,24 +77,5 @@ describe('job detail text', () => {
     expect(checkpointMetricsText({ train_loss: 1.5, valid_loss: 2 })).toBe(
       'train_loss 1.5 · valid_loss 2',
     );
-  });
-
-  it('hides metrics events unless asked, and counts them', () => {
-    const event = (seq: number, type: FineTuningJobEvent['type']): FineTuningJobEvent => ({
-      id: `ftevent-${seq}`,
-      object: 'fine_tuning.job.event',
-      created_at: 1_700_000_000 + seq,
-      level: 'info',
-      message: `event ${seq}`,
-      type,
-      data: null,
-    });
-    const events = [event(3, 'metrics'), event(2, 'status'), event(1, 'metrics')];
-    const hidden = visibleEvents(events, false);
-    expect(hidden.shown.map((e) => e.id)).toEqual(['ftevent-2']);
-    expect(hidden.metricEventCount).toBe(2);
-    const shown = visibleEvents(events, true);
-    expect(shown.shown.map((e) => e.id)).toEqual(['ftevent-3', 'ftevent-2', 'ftevent-1']);
-    expect(shown.metricEventCount).toBe(2);
   });
 });

@@ -1,4 +1,4 @@
-import type { FineTuningJob, FineTuningJobEvent, JobStatus } from '@lorafleet/contracts';
+import type { FineTuningJob, JobStatus } from '@lorafleet/contracts';
 import { formatMetric } from './format';
 import { isTerminal } from './job-status';
 
@@ -72,16 +72,4 @@ export function loraScaling(
 export function checkpointMetricsText(metrics: Record<string, unknown>): string {
   const entries = Object.entries(metrics);
   return entries.length ? entries.map(([k, v]) => `${k} ${formatMetric(v)}`).join(' · ') : '—';
-}
-
-/** The events the log shows (metrics events only on request) and how many metrics events exist. */
-export function visibleEvents(
-  events: readonly FineTuningJobEvent[],
-  showMetricEvents: boolean,
-): { shown: FineTuningJobEvent[]; metricEventCount: number } {
-  const withoutMetrics = events.filter((e) => e.type !== 'metrics');
-  return {
-    shown: showMetricEvents ? [...events] : withoutMetrics,
-    metricEventCount: events.length - withoutMetrics.length,
-  };
 }

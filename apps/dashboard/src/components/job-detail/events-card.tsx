@@ -1,7 +1,7 @@
 import type { FineTuningJobEvent } from '@lorafleet/contracts';
 import { useState } from 'preact/hooks';
 import { formatTimestamp } from '../../lib/format';
-import { visibleEvents } from '../../lib/job-detail';
+import { visibleEvents } from '../../lib/events';
 
 /** How many more events each "Show older events" reveals (and how many show at first). */
 const EVENTS_SHOWN_STEP = 100;
