@@ -150,6 +150,7 @@ describe('completion engine: sampling and finish reasons', () => {
     await engine.step();
     // Cancelled during the next step's logits read: the step must not touch it afterwards.
     const stepping = engine.step();
+    await expect(engine.step()).rejects.toThrow(/already running/);
     expect(engine.cancel('x')).toBe(true);
     await stepping;
     await expect(cancelled).rejects.toThrow(new CompletionCancelledError('x'));

@@ -119,6 +119,7 @@ export class CompletionEngine {
   private readonly maxBatchSize: number;
   private readonly waitingQueue: RunningRequest[] = [];
   private readonly runningRequests: RunningRequest[] = [];
+  private stepping = false;
 
   constructor(
     private readonly model: CausalLM,
@@ -176,6 +177,18 @@ export class CompletionEngine {
    * the requests it carried.
    */
   async step(): Promise<boolean> {
+    // Rounds share the decoder's cache layout: they must not interleave.
+    if (this.stepping) throw new Error('CompletionEngine.step() is already running');
+    this.stepping = true;
+    try {
+      await this.round();
+    } finally {
+      this.stepping = false;
+    }
+    return this.runningRequests.length + this.waitingQueue.length > 0;
+  }
+
+  private async round(): Promise<void> {
     const admitted = this.waitingQueue.splice(
       0,
       Math.max(0, this.maxBatchSize - this.runningRequests.length),
@@ -187,7 +200,6 @@ export class CompletionEngine {
     if (this.runningRequests.length > 0) {
       await this.decodeStep([...this.runningRequests], (r) => [r.tokenIds[r.tokenIds.length - 1]]);
     }
-    return this.runningRequests.length + this.waitingQueue.length > 0;
   }
 
   /** Steps until every submitted request has finished. */
