@@ -16,13 +16,17 @@
 import * as tf from '@tensorflow/tfjs';
 
 import { HostMatrix, hostHeadLoss } from '../backend/host-weight.kernels';
+import { deviceBindingLimitBytes } from '../backend/webgpu.backend';
 import {
   weightedCorrectCount,
   weightedTokenNllSum,
   type ShiftedTargets,
 } from '../trainer/token-loss';
 
-/** Logits computed at once on the tensor path: [rows, V] ≤ this many floats (16 MiB). */
+/**
+ * Logits computed at once on the tensor path: [rows, V] ≤ this many floats (16 MiB), and no
+ * more than the device binds in one buffer (webgpu; a chunk is one tensor).
+ */
 const CHUNK_FLOATS = 4 * 1024 * 1024;
 
 export type LmHead =
@@ -77,7 +81,9 @@ function chunkedHeadLoss(
 ): HeadLoss {
   const [n, width] = hidden.shape;
   const vocab = head.vocabSize;
-  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_FLOATS / vocab));
+  const limit = deviceBindingLimitBytes();
+  const chunkFloats = limit === null ? CHUNK_FLOATS : Math.min(CHUNK_FLOATS, Math.floor(limit / 4));
+  const rowsPerChunk = Math.max(1, Math.floor(chunkFloats / vocab));
   const chunks: Array<{ start: number; size: number }> = [];
   for (let start = 0; start < n; start += rowsPerChunk)
     chunks.push({ start, size: Math.min(rowsPerChunk, n - start) });
