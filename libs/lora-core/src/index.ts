@@ -243,6 +243,11 @@ export {
 } from './backend/matmul.ops';
 export { measureWebgpuTraffic, type WebgpuTraffic } from './backend/webgpu-traffic';
 export {
+  crossEntropyGrad,
+  crossEntropyRows,
+  fusedCrossEntropyActive,
+} from './backend/webgpu-cross-entropy.kernels';
+export {
   DAWN_BACKENDS,
   WEBGPU_MAX_BINDING_ENV,
   deviceBindingLimitBytes,

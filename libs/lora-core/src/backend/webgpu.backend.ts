@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import { delimiter, dirname, join } from 'node:path';
 import { runInThisContext } from 'node:vm';
 import { BackendError } from './backend.registry';
+import { registerWebgpuCrossEntropyKernels } from './webgpu-cross-entropy.kernels';
 
 export interface WebgpuBackendOptions {
   /**
@@ -455,6 +456,7 @@ export async function initWebgpuBackend(
   tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => new WebGPUBackend(device, adapterInfo), 3);
   registerChunkedAddN();
+  registerWebgpuCrossEntropyKernels();
 
   let ok: boolean;
   try {
