@@ -122,12 +122,7 @@ export function parseJsonlExamples(
   content: string | Uint8Array,
   limits: JsonlLimits = {},
 ): TrainingExample[] {
-  const examples: TrainingExample[] = [];
-  const result = scanJsonl(content, limits, 'sft', (example) => {
-    if (example.format !== 'preference') examples.push(example);
-  });
-  if (!result.ok) throw new DatasetValidationError(result);
-  return examples;
+  return parseKind(content, limits, 'sft', (l): l is TrainingExample => l.format !== 'preference');
 }
 
 /**
@@ -138,9 +133,24 @@ export function parsePreferenceJsonl(
   content: string | Uint8Array,
   limits: JsonlLimits = {},
 ): PreferenceExample[] {
-  const examples: PreferenceExample[] = [];
-  const result = scanJsonl(content, limits, 'preference', (example) => {
-    if (example.format === 'preference') examples.push(example);
+  return parseKind(
+    content,
+    limits,
+    'preference',
+    (l): l is PreferenceExample => l.format === 'preference',
+  );
+}
+
+/** The file's lines of `kind`, or {@link DatasetValidationError} (a file of the other kind too). */
+function parseKind<T extends DatasetLine>(
+  content: string | Uint8Array,
+  limits: JsonlLimits,
+  kind: DatasetKind,
+  isKind: (line: DatasetLine) => line is T,
+): T[] {
+  const examples: T[] = [];
+  const result = scanJsonl(content, limits, kind, (line) => {
+    if (isKind(line)) examples.push(line);
   });
   if (!result.ok) throw new DatasetValidationError(result);
   return examples;
