@@ -13,7 +13,12 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { PreferenceBatch } from '@lorafleet/data';
+import {
+  buildPreferenceBatch,
+  parsePreferenceJsonl,
+  tokenizePreferencePair,
+  type PreferenceBatch,
+} from '@lorafleet/data';
 
 import {
   DEFAULT_DPO_BETA,
@@ -31,8 +36,17 @@ import {
   type RequestedBackend,
 } from '../src';
 import { FIXTURES, readExpected, relativeError } from './fixture.helpers';
+import { tinyGpt2, tinyTokenizer } from './trainer.helpers';
 
 const TOLERANCE = 1e-5;
+
+const LORA_C_ATTN = {
+  r: 4,
+  alpha: 8,
+  dropout: 0,
+  targetModules: ['c_attn', 'c_fc'],
+  useRslora: false,
+};
 
 interface DpoInputs {
   beta: number;
@@ -163,7 +177,6 @@ function disposeStep(result: DpoStepResult): void {
 describe('DPO step invariants (cpu, gpt2-tiny)', () => {
   let model: CausalLM;
   const { batch } = readDpoFixture('gpt2-tiny');
-  const LORA = { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn', 'c_fc'], useRslora: false };
 
   beforeAll(async () => {
     await selectBackend('cpu');
@@ -172,7 +185,7 @@ describe('DPO step invariants (cpu, gpt2-tiny)', () => {
   afterAll(() => model.dispose());
 
   it('a fresh adapter (B = 0) is the reference: loss log 2, rewards 0, no pair won', async () => {
-    model.addAdapter('fresh', LORA, 7);
+    model.addAdapter('fresh', LORA_C_ATTN, 7);
     try {
       const result = await dpoStep(model, batch);
       expect((await result.loss.data())[0]).toBeCloseTo(Math.log(2), 6);
@@ -199,6 +212,10 @@ describe('DPO step invariants (cpu, gpt2-tiny)', () => {
           lossMask: rows.map((r) => batch.lossMask[r]),
         };
       };
+      const before = tf.memory().numTensors;
+      disposeStep(await dpoStep(model, batch, { dropoutSeed: 3 }));
+      // Every intermediate (rows, reference pass, policy pass, metrics) is released.
+      expect(tf.memory().numTensors).toBe(before);
       const whole = await dpoStep(model, batch);
       const first = await dpoStep(model, pick([0, 2]), { divisor: 3 });
       const second = await dpoStep(model, pick([1]), { divisor: 3 });
@@ -241,6 +258,60 @@ describe('DPO step invariants (cpu, gpt2-tiny)', () => {
     } finally {
       disposeDpoRows(rows);
       model.deleteAdapter('ref');
+    }
+  });
+});
+
+describe('DPO from a preference JSONL file (wasm, tiny-random-gpt2 tokenizer)', () => {
+  it('parses, tokenizes, batches and learns the preference with a few descent steps', async () => {
+    await selectBackend('wasm');
+    const line = (prompt: string, chosen: string, rejected: string) =>
+      JSON.stringify({
+        input: { messages: [{ role: 'user', content: prompt }] },
+        preferred_output: [{ role: 'assistant', content: chosen }],
+        non_preferred_output: [{ role: 'assistant', content: rejected }],
+      });
+    const jsonl = [
+      line('Say hi', 'hi', 'no'),
+      line('Sky color?', 'blue', 'green'),
+      line('The quick brown', 'fox', 'cat'),
+    ].join('\n');
+    const tokenizer = await tinyTokenizer();
+    const pairs = parsePreferenceJsonl(jsonl).map((p) =>
+      tokenizePreferencePair(p, tokenizer, { maxSeqLength: 64 }),
+    );
+    const batch = buildPreferenceBatch(pairs, { padTokenId: tokenizer.padTokenId });
+    const model = tinyGpt2();
+    try {
+      model.addAdapter('dpo', { ...LORA_C_ATTN, dropout: 0.1 }, 11);
+      const variables = model.namedTrainableVariables();
+      const rows = buildDpoRows(batch, model.config.vocabSize);
+      const reference = await referenceLogProbs(model, rows);
+      disposeDpoRows(rows);
+      const history: number[] = [];
+      for (let step = 0; step < 4; step++) {
+        const result = await dpoStep(model, batch, { reference, dropoutSeed: step });
+        history.push(result.metrics.loss);
+        // Plain gradient descent: enough to show the loss pulls chosen above rejected.
+        tf.tidy(() => {
+          for (const variable of variables.values())
+            variable.assign(tf.sub(variable, tf.mul(result.grads[variable.name], 2)));
+        });
+        disposeStep(result);
+      }
+      const last = await dpoStep(model, batch, { reference });
+      expect(history[0]).toBeCloseTo(Math.log(2), 6);
+      // Measured: 0.693 → 0.16 after four steps.
+      expect(last.metrics.loss).toBeLessThan(0.4);
+      expect(last.metrics.margin).toBeGreaterThan(0);
+      expect(last.metrics.accuracy).toBe(1);
+      // The reference is the base model: the adapter's pull shows in the rewards, not in it.
+      const again = buildDpoRows(batch, model.config.vocabSize);
+      expect(await referenceLogProbs(model, again)).toEqual(reference);
+      disposeDpoRows(again);
+      disposeStep(last);
+    } finally {
+      model.dispose();
     }
   });
 });

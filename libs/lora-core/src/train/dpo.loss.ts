@@ -200,8 +200,15 @@ export async function dpoStep(
       ); // [5, P]
       return tf.div<tf.Scalar>(tf.sum(terms.losses), divisor); // []
     }, variables);
-    const metrics = pairMetrics(await kept[0].data<'float32'>(), rows.pairs);
-    return { loss: value, grads, metrics };
+    try {
+      const metrics = pairMetrics(await kept[0].data<'float32'>(), rows.pairs);
+      return { loss: value, grads, metrics };
+    } catch (error) {
+      // A failed read (e.g. a lost webgpu device) must not strand the gradients.
+      value.dispose();
+      tf.dispose(Object.values(grads));
+      throw error;
+    }
   } finally {
     tf.dispose(kept);
     disposeDpoRows(rows);
