@@ -164,7 +164,6 @@ function main() {
           'Fair 5-shot baseline: the base model sees `prefix` (5 solved training examples covering all three answers, each followed by a blank line) and then the test prompt; generate greedily and stop at the first newline or <|endoftext|>.',
         k: FEW_SHOT_K,
         separator: SHOT_SEPARATOR,
-        labels: CLASSES.map((c) => c.label),
         examples: shots,
         prefix: shots.map((s) => s.prompt + s.completion + SHOT_SEPARATOR).join(''),
       },
