@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { loadCorpusDocuments, shuffle } from './corpus.mjs';
+import { builderOptions, loadCorpusDocuments, shuffle } from './corpus.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -81,25 +81,13 @@ const usable = (s) =>
 /** Row i of the result is row ⌊i/3⌋ of class i mod 3 (the lists have equal lengths). */
 const interleave = (perClass) => perClass[0].flatMap((_, i) => perClass.map((rows) => rows[i]));
 
-function parseArgs(argv) {
-  const args = {};
-  for (let i = 0; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || argv[i + 1] === undefined)
-      throw new Error(`usage: see the header of ${fileURLToPath(import.meta.url)}`);
-    args[argv[i].slice(2)] = argv[i + 1];
-  }
-  return args;
-}
-
 function main() {
-  const args = parseArgs(process.argv.slice(2));
-  const out = resolve(root, args.out ?? 'demo/authorship');
-  const seed = Number(args.seed ?? 20240611);
-  const sizes = {
-    train: Number(args.train ?? 1100),
-    valid: Number(args.valid ?? 40),
-    test: Number(args.test ?? 70),
-  };
+  const { out, seed, sizes } = builderOptions(process.argv.slice(2), root, {
+    out: 'demo/authorship',
+    train: 1100,
+    valid: 40,
+    test: 70,
+  });
   const docs = loadCorpusDocuments(join(root, 'node_modules'));
 
   // sentence -> where it occurs; a sentence found in two places (a stock phrase) is dropped.

@@ -16,25 +16,20 @@ import { readFileSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { resolve, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { isMobyDickChapter, MOBY_DICK_DIR, shuffle, SOTU_DIR } from './corpus.mjs';
+import { builderOptions, isMobyDickChapter, MOBY_DICK_DIR, shuffle, SOTU_DIR } from './corpus.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
-const args = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .reduce(
-      (acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc),
-      [],
-    ),
-);
-const OUT = resolve(root, args.out ?? 'demo/g2p');
-const SEED = Number(args.seed ?? 20240611);
-const SIZES = {
-  train: Number(args.train ?? 2000),
-  valid: Number(args.valid ?? 200),
-  test: Number(args.test ?? 200),
-};
+const {
+  out: OUT,
+  seed: SEED,
+  sizes: SIZES,
+} = builderOptions(process.argv.slice(2), root, {
+  out: 'demo/g2p',
+  train: 2000,
+  valid: 200,
+  test: 200,
+});
 const MIN_LEN = 3;
 const MAX_LEN = 8;
 const MIN_CORPUS_COUNT = 3;

