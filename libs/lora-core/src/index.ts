@@ -14,6 +14,7 @@ export {
 } from './safetensors/safetensors.codec';
 
 export {
+  contextLength,
   parseModelConfig,
   SUPPORTED_MODEL_TYPES,
   type DecoderConfig,
@@ -121,7 +122,6 @@ export { wasmFastMatMulCount, wasmFastMatMulEnabled } from './backend/wasm-matmu
 export {
   Trainer,
   evaluateSequences,
-  resolveHyperparameters,
   type CheckpointOptions,
   type EvaluateOptions,
   type TrainRunResult,
@@ -129,7 +129,7 @@ export {
 } from './trainer/trainer';
 export {
   runFineTune,
-  resolveLoraConfig,
+  loraConfigOf,
   NoTrainableTokensError,
   TRUNCATION_WARNING_SHARE,
   type FineTuneLineage,
@@ -153,7 +153,7 @@ export {
   type MemoryEstimateInput,
 } from './memory/memory-estimate';
 export {
-  DEFAULT_HYPERPARAMETERS,
+  checkFineTuneSpec,
   NonFiniteLossError,
   TrainingAbortedError,
   TrainingConfigError,
@@ -163,7 +163,6 @@ export {
   type StepMetrics,
   type StopReason,
   type TrainerCheckpointEvent,
-  type TrainingHyperparameters,
   type TrainingProgress,
 } from './trainer/trainer.types';
 export {

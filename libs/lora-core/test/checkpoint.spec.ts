@@ -20,7 +20,7 @@ import {
   readSafetensorsHeader,
   writeCheckpointFile,
 } from '../src';
-import { tinyGpt2, tokenizedPairs } from './trainer.helpers';
+import { testSpec, tinyGpt2, tokenizedPairs } from './trainer.helpers';
 
 async function trainedCheckpoint(): Promise<Uint8Array> {
   const model = tinyGpt2();
@@ -33,7 +33,7 @@ async function trainedCheckpoint(): Promise<Uint8Array> {
     model,
     train: await tokenizedPairs(),
     padTokenId: 268,
-    hyperparameters: { batchSize: 3, epochs: 2, seed: 5 },
+    spec: testSpec({ seed: 5, hyperparameters: { batch_size: 3, n_epochs: 2 } }),
   });
   await trainer.trainStep();
   await trainer.trainStep();

@@ -31,10 +31,10 @@ import { deriveSeed } from '../util/rng.util';
 import { AdamW, type AdamWState } from './adamw.optimizer';
 import { DataSchedule, epochOrder, hashSequences, type TokenizedSequence } from './data-order';
 import { clipByGlobalNorm, squaredGlobalNorm } from './gradient-clip';
-import { learningRateAt, LR_SCHEDULERS } from './lr-schedule';
+import { learningRateAt } from './lr-schedule';
 import { buildMicroBatch, countTargets, disposeMicroBatch } from './micro-batch';
+import type { FineTuneSpec } from '@lorafleet/contracts';
 import {
-  DEFAULT_HYPERPARAMETERS,
   NonFiniteLossError,
   TrainingAbortedError,
   TrainingConfigError,
@@ -44,8 +44,8 @@ import {
   type StepMetrics,
   type StopReason,
   type TrainerCheckpointEvent,
-  type TrainingHyperparameters,
   type TrainingProgress,
+  checkFineTuneSpec,
 } from './trainer.types';
 
 export interface CheckpointOptions {
@@ -66,7 +66,8 @@ export interface TrainerOptions {
   validation?: readonly TokenizedSequence[];
   /** Id written into padding positions (never attended, never scored). */
   padTokenId: number;
-  hyperparameters?: Partial<TrainingHyperparameters>;
+  /** What to train with (`seed`, `hyperparameters` and `training`; the adapter is already on the model). */
+  spec: FineTuneSpec;
   /** Shuffle each epoch (seeded). Default true. */
   shuffle?: boolean;
   /** Evaluate every N steps on at most this many validation examples (the first ones). */
@@ -102,69 +103,6 @@ export interface TrainRunResult {
   metrics: StepMetrics[];
 }
 
-/** Fills defaults and rejects unusable values with a `TrainingConfigError` naming the field. */
-export function resolveHyperparameters(
-  partial: Partial<TrainingHyperparameters> = {},
-): TrainingHyperparameters {
-  const defined = Object.fromEntries(
-    Object.entries(partial).filter(([, v]) => v !== undefined),
-  ) as Partial<TrainingHyperparameters>;
-  const hp: TrainingHyperparameters = { ...DEFAULT_HYPERPARAMETERS, ...defined };
-  const positiveInt = (field: keyof TrainingHyperparameters) => {
-    const value = hp[field];
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-      throw new TrainingConfigError(
-        `${field} must be a positive integer (got ${String(value)})`,
-        field,
-      );
-    }
-  };
-  const nonNegative = (field: keyof TrainingHyperparameters) => {
-    const value = hp[field];
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-      throw new TrainingConfigError(
-        `${field} must be a finite number >= 0 (got ${String(value)})`,
-        field,
-      );
-    }
-  };
-  positiveInt('epochs');
-  positiveInt('batchSize');
-  positiveInt('gradientAccumulationSteps');
-  if (hp.maxSteps !== null) positiveInt('maxSteps');
-  if (hp.evalEverySteps !== null) positiveInt('evalEverySteps');
-  if (!Number.isSafeInteger(hp.warmupSteps) || hp.warmupSteps < 0) {
-    throw new TrainingConfigError(
-      `warmupSteps must be an integer >= 0 (got ${hp.warmupSteps})`,
-      'warmupSteps',
-    );
-  }
-  if (!Number.isSafeInteger(hp.seed)) {
-    throw new TrainingConfigError(`seed must be an integer (got ${hp.seed})`, 'seed');
-  }
-  if (!(hp.learningRate > 0) || !Number.isFinite(hp.learningRate)) {
-    throw new TrainingConfigError(
-      `learningRate must be a positive number (got ${hp.learningRate})`,
-      'learningRate',
-    );
-  }
-  nonNegative('weightDecay');
-  nonNegative('maxGradNorm');
-  nonNegative('adamEpsilon');
-  for (const field of ['adamBeta1', 'adamBeta2'] as const) {
-    if (!(hp[field] >= 0 && hp[field] < 1)) {
-      throw new TrainingConfigError(`${field} must be in [0, 1) (got ${hp[field]})`, field);
-    }
-  }
-  if (!LR_SCHEDULERS.includes(hp.lrScheduler)) {
-    throw new TrainingConfigError(
-      `lrScheduler must be one of ${LR_SCHEDULERS.join(', ')} (got ${String(hp.lrScheduler)})`,
-      'lrScheduler',
-    );
-  }
-  return hp;
-}
-
 /** Canonical JSON (sorted keys) so equal configs hash equally whatever the key order. */
 function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
@@ -187,7 +125,7 @@ interface BestState {
 }
 
 export class Trainer {
-  readonly hyperparameters: TrainingHyperparameters;
+  readonly spec: FineTuneSpec;
   readonly totalSteps: number;
   readonly stepsPerEpoch: number;
   readonly configSha256: string;
@@ -225,8 +163,8 @@ export class Trainer {
 
   constructor(private readonly options: TrainerOptions) {
     this.model = options.model;
-    this.hyperparameters = resolveHyperparameters(options.hyperparameters);
-    const hp = this.hyperparameters;
+    this.spec = checkFineTuneSpec(options.spec);
+    const { hyperparameters, training, seed } = this.spec;
     this.train = options.train;
     this.validation = options.validation ?? [];
     this.shuffle = options.shuffle ?? true;
@@ -248,9 +186,9 @@ export class Trainer {
       });
     }
     if (options.earlyStopping) {
-      if (this.validation.length === 0 || hp.evalEverySteps === null) {
+      if (this.validation.length === 0 || training.eval_every_steps === undefined) {
         throw new TrainingConfigError(
-          'early stopping needs validation data and evalEverySteps',
+          'early stopping needs validation data and training.eval_every_steps',
           'earlyStopping',
         );
       }
@@ -273,33 +211,46 @@ export class Trainer {
     }
     for (const [name, variable] of this.variables) this.stableNames.set(variable.name, name);
 
-    this.schedule = new DataSchedule(this.train.length, hp.batchSize, hp.gradientAccumulationSteps);
+    this.schedule = new DataSchedule(
+      this.train.length,
+      hyperparameters.batch_size,
+      training.gradient_accumulation_steps,
+    );
     this.stepsPerEpoch = this.schedule.stepsPerEpoch;
     this.totalSteps = Math.min(
-      this.stepsPerEpoch * hp.epochs,
-      hp.maxSteps ?? Number.MAX_SAFE_INTEGER,
+      this.stepsPerEpoch * hyperparameters.n_epochs,
+      training.max_steps ?? Number.MAX_SAFE_INTEGER,
     );
-    this.order = epochOrder(hp.seed, 0, this.train.length, this.shuffle);
-    this.optimizer = new AdamW(this.variables, {
-      beta1: hp.adamBeta1,
-      beta2: hp.adamBeta2,
-      epsilon: hp.adamEpsilon,
-      weightDecay: hp.weightDecay,
-    });
+    this.order = epochOrder(seed, 0, this.train.length, this.shuffle);
+    // β1, β2 and ε stay torch's defaults: no request or flag sets them.
+    this.optimizer = new AdamW(this.variables, { weightDecay: training.weight_decay });
 
     this.trainSha256 = hashSequences(this.train);
     this.validationSha256 = this.validation.length > 0 ? hashSequences(this.validation) : null;
     const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
     // Only what shapes the trajectory goes into the hash: evaluation settings matter only
-    // when early stopping acts on them.
-    const { evalEverySteps, ...trajectory } = hp;
+    // when early stopping acts on them; the LoRA settings are the adapter's, below.
     this.config = {
-      hyperparameters: trajectory,
+      seed,
+      hyperparameters: {
+        n_epochs: hyperparameters.n_epochs,
+        batch_size: hyperparameters.batch_size,
+      },
+      training: {
+        learning_rate: training.learning_rate,
+        lr_scheduler: training.lr_scheduler,
+        warmup_steps: training.warmup_steps,
+        weight_decay: training.weight_decay,
+        gradient_accumulation_steps: training.gradient_accumulation_steps,
+        max_grad_norm: training.max_grad_norm,
+        max_steps: training.max_steps ?? null,
+      },
+      optimizer: { ...this.optimizer.options },
       shuffle: this.shuffle,
       earlyStopping: options.earlyStopping
         ? {
             ...options.earlyStopping,
-            evalEverySteps,
+            evalEverySteps: training.eval_every_steps,
             evalMaxExamples: options.evalMaxExamples ?? null,
           }
         : null,
@@ -347,16 +298,11 @@ export class Trainer {
     if (this.stepCount >= this.totalSteps) {
       throw new Error(`training is complete (${this.totalSteps} steps)`);
     }
-    const hp = this.hyperparameters;
+    const { training, seed } = this.spec;
     const started = performance.now();
     const stepNumber = this.stepCount + 1;
     const plan = this.schedule.plan(this.order, this.cursor);
-    const learningRate = learningRateAt(stepNumber, {
-      learningRate: hp.learningRate,
-      scheduler: hp.lrScheduler,
-      warmupSteps: hp.warmupSteps,
-      totalSteps: this.totalSteps,
-    });
+    const learningRate = learningRateAt(stepNumber, { ...training, totalSteps: this.totalSteps });
     const pass = this.forwardBackward(plan.microBatches, stepNumber);
     const { groupTargets, tokens } = pass;
     try {
@@ -377,14 +323,14 @@ export class Trainer {
           this.lastCheckpoint?.blob ?? null,
         );
       }
-      clipByGlobalNorm(gradients, hp.maxGradNorm, gradNorm);
+      clipByGlobalNorm(gradients, training.max_grad_norm, gradNorm);
       this.optimizer.step(gradients, learningRate);
 
       this.stepCount = stepNumber;
       this.cursor = plan.nextCursor;
       if (this.cursor >= this.order.length) {
         this.epochIndex += 1;
-        this.order = epochOrder(hp.seed, this.epochIndex, this.train.length, this.shuffle);
+        this.order = epochOrder(seed, this.epochIndex, this.train.length, this.shuffle);
         this.cursor = 0;
       }
       this.targetTokens += groupTargets;
@@ -438,7 +384,7 @@ export class Trainer {
     this.assertUsable();
     return evaluateSequences(this.model, examples, {
       padTokenId: this.options.padTokenId,
-      batchSize: this.options.evalBatchSize ?? this.hyperparameters.batchSize,
+      batchSize: this.options.evalBatchSize ?? this.spec.hyperparameters.batch_size,
       maxExamples,
     });
   }
@@ -446,13 +392,13 @@ export class Trainer {
   /** Runs to the end (or early stop), with callbacks, evaluation, checkpoints and abort checks. */
   async run(): Promise<TrainRunResult> {
     this.assertUsable();
-    const hp = this.hyperparameters;
+    const { hyperparameters, training } = this.spec;
     const attemptStartStep = this.stepCount;
     let attemptSeconds = 0;
     let attemptTokens = 0;
     let lastCheckpointAt = performance.now();
     let stopReason: StopReason =
-      this.totalSteps < this.stepsPerEpoch * hp.epochs ? 'max_steps' : 'completed';
+      this.totalSteps < this.stepsPerEpoch * hyperparameters.n_epochs ? 'max_steps' : 'completed';
 
     const patience = this.options.earlyStopping?.patience;
     while (this.stepCount < this.totalSteps) {
@@ -470,9 +416,9 @@ export class Trainer {
 
       let stop = false;
       if (
-        hp.evalEverySteps !== null &&
+        training.eval_every_steps !== undefined &&
         this.validation.length > 0 &&
-        this.stepCount % hp.evalEverySteps === 0
+        this.stepCount % training.eval_every_steps === 0
       ) {
         stop = await this.evaluateAndTrack(metrics);
       }
@@ -563,7 +509,6 @@ export class Trainer {
   }
 
   private encodeState(values: Map<string, Float32Array>, optimizerState: AdamWState): Uint8Array {
-    const hp = this.hyperparameters;
     const params = new Map<string, CheckpointTensor>();
     for (const [name, data] of values) {
       params.set(name, { shape: this.variables.get(name)!.shape, data });
@@ -598,7 +543,7 @@ export class Trainer {
         weightDecay: this.optimizer.options.weightDecay,
       },
       rng: {
-        seed: hp.seed,
+        seed: this.spec.seed,
         algorithm: 'mulberry32 seeded with deriveSeed(seed, label) (FNV-1a)',
         streams: {
           shuffle: 'label "shuffle:<epoch>", Fisher-Yates',
@@ -715,7 +660,7 @@ export class Trainer {
    * token loss of the group and the summed gradients are the big batch's gradient.
    */
   private forwardBackward(microBatches: number[][], stepNumber: number): ForwardBackwardPass {
-    const seed = this.hyperparameters.seed;
+    const seed = this.spec.seed;
     const groupTargets = microBatches.reduce((n, mb) => n + countTargets(this.train, mb), 0);
     const divisor = Math.max(groupTargets, 1);
     const varList = [...this.variables.values()];
