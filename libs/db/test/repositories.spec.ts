@@ -1,3 +1,4 @@
+import { fineTuneDelivery, type FineTuneSpec } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
 import {
   AdaptersRepository,
@@ -14,6 +15,22 @@ import {
   type NewJob,
   type ScratchDatabase,
 } from '../src';
+
+const SPEC: FineTuneSpec = {
+  seed: 1,
+  hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
+  lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
+  training: {
+    learning_rate: 2e-4,
+    max_seq_length: 32,
+    lr_scheduler: 'linear',
+    warmup_steps: 0,
+    weight_decay: 0,
+    gradient_accumulation_steps: 1,
+    max_grad_norm: 1,
+    gradient_checkpointing: false,
+  },
+};
 
 describe('libs/db against a real Postgres', () => {
   let scratch: ScratchDatabase;
@@ -32,6 +49,7 @@ describe('libs/db against a real Postgres', () => {
       'BaseModelHash1795955175204',
       'FleetAdminKeys1796505127912',
       'WorkerMemoryUsage1796505208846',
+      'FineTuneSpec1796515902332',
     ]);
     jobs = new JobsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;
@@ -59,19 +77,8 @@ describe('libs/db against a real Postgres', () => {
     trainingFileId: fileId,
     validationFileId: null,
     suffix: null,
-    seed: 1,
     metadata: { team: 'a' },
-    hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
-    lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
-    training: {
-      max_seq_length: 32,
-      lr_scheduler: 'linear',
-      warmup_steps: 0,
-      weight_decay: 0,
-      gradient_accumulation_steps: 1,
-      gradient_checkpointing: false,
-    },
-    learningRate: 2e-4,
+    spec: SPEC,
     idempotencyKey: null,
     requestHash: null,
   });
@@ -94,7 +101,7 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('writes the job row, its status events and an outbox entry in one transaction', async () => {
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     expect(job.status).toBe('queued');
     const pending = await new OutboxRepository(ds).pending(10);
     expect(pending.map((p) => p.jobId)).toContain(job.id);
@@ -103,9 +110,16 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('fences every attempt write with the lease token (R7)', async () => {
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     const first = await jobs.claimAttempt(job.id, 'worker-a', 'cpu');
     expect(first?.attempt).toBe(1);
+    // What the worker asked for and what its trainer got are separate columns (item 4).
+    expect(first?.job).toMatchObject({ requestedBackend: 'cpu', backend: null });
+    expect(await jobs.recordBackend(job.id, first!.leaseToken, 'cpu-blas')).toBe(true);
+    expect(await jobs.findById(job.id)).toMatchObject({
+      requestedBackend: 'cpu',
+      backend: 'cpu-blas',
+    });
     expect(await jobs.claimAttempt(job.id, 'worker-b', 'cpu')).toBeNull();
 
     // Hand the job back, as a crash recovery would, then let a second attempt claim it.
@@ -160,7 +174,7 @@ describe('libs/db against a real Postgres', () => {
     });
 
     // The worker's writes for steps 1 and 2 landed; the one for step 3 loses the race.
-    const raced = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const raced = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     const claim = await jobs.claimAttempt(raced.id, 'worker-a', 'cpu');
     expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(2))).toBe(true);
     expect(await jobs.completeWithAdapter(raced.id, claim!.leaseToken, adapter)).not.toBeNull();
@@ -176,7 +190,9 @@ describe('libs/db against a real Postgres', () => {
 
     // The step count the trainer reports wins over the last progress write; with no progress
     // write at all it still fills both.
-    const counted = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const counted = await jobs.createWithOutbox(newJob(), (id) =>
+      fineTuneDelivery({ id, tenantId }),
+    );
     const second = await jobs.claimAttempt(counted.id, 'worker-a', 'cpu');
     expect(
       await jobs.completeWithAdapter(counted.id, second!.leaseToken, {
@@ -194,7 +210,7 @@ describe('libs/db against a real Postgres', () => {
   it('reads a job with its API key in one query, exactly as TypeORM hydrates it (R19, R20)', async () => {
     const tenants = new TenantsRepository(ds);
     const { apiKey, plaintext } = await tenants.issueApiKey(tenantId, { isAdmin: true });
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     const claim = await jobs.claimAttempt(job.id, 'worker-a', 'cpu');
     await jobs.updateProgress(job.id, claim!.leaseToken, {
       step: 2,
@@ -229,7 +245,7 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('rejects illegal transitions and leaves terminal jobs alone', async () => {
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     await expect(
       jobs.transition(job.id, { from: ['queued'], to: 'succeeded', message: 'nope' }),
     ).rejects.toThrow('illegal job transition queued → succeeded');
@@ -246,15 +262,11 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('pages jobs newest first with metadata and status filters', async () => {
-    const a = await jobs.createWithOutbox(
-      { ...newJob(), metadata: { team: 'z' } },
-      'fine-tune',
-      (id) => ({ id }),
+    const a = await jobs.createWithOutbox({ ...newJob(), metadata: { team: 'z' } }, (id) =>
+      fineTuneDelivery({ id, tenantId }),
     );
-    const b = await jobs.createWithOutbox(
-      { ...newJob(), metadata: { team: 'z' } },
-      'fine-tune',
-      (id) => ({ id }),
+    const b = await jobs.createWithOutbox({ ...newJob(), metadata: { team: 'z' } }, (id) =>
+      fineTuneDelivery({ id, tenantId }),
     );
     const page1 = await jobs.listForTenant(tenantId, { limit: 1, metadata: { team: 'z' } });
     expect(page1.map((j) => j.id)).toEqual([b.id]);
@@ -315,24 +327,12 @@ describe('job control queries', () => {
         trainingFileId: 'file-x',
         validationFileId: null,
         suffix: null,
-        seed: 1,
         metadata: null,
-        hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
-        lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
-        training: {
-          max_seq_length: 32,
-          lr_scheduler: 'linear',
-          warmup_steps: 0,
-          weight_decay: 0,
-          gradient_accumulation_steps: 1,
-          gradient_checkpointing: false,
-        },
-        learningRate: 2e-4,
+        spec: SPEC,
         idempotencyKey: null,
         requestHash: null,
       },
-      'fine-tune',
-      (id) => ({ jobId: id }),
+      (id) => fineTuneDelivery({ id, tenantId }),
     );
 
   it('requeues a paused job with a status event and a new outbox entry, fenced by lease', async () => {
@@ -357,14 +357,11 @@ describe('job control queries', () => {
           message: 'resumed',
           leaseToken: 'f5c1e0b4-0000-4000-8000-000000000000',
         },
-        'fine-tune',
-        { jobId: job.id },
+        fineTuneDelivery(job),
       ),
     ).toBe(false);
     expect(
-      await jobs.requeue(job.id, { from: ['paused'], message: 'resumed' }, 'fine-tune', {
-        jobId: job.id,
-      }),
+      await jobs.requeue(job.id, { from: ['paused'], message: 'resumed' }, fineTuneDelivery(job)),
     ).toBe(true);
     const row = await jobs.findById(job.id);
     expect(row).toMatchObject({ status: 'queued', leaseToken: null, pauseRequestedAt: null });
@@ -381,8 +378,7 @@ describe('job control queries', () => {
       jobs.requeue(
         job.id,
         { from: ['running'], message: 'handed back', leaseToken, memoryRequiredMb: mb },
-        'fine-tune',
-        { jobId: job.id },
+        fineTuneDelivery(job),
       );
     expect(await handBack(900, claim!.leaseToken)).toBe(true);
     expect(await jobs.memoryRequiredMb(job.id)).toBe(900);

@@ -108,7 +108,8 @@ export { SeededRandom, deriveSeed } from './util/rng.util';
 export { sha256File, sha256Hex } from './util/hash.util';
 export { formatFixedLikePython, formatThousands } from './util/python-format.util';
 
-export { REQUESTED_BACKENDS, selectBackend, type RequestedBackend } from './backend/select-backend';
+export { REQUESTED_BACKENDS, type RequestedBackend } from '@lorafleet/contracts';
+export { selectBackend } from './backend/select-backend';
 export {
   blasKernelsActive,
   blasProductCount,

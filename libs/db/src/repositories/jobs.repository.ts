@@ -1,10 +1,11 @@
 import {
   isLegalJobTransition,
   isTerminalJobStatus,
+  type FineTuneSpec,
   type JobStatus,
-  type LoraConfigDto,
-  type ResolvedHyperparameters,
-  type TrainingOptions,
+  type Lineage,
+  type QueueDelivery,
+  type RequestedBackend,
 } from '@lorafleet/contracts';
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
@@ -32,12 +33,8 @@ export interface NewJob {
   trainingFileId: string;
   validationFileId: string | null;
   suffix: string | null;
-  seed: number;
   metadata: Record<string, string> | null;
-  hyperparameters: ResolvedHyperparameters;
-  lora: LoraConfigDto;
-  training: TrainingOptions;
-  learningRate: number;
+  spec: FineTuneSpec;
   idempotencyKey: string | null;
   requestHash: string | null;
 }
@@ -94,7 +91,7 @@ export interface JobProgressUpdate {
 export interface NewAdapter {
   adapterConfig: JsonObject;
   weights: Buffer;
-  lineage: JsonObject | null;
+  lineage: Lineage | null;
   fineTunedModel: string;
   trainedTokens: number;
   /** Final full-validation metrics. */
@@ -192,8 +189,7 @@ export class JobsRepository {
    */
   async createWithOutbox(
     job: NewJob,
-    queue: string,
-    payloadFor: (jobId: string) => JsonObject,
+    deliveryFor: (jobId: string) => QueueDelivery,
     options: { maxActiveJobs?: number } = {},
   ): Promise<FineTuningJobEntity> {
     return this.dataSource.transaction(async (manager) => {
@@ -220,7 +216,7 @@ export class JobsRepository {
         message: 'Fine-tuning job queued',
         data: { status: 'queued', from: 'validating_files' },
       });
-      await manager.insert(OutboxEntity, { jobId: id, queue, payload: payloadFor(id) });
+      await manager.insert(OutboxEntity, { jobId: id, ...deliveryFor(id) });
       return manager.findOneByOrFail(FineTuningJobEntity, { id });
     });
   }
@@ -438,7 +434,7 @@ export class JobsRepository {
   async claimAttempt(
     jobId: string,
     workerId: string,
-    backend: string,
+    requestedBackend: RequestedBackend,
     options: { takeover?: boolean } = {},
   ): Promise<ClaimedAttempt | null> {
     const leaseToken = randomUUID();
@@ -452,11 +448,11 @@ export class JobsRepository {
       const result = await manager.query<unknown>(
         `UPDATE fine_tuning_jobs
             SET status = 'running', attempt = attempt + 1, lease_token = $2, worker_id = $3,
-                backend = $4, started_at = COALESCE(started_at, now()), updated_at = now(),
+                requested_backend = $4, backend = NULL, started_at = COALESCE(started_at, now()), updated_at = now(),
                 failures = failures + $5
           WHERE id = $1
           RETURNING attempt, failures`,
-        [jobId, leaseToken, workerId, backend, from === 'running' ? 1 : 0],
+        [jobId, leaseToken, workerId, requestedBackend, from === 'running' ? 1 : 0],
       );
       const [row] = returningRows<{ attempt: number; failures: number }>(result);
       if (from === 'running') {
@@ -474,13 +470,13 @@ export class JobsRepository {
       } else {
         await this.insertEvent(manager, jobId, {
           type: 'status',
-          message: `Fine-tuning job started (attempt ${row.attempt}) on ${workerId} using ${backend}`,
+          message: `Fine-tuning job started (attempt ${row.attempt}) on ${workerId} using ${requestedBackend}`,
           data: {
             status: 'running',
             from: 'queued',
             attempt: row.attempt,
             worker: workerId,
-            backend,
+            backend: requestedBackend,
           },
         });
       }
@@ -738,8 +734,7 @@ export class JobsRepository {
        */
       memoryRequiredMb?: number;
     },
-    queue: string,
-    payload: JsonObject,
+    delivery: QueueDelivery,
   ): Promise<boolean> {
     for (const from of request.from) {
       if (!isLegalJobTransition(from, 'queued'))
@@ -769,7 +764,7 @@ export class JobsRepository {
         message: request.message,
         data: { ...request.eventData, status: 'queued', from: updated[0].status },
       });
-      await manager.insert(OutboxEntity, { jobId, queue, payload, delayMs: request.delayMs ?? 0 });
+      await manager.insert(OutboxEntity, { jobId, ...delivery, delayMs: request.delayMs ?? 0 });
       return true;
     });
   }

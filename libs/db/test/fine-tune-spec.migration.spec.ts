@@ -1,0 +1,114 @@
+/**
+ * The FineTuneSpec migration converts rows both ways (issue 15 items 1 and 4): a job stored
+ * with separate seed, hyperparameters, lora, training and learning_rate columns gets one
+ * `spec` a worker can train from, and the down migration gives the columns back.
+ */
+import { FineTuneSpecSchema } from '@lorafleet/contracts';
+import type { DataSource } from 'typeorm';
+import {
+  TenantsRepository,
+  createDataSource,
+  createScratchDatabase,
+  runMigrations,
+  type ScratchDatabase,
+} from '../src';
+
+const OLD_ROW = {
+  seed: 7,
+  hyperparameters: { n_epochs: 2, batch_size: 1, learning_rate_multiplier: 0.5 },
+  lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false, target_modules: ['c_attn'] },
+  // As the API stored it before gradient_checkpointing and max_grad_norm existed.
+  training: {
+    max_seq_length: 32,
+    lr_scheduler: 'cosine',
+    warmup_steps: 1,
+    weight_decay: 0,
+    gradient_accumulation_steps: 2,
+    max_steps: 3,
+  },
+  learningRate: 1e-4,
+};
+
+describe('the FineTuneSpec migration', () => {
+  let scratch: ScratchDatabase;
+  let ds: DataSource;
+
+  beforeAll(async () => {
+    scratch = await createScratchDatabase('lorafleet_spec_migration');
+    ds = createDataSource({ url: scratch.url });
+    await ds.initialize();
+    await runMigrations(ds);
+  });
+
+  afterAll(async () => {
+    await ds.destroy();
+    await scratch.drop();
+  });
+
+  it('folds the old columns into one valid spec, splits the requested backend, and goes back', async () => {
+    const tenantId = (await new TenantsRepository(ds).createTenant('migrated')).id;
+    await ds.undoLastMigration({ transaction: 'each' });
+    for (const [id, backend] of [
+      ['job-old-queued', 'auto'],
+      ['job-old-done', 'wasm-blas'],
+    ]) {
+      await ds.query(
+        `INSERT INTO fine_tuning_jobs (id, tenant_id, model, status, training_file_id, seed,
+           hyperparameters, lora, training, learning_rate, backend)
+         VALUES ($1, $2, 'tiny', 'queued', 'file-1', $3, $4, $5, $6, $7, $8)`,
+        [
+          id,
+          tenantId,
+          OLD_ROW.seed,
+          OLD_ROW.hyperparameters,
+          OLD_ROW.lora,
+          OLD_ROW.training,
+          OLD_ROW.learningRate,
+          backend,
+        ],
+      );
+    }
+
+    expect(await runMigrations(ds)).toEqual(['FineTuneSpec1796515902332']);
+    const rows = await ds.query<
+      { id: string; spec: unknown; requested_backend: string | null; backend: string | null }[]
+    >('SELECT id, spec, requested_backend, backend FROM fine_tuning_jobs ORDER BY id');
+    for (const row of rows) {
+      expect(FineTuneSpecSchema.parse(row.spec)).toEqual({
+        seed: 7,
+        hyperparameters: OLD_ROW.hyperparameters,
+        lora: OLD_ROW.lora,
+        training: {
+          ...OLD_ROW.training,
+          learning_rate: 1e-4,
+          max_grad_norm: 1,
+          gradient_checkpointing: false,
+        },
+      });
+    }
+    expect(rows.map((r) => [r.id, r.requested_backend, r.backend])).toEqual([
+      ['job-old-done', null, 'wasm-blas'],
+      ['job-old-queued', 'auto', null],
+    ]);
+
+    await ds.undoLastMigration({ transaction: 'each' });
+    const restored = await ds.query<Record<string, unknown>[]>(
+      `SELECT id, seed, hyperparameters, lora, training, learning_rate, backend
+         FROM fine_tuning_jobs ORDER BY id`,
+    );
+    expect(restored.map((r) => [r.id, r.backend])).toEqual([
+      ['job-old-done', 'wasm-blas'],
+      ['job-old-queued', 'auto'],
+    ]);
+    for (const row of restored) {
+      expect(row).toMatchObject({
+        seed: 7,
+        hyperparameters: OLD_ROW.hyperparameters,
+        lora: OLD_ROW.lora,
+        training: expect.objectContaining(OLD_ROW.training) as unknown,
+        learning_rate: 1e-4,
+      });
+    }
+    expect(await runMigrations(ds)).toEqual(['FineTuneSpec1796515902332']);
+  });
+});
