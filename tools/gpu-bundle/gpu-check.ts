@@ -22,9 +22,11 @@ import { createRequire } from 'node:module';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { resolveFineTuneSpec } from '@lorafleet/data';
 import {
   MODEL_SHAPES,
   Trainer,
+  contextLength,
   importPeftAdapter,
   initBackend,
   initWebgpuBackend,
@@ -269,20 +271,21 @@ function spec(bundle: string, steps: number, resumeFrom: Uint8Array | null): Tra
     baseModelHash: 'not-checked',
     trainingJsonl: readFileSync(join(bundle, 'data', 'train.jsonl'), 'utf8'),
     validationJsonl: readFileSync(join(bundle, 'data', 'valid.jsonl'), 'utf8'),
-    seed: 7,
-    learningRate: 2e-3,
-    hyperparameters: { n_epochs: 1, batch_size: 8, learning_rate_multiplier: 1 },
-    lora: { r: 8, alpha: 16, dropout: 0.05, use_rslora: false },
-    training: {
-      max_seq_length: 64,
-      lr_scheduler: 'linear',
-      warmup_steps: 1,
-      weight_decay: 0,
-      gradient_accumulation_steps: 1,
-      max_steps: steps,
-      eval_every_steps: steps,
-      gradient_checkpointing: false,
-    },
+    spec: resolveFineTuneSpec(
+      {
+        seed: 7,
+        hyperparameters: { n_epochs: 1, batch_size: 8 },
+        lora: { dropout: 0.05 },
+        training: {
+          learning_rate: 2e-3,
+          max_seq_length: 64,
+          warmup_steps: 1,
+          max_steps: steps,
+          eval_every_steps: steps,
+        },
+      },
+      { model: 'tiny-random-gpt2', contextLength: 64, trainingExamples: 8 },
+    ),
     backend: 'webgpu',
     checkpointEverySteps: Math.floor(steps / 2),
     checkpointEverySeconds: 3600,
@@ -501,12 +504,18 @@ async function benchStep(target: BenchTarget, workDir: string, steps: number) {
     train: benchData(target, config.vocabSize),
     padTokenId: 0,
     shuffle: false,
-    hyperparameters: {
-      batchSize: target.batchSize,
-      epochs: 1 + steps,
-      learningRate: 1e-4,
-      seed: 1,
-    },
+    spec: resolveFineTuneSpec(
+      {
+        seed: 1,
+        hyperparameters: { batch_size: target.batchSize, n_epochs: 1 + steps },
+        training: { learning_rate: 1e-4 },
+      },
+      {
+        model: 'gpu-check',
+        contextLength: contextLength(model.config),
+        trainingExamples: target.batchSize,
+      },
+    ),
   });
   let peak = gpuBytes();
   const warmupStarted = performance.now();

@@ -1,11 +1,11 @@
 import { z } from 'zod';
 import {
+  HyperparametersSchema,
   ResolvedHyperparametersSchema,
+  TrainingOptionsRequestSchema,
   TrainingOptionsSchema,
-  type HyperparametersInput,
-  type TrainingOptionsRequest,
 } from './hyperparameters';
-import { LoraConfigSchema, type LoraConfigInput } from './lora';
+import { LoraConfigSchema } from './lora';
 
 /** OpenAI's seed range (a non-negative 32-bit integer). */
 export const SeedSchema = z.number().int().min(0).max(2_147_483_647);
@@ -39,12 +39,15 @@ export type FineTuneSpec = z.output<typeof FineTuneSpecSchema>;
 
 /**
  * What a caller asks for before resolution: the REST request's parts, or `lorafleet train`'s
- * flags in the same shape. Omitted values take the schemas' defaults.
+ * flags in the same shape. Omitted values take the schemas' defaults; a seed left out is
+ * drawn at random, as OpenAI does (the job and the lineage record the one drawn).
  */
-export interface FineTuneSpecRequest {
-  /** Omitted: a random seed, as OpenAI does (the job and the lineage record the one drawn). */
-  seed?: number | null;
-  hyperparameters?: HyperparametersInput;
-  lora?: LoraConfigInput;
-  training?: TrainingOptionsRequest;
-}
+export const FineTuneSpecRequestSchema = z
+  .object({
+    seed: SeedSchema.nullish(),
+    hyperparameters: HyperparametersSchema.optional(),
+    lora: LoraConfigSchema.optional(),
+    training: TrainingOptionsRequestSchema.optional(),
+  })
+  .strict();
+export type FineTuneSpecRequest = z.input<typeof FineTuneSpecRequestSchema>;

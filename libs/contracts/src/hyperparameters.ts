@@ -38,8 +38,8 @@ export const TrainingOptionsSchema = z
   .object({
     /** Default: `learning_rate_multiplier` × DEFAULT_BASE_LEARNING_RATE (resolved by the spec). */
     learning_rate: z.number().positive().max(1).optional(),
-    /** Default: min(1024, the base model's context length), libs/data `defaultMaxSeqLength`. */
-    max_seq_length: z.number().int().min(8).max(8192).default(256),
+    /** Longest tokenized example kept (the tail is cut); resolved in the spec, see below. */
+    max_seq_length: z.number().int().min(8).max(8192),
     lr_scheduler: z.enum(LR_SCHEDULERS).default('linear'),
     warmup_steps: z.number().int().min(0).max(100_000).default(0),
     /** AdamW decoupled weight decay λ. */
@@ -72,8 +72,8 @@ export const TrainingOptionsRequestSchema = TrainingOptionsSchema.extend({
       "Default: min(1024, the base model's context length); a larger value than the context length is a 400",
     ),
 });
-export type TrainingOptionsInput = z.input<typeof TrainingOptionsSchema>;
-export type TrainingOptionsRequest = z.input<typeof TrainingOptionsRequestSchema>;
+/** `training` as a client sends it. */
+export type TrainingOptionsInput = z.input<typeof TrainingOptionsRequestSchema>;
 
 /** Default base learning rate when a model's registry entry names none (DESIGN §4). */
 export const DEFAULT_BASE_LEARNING_RATE = 2e-4;

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import {
   DEFAULT_BASE_LEARNING_RATE,
+  FineTuneSpecRequestSchema,
   FineTuneSpecSchema,
   HyperparametersSchema,
   TrainingOptionsRequestSchema,
@@ -42,11 +43,13 @@ export function resolveFineTuneSpec(
   request: FineTuneSpecRequest,
   context: FineTuneSpecContext,
 ): FineTuneSpec {
+  // One parse of the whole request: a bad value's ZodError path is its request path.
+  const parsed = FineTuneSpecRequestSchema.parse(request);
   const hyperparameters = resolveHyperparameters(
-    HyperparametersSchema.parse(request.hyperparameters ?? {}),
+    parsed.hyperparameters ?? HyperparametersSchema.parse({}),
     context.trainingExamples,
   );
-  const training = TrainingOptionsRequestSchema.parse(request.training ?? {});
+  const training = parsed.training ?? TrainingOptionsRequestSchema.parse({});
   const maxSeqLength = training.max_seq_length ?? defaultMaxSeqLength(context.contextLength);
   if (maxSeqLength > context.contextLength) {
     // The trainer would refuse every attempt; say so before anything is stored or loaded.
@@ -56,9 +59,9 @@ export function resolveFineTuneSpec(
     );
   }
   return FineTuneSpecSchema.parse({
-    seed: request.seed ?? randomInt(0, 2_147_483_647),
+    seed: parsed.seed ?? randomInt(0, 2_147_483_647),
     hyperparameters,
-    lora: request.lora ?? {},
+    lora: parsed.lora ?? {},
     training: {
       ...training,
       max_seq_length: maxSeqLength,

@@ -50,6 +50,7 @@ describe('libs/db against a real Postgres', () => {
       'FleetAdminKeys1796505127912',
       'WorkerMemoryUsage1796505208846',
       'FineTuneSpec1796515902332',
+      'LineageSpec1796516200000',
     ]);
     jobs = new JobsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;

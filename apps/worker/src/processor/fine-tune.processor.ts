@@ -1,8 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   FineTuneJobPayloadSchema,
-  QUEUE_NAMES,
+  LineageSchema,
   WORKER_GONE_AFTER_MS,
+  fineTuneDelivery,
   fineTunedModelName,
   type WorkerEnv,
 } from '@lorafleet/contracts';
@@ -374,13 +375,7 @@ export class FineTuneProcessor {
       this.jobs.completeWithAdapter(job.id, leaseToken, {
         adapterConfig: result.adapterConfig,
         weights: Buffer.from(result.adapterSafetensors),
-        lineage: {
-          ...result.lineage,
-          backend: result.backend,
-          seed: job.seed,
-          base_model: job.model,
-          worker: this.identity.id,
-        },
+        lineage: LineageSchema.parse({ ...result.lineage, worker: this.identity.id }),
         fineTunedModel: fineTunedModelName(job.model, job.tenantId, job.suffix, job.id),
         trainedTokens: result.trainedTokens,
         finalMetrics: result.metrics,
@@ -532,8 +527,7 @@ export class FineTuneProcessor {
         eventData,
         ...(memoryRequiredMb === undefined ? {} : { memoryRequiredMb }),
       },
-      QUEUE_NAMES.fineTune,
-      { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+      fineTuneDelivery(job),
     );
   }
 
@@ -567,8 +561,7 @@ export class FineTuneProcessor {
         delayMs,
         eventData: { reason: 'retry', error: message, failures },
       },
-      QUEUE_NAMES.fineTune,
-      { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+      fineTuneDelivery(job),
     );
   }
 
@@ -623,11 +616,7 @@ export class FineTuneProcessor {
       baseModelHash: base.sha256,
       trainingJsonl: training.toString('utf8'),
       validationJsonl: validation ? validation.toString('utf8') : null,
-      seed: job.seed,
-      learningRate: job.learningRate,
-      hyperparameters: job.hyperparameters,
-      lora: job.lora,
-      training: job.training,
+      spec: job.spec,
       backend: this.env.LORAFLEET_BACKEND,
       checkpointEverySteps: this.env.LORAFLEET_CHECKPOINT_EVERY_STEPS,
       checkpointEverySeconds: this.env.LORAFLEET_CHECKPOINT_EVERY_SECONDS,
