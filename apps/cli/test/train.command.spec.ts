@@ -235,6 +235,29 @@ describe('lorafleet train', () => {
     const existing = await run(...trainArgs(join(scratch, 'y'), join(scratch, 'ck-full')));
     expect(existing.code).toBe(2);
     expect(existing.err).toMatch(/already holds checkpoints; pass --resume/);
+    // The spec's own checks, as a REST job gets them: ranges and the model's context length.
+    for (const [flags, message] of [
+      [['--learning-rate', '2'], /training\.learning_rate: /],
+      [
+        ['--max-seq-length', '65'],
+        /training\.max_seq_length 65 exceeds the context length of tiny-random-gpt2 \(64\)/,
+      ],
+    ] as const) {
+      const bad = await run(
+        'train',
+        '--model',
+        MODEL,
+        '--train',
+        trainFile,
+        '--out',
+        join(scratch, 'z'),
+        ...flags,
+      );
+      expect({ code: bad.code, err: bad.err }).toEqual({
+        code: 2,
+        err: expect.stringMatching(message),
+      });
+    }
     expect((await run('generate', '--model', MODEL, '--prompt', 'x', '--top-p', '0')).code).toBe(2);
     expect(
       (
