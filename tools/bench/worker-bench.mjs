@@ -58,9 +58,8 @@ async function runScenario(workers) {
   const ds = db.createDataSource({ url: scratch.url });
   await ds.initialize();
   await db.runMigrations(ds);
-  const tenants = new db.TenantsRepository(ds);
-  const tenant = await tenants.createTenant('bench');
-  const key = (await tenants.issueApiKey(tenant.id)).plaintext;
+  const tenant = await new db.TenantsRepository(ds).createTenant('bench');
+  const key = (await new db.ApiKeysRepository(ds).issue(tenant.id)).plaintext;
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const shared = {
@@ -192,7 +191,7 @@ const median = (values) => percentile(values, 50);
 /**
  * Checkpoint cost of the reference model, measured alone so the figure is not mixed with job
  * start-up: bytes of one checkpoint blob, ms to encode it (`checkpointAsync`, as the trainer
- * does), ms to store it through `JobsRepository.saveCheckpoint` (fenced insert and prune in
+ * does), ms to store it through `CheckpointsRepository.saveCheckpoint` (fenced insert and prune in
  * one transaction, as the worker does) and ms to restore from it. Medians of `repeats`.
  */
 async function referenceCheckpointCost() {
@@ -282,11 +281,12 @@ async function referenceCheckpointCost() {
       'bench',
       (id) => ({ jobId: id }),
     );
-    const claim = await jobs.claimAttempt(job.id, 'bench', backend);
+    const claim = await new db.AttemptsRepository(ds).claimAttempt(job.id, 'bench', backend);
+    const checkpoints = new db.CheckpointsRepository(ds);
     const bytes = Buffer.from(blob);
     for (let i = 0; i < repeats + 1; i++) {
       const t = performance.now();
-      const id = await jobs.saveCheckpoint(
+      const id = await checkpoints.saveCheckpoint(
         job.id,
         claim.leaseToken,
         { attempt: 1, step: i + 1, metrics: { train_loss: 1 }, blob: bytes },

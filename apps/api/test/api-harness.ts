@@ -1,6 +1,7 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { apiEnvShape, parseEnv, type ApiEnv } from '@lorafleet/contracts';
 import {
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
@@ -39,6 +40,7 @@ export interface ApiHarness {
   dataSource: DataSource;
   scratch: ScratchDatabase;
   tenants: TenantsRepository;
+  apiKeys: ApiKeysRepository;
   /** Present with `proxyPostgres`: stop it to cut the API off from Postgres, start it to heal. */
   proxy?: TcpProxy;
   close(): Promise<void>;
@@ -94,6 +96,7 @@ export async function startApi(
     dataSource,
     scratch,
     tenants: new TenantsRepository(dataSource),
+    apiKeys: new ApiKeysRepository(dataSource),
     proxy,
     async close() {
       await app.close();

@@ -3,6 +3,7 @@
  * helper that runs the built `lorafleet` binary as a process against them.
  */
 import {
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
@@ -93,9 +94,8 @@ export async function startRemoteFixture(
   const dataSource = createDataSource({ url: scratch.url });
   await dataSource.initialize();
   await runMigrations(dataSource);
-  const tenants = new TenantsRepository(dataSource);
-  const tenant = await tenants.createTenant('cli-tests');
-  const apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+  const tenant = await new TenantsRepository(dataSource).createTenant('cli-tests');
+  const apiKey = (await new ApiKeysRepository(dataSource).issue(tenant.id)).plaintext;
   await dataSource.destroy();
 
   const port = await freePort();

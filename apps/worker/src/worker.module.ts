@@ -7,7 +7,11 @@ import {
 } from '@nestjs/common';
 import type { WorkerEnv } from '@lorafleet/contracts';
 import {
+  AdaptersRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   RedisClients,
   WorkersRepository,
@@ -25,7 +29,15 @@ import {
   type WorkerIdentity,
 } from './tokens';
 
-const repositoryClasses = [FilesRepository, JobsRepository, WorkersRepository] as const;
+const repositoryClasses = [
+  AdaptersRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
+  FilesRepository,
+  JobEventsRepository,
+  JobsRepository,
+  WorkersRepository,
+] as const;
 
 /** The worker: a Nest application context with no HTTP server (DESIGN §2). */
 @Module({})

@@ -1,5 +1,5 @@
 import {
-  JobsRepository,
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
@@ -46,7 +46,6 @@ export class Fleet {
   readonly queuePrefix = `lf-fleet-${randomBytes(4).toString('hex')}`;
   scratch!: ScratchDatabase;
   dataSource!: DataSource;
-  jobs!: JobsRepository;
   api!: AppProcess;
   baseUrl = '';
   apiKey = '';
@@ -85,11 +84,9 @@ export class Fleet {
     this.dataSource = createDataSource({ url: this.scratch.url });
     await this.dataSource.initialize();
     await runMigrations(this.dataSource);
-    this.jobs = new JobsRepository(this.dataSource);
-    const tenants = new TenantsRepository(this.dataSource);
-    const tenant = await tenants.createTenant('fleet');
+    const tenant = await new TenantsRepository(this.dataSource).createTenant('fleet');
     this.tenantId = tenant.id;
-    this.apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+    this.apiKey = (await new ApiKeysRepository(this.dataSource).issue(tenant.id)).plaintext;
     const port = await freePort();
     this.baseUrl = `http://127.0.0.1:${port}`;
     this.api = new AppProcess('api', {

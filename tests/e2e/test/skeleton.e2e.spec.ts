@@ -6,6 +6,7 @@
  */
 import {
   AdaptersRepository,
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
   createScratchDatabase,
@@ -48,9 +49,8 @@ describe('walking skeleton: REST → queue → worker → adapter', () => {
     dataSource = createDataSource({ url: scratch.url });
     await dataSource.initialize();
     await runMigrations(dataSource);
-    const tenants = new TenantsRepository(dataSource);
-    const tenant = await tenants.createTenant('e2e');
-    apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+    const tenant = await new TenantsRepository(dataSource).createTenant('e2e');
+    apiKey = (await new ApiKeysRepository(dataSource).issue(tenant.id)).plaintext;
 
     const port = await freePort();
     baseUrl = `http://127.0.0.1:${port}`;
