@@ -286,11 +286,17 @@ describe('REST API', () => {
         metadata: { team: 'nlp' },
         progress: { step: 0 },
       });
-      const row = await api.dataSource.query(
-        'SELECT learning_rate FROM fine_tuning_jobs WHERE id = $1',
-        [created.body.id],
-      );
-      expect(row[0].learning_rate).toBeCloseTo(4e-4);
+      // multiplier 2 × 2e-4, resolved once into the stored spec and echoed as such.
+      expect(created.body.training.learning_rate).toBeCloseTo(4e-4);
+      const row = await api.dataSource.query('SELECT spec FROM fine_tuning_jobs WHERE id = $1', [
+        created.body.id,
+      ]);
+      expect(row[0].spec).toEqual({
+        seed: created.body.seed,
+        hyperparameters: created.body.hyperparameters,
+        lora: created.body.lora,
+        training: created.body.training,
+      });
       // The relay puts it on BullMQ with jobId = job id.
       const delivery = await until(
         'BullMQ job',
