@@ -10,3 +10,6 @@ export interface WorkerIdentity {
 
 /** The process's ioredis clients (BullMQ's included), see `RedisClients` in libs/db. */
 export const REDIS_CLIENTS = Symbol('REDIS_CLIENTS');
+
+/** Starts a trainer child (`SpawnTrainerChild`): a forked process, or a scripted one in tests. */
+export const TRAINER_SPAWN = Symbol('TRAINER_SPAWN');
