@@ -27,11 +27,12 @@ export const FAST_WORKER_ENV: Record<string, string> = {
   LORAFLEET_LOG_LEVEL: 'warn',
 };
 
-interface JobEventView {
+export interface JobEventView {
   id: string;
+  level: string;
   type: string;
   message: string;
-  data: { status?: string };
+  data: { status?: string; [key: string]: unknown } | null;
 }
 
 export interface JobView {
@@ -279,7 +280,7 @@ export class Fleet {
 
   /** Status events oldest first, checked to follow DESIGN §4's transition table (R14). */
   async statusTrail(id: string): Promise<string[]> {
-    return (await this.events(id)).filter((e) => e.type === 'status').map((e) => e.data.status!);
+    return (await this.events(id)).filter((e) => e.type === 'status').map((e) => e.data!.status!);
   }
 
   async messages(id: string): Promise<string[]> {
