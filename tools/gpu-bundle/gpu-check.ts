@@ -38,9 +38,14 @@ import {
   type TokenizedSequence,
   type WebgpuBackendInfo,
 } from '@lorafleet/lora-core';
-import { TrainerProcess } from '../../apps/worker/src/trainer/trainer-process';
+import {
+  TrainerProcess,
+  describeOutcome,
+  forkTrainerChild,
+} from '../../apps/worker/src/trainer/trainer-process';
 import type {
   TrainerCheckpoint,
+  TrainerResult,
   TrainerSpec,
 } from '../../apps/worker/src/trainer/trainer-protocol';
 import { discoverVulkanIcd, type IcdDiscovery } from './vulkan-icd';
@@ -299,24 +304,33 @@ function spec(bundle: string, steps: number, resumeFrom: Uint8Array | null): Tra
  * checkpoint, as the worker stores it), then resumed from that checkpoint as a retried job
  * would be. Resume is exact when both adapters are the same bytes.
  */
+/** The run's result; any other outcome is an error naming it. */
+async function trainerResult(trainer: TrainerProcess): Promise<TrainerResult> {
+  const outcome = await trainer.outcome;
+  if (outcome.kind !== 'succeeded') throw new Error(`the trainer ${describeOutcome(outcome)}`);
+  return outcome.result;
+}
+
 async function trainStep(bundle: string, out: string, steps: number) {
   const trainer = join(bundle, 'app', 'trainer.cjs');
   const checkpoints: TrainerCheckpoint[] = [];
   let backend = '';
   const started = performance.now();
-  const first = await new TrainerProcess(
-    spec(bundle, steps, null),
-    {
-      onReady: (b) => {
-        backend = b;
+  const first = await trainerResult(
+    new TrainerProcess(
+      spec(bundle, steps, null),
+      {
+        onReady: (b) => {
+          backend = b;
+        },
+        onCheckpoint: (c) => {
+          checkpoints.push(c);
+          return Promise.resolve();
+        },
       },
-      onCheckpoint: (c) => {
-        checkpoints.push(c);
-        return Promise.resolve();
-      },
-    },
-    trainer,
-  ).result;
+      forkTrainerChild(trainer),
+    ),
+  );
   const firstSeconds = (performance.now() - started) / 1000;
   const mid = checkpoints.find((c) => c.step < first.steps);
   if (!mid)
@@ -324,15 +338,17 @@ async function trainStep(bundle: string, out: string, steps: number) {
       `the trainer stored no mid-run checkpoint (got steps ${checkpoints.map((c) => c.step).join(', ')})`,
     );
   let resumedFrom: number | null = null;
-  const resumed = await new TrainerProcess(
-    spec(bundle, steps, mid.blob),
-    {
-      onReady: (_b, step) => {
-        resumedFrom = step;
+  const resumed = await trainerResult(
+    new TrainerProcess(
+      spec(bundle, steps, mid.blob),
+      {
+        onReady: (_b, step) => {
+          resumedFrom = step;
+        },
       },
-    },
-    trainer,
-  ).result;
+      forkTrainerChild(trainer),
+    ),
+  );
   const adapterDir = join(out, 'adapter');
   mkdirSync(adapterDir, { recursive: true });
   writeFileSync(

@@ -331,13 +331,19 @@ describe('lorafleet train pre-flight (issue 13)', () => {
         '\n',
       ),
     );
+    // Every prompt longer than the smallest max_seq_length a spec allows (8).
+    const allLong = join(scratch, 'all-long.jsonl');
+    await writeFile(
+      allLong,
+      PAIRS.map(([, c]) => JSON.stringify({ prompt, completion: c })).join('\n'),
+    );
     const nothing = await run(
-      'train', '--model', MODEL, '--train', long, '--out', join(scratch, 'no-tokens'),
-      '--max-seq-length', '2', '--backend', 'wasm',
+      'train', '--model', MODEL, '--train', allLong, '--out', join(scratch, 'no-tokens'),
+      '--max-seq-length', '8', '--backend', 'wasm',
     ); // prettier-ignore
     expect(nothing.code).toBe(1);
     expect(nothing.err).toMatch(
-      /no example has a completion token left to train on at max_seq_length 2: 8 of 8 examples/,
+      /no example has a completion token left to train on at max_seq_length 8: 8 of 8 examples/,
     );
     expect(existsSync(join(scratch, 'no-tokens', 'adapter_model.safetensors'))).toBe(false);
 

@@ -36,8 +36,3 @@ export function isTerminalJobStatus(status: JobStatus): boolean {
 export function isLegalJobTransition(from: JobStatus, to: JobStatus): boolean {
   return JOB_STATUS_TRANSITIONS[from].includes(to);
 }
-
-/** Statuses from which `to` can be reached in one legal step. */
-export function sourcesOfTransition(to: JobStatus): JobStatus[] {
-  return JOB_STATUSES.filter((from) => isLegalJobTransition(from, to));
-}

@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 /**
  * The `lora` extension object on job creation. Field names follow PEFT's `LoraConfig`
- * (https://github.com/huggingface/peft/blob/v0.13.0/src/peft/tuners/lora/config.py),
+ * (https://github.com/huggingface/peft/blob/v0.17.0/src/peft/tuners/lora/config.py),
  * snake_case as in the REST body. The defaults are PEFT's, except `alpha`.
  */
 export const LoraConfigSchema = z

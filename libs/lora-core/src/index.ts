@@ -122,12 +122,17 @@ export { wasmFastMatMulCount, wasmFastMatMulEnabled } from './backend/wasm-matmu
 // ---- issue 4: trainer, checkpoints, generation --------------------------------------------
 export {
   Trainer,
-  evaluateSequences,
   type CheckpointOptions,
-  type EvaluateOptions,
   type TrainRunResult,
   type TrainerOptions,
 } from './trainer/trainer';
+export {
+  evaluateSequences,
+  generateSamples,
+  type EvaluateOptions,
+  type SampleGeneration,
+  type SampleOptions,
+} from './trainer/evaluation';
 export {
   runFineTune,
   loraConfigOf,
@@ -138,7 +143,6 @@ export {
   type FineTunePreflight,
   type FineTuneResult,
   type LoadedModel,
-  type SampleGeneration,
 } from './trainer/fine-tune';
 export {
   DeviceBufferLimitError,

@@ -47,7 +47,7 @@ const LONG_JSONL = Array.from(
   (_, i) => JSON.stringify({ prompt: `Echo ${i}: `, completion: `${i}` }) + '\n',
 ).join('');
 
-/** RGB of the train-loss line (apps/dashboard/src/pages/job-detail.tsx). */
+/** RGB of the train-loss line (apps/dashboard/src/components/job-detail/training-curves-card.tsx). */
 const TRAIN_LOSS_RGB: [number, number, number] = [0x1d, 0x4e, 0xd8];
 
 /**

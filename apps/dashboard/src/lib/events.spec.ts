@@ -1,5 +1,15 @@
 import type { FineTuningJobEvent } from '@lorafleet/contracts';
-import { eventSeq, mergeEvents, metricSeries, newestSeq } from './events';
+import type { ListPage } from './api-types';
+import {
+  eventSeq,
+  fetchEventHistory,
+  fetchNewEvents,
+  mergeEvents,
+  metricSeries,
+  newestSeq,
+  visibleEvents,
+  type EventPageFetcher,
+} from './events';
 
 const event = (
   seq: number,
@@ -25,6 +35,16 @@ describe('events', () => {
     expect(merged.map((e) => e.id)).toEqual(['ftevent-10', 'ftevent-9', 'ftevent-8']);
     expect(newestSeq(merged)).toBe(10);
     expect(newestSeq([])).toBe(-1);
+  });
+
+  it('hides metrics events unless asked, and counts them', () => {
+    const events = [event(3, 'metrics'), event(2, 'status'), event(1, 'metrics')];
+    const hidden = visibleEvents(events, false);
+    expect(hidden.shown.map((e) => e.id)).toEqual(['ftevent-2']);
+    expect(hidden.metricEventCount).toBe(2);
+    const shown = visibleEvents(events, true);
+    expect(shown.shown.map((e) => e.id)).toEqual(['ftevent-3', 'ftevent-2', 'ftevent-1']);
+    expect(shown.metricEventCount).toBe(2);
   });
 
   it('keeps the same array when nothing arrives (no re-render)', () => {
@@ -90,5 +110,87 @@ describe('metricSeries with checkpoint metrics', () => {
     expect(series.values.train_loss).toEqual([2.1, 2.0, 1.5]);
     expect(series.values.train_mean_token_accuracy).toEqual([null, 0.25, null]);
     expect(series.values.valid_loss).toEqual([null, null, 1.7]);
+  });
+});
+
+/**
+ * An event log of `count` events (ids 1..count) served newest first in pages of `pageSize`,
+ * with the API's `after` cursor; it records every cursor it was asked for.
+ */
+function pagedLog(
+  count: number,
+  pageSize: number,
+): { fetch: EventPageFetcher; cursors: (string | null)[] } {
+  const log = Array.from({ length: count }, (_, i) => event(count - i, 'message'));
+  const cursors: (string | null)[] = [];
+  const fetch: EventPageFetcher = (after) => {
+    cursors.push(after);
+    const start = after === null ? 0 : log.findIndex((e) => e.id === after) + 1;
+    const data = log.slice(start, start + pageSize);
+    const page: ListPage<FineTuningJobEvent> = {
+      object: 'list',
+      data,
+      has_more: start + pageSize < log.length,
+    };
+    return Promise.resolve(page);
+  };
+  return { fetch, cursors };
+}
+
+describe("paging through a job's events", () => {
+  it('loads the whole history, newest first, following the cursor', async () => {
+    const log = pagedLog(25, 10);
+    const history = await fetchEventHistory(log.fetch, 50);
+    expect(history.truncated).toBe(false);
+    expect(history.events.map((e) => eventSeq(e.id))).toEqual(
+      Array.from({ length: 25 }, (_, i) => 25 - i),
+    );
+    expect(log.cursors).toEqual([null, 'ftevent-16', 'ftevent-6']);
+  });
+
+  it('stops at the page limit and says the history is truncated', async () => {
+    const log = pagedLog(25, 10);
+    const history = await fetchEventHistory(log.fetch, 2);
+    expect(history.truncated).toBe(true);
+    expect(history.events).toHaveLength(20);
+    expect(newestSeq(history.events)).toBe(25);
+  });
+
+  it('reports an empty log as complete', async () => {
+    expect(await fetchEventHistory(pagedLog(0, 10).fetch, 50)).toEqual({
+      events: [],
+      truncated: false,
+    });
+  });
+
+  it('fetches new pages only until they reach back to a known event', async () => {
+    const log = pagedLog(25, 10);
+    const pages: number[][] = [];
+    await fetchNewEvents(
+      log.fetch,
+      12,
+      (events) => pages.push(events.map((e) => eventSeq(e.id))),
+      10,
+    );
+    // The second page (15..6) reaches event 12, so no third page is asked for.
+    expect(pages).toEqual([
+      [25, 24, 23, 22, 21, 20, 19, 18, 17, 16],
+      [15, 14, 13, 12, 11, 10, 9, 8, 7, 6],
+    ]);
+    expect(log.cursors).toEqual([null, 'ftevent-16']);
+  });
+
+  it('stops after one page when the newest page overlaps what is known', async () => {
+    const log = pagedLog(25, 10);
+    const pages: FineTuningJobEvent[][] = [];
+    await fetchNewEvents(log.fetch, 20, (events) => pages.push(events), 10);
+    expect(pages).toHaveLength(1);
+    expect(log.cursors).toEqual([null]);
+  });
+
+  it('asks for no more than the page limit when nothing is known yet', async () => {
+    const log = pagedLog(25, 10);
+    await fetchNewEvents(log.fetch, -1, () => undefined, 2);
+    expect(log.cursors).toEqual([null, 'ftevent-16']);
   });
 });

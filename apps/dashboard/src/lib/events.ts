@@ -1,4 +1,5 @@
 import type { FineTuningJobEvent } from '@lorafleet/contracts';
+import type { ListPage } from './api-types';
 
 /** `ftevent-123` → 123: event ids grow with time, so they order the log. */
 export function eventSeq(id: string): number {
@@ -21,6 +22,18 @@ export function mergeEvents(
 /** Newest known event sequence number, or -1. */
 export function newestSeq(events: readonly FineTuningJobEvent[]): number {
   return events.length ? eventSeq(events[0].id) : -1;
+}
+
+/** The events the log shows (metrics events only on request) and how many metrics events exist. */
+export function visibleEvents(
+  events: readonly FineTuningJobEvent[],
+  showMetricEvents: boolean,
+): { shown: FineTuningJobEvent[]; metricEventCount: number } {
+  const withoutMetrics = events.filter((e) => e.type !== 'metrics');
+  return {
+    shown: showMetricEvents ? [...events] : withoutMetrics,
+    metricEventCount: events.length - withoutMetrics.length,
+  };
 }
 
 export const CHART_METRICS = [
@@ -91,4 +104,46 @@ export function metricSeries(
     }
   }
   return { steps, values, counts };
+}
+
+/** One page of a job's events, newest first, starting after the event `after` (null: the newest). */
+export type EventPageFetcher = (after: string | null) => Promise<ListPage<FineTuningJobEvent>>;
+
+/**
+ * A job's event history, newest first, walking back at most `maxPages` pages; `truncated`
+ * when older pages remained.
+ */
+export async function fetchEventHistory(
+  fetchPage: EventPageFetcher,
+  maxPages: number,
+): Promise<{ events: FineTuningJobEvent[]; truncated: boolean }> {
+  const events: FineTuningJobEvent[] = [];
+  let after: string | null = null;
+  for (let pageNo = 0; pageNo < maxPages; pageNo += 1) {
+    const page = await fetchPage(after);
+    events.push(...page.data);
+    if (!page.has_more || page.data.length === 0) return { events, truncated: false };
+    after = page.data[page.data.length - 1].id;
+  }
+  return { events, truncated: true };
+}
+
+/**
+ * The newest pages, handed to `onPage` one by one, until a page reaches back to an event at
+ * or before `knownSeq` (so nothing in between is skipped), the log ends, or `maxPages` pages.
+ */
+export async function fetchNewEvents(
+  fetchPage: EventPageFetcher,
+  knownSeq: number,
+  onPage: (events: FineTuningJobEvent[]) => void,
+  maxPages: number,
+): Promise<void> {
+  let after: string | null = null;
+  for (let pageNo = 0; pageNo < maxPages; pageNo += 1) {
+    const page = await fetchPage(after);
+    onPage(page.data);
+    const oldest = page.data.at(-1);
+    if (!page.has_more || !oldest || eventSeq(oldest.id) <= knownSeq) return;
+    after = oldest.id;
+  }
 }

@@ -132,8 +132,12 @@ export function requestedBackendFromEnv(env: NodeJS.ProcessEnv = process.env): R
 
 export interface SelectedBackend {
   requested: RequestedBackend;
-  /** What runs: `tensorflow-gpu`, `tensorflow`, `wasm` or `cpu` (recorded on the job). */
+  /**
+   * What `selectBackend` picked: `tensorflow-gpu`, `tensorflow`, `webgpu`, `wasm-blas`, `wasm`,
+   * `cpu-blas` or `cpu`.
+   */
   backend: string;
+  /** True on `tensorflow-gpu`, and on `webgpu` over a hardware adapter (not a software one). */
   gpu: boolean;
 }
 

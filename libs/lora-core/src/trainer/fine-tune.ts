@@ -10,7 +10,6 @@ import * as tf from '@tensorflow/tfjs';
 
 import type { FineTuneSpec, Lineage, LoraConfigDto } from '@lorafleet/contracts';
 import {
-  buildGenerationPrompt,
   loadTokenizer,
   parseJsonlExamples,
   preflightSummary,
@@ -22,7 +21,6 @@ import {
 
 import { hostWeightKernelsActive } from '../backend/host-weight.kernels';
 import { initWebgpuBackend } from '../backend/webgpu.backend';
-import { generateTokens } from '../generation/generate';
 import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
@@ -39,7 +37,8 @@ import {
   type MemoryEstimateInput,
 } from '../memory/memory-estimate';
 import { loadCausalLM, readModelConfig } from '../models/hf-model.loader';
-import { contextLength, sequenceLimit, type ModelConfig } from '../models/model.config';
+import { contextLength, type ModelConfig } from '../models/model.config';
+import { generateSamples, type SampleGeneration } from './evaluation';
 import { metricsToCsv } from './metrics-csv';
 import { Trainer, type CheckpointOptions } from './trainer';
 import {
@@ -112,13 +111,6 @@ export interface FineTunePreflight extends PreflightSummary {
   validationExamples: number;
   /** Steps already done when resuming, else 0. */
   resumeStep: number;
-}
-
-export interface SampleGeneration {
-  prompt: string;
-  reference: string;
-  completion: string;
-  finishReason: 'stop' | 'length';
 }
 
 /** What lora-core knows of a run's lineage; callers add theirs (contracts `Lineage`). */
@@ -361,32 +353,19 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     const validation =
       validationExamples.length > 0 ? await trainer.evaluate(undefined, Infinity) : null;
 
-    const samples: SampleGeneration[] = [];
-    if (options.samples !== false && validationExamples.length > 0) {
-      const count = options.samples?.count ?? 3;
-      const maxNewTokens = options.samples?.maxNewTokens ?? 32;
-      const limit = sequenceLimit(model.config);
-      for (const example of validationExamples.slice(0, count)) {
-        const { promptIds, reference } = buildGenerationPrompt(example, tokenizer);
-        // Keep the prompt's tail when prompt + completion would not fit the positions.
-        const kept = promptIds.slice(
-          Math.max(0, promptIds.length - Math.max(1, limit - maxNewTokens)),
-        );
-        if (kept.length === 0) continue;
-        const generated = await generateTokens(model, kept, {
-          maxNewTokens: Math.min(maxNewTokens, limit - kept.length),
-          seed: spec.seed,
-          stopTokenIds: tokenizer.stopTokenIds,
-          adapter: adapterName,
-        });
-        samples.push({
-          prompt: tokenizer.decode(kept),
-          reference,
-          completion: tokenizer.decode(generated.tokenIds, { skipSpecialTokens: true }),
-          finishReason: generated.finishReason,
-        });
-      }
-    }
+    const samples: SampleGeneration[] =
+      options.samples === false
+        ? []
+        : await generateSamples(
+            model,
+            tokenizer,
+            validationExamples.slice(0, options.samples?.count ?? 3),
+            {
+              maxNewTokens: options.samples?.maxNewTokens ?? 32,
+              seed: spec.seed,
+              adapter: adapterName,
+            },
+          );
 
     const baseName = loaded.name ?? 'base';
     // Asynchronous reads: this also runs on webgpu, which has no synchronous one.

@@ -76,7 +76,7 @@ export interface TrainerCheckpointEvent {
   epoch: number;
   /** The metrics of the step just completed (absent for a step-0 checkpoint). */
   metrics?: StepMetrics;
-  reason: 'interval' | 'requested' | 'abort';
+  reason: 'interval' | 'abort';
 }
 
 export type StopReason = 'completed' | 'max_steps' | 'early_stopping';
