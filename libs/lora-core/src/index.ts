@@ -40,6 +40,7 @@ export {
   LoraLinear,
   type HfWeightLayout,
   type LoraAdapterWeights,
+  type RowAdapterDelta,
 } from './models/lora-linear.layer';
 export { Gpt2Model } from './models/gpt2.model';
 export { LlamaModel, ropeInverseFrequencies } from './models/llama.model';
@@ -80,6 +81,7 @@ export {
   exportPeftAdapterAsync,
   importPeftAdapter,
   loadPeftAdapter,
+  decodePeftAdapter,
   parsePeftAdapterConfig,
   savePeftAdapter,
   type ExportedPeftAdapter,
@@ -269,3 +271,28 @@ export {
   type SafetensorsHeaderEntry,
   type SafetensorsLayout,
 } from './safetensors/safetensors.codec';
+
+// ---- issue 19: serving (many adapters over one base, batched decoding) ---------------------
+export {
+  AdapterRegistry,
+  AdapterRegistryError,
+  type AdapterRegistryErrorCode,
+  type AdapterRegistryOptions,
+  type AdapterSource,
+  type ServingAdapter,
+  type ServingAdapterModule,
+} from './serving/adapter.registry';
+export { RowAdapterBatch } from './serving/row-adapter.batch';
+export { BatchedKvDecoder, type DecodeRow } from './serving/batched-kv.decoder';
+export { StopSequenceMatcher } from './serving/stop-sequence.matcher';
+export {
+  CompletionCancelledError,
+  CompletionEngine,
+  MAX_STOP_SEQUENCES,
+  type CompletionDelta,
+  type CompletionEngineOptions,
+  type CompletionRequest,
+  type CompletionResult,
+  type CompletionUsage,
+  type FinishReason,
+} from './serving/completion.engine';

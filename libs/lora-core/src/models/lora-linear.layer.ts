@@ -46,6 +46,21 @@ export interface LoraForwardContext {
   training: boolean;
   /** Seed for adapter dropout masks; mixed with the layer path so each layer differs. */
   dropoutSeed: number;
+  /**
+   * Serving (serving/row-adapters.ts): a different adapter per batch row. When set, it
+   * replaces `activeAdapter` (which must be null) and adds each row's own branch.
+   */
+  rowAdapters?: RowAdapterDelta;
+}
+
+/**
+ * The LoRA branch of a heterogeneous batch, where every batch row may carry its own adapter
+ * (Punica / S-LoRA): for layer `path` and its input x [N, in] (N = rows · tokens per row,
+ * row-major), each row's scaling·(x·Aᵢ)·Bᵢ as [N, out], or null when no row's adapter
+ * targets the layer.
+ */
+export interface RowAdapterDelta {
+  delta(path: string, x: tf.Tensor2D): tf.Tensor2D | null;
 }
 
 export class LoraLinear {
@@ -107,6 +122,10 @@ export class LoraLinear {
     return tf.tidy(() => {
       let y: tf.Tensor2D = this.baseProduct(x); // [N, out]
       if (this.bias) y = addBias(y, this.bias); // [N, out]
+      if (ctx.rowAdapters) {
+        const rows = ctx.rowAdapters.delta(this.path, x); // [N, out] or null
+        return rows === null ? y : addSameShape(y, rows);
+      }
       const name = ctx.activeAdapter;
       if (name === null || this.mergedAdapters.includes(name)) return y;
       const adapter = this.adapters.get(name);
