@@ -7,7 +7,6 @@ import {
 } from '@nestjs/common';
 import {
   FINE_TUNE_JOB_NAME,
-  QUEUE_NAMES,
   fineTuneDelivery,
   type ApiEnv,
 } from '@lorafleet/contracts';
