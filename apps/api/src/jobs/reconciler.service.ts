@@ -5,11 +5,7 @@ import {
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
-import {
-  FINE_TUNE_JOB_NAME,
-  fineTuneDelivery,
-  type ApiEnv,
-} from '@lorafleet/contracts';
+import { FINE_TUNE_JOB_NAME, fineTuneDelivery, type ApiEnv } from '@lorafleet/contracts';
 import { AttemptsRepository, JobsRepository, OutboxRepository } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import { API_ENV } from '../config/api-env.token';
