@@ -213,6 +213,8 @@ describe('lorafleet train', () => {
   });
 
   it('rejects bad invocations with exit 2', async () => {
+    const trainInto = (out: string, ...flags: string[]) =>
+      run('train', '--model', MODEL, '--train', trainFile, '--out', join(scratch, out), ...flags);
     for (const cmd of ['train', 'generate', 'eval']) {
       const help = await run(cmd, '--help');
       expect(help.code).toBe(0);
@@ -243,37 +245,14 @@ describe('lorafleet train', () => {
         /training\.max_seq_length 65 exceeds the context length of tiny-random-gpt2 \(64\)/,
       ],
     ] as const) {
-      const bad = await run(
-        'train',
-        '--model',
-        MODEL,
-        '--train',
-        trainFile,
-        '--out',
-        join(scratch, 'z'),
-        ...flags,
-      );
+      const bad = await trainInto('z', ...flags);
       expect({ code: bad.code, err: bad.err }).toEqual({
         code: 2,
         err: expect.stringMatching(message),
       });
     }
     expect((await run('generate', '--model', MODEL, '--prompt', 'x', '--top-p', '0')).code).toBe(2);
-    expect(
-      (
-        await run(
-          'train',
-          '--model',
-          MODEL,
-          '--train',
-          trainFile,
-          '--out',
-          join(scratch, 'z'),
-          '--lr-scheduler',
-          'step',
-        )
-      ).code,
-    ).toBe(2);
+    expect((await trainInto('z', '--lr-scheduler', 'step')).code).toBe(2);
   });
 });
 

@@ -4,7 +4,7 @@
  * unchanged, only the process boundary is scripted. It answers the parent as trainer-child.ts
  * does: a `stop` gets a checkpoint, `stopped` and a clean exit; a kill ends it by SIGKILL.
  */
-import { LORAFLEET_VERSION, type FineTuneSpec } from '@lorafleet/contracts';
+import { FineTuneSpecSchema, LORAFLEET_VERSION } from '@lorafleet/contracts';
 import type { SpawnTrainerChild } from '../src/trainer/trainer-process';
 import type { ChildToParent, ParentToChild, TrainerResult } from '../src/trainer/trainer-protocol';
 
@@ -88,22 +88,13 @@ export function stopCheckpoint() {
   return { step: 2, epoch: 1, metrics: { train_loss: 0.5 }, blob: new Uint8Array([2, 2]) };
 }
 
-/** A resolved spec, as a job stores it. */
-export const TEST_SPEC: FineTuneSpec = {
+/** A resolved spec, as a job stores it: the schema's defaults for everything not named. */
+export const TEST_SPEC = FineTuneSpecSchema.parse({
   seed: 42,
   hyperparameters: { n_epochs: 1, batch_size: 2, learning_rate_multiplier: 1 },
-  lora: { r: 4, alpha: 16, dropout: 0, use_rslora: false },
-  training: {
-    learning_rate: 2e-4,
-    max_seq_length: 64,
-    lr_scheduler: 'linear',
-    warmup_steps: 0,
-    weight_decay: 0,
-    gradient_accumulation_steps: 1,
-    max_grad_norm: 1,
-    gradient_checkpointing: false,
-  },
-};
+  lora: {},
+  training: { learning_rate: 2e-4, max_seq_length: 64 },
+});
 
 /** A result as the real child reports it, with recognisable adapter bytes. */
 export function trainerResult(): TrainerResult {

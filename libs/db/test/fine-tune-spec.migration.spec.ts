@@ -32,13 +32,17 @@ const OLD_ROW = {
 
 const SHA = (c: string) => c.repeat(64);
 /** The lineage the worker wrote before LineageSchema (its trainer's camelCase copies). */
-const OLD_LINEAGE = {
+/** What the migration keeps as it was. */
+const KEPT = {
   base_model: 'tiny',
   base_model_hash: SHA('a'),
   base_model_sha256: SHA('b'),
   training_file_sha256: SHA('c'),
   validation_file_sha256: null,
   config_sha256: SHA('d'),
+};
+const OLD_LINEAGE = {
+  ...KEPT,
   hyperparameters: { epochs: 2, batchSize: 1, learningRate: 1e-4 },
   lora: { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn'], useRslora: false },
   max_seq_length: 32,
@@ -131,12 +135,7 @@ describe('the FineTuneSpec migration', () => {
     for (const { lineage } of lineages) {
       expect(LineageSchema.parse(lineage)).toEqual({
         lorafleet_version: '0.1.0',
-        base_model: 'tiny',
-        base_model_hash: SHA('a'),
-        base_model_sha256: SHA('b'),
-        training_file_sha256: SHA('c'),
-        validation_file_sha256: null,
-        config_sha256: SHA('d'),
+        ...KEPT,
         spec: FineTuneSpecSchema.parse(rows[0].spec),
         backend: 'wasm-blas',
         tfjs_version: '4.22.0',

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { fineTuneDelivery, type FineTuneSpec } from '@lorafleet/contracts';
+import { FineTuneSpecSchema, fineTuneDelivery } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
 import {
   AdaptersRepository,
@@ -21,21 +21,13 @@ import {
   type ScratchDatabase,
 } from '../src';
 
-const SPEC: FineTuneSpec = {
+/** A resolved spec: the schema's defaults for everything not named. */
+const SPEC = FineTuneSpecSchema.parse({
   seed: 1,
   hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
-  lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
-  training: {
-    learning_rate: 2e-4,
-    max_seq_length: 32,
-    lr_scheduler: 'linear',
-    warmup_steps: 0,
-    weight_decay: 0,
-    gradient_accumulation_steps: 1,
-    max_grad_norm: 1,
-    gradient_checkpointing: false,
-  },
-};
+  lora: { r: 4, alpha: 8 },
+  training: { learning_rate: 2e-4, max_seq_length: 32 },
+});
 
 describe('libs/db against a real Postgres', () => {
   let scratch: ScratchDatabase;
