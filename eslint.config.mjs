@@ -42,7 +42,11 @@ export default tseslint.config(
             { sourceTag: 'type:contracts', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'type:testing', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'type:data', onlyDependOnLibsWithTags: ['type:contracts'] },
-            { sourceTag: 'type:db', onlyDependOnLibsWithTags: ['type:contracts'] },
+            {
+              sourceTag: 'type:db',
+              // type:testing is for the test folders only; see the rule on src/ below.
+              onlyDependOnLibsWithTags: ['type:contracts', 'type:testing'],
+            },
             // contracts for zod only: the one FineTuneSpec and lineage schemas (DESIGN §3).
             {
               sourceTag: 'type:lora-core',

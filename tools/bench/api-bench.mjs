@@ -77,9 +77,10 @@ async function main() {
     ApiKeysRepository,
     TenantsRepository,
     createDataSource,
-    createScratchDatabase,
     runMigrations,
   } = require('@lorafleet/db');
+  // The scratch database comes from the built test harness library (libs/testing/dist).
+  const { createScratchDatabase } = require('@lorafleet/testing');
   const Fastify = require('fastify');
   const { Pool } = require('pg');
   const { Redis } = require('ioredis');

@@ -11,7 +11,6 @@
 // A benchmark prints figures; it asserts nothing about speed.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -19,6 +18,8 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const root = path.resolve(import.meta.dirname, '../..');
 const db = require(path.join(root, 'libs/db/dist/index.js'));
+// Scratch databases and free ports come from the built test harness library.
+const { createScratchDatabase, freePort } = require(path.join(root, 'libs/testing/dist/index.js'));
 
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
@@ -29,14 +30,6 @@ const jobCount = jobsArg >= 0 ? Number(args[jobsArg + 1]) : smoke ? 6 : 100;
 const stepsPerJob = smoke ? 4 : 10;
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const percentile = (values, p) => {
   if (values.length === 0) return null;
@@ -54,7 +47,7 @@ function startApp(app, env) {
 }
 
 async function runScenario(workers) {
-  const scratch = await db.createScratchDatabase('lorafleet_bench');
+  const scratch = await createScratchDatabase('lorafleet_bench');
   const ds = db.createDataSource({ url: scratch.url });
   await ds.initialize();
   await db.runMigrations(ds);
@@ -239,7 +232,7 @@ async function referenceCheckpointCost() {
   const storeMs = [];
   let blob;
   const trainableParameters = model.trainableVariables().reduce((n, v) => n + v.size, 0);
-  const scratch = await db.createScratchDatabase('lorafleet_bench_ckpt');
+  const scratch = await createScratchDatabase('lorafleet_bench_ckpt');
   const ds = db.createDataSource({ url: scratch.url });
   try {
     await trainer.trainStep();

@@ -4,14 +4,20 @@ import {
   ApiKeysRepository,
   TenantsRepository,
   createDataSource,
-  createScratchDatabase,
   runMigrations,
-  type ScratchDatabase,
 } from '@lorafleet/db';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { deleteQueueKeys, waitFor } from '@lorafleet/testing';
+import {
+  deleteQueueKeys,
+  waitFor,
+  createScratchDatabase,
+  type ScratchDatabase,
+  PrivateRedis,
+  TcpProxy,
+  freePort,
+} from '@lorafleet/testing';
 import { createApiApp } from '../src/bootstrap';
 import type { LogDestination } from '../src/http/request-logging';
 
@@ -26,11 +32,8 @@ export function until<T>(
   return waitFor(what, probe, timeoutMs, 50);
 }
 
-/** Fault helpers shared with the worker suites (libs/db testing). */
-import { PrivateRedis, TcpProxy } from '@lorafleet/db';
-import { freePort } from '@lorafleet/db';
-export { freePort };
-export { PrivateRedis, TcpProxy };
+/** Fault helpers of libs/testing, shared with the worker suites, for the api specs. */
+export { PrivateRedis, TcpProxy, freePort };
 
 export interface ApiHarness {
   app: NestFastifyApplication;

@@ -6,12 +6,17 @@ import {
   ApiKeysRepository,
   TenantsRepository,
   createDataSource,
+  runMigrations,
+} from '@lorafleet/db';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
   createScratchDatabase,
   freePort,
-  runMigrations,
   type ScratchDatabase,
-} from '@lorafleet/db';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+} from '@lorafleet/testing';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';

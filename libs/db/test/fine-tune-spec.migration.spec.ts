@@ -6,13 +6,8 @@
  */
 import { FineTuneSpecSchema, LineageSchema } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
-import {
-  TenantsRepository,
-  createDataSource,
-  createScratchDatabase,
-  runMigrations,
-  type ScratchDatabase,
-} from '../src';
+import { createScratchDatabase, type ScratchDatabase } from '@lorafleet/testing';
+import { TenantsRepository, createDataSource, runMigrations } from '../src';
 
 const OLD_ROW = {
   seed: 7,

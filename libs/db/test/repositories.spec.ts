@@ -13,13 +13,12 @@ import {
   TenantsRepository,
   WorkersRepository,
   createDataSource,
-  createScratchDatabase,
   FineTuningJobEntity,
   pendingSchemaChanges,
   runMigrations,
   type NewJob,
-  type ScratchDatabase,
 } from '../src';
+import { createScratchDatabase, type ScratchDatabase } from '@lorafleet/testing';
 
 /** A resolved spec: the schema's defaults for everything not named. */
 const SPEC = FineTuneSpecSchema.parse({

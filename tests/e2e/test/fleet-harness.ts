@@ -2,15 +2,20 @@ import {
   ApiKeysRepository,
   TenantsRepository,
   createDataSource,
-  createScratchDatabase,
   runMigrations,
-  type ScratchDatabase,
-  freePort,
 } from '@lorafleet/db';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
+  createScratchDatabase,
+  type ScratchDatabase,
+  freePort,
+} from '@lorafleet/testing';
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 

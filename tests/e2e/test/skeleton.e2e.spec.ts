@@ -9,16 +9,21 @@ import {
   ApiKeysRepository,
   TenantsRepository,
   createDataSource,
-  createScratchDatabase,
   runMigrations,
-  type ScratchDatabase,
-  freePort,
 } from '@lorafleet/db';
 import { readSafetensors } from '@lorafleet/lora-core';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
+  createScratchDatabase,
+  type ScratchDatabase,
+  freePort,
+} from '@lorafleet/testing';
 
 jest.setTimeout(180_000);
 
