@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import {
   CHECKPOINT_FORMAT,
   CheckpointError,
-  Trainer,
   decodeCheckpoint,
   encodeCheckpoint,
   initBackend,
@@ -20,20 +19,13 @@ import {
   readSafetensorsHeader,
   writeCheckpointFile,
 } from '../src';
-import { testSpec, tinyGpt2, tokenizedPairs } from './trainer.helpers';
+import { cAttnTrainer, tinyGpt2 } from './trainer.helpers';
 
 async function trainedCheckpoint(): Promise<Uint8Array> {
   const model = tinyGpt2();
-  model.addAdapter(
-    'default',
-    { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn'], useRslora: false },
-    3,
-  );
-  const trainer = new Trainer({
-    model,
-    train: await tokenizedPairs(),
-    padTokenId: 268,
-    spec: testSpec({ seed: 5, hyperparameters: { batch_size: 3, n_epochs: 2 } }),
+  const trainer = await cAttnTrainer(model, 3, {
+    seed: 5,
+    hyperparameters: { batch_size: 3, n_epochs: 2 },
   });
   await trainer.trainStep();
   await trainer.trainStep();
