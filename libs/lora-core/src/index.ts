@@ -39,6 +39,7 @@ export {
   LoraLinear,
   type HfWeightLayout,
   type LoraAdapterWeights,
+  type RowAdapterDelta,
 } from './models/lora-linear.layer';
 export { Gpt2Model } from './models/gpt2.model';
 export { LlamaModel, ropeInverseFrequencies } from './models/llama.model';
@@ -79,6 +80,7 @@ export {
   exportPeftAdapterAsync,
   importPeftAdapter,
   loadPeftAdapter,
+  decodePeftAdapter,
   parsePeftAdapterConfig,
   savePeftAdapter,
   type ExportedPeftAdapter,
@@ -145,12 +147,16 @@ export {
 } from './trainer/fine-tune';
 export {
   DeviceBufferLimitError,
+  DeviceMemoryLimitError,
   MemoryLimitError,
   WASM_HEAP_BUDGET_BYTES,
   WasmHeapLimitError,
+  checkWebgpuFits,
   estimateTrainingMemory,
+  gpuMemoryLimitMbFromEnv,
   largestTrainingBuffer,
   wasmHeapBytes,
+  webgpuDeviceBytes,
   memoryAdvice,
   memoryLimitMbFromEnv,
   type MemoryEstimate,
@@ -241,8 +247,16 @@ export {
   matMul2d,
   tiedHeadMatMul,
 } from './backend/matmul.ops';
+export { measureWebgpuTraffic, type WebgpuTraffic } from './backend/webgpu-traffic';
+export {
+  crossEntropyGrad,
+  crossEntropyRows,
+  fusedCrossEntropyActive,
+} from './backend/webgpu-cross-entropy.kernels';
 export {
   DAWN_BACKENDS,
+  WEBGPU_MAX_BINDING_ENV,
+  deviceBindingLimitBytes,
   initWebgpuBackend,
   webgpuDeviceErrors,
   type DawnBackend,
@@ -269,3 +283,28 @@ export {
   type SafetensorsHeaderEntry,
   type SafetensorsLayout,
 } from './safetensors/safetensors.codec';
+
+// ---- issue 19: serving (many adapters over one base, batched decoding) ---------------------
+export {
+  AdapterRegistry,
+  AdapterRegistryError,
+  type AdapterRegistryErrorCode,
+  type AdapterRegistryOptions,
+  type AdapterSource,
+  type ServingAdapter,
+  type ServingAdapterModule,
+} from './serving/adapter.registry';
+export { RowAdapterBatch } from './serving/row-adapter.batch';
+export { BatchedKvDecoder, type DecodeRow } from './serving/batched-kv.decoder';
+export { StopSequenceMatcher } from './serving/stop-sequence.matcher';
+export {
+  CompletionCancelledError,
+  CompletionEngine,
+  MAX_STOP_SEQUENCES,
+  type CompletionDelta,
+  type CompletionEngineOptions,
+  type CompletionRequest,
+  type CompletionResult,
+  type CompletionUsage,
+  type FinishReason,
+} from './serving/completion.engine';

@@ -296,6 +296,21 @@ export function importPeftAdapter(
   adapterConfigJson: unknown,
   safetensorsBytes: Uint8Array,
 ): LoraConfig {
+  const { config, weights } = decodePeftAdapter(model, adapterConfigJson, safetensorsBytes);
+  model.addAdapter(name, config, weights);
+  return model.loraConfig(name);
+}
+
+/**
+ * `importPeftAdapter()`'s validation and decoding without adding anything to `model`: the
+ * config and, per targeted module path, A [in, r] and B [r, out] in tfjs layout. The serving
+ * adapter registry keeps these outside the model (serving/adapter-registry.ts).
+ */
+export function decodePeftAdapter(
+  model: CausalLM,
+  adapterConfigJson: unknown,
+  safetensorsBytes: Uint8Array,
+): { config: LoraConfig; weights: AdapterWeightsInit } {
   let json = adapterConfigJson;
   if (typeof json === 'string') {
     try {
@@ -386,8 +401,7 @@ export function importPeftAdapter(
     }
     init.set(path, { a: entry.a, b: entry.b });
   }
-  model.addAdapter(name, cfg, init);
-  return model.loraConfig(name);
+  return { config: cfg, weights: init };
 }
 
 /** Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`. */

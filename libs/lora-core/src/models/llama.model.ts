@@ -72,6 +72,9 @@ interface DecoderLayer {
  * How one block reads past keys and values during incremental decoding: given this step's
  * k and v [1, KV, Tn, D], returns them with the cached past prepended, [1, KV, Tp+Tn, D].
  */
+/** RoPE cos or sin: [T, D] shared by the batch, or [B, 1, T, D] per row. */
+type RotaryTable = tf.Tensor2D | tf.Tensor4D;
+
 export type KvExtender = (k: tf.Tensor4D, v: tf.Tensor4D) => { k: tf.Tensor4D; v: tf.Tensor4D };
 
 /**
@@ -200,18 +203,42 @@ export class LlamaModel extends CausalLM {
    */
   private rotaryTables(length: number, offset = 0): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
     const D = this.config.headDim;
+    const { cos, sin } = this.rotaryValues(Array.from({ length }, (_, r) => offset + r));
+    return { cos: tf.tensor2d(cos, [length, D]), sin: tf.tensor2d(sin, [length, D]) };
+  }
+
+  /**
+   * Per-row tables [B, 1, Tn, D] for decoding a batch whose rows sit at different positions
+   * (`positions[b][t]`), broadcast over the heads by `applyRotary`.
+   */
+  private rowRotaryTables(positions: readonly (readonly number[])[]): {
+    cos: tf.Tensor4D;
+    sin: tf.Tensor4D;
+  } {
+    const shape: [number, number, number, number] = [
+      positions.length,
+      1,
+      positions[0].length,
+      this.config.headDim,
+    ];
+    const { cos, sin } = this.rotaryValues(positions.flat());
+    return { cos: tf.tensor4d(cos, shape), sin: tf.tensor4d(sin, shape) };
+  }
+
+  /** cos and sin rows [positions.length · D] for the given positions. */
+  private rotaryValues(positions: readonly number[]): { cos: Float32Array; sin: Float32Array } {
+    const D = this.config.headDim;
     const half = D / 2;
-    const cos = new Float32Array(length * D);
-    const sin = new Float32Array(length * D);
-    for (let r = 0; r < length; r++) {
-      const t = offset + r;
+    const cos = new Float32Array(positions.length * D);
+    const sin = new Float32Array(positions.length * D);
+    positions.forEach((t, r) => {
       for (let i = 0; i < half; i++) {
         const angle = t * this.inverseFrequencies[i];
         cos[r * D + i] = cos[r * D + i + half] = Math.cos(angle);
         sin[r * D + i] = sin[r * D + i + half] = Math.sin(angle);
       }
-    }
-    return { cos: tf.tensor2d(cos, [length, D]), sin: tf.tensor2d(sin, [length, D]) };
+    });
+    return { cos, sin };
   }
 
   /**
@@ -285,27 +312,35 @@ export class LlamaModel extends CausalLM {
   }
 
   /**
-   * Incremental decoding (generation/kv-cache.decoder.ts) through the same blocks: ids
-   * [1, Tn] at positions past..past+Tn−1, `bias` [1, 1, Tn, Tp+Tn], and `cache(i)` block i's
-   * key/value extender. Returns the final-normed hidden state of the last position [1, C].
+   * Incremental decoding (generation/kv-cache.decoder.ts, serving/batched-kv.decoder.ts)
+   * through the same blocks: ids [B, Tn], `bias` [B|1, 1, Tn, Tk], and `cache(i)` block i's
+   * key/value extender. `positions` is either the first new position shared by every row
+   * (past..past+Tn−1) or each row's own positions [B][Tn] (a batch whose rows are at
+   * different lengths). Returns the final-normed hidden state of each row's last position
+   * [B, C].
    */
   decodeHidden(
     ids: tf.Tensor2D,
-    past: number,
+    positions: number | readonly (readonly number[])[],
     bias: tf.Tensor4D,
     ctx: LoraForwardContext,
     cache: (layerIndex: number) => KvExtender,
   ): tf.Tensor2D {
     const { hiddenSize: C } = this.config;
-    const n = ids.shape[1];
-    this.checkWindow(past + n);
-    const rotary = this.rotaryTables(n, past); // [Tn, D] each
-    let x = this.embed(ids); // [1, Tn, C]
+    const [batch, n] = ids.shape;
+    this.checkWindow(
+      typeof positions === 'number' ? positions + n : Math.max(...positions.flat()) + 1,
+    );
+    const rotary =
+      typeof positions === 'number'
+        ? this.rotaryTables(n, positions) // [Tn, D] each
+        : this.rowRotaryTables(positions); // [B, 1, Tn, D] each
+    let x = this.embed(ids); // [B, Tn, C]
     this.layers.forEach((layer, i) => {
-      x = this.decoderLayer(x, layer, rotary, bias, ctx, cache(i)); // [1, Tn, C]
+      x = this.decoderLayer(x, layer, rotary, bias, ctx, cache(i)); // [B, Tn, C]
     });
-    const last = tf.slice(x, [0, n - 1, 0], [1, 1, C]); // [1, 1, C]
-    return tf.reshape(this.norm(last, this.finalNorm), [1, C]); // [1, C]
+    const last = tf.slice(x, [0, n - 1, 0], [batch, 1, C]); // [B, 1, C]
+    return tf.reshape(this.norm(last, this.finalNorm), [batch, C]); // [B, C]
   }
 
   /** Block input [B, T, C] → q [B·T, H·D], k and v [B·T, KV·D] (before RoPE). */
@@ -342,7 +377,7 @@ export class LlamaModel extends CausalLM {
   private decoderLayer(
     xIn: tf.Tensor3D, // [B, T, C]
     layer: DecoderLayer,
-    rotary: { cos: tf.Tensor2D; sin: tf.Tensor2D },
+    rotary: { cos: RotaryTable; sin: RotaryTable },
     attentionBias: tf.Tensor4D, // [B|1, 1, T, Tk]
     ctx: LoraForwardContext,
     cache: KvExtender | null,

@@ -288,12 +288,17 @@ export function swiglu(gate: tf.Tensor2D, up: tf.Tensor2D): tf.Tensor2D {
 
 /**
  * HF `apply_rotary_pos_emb` (Su et al. 2021): x·cos + rotate_half(x)·sin with
- * rotate_half(x) = [−x₂, x₁]; x [B, H, T, D], cos/sin [T, D]. The map is linear in x, so the
+ * rotate_half(x) = [−x₂, x₁]; x [B, H, T, D], cos/sin [T, D] (or [B, 1, T, D] per batch row,
+ * for a batch decoded at different positions). The map is linear in x, so the
  * gradient needs no saved activation: dx = dy·cos + rotate_halfᵀ(dy·sin), rotate_halfᵀ(g) = [g₂, −g₁].
  */
-export function applyRotary(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+export function applyRotary(
+  x: tf.Tensor4D,
+  cos: tf.Tensor2D | tf.Tensor4D,
+  sin: tf.Tensor2D | tf.Tensor4D,
+): tf.Tensor4D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [xIn, c, s] = args as [tf.Tensor4D, tf.Tensor2D, tf.Tensor2D];
+    const [xIn, c, s] = args as [tf.Tensor4D, tf.Tensor, tf.Tensor];
     (args[3] as tf.GradSaveFunc)([c, s]);
     const half = xIn.shape[3] / 2;
     const x1 = tf.slice(xIn, [0, 0, 0, 0], [-1, -1, -1, half]); // [B, H, T, D/2]
