@@ -163,3 +163,19 @@ export const GOOD_JSONL =
   ]
     .map((line) => JSON.stringify(line))
     .join('\n') + '\n';
+
+/** Three DPO pairs in OpenAI's preference format (input, preferred_output, non_preferred_output). */
+export const PREFERENCE_JSONL =
+  [
+    ['Say hi: ', 'hi', 'go away'],
+    ['Say yes: ', 'yes', 'no'],
+    ['Say no: ', 'no', 'yes'],
+  ]
+    .map(([prompt, chosen, rejected]) =>
+      JSON.stringify({
+        input: { messages: [{ role: 'user', content: prompt }] },
+        preferred_output: [{ role: 'assistant', content: chosen }],
+        non_preferred_output: [{ role: 'assistant', content: rejected }],
+      }),
+    )
+    .join('\n') + '\n';

@@ -518,6 +518,7 @@ describe('issue 14 hardening (API)', () => {
         content: Buffer.from('step,train_loss\n1,2.5\n'),
         status: 'processed',
         statusDetails: null,
+        kind: null,
         exampleCount: 0,
       });
       const answer = await alice.request(

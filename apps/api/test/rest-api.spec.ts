@@ -16,7 +16,15 @@ import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { Client, GOOD_JSONL, MODELS_DIR, startApi, until, type ApiHarness } from './api-harness';
+import {
+  Client,
+  GOOD_JSONL,
+  MODELS_DIR,
+  PREFERENCE_JSONL,
+  startApi,
+  until,
+  type ApiHarness,
+} from './api-harness';
 
 jest.setTimeout(60_000);
 
@@ -291,8 +299,13 @@ describe('REST API', () => {
       const row = await api.dataSource.query('SELECT spec FROM fine_tuning_jobs WHERE id = $1', [
         created.body.id,
       ]);
+      expect(created.body.method).toEqual({
+        type: 'supervised',
+        supervised: { hyperparameters: created.body.hyperparameters },
+      });
       expect(row[0].spec).toEqual({
         seed: created.body.seed,
+        method: { type: 'supervised' },
         hyperparameters: created.body.hyperparameters,
         lora: created.body.lora,
         training: created.body.training,
@@ -490,6 +503,137 @@ describe('REST API', () => {
       );
       expect(over.status).toBe(429);
       expect(over.body.error.type).toBe('rate_limit_error');
+    });
+  });
+
+  describe('methods and file kinds', () => {
+    let preferenceFile: string;
+    const create = (body: Record<string, unknown>) =>
+      alice.request('POST', '/v1/fine_tuning/jobs', body);
+    const jobCount = async () =>
+      Number(
+        (
+          await api.dataSource.query<{ n: string }[]>('SELECT count(*) AS n FROM fine_tuning_jobs')
+        )[0].n,
+      );
+
+    beforeAll(async () => {
+      preferenceFile = (await alice.upload(PREFERENCE_JSONL, 'pairs.jsonl')).body.id as string;
+    });
+
+    it('records which kind of data an upload holds', async () => {
+      expect((await alice.request('GET', `/v1/files/${preferenceFile}`)).body).toMatchObject({
+        status: 'processed',
+        kind: 'preference',
+      });
+      expect((await alice.request('GET', `/v1/files/${fileId}`)).body).toMatchObject({
+        status: 'processed',
+        kind: 'sft',
+      });
+      const bad = await alice.upload('{"prompt": 3}\n');
+      expect(bad.body).toMatchObject({ status: 'error', kind: null });
+      const [row] = await api.dataSource.query<{ kind: string }[]>(
+        'SELECT kind FROM files WHERE id = $1',
+        [preferenceFile],
+      );
+      expect(row.kind).toBe('preference');
+    });
+
+    it("refuses files whose kind the method does not train, naming the file's parameter", async () => {
+      const before = await jobCount();
+      const cases: [Record<string, unknown>, string, RegExp][] = [
+        // No method is supervised, as OpenAI's default.
+        [jobBody({ training_file: preferenceFile }), 'training_file', /holds preference pairs/],
+        [
+          jobBody({ training_file: preferenceFile, method: { type: 'supervised' } }),
+          'training_file',
+          /"supervised" job trains on supervised examples/,
+        ],
+        [jobBody({ validation_file: preferenceFile }), 'validation_file', /preference pairs/],
+        [
+          jobBody({ hyperparameters: undefined, method: { type: 'dpo' } }),
+          'training_file',
+          /holds supervised examples.*"dpo" job trains on preference pairs/,
+        ],
+        [
+          jobBody({
+            hyperparameters: undefined,
+            training_file: preferenceFile,
+            validation_file: fileId,
+            method: { type: 'dpo' },
+          }),
+          'validation_file',
+          /holds supervised examples/,
+        ],
+      ];
+      for (const [body, param, message] of cases) {
+        const response = await create(body);
+        expect({ status: response.status, param: response.body.error?.param }).toEqual({
+          status: 400,
+          param,
+        });
+        expect(response.body.error).toMatchObject({ code: 'invalid_file' });
+        expect(response.body.error.message).toMatch(message);
+      }
+      expect(await jobCount()).toBe(before);
+    });
+
+    it('validates a file stored before kinds were recorded again, and records its kind', async () => {
+      const old = (await alice.upload(PREFERENCE_JSONL, 'old-pairs.jsonl')).body.id as string;
+      await api.dataSource.query('UPDATE files SET kind = NULL WHERE id = $1', [old]);
+      expect((await alice.request('GET', `/v1/files/${old}`)).body.kind).toBeNull();
+      const response = await create(jobBody({ training_file: old }));
+      expect(response.status).toBe(400);
+      expect(response.body.error).toMatchObject({ code: 'invalid_file', param: 'training_file' });
+      expect((await alice.request('GET', `/v1/files/${old}`)).body.kind).toBe('preference');
+    });
+
+    it('answers reinforcement, and DPO until the trainer runs it, with a 400 naming the method', async () => {
+      const before = await jobCount();
+      const reinforcement = await create(
+        jobBody({
+          hyperparameters: undefined,
+          method: { type: 'reinforcement', reinforcement: { grader: { type: 'string_check' } } },
+        }),
+      );
+      expect(reinforcement.status).toBe(400);
+      expect(reinforcement.body.error).toMatchObject({
+        type: 'invalid_request_error',
+        param: 'method.type',
+      });
+      expect(reinforcement.body.error.message).toMatch(/"reinforcement" is not supported/);
+      const dpo = await create(
+        jobBody({
+          hyperparameters: undefined,
+          training_file: preferenceFile,
+          method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.2 } } },
+        }),
+      );
+      expect(dpo.status).toBe(400);
+      expect(dpo.body.error).toMatchObject({ param: 'method.type' });
+      expect(dpo.body.error.message).toMatch(/DPO training is not available yet/);
+      const unknown = await create(jobBody({ method: { type: 'ppo' } }));
+      expect(unknown.status).toBe(400);
+      expect(unknown.body.error.param).toBe('method.type');
+      const badBeta = await create(
+        jobBody({
+          hyperparameters: undefined,
+          training_file: preferenceFile,
+          method: { type: 'dpo', dpo: { hyperparameters: { beta: -1 } } },
+        }),
+      );
+      expect(badBeta.status).toBe(400);
+      expect(badBeta.body.error.param).toBe('method.dpo.hyperparameters.beta');
+      const conflict = await create(
+        jobBody({
+          training_file: preferenceFile,
+          hyperparameters: { n_epochs: 1 },
+          method: { type: 'dpo', dpo: { hyperparameters: { n_epochs: 2, beta: 0.1 } } },
+        }),
+      );
+      expect(conflict.status).toBe(400);
+      expect(conflict.body.error.param).toBe('method.dpo.hyperparameters');
+      expect(await jobCount()).toBe(before);
     });
   });
 

@@ -73,6 +73,10 @@ function job(overrides: Partial<FineTuningJob> = {}): FineTuningJob {
     training_file: 'file-1',
     validation_file: null,
     hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
+    method: {
+      type: 'supervised',
+      supervised: { hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 } },
+    },
     trained_tokens: null,
     error: null,
     seed: 0,

@@ -8,6 +8,13 @@ export const FilePurposeSchema = z.enum(FILE_PURPOSES);
 export const FileStatusSchema = z.enum(['uploaded', 'processed', 'error']);
 export type FileStatus = z.infer<typeof FileStatusSchema>;
 
+/**
+ * What a valid training file holds: chat/prompt-completion lines (`sft`) or DPO preference
+ * pairs (`preference`). A job's `method.type` takes one kind: supervised `sft`, dpo `preference`.
+ */
+export const FileKindSchema = z.enum(['sft', 'preference']);
+export type FileKind = z.infer<typeof FileKindSchema>;
+
 export const FileObjectSchema = z.object({
   id: z.string(),
   object: z.literal('file'),
@@ -17,5 +24,10 @@ export const FileObjectSchema = z.object({
   purpose: FilePurposeSchema,
   status: FileStatusSchema,
   status_details: z.string().nullable(),
+  /**
+   * lorafleet extension: what the file holds, `sft` or `preference`; null when it failed
+   * validation or is a results file.
+   */
+  kind: FileKindSchema.nullable(),
 });
 export type FileObject = z.infer<typeof FileObjectSchema>;

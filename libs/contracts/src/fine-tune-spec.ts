@@ -10,6 +10,23 @@ import { LoraConfigSchema } from './lora';
 /** OpenAI's seed range (a non-negative 32-bit integer). */
 export const SeedSchema = z.number().int().min(0).max(2_147_483_647);
 
+/** DPO's beta when a request leaves it out or says "auto" (OpenAI's and TRL's default). */
+export const DEFAULT_DPO_BETA = 0.1;
+
+/** DPO's beta: how strongly the policy is held to the reference (the base without adapter). */
+export const DpoBetaSchema = z.number().positive().max(10);
+
+/**
+ * What the run optimizes: next-token cross-entropy on SFT lines (`supervised`), or the DPO
+ * sigmoid loss on preference pairs (`dpo`, lora-core `dpoStep`).
+ */
+export const MethodSpecSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('supervised') }).strict(),
+  z.object({ type: z.literal('dpo'), beta: DpoBetaSchema.default(DEFAULT_DPO_BETA) }).strict(),
+]);
+export type MethodSpec = z.output<typeof MethodSpecSchema>;
+export type MethodType = MethodSpec['type'];
+
 /**
  * Everything that decides what a fine-tune trains, with "auto" and every default resolved:
  * the one value the API stores on the job (one jsonb column), the worker hands its trainer
@@ -22,6 +39,12 @@ export const FineTuneSpecSchema = z
   .object({
     /** Seeds LoRA init, per-epoch shuffling, adapter dropout and sample generation. */
     seed: SeedSchema,
+    /**
+     * Supervised by default: a spec stored before methods existed is a supervised one. The
+     * trainer hashes `method` into its run config only for DPO, so SFT checkpoints made before
+     * it still resume exactly.
+     */
+    method: MethodSpecSchema.default({ type: 'supervised' }),
     /** OpenAI's `hyperparameters` with "auto" decided (echoed on the job object). */
     hyperparameters: ResolvedHyperparametersSchema,
     lora: LoraConfigSchema,
@@ -45,6 +68,18 @@ export type FineTuneSpec = z.output<typeof FineTuneSpecSchema>;
 export const FineTuneSpecRequestSchema = z
   .object({
     seed: SeedSchema.nullish(),
+    /** `beta` "auto" or left out is {@link DEFAULT_DPO_BETA}. */
+    method: z
+      .discriminatedUnion('type', [
+        z.object({ type: z.literal('supervised') }).strict(),
+        z
+          .object({
+            type: z.literal('dpo'),
+            beta: z.union([z.literal('auto'), DpoBetaSchema]).default('auto'),
+          })
+          .strict(),
+      ])
+      .optional(),
     hyperparameters: HyperparametersSchema.optional(),
     lora: LoraConfigSchema.optional(),
     training: TrainingOptionsRequestSchema.optional(),

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import {
   DEFAULT_BASE_LEARNING_RATE,
+  DEFAULT_DPO_BETA,
   FineTuneSpecRequestSchema,
   FineTuneSpecSchema,
   HyperparametersSchema,
@@ -65,6 +66,13 @@ export function resolveFineTuneSpec(
   }
   return FineTuneSpecSchema.parse({
     seed: parsed.seed ?? randomInt(0, 2_147_483_647),
+    method:
+      parsed.method?.type === 'dpo'
+        ? {
+            type: 'dpo',
+            beta: parsed.method.beta === 'auto' ? DEFAULT_DPO_BETA : parsed.method.beta,
+          }
+        : { type: 'supervised' },
     hyperparameters,
     lora: parsed.lora ?? {},
     training: {

@@ -2,7 +2,11 @@
  * resolveFineTuneSpec: the one place a run's configuration is decided (issue 15 item 1), for
  * the API's jobs and `lorafleet train` alike.
  */
-import { DEFAULT_BASE_LEARNING_RATE, FineTuneSpecSchema } from '@lorafleet/contracts';
+import {
+  DEFAULT_BASE_LEARNING_RATE,
+  DEFAULT_DPO_BETA,
+  FineTuneSpecSchema,
+} from '@lorafleet/contracts';
 import { ZodError } from 'zod';
 import { FineTuneSpecError, defaultMaxSeqLength, resolveFineTuneSpec } from '../src';
 
@@ -13,6 +17,7 @@ describe('resolveFineTuneSpec', () => {
     const spec = resolveFineTuneSpec({ seed: 3 }, CONTEXT);
     expect(spec).toEqual({
       seed: 3,
+      method: { type: 'supervised' },
       // OpenAI's heuristic: 12 examples × 3 epochs < 100 passes, so floor(100 / 12) epochs.
       hyperparameters: { n_epochs: 8, batch_size: 1, learning_rate_multiplier: 1 },
       // PEFT's LoraConfig defaults, except alpha (see libs/contracts/src/lora.ts).
@@ -29,6 +34,24 @@ describe('resolveFineTuneSpec', () => {
       },
     });
     expect(FineTuneSpecSchema.parse(spec)).toEqual(spec);
+  });
+
+  it('resolves DPO with beta 0.1 by default, and reads a spec stored without a method as supervised', () => {
+    expect(resolveFineTuneSpec({ seed: 1, method: { type: 'dpo' } }, CONTEXT).method).toEqual({
+      type: 'dpo',
+      beta: DEFAULT_DPO_BETA,
+    });
+    expect(
+      resolveFineTuneSpec({ seed: 1, method: { type: 'dpo', beta: 'auto' } }, CONTEXT).method,
+    ).toEqual({ type: 'dpo', beta: 0.1 });
+    expect(
+      resolveFineTuneSpec({ seed: 1, method: { type: 'dpo', beta: 0.25 } }, CONTEXT).method,
+    ).toEqual({ type: 'dpo', beta: 0.25 });
+    expect(() => resolveFineTuneSpec({ method: { type: 'dpo', beta: 0 } }, CONTEXT)).toThrow(
+      ZodError,
+    );
+    const { method: _, ...stored } = resolveFineTuneSpec({ seed: 1 }, CONTEXT);
+    expect(FineTuneSpecSchema.parse(stored).method).toEqual({ type: 'supervised' });
   });
 
   it('takes learning_rate from the multiplier unless it is given, and caps max_seq_length at 1024', () => {

@@ -48,7 +48,11 @@ const OLD_LINEAGE = {
   seed: 7,
   worker: 'worker-1',
 };
-const MIGRATIONS = ['FineTuneSpec1796515902332', 'LineageSpec1796516200000'];
+const MIGRATIONS = [
+  'FineTuneSpec1796515902332',
+  'LineageSpec1796516200000',
+  'FileKind1796520296176',
+];
 
 describe('the FineTuneSpec migration', () => {
   let scratch: ScratchDatabase;
@@ -68,8 +72,7 @@ describe('the FineTuneSpec migration', () => {
 
   it('folds the old columns into one spec, lineage into LineageSchema, splits the requested backend, and goes back', async () => {
     const tenantId = (await new TenantsRepository(ds).createTenant('migrated')).id;
-    await ds.undoLastMigration({ transaction: 'each' });
-    await ds.undoLastMigration({ transaction: 'each' });
+    for (let i = 0; i < MIGRATIONS.length; i++) await ds.undoLastMigration({ transaction: 'each' });
     for (const [id, backend] of [
       ['job-old-queued', 'auto'],
       ['job-old-done', 'wasm-blas'],
@@ -108,6 +111,8 @@ describe('the FineTuneSpec migration', () => {
     for (const row of rows) {
       expect(FineTuneSpecSchema.parse(row.spec)).toEqual({
         seed: 7,
+        // Stored without a method, as every spec before DPO: the schema reads it as supervised.
+        method: { type: 'supervised' },
         hyperparameters: OLD_ROW.hyperparameters,
         lora: OLD_ROW.lora,
         training: {
@@ -140,6 +145,7 @@ describe('the FineTuneSpec migration', () => {
       });
     }
 
+    await ds.undoLastMigration({ transaction: 'each' }); // FileKind
     await ds.undoLastMigration({ transaction: 'each' });
     const [oldLineage] = await ds.query<{ lineage: Record<string, unknown> }[]>(
       "SELECT lineage FROM adapters WHERE id = 'adapter-old'",
@@ -169,5 +175,29 @@ describe('the FineTuneSpec migration', () => {
       });
     }
     expect(await runMigrations(ds)).toEqual(MIGRATIONS);
+  });
+
+  it('adds files.kind, null for the files stored before it, and drops it going back', async () => {
+    const tenantId = (await new TenantsRepository(ds).createTenant('kinds')).id;
+    await ds.undoLastMigration({ transaction: 'each' });
+    await ds.query(
+      `INSERT INTO files (id, tenant_id, filename, purpose, bytes, sha256, content, status)
+       VALUES ('file-old', $1, 'old.jsonl', 'fine-tune', 1, $2, '\\x0a', 'processed')`,
+      [tenantId, SHA('f')],
+    );
+    expect(await runMigrations(ds)).toEqual(['FileKind1796520296176']);
+    expect(await ds.query("SELECT kind FROM files WHERE id = 'file-old'")).toEqual([
+      { kind: null },
+    ]);
+    await ds.query("UPDATE files SET kind = 'preference' WHERE id = 'file-old'");
+    await ds.undoLastMigration({ transaction: 'each' });
+    const columns = await ds.query<{ column_name: string }[]>(
+      "SELECT column_name FROM information_schema.columns WHERE table_name = 'files'",
+    );
+    expect(columns.map((c) => c.column_name)).not.toContain('kind');
+    expect(await ds.query("SELECT id, status FROM files WHERE id = 'file-old'")).toEqual([
+      { id: 'file-old', status: 'processed' },
+    ]);
+    expect(await runMigrations(ds)).toEqual(['FileKind1796520296176']);
   });
 });

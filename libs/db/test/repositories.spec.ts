@@ -51,6 +51,7 @@ describe('libs/db against a real Postgres', () => {
       'WorkerMemoryUsage1796505208846',
       'FineTuneSpec1796515902332',
       'LineageSpec1796516200000',
+      'FileKind1796520296176',
     ]);
     jobs = new JobsRepository(ds);
     attempts = new AttemptsRepository(ds);
@@ -65,6 +66,7 @@ describe('libs/db against a real Postgres', () => {
       content: Buffer.from('{"text":"hi"}\n'),
       status: 'processed',
       statusDetails: null,
+      kind: 'sft',
       exampleCount: 1,
     });
     fileId = file.id;

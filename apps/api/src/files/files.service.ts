@@ -51,6 +51,9 @@ export class FilesService {
       content: upload.content,
       status: result.ok ? 'processed' : 'error',
       statusDetails: details,
+      // A valid file holds one kind; jobs check it against their method.
+      kind:
+        result.ok && (result.kind === 'sft' || result.kind === 'preference') ? result.kind : null,
       exampleCount: result.examples,
     });
     return this.present(entity);
@@ -92,6 +95,7 @@ export class FilesService {
       purpose: file.purpose === 'fine-tune-results' ? 'fine-tune-results' : 'fine-tune',
       status: file.status,
       status_details: file.statusDetails,
+      kind: file.kind,
     };
   }
 }

@@ -1,8 +1,22 @@
-import type { FineTuningJob, FineTuningJobEvent } from '@lorafleet/contracts';
+import {
+  FineTuneSpecSchema,
+  type FineTuneSpec,
+  type FineTuningJob,
+  type FineTuningJobEvent,
+} from '@lorafleet/contracts';
 import type { FineTuningJobEntity, JobEventEntity } from '@lorafleet/db';
 
 const seconds = (date: Date | null): number | null =>
   date ? Math.floor(date.getTime() / 1000) : null;
+
+/** OpenAI's `method` echo of a spec. */
+function presentMethod(spec: FineTuneSpec): FineTuningJob['method'] {
+  // Specs stored before methods existed have none: the schema's default (supervised) applies.
+  const method = FineTuneSpecSchema.shape.method.parse(spec.method);
+  return method.type === 'dpo'
+    ? { type: 'dpo', dpo: { hyperparameters: { ...spec.hyperparameters, beta: method.beta } } }
+    : { type: 'supervised', supervised: { hyperparameters: spec.hyperparameters } };
+}
 
 /** Entity → the OpenAI job object plus lorafleet's extensions (DESIGN §4). */
 export function presentJob(job: FineTuningJobEntity): FineTuningJob {
@@ -20,6 +34,7 @@ export function presentJob(job: FineTuningJobEntity): FineTuningJob {
     training_file: job.trainingFileId,
     validation_file: job.validationFileId,
     hyperparameters: job.spec.hyperparameters,
+    method: presentMethod(job.spec),
     trained_tokens: job.trainedTokens,
     error: job.error,
     seed: job.spec.seed,

@@ -4,6 +4,7 @@ import {
   JobStatusSchema,
   fineTuneDelivery,
   type ApiEnv,
+  type FileKind,
   type FineTuningJob,
   type FineTuningJobEvent,
   type LoraConfigDto,
@@ -11,6 +12,7 @@ import {
 import {
   FineTuneSpecError,
   resolveFineTuneSpec,
+  validateJsonl,
   unknownTargetModules,
   type ModelFacts,
 } from '@lorafleet/data';
@@ -50,6 +52,12 @@ function isUniqueViolation(error: unknown): boolean {
   return (driverError.driverError?.code ?? driverError.code) === '23505';
 }
 
+/** How errors name a file's kind of data. */
+const KIND_NAMES: Record<FileKind, string> = {
+  sft: 'supervised examples (messages, prompt/completion or text lines)',
+  preference: 'preference pairs (input, preferred_output, non_preferred_output)',
+};
+
 /** How many of a job's newest checkpoints a checkpoint cursor (`after`) is looked up among. */
 const CHECKPOINT_CURSOR_SCAN = 1000;
 
@@ -85,18 +93,33 @@ export class JobsService {
   ): Promise<{ job: FineTuningJob; replayed: boolean }> {
     const request = CreateFineTuningJobRequestSchema.parse(body);
     assertWellFormedText(request);
-    const supervised = request.method?.supervised?.hyperparameters;
+    const method = request.method ?? { type: 'supervised' as const };
+    if (method.type === 'reinforcement') {
+      // OpenAI's reinforcement fine-tuning needs graders lorafleet does not have.
+      throw new ApiError(
+        'invalid_request',
+        'method.type "reinforcement" is not supported; lorafleet trains "supervised" and "dpo" methods',
+        'method.type',
+      );
+    }
+    const { beta, ...methodHyperparameters } =
+      method.type === 'dpo'
+        ? (method.dpo?.hyperparameters ?? {})
+        : { beta: undefined, ...method.supervised?.hyperparameters };
+    const methodParam = `method.${method.type}.hyperparameters`;
+    const methodGaveHyperparameters =
+      method.type === 'dpo' ? !!method.dpo?.hyperparameters : !!method.supervised?.hyperparameters;
     if (
       request.hyperparameters &&
-      supervised &&
-      canonicalJson(request.hyperparameters) !== canonicalJson(supervised)
+      methodGaveHyperparameters &&
+      canonicalJson(request.hyperparameters) !== canonicalJson(methodHyperparameters)
     ) {
       // OpenAI deprecated the top-level object for `method`; two different answers to one
       // question must not be settled by silently picking one.
       throw new ApiError(
         'invalid_request',
-        'hyperparameters and method.supervised.hyperparameters differ; send one of them',
-        'method.supervised.hyperparameters',
+        `hyperparameters and ${methodParam} differ; send one of them`,
+        methodParam,
       );
     }
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
@@ -115,16 +138,32 @@ export class JobsService {
     const baseModelHash = await this.models.contentHash(baseModel);
     const facts = this.models.facts(baseModel);
     this.checkTargetModules(request.model, facts, request.lora?.target_modules);
-    const trainingFile = await this.usableFile(tenantId, request.training_file, 'training_file');
+    const kind: FileKind = method.type === 'dpo' ? 'preference' : 'sft';
+    const trainingFile = await this.usableFile(
+      tenantId,
+      request.training_file,
+      'training_file',
+      method.type,
+      kind,
+    );
     if (request.validation_file) {
-      await this.usableFile(tenantId, request.validation_file, 'validation_file');
+      await this.usableFile(
+        tenantId,
+        request.validation_file,
+        'validation_file',
+        method.type,
+        kind,
+      );
     }
     let spec;
     try {
       spec = resolveFineTuneSpec(
         {
           seed: request.seed,
-          hyperparameters: supervised ?? request.hyperparameters,
+          method: method.type === 'dpo' ? { type: 'dpo', beta } : { type: 'supervised' },
+          hyperparameters: methodGaveHyperparameters
+            ? methodHyperparameters
+            : request.hyperparameters,
           lora: request.lora,
           training: request.training,
         },
@@ -140,6 +179,15 @@ export class JobsService {
       if (error instanceof FineTuneSpecError)
         throw new ApiError('invalid_request', error.message, error.param);
       throw error;
+    }
+    if (spec.method.type === 'dpo') {
+      // The DPO loss exists in lora-core, but the trainer loop does not run it yet: a stored
+      // DPO job would fail on every worker. Refuse it until the worker can train it.
+      throw new ApiError(
+        'invalid_request',
+        'method.type "dpo": DPO training is not available yet on this lorafleet; use "supervised"',
+        'method.type',
+      );
     }
     let job;
     try {
@@ -366,7 +414,17 @@ export class JobsService {
     }
   }
 
-  private async usableFile(tenantId: string, fileId: string, param: string): Promise<FileEntity> {
+  /**
+   * The file, if the tenant's, uploaded for fine-tuning, valid and holding the `kind` of data
+   * the job's method trains on.
+   */
+  private async usableFile(
+    tenantId: string,
+    fileId: string,
+    param: string,
+    methodType: string,
+    kind: FileKind,
+  ): Promise<FileEntity> {
     const file = await this.files.findForTenant(tenantId, fileId);
     if (!file) throw new ApiError('invalid_request', `No such file: ${fileId}`, param);
     if (file.purpose !== 'fine-tune') {
@@ -384,7 +442,27 @@ export class JobsService {
         param,
       );
     }
+    const fileKind = file.kind ?? (await this.recordKind(tenantId, file, param));
+    if (fileKind !== kind) {
+      throw new ApiError(
+        'invalid_file',
+        `File ${fileId} holds ${KIND_NAMES[fileKind]}; a ${JSON.stringify(methodType)} job trains on ${KIND_NAMES[kind]}`,
+        param,
+      );
+    }
     return file;
+  }
+
+  /** A file stored before kinds were recorded: validate it again and keep what it holds. */
+  private async recordKind(tenantId: string, file: FileEntity, param: string): Promise<FileKind> {
+    const content = await this.files.getContent(tenantId, file.id);
+    const { kind } = validateJsonl(content ?? Buffer.alloc(0));
+    // Processed files were valid, so they hold one kind; anything else is no longer usable.
+    if (kind !== 'sft' && kind !== 'preference') {
+      throw new ApiError('invalid_file', `File ${file.id} holds no training data`, param);
+    }
+    await this.files.recordKind(file.id, kind);
+    return kind;
   }
 
   private parseLimit(text: string | undefined): number {

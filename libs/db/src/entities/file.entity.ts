@@ -1,4 +1,4 @@
-import type { FileStatus } from '@lorafleet/contracts';
+import type { FileKind, FileStatus } from '@lorafleet/contracts';
 import {
   Column,
   CreateDateColumn,
@@ -44,6 +44,14 @@ export class FileEntity {
 
   @Column({ name: 'status_details', type: 'text', nullable: true })
   statusDetails!: string | null;
+
+  /**
+   * What the validator found the file to hold: `sft` or `preference` lines (one kind a file).
+   * Null for a file that failed validation, a results file, and a file stored before kinds
+   * were recorded (jobs validate such a file again and record its kind).
+   */
+  @Column({ type: 'text', nullable: true })
+  kind!: FileKind | null;
 
   @Column({ name: 'example_count', type: 'integer', default: 0 })
   exampleCount!: number;

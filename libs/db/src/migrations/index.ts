@@ -6,6 +6,7 @@ import { FleetAdminKeys1796505127912 } from './1796505127912-fleet-admin-keys.mi
 import { WorkerMemoryUsage1796505208846 } from './1796505208846-worker-memory-usage.migration';
 import { FineTuneSpec1796515902332 } from './1796515902332-fine-tune-spec.migration';
 import { LineageSpec1796516200000 } from './1796516200000-lineage-spec.migration';
+import { FileKind1796520296176 } from './1796520296176-file-kind.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
@@ -17,4 +18,5 @@ export const ALL_MIGRATIONS: MixedList<Function> = [
   WorkerMemoryUsage1796505208846,
   FineTuneSpec1796515902332,
   LineageSpec1796516200000,
+  FileKind1796520296176,
 ];

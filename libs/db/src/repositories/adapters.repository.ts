@@ -72,6 +72,7 @@ export class AdaptersRepository {
           content: Buffer.from(adapter.resultCsv),
           status: 'processed',
           statusDetails: null,
+          kind: null,
           exampleCount: 0,
         });
         await manager.insert(FileEntity, resultFile);

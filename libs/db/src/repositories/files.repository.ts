@@ -1,4 +1,4 @@
-import type { FileStatus } from '@lorafleet/contracts';
+import type { FileKind, FileStatus } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
 import { FileEntity } from '../entities';
 import { newId, sha256Hex } from '../ids';
@@ -10,6 +10,8 @@ export interface NewFile {
   content: Buffer;
   status: FileStatus;
   statusDetails: string | null;
+  /** What a valid file holds; null when it failed validation. */
+  kind: FileKind | null;
   exampleCount: number;
 }
 
@@ -55,6 +57,11 @@ export class FilesRepository {
       where: { tenantId, id },
     });
     return row ? row.content : null;
+  }
+
+  /** Records the kind of a file stored before kinds were (the API validates it again). */
+  async recordKind(id: string, kind: FileKind): Promise<void> {
+    await this.repo.update({ id }, { kind });
   }
 
   async deleteForTenant(tenantId: string, id: string): Promise<boolean> {
