@@ -9,7 +9,7 @@ import OpenAI, { toFile } from 'openai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { GOOD_JSONL, MODELS_DIR, startApi, type ApiHarness } from './api-harness';
+import { GOOD_JSONL, MODELS_DIR, PREFERENCE_JSONL, startApi, type ApiHarness } from './api-harness';
 
 jest.setTimeout(40_000);
 
@@ -216,6 +216,50 @@ describe('official openai client', () => {
       .catch((e: unknown) => e);
     expect(unknownModel).toBeInstanceOf(OpenAI.NotFoundError);
     expect(unknownModel).toMatchObject({ code: 'model_not_found', param: 'model' });
+
+    // OpenAI's `method` shapes as the client sends them: a preference file for a supervised
+    // job, DPO (refused until the trainer loop runs it) and reinforcement.
+    const pairs = await client.files.create({
+      file: await toFile(Buffer.from(PREFERENCE_JSONL), 'pairs.jsonl'),
+      purpose: 'fine-tune',
+    });
+    expect(pairs).toMatchObject({ status: 'processed', kind: 'preference' });
+    const mismatch = await client.fineTuning.jobs
+      .create({ model: 'tiny-random-gpt2', training_file: pairs.id })
+      .catch((e: unknown) => e);
+    expect(mismatch).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(mismatch).toMatchObject({ code: 'invalid_file', param: 'training_file' });
+    const dpo = await client.fineTuning.jobs
+      .create({
+        model: 'tiny-random-gpt2',
+        training_file: pairs.id,
+        method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1 } } },
+      })
+      .catch((e: unknown) => e);
+    expect(dpo).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(dpo).toMatchObject({ param: 'method.type' });
+    expect((dpo as Error).message).toMatch(/DPO training is not available yet/);
+    const reinforcement = await client.fineTuning.jobs
+      .create({
+        model: 'tiny-random-gpt2',
+        training_file: file.id,
+        method: {
+          type: 'reinforcement',
+          reinforcement: {
+            grader: {
+              type: 'string_check',
+              name: 'exact',
+              input: '{{sample.output_text}}',
+              reference: '{{item.answer}}',
+              operation: 'eq',
+            },
+          },
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(reinforcement).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(reinforcement).toMatchObject({ param: 'method.type' });
+    expect((reinforcement as Error).message).toMatch(/"reinforcement" is not supported/);
 
     const badKey = new OpenAI({ apiKey: 'lf-wrong', baseURL: `${api.baseUrl}/v1` });
     await expect(badKey.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);

@@ -91,6 +91,8 @@ describe('the spec the trainer takes', () => {
       ['training.warmup_steps', { training: { ...spec.training, warmup_steps: -1 } }],
       ['training.max_steps', { training: { ...spec.training, max_steps: 0 } }],
       ['seed', { seed: 0.5 }],
+      // A valid DPO spec, refused until the loop runs dpoStep (never trained as SFT).
+      ['method.type', { method: { type: 'dpo', beta: 0.1 } }],
     ] as const) {
       let caught: unknown;
       try {

@@ -15,13 +15,17 @@
  * rejected in `[P, 2P)`, so one forward pass scores both sides.
  */
 import * as tf from '@tensorflow/tfjs';
+import { DEFAULT_DPO_BETA } from '@lorafleet/contracts';
 import type { PreferenceBatch } from '@lorafleet/data';
 
 import type { CausalLM, ForwardOptions } from '../models/causal-lm.model';
 import { shiftTargets, type ShiftedTargets } from '../trainer/token-loss';
 
-/** β of OpenAI's `method.dpo.hyperparameters.beta` and TRL's `DPOConfig.beta` when unset. */
-export const DEFAULT_DPO_BETA = 0.1;
+/**
+ * β of OpenAI's `method.dpo.hyperparameters.beta` and TRL's `DPOConfig.beta` when unset; the
+ * contracts' constant, which the FineTuneSpec resolver also uses.
+ */
+export { DEFAULT_DPO_BETA };
 
 /** Sequence log-probabilities of a batch's pairs, each [P] in pair order. */
 export interface PairLogProbs {

@@ -95,11 +95,22 @@ export class TrainingConfigError extends Error {
 /**
  * Checks a spec handed to the trainer against the contracts schema (callers other than
  * libs/data `resolveFineTuneSpec` may build one by hand). A bad field is a
- * `TrainingConfigError` whose `field` is the spec's path, e.g. `training.learning_rate`.
+ * `TrainingConfigError` whose `field` is the spec's path, e.g. `training.learning_rate`; so is a
+ * method the loop does not run yet (`method.type`).
  */
 export function checkFineTuneSpec(spec: FineTuneSpec): FineTuneSpec {
   const parsed = FineTuneSpecSchema.safeParse(spec);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) {
+    if (parsed.data.method.type !== 'supervised') {
+      // dpoStep exists, but this loop trains next-token cross-entropy only; training a DPO
+      // spec as SFT would silently produce the wrong adapter (the API refuses such jobs too).
+      throw new TrainingConfigError(
+        `method.type "${parsed.data.method.type}" is not supported by the trainer loop yet; only "supervised" trains`,
+        'method.type',
+      );
+    }
+    return parsed.data;
+  }
   const issue = parsed.error.issues[0];
   const field = issue.path.join('.');
   throw new TrainingConfigError(`${field || 'spec'}: ${issue.message}`, field || undefined);
