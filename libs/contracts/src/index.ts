@@ -9,3 +9,4 @@ export * from './job-status';
 export * from './jobs';
 export * from './lora';
 export * from './queues';
+export * from './serving';
