@@ -10,6 +10,7 @@ import {
   FilesRepository,
   JobsRepository,
   RedisClients,
+  ServingAdaptersRepository,
   WorkersRepository,
   createDataSource,
 } from '@lorafleet/db';
@@ -17,6 +18,7 @@ import { hostname } from 'node:os';
 import type { DataSource } from 'typeorm';
 import { FineTuneProcessor } from './processor/fine-tune.processor';
 import { QueueConsumerService } from './processor/queue-consumer.service';
+import { ServeConsumerService } from './serving/serve-consumer.service';
 import {
   DATA_SOURCE,
   REDIS_CLIENTS,
@@ -25,7 +27,12 @@ import {
   type WorkerIdentity,
 } from './tokens';
 
-const repositoryClasses = [FilesRepository, JobsRepository, WorkersRepository] as const;
+const repositoryClasses = [
+  FilesRepository,
+  JobsRepository,
+  ServingAdaptersRepository,
+  WorkersRepository,
+] as const;
 
 /** The worker: a Nest application context with no HTTP server (DESIGN §2). */
 @Module({})
@@ -64,7 +71,9 @@ export class WorkerModule implements OnApplicationShutdown {
           useFactory: (dataSource: DataSource) => new repository(dataSource),
         })),
         FineTuneProcessor,
+        // Registration and heartbeats for every role; it consumes BullMQ only with `train`.
         QueueConsumerService,
+        ...(env.LORAFLEET_WORKER_ROLES.includes('serve') ? [ServeConsumerService] : []),
       ],
     };
   }
