@@ -21,6 +21,12 @@ export const ModelObjectSchema = z.object({
   object: z.literal('model'),
   created: z.number().int(),
   owned_by: z.string(),
+  parent: z
+    .string()
+    .optional()
+    .describe(
+      'Fine-tuned models only: the base model the adapter applies to, as vLLM lists adapters.',
+    ),
   // lorafleet extensions, on base models only (OpenAI's model object has none of these); null
   // when the model's config.json cannot be read or names an architecture lorafleet cannot train.
   architecture: z
