@@ -77,7 +77,7 @@ export class ServingGateway implements OnApplicationShutdown {
           );
         }
         // Short blocks so that a client that went away frees its connection soon.
-        const read = (await connection.xread(
+        const read = await connection.xread(
           'COUNT',
           256,
           'BLOCK',
@@ -85,7 +85,7 @@ export class ServingGateway implements OnApplicationShutdown {
           'STREAMS',
           key,
           lastId,
-        )) as [string, [string, string[]][]][] | null;
+        );
         const entries = read?.[0]?.[1] ?? [];
         if (entries.length === 0) continue;
         timeoutMs = this.env.LORAFLEET_SERVE_TOKEN_TIMEOUT_MS;
