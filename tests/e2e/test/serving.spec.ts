@@ -20,6 +20,7 @@ import {
 } from '@lorafleet/lora-core';
 import { REPO_ROOT } from '@lorafleet/testing';
 import OpenAI from 'openai';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { Fleet } from './fleet-harness';
 
@@ -164,6 +165,54 @@ describe('completions served by workers (openai client)', () => {
     const sampled = () =>
       client.completions.create({ model: BASE, prompt, max_tokens: 8, temperature: 1, seed: 7 });
     expect((await sampled()).choices[0].text).toBe((await sampled()).choices[0].text);
+  });
+
+  /** The built `lorafleet` CLI against the fleet's API. */
+  function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [path.join(REPO_ROOT, 'apps/cli/bin/lorafleet.js'), ...args],
+        {
+          env: {
+            ...process.env,
+            LORAFLEET_API_URL: fleet.baseUrl,
+            LORAFLEET_API_KEY: fleet.apiKey,
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  it('lorafleet chat streams an answer, and reports a bad model with the API message', async () => {
+    const ref = await reference(encodeChatPrompt([MESSAGES[1]], tokenizer), null, 8);
+    const chat = await cli([
+      'chat',
+      '--model',
+      BASE,
+      MESSAGES[1].content,
+      '--temperature',
+      '0',
+      '--max-tokens',
+      '8',
+    ]);
+    expect(chat).toMatchObject({ code: 0, stdout: `${ref.text}\n` });
+    expect(chat.stderr).toMatch(
+      new RegExp(
+        `^\\[${ref.completionTokens} tokens in [\\d.]+ s, [\\d.]+ tokens/s, first token \\d+ ms, finish: ${ref.finishReason}\\]`,
+      ),
+    );
+    const missing = await cli(['chat', '--model', 'ft:nope', 'hi']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(
+      /The model "ft:nope" does not exist \(param: model\) \[HTTP 404 model_not_found\]/,
+    );
   });
 
   it('serves an ft: model trained in this test, token for token as lora-core with its adapter', async () => {
