@@ -25,10 +25,13 @@ import * as tf from '@tensorflow/tfjs';
 import {
   MODEL_SHAPES,
   Trainer,
+  deviceBindingLimitBytes,
   importPeftAdapter,
   initBackend,
   initWebgpuBackend,
+  largestTrainingBuffer,
   loadCausalLM,
+  measureWebgpuTraffic,
   parseModelConfig,
   webgpuDeviceErrors,
   writeRandomModelDir,
@@ -462,21 +465,34 @@ function gpuBytes(): { used: number; allocated: number } {
 async function benchStep(target: BenchTarget, workDir: string, steps: number) {
   const info: WebgpuBackendInfo = await initWebgpuBackend();
   const config = parseModelConfig(target.config);
-  // The largest tensor any kernel binds: the (float32) embedding, also the tied LM head.
+  // The (float32) embedding, also the tied LM head: past the binding limit it is split into
+  // row blocks. What cannot be split (an activation, a weight's row) must fit one buffer.
   const embeddingBytes = config.vocabSize * config.hiddenSize * 4;
+  const limit = deviceBindingLimitBytes()!;
+  const largest = largestTrainingBuffer({
+    config,
+    batchSize: target.batchSize,
+    seqLength: target.seqLength,
+    lora: { r: target.r, targetModules: target.targetModules },
+    weightBytesPerParameter: 4,
+    gradientCheckpointing: false,
+  });
   const base = {
     adapter: info.adapter,
     max_storage_buffer_binding_size: info.limits.maxStorageBufferBindingSize,
     embedding_bytes: embeddingBytes,
+    embedding_split: embeddingBytes > limit,
+    largest_unsplit_buffer: largest.what,
+    largest_unsplit_bytes: largest.bytes,
     batch_size: target.batchSize,
     seq_length: target.seqLength,
   };
-  if (embeddingBytes > info.limits.maxStorageBufferBindingSize) {
+  if (largest.bytes > limit) {
     // Bound past the limit, tfjs' kernels would read garbage; refuse with the figures instead.
     return {
       ...base,
       ok: false,
-      error: `the embedding (${(embeddingBytes / 2 ** 20).toFixed(0)} MiB) exceeds this adapter's maxStorageBufferBindingSize (${(info.limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB)`,
+      error: `${largest.what} (${(largest.bytes / 2 ** 20).toFixed(0)} MiB) exceeds this adapter's maxStorageBufferBindingSize (${(limit / 2 ** 20).toFixed(0)} MiB) and cannot be split`,
     };
   }
   const modelDir = join(workDir, 'models', `${target.name}-${target.dtype.toLowerCase()}`);
@@ -513,8 +529,10 @@ async function benchStep(target: BenchTarget, workDir: string, steps: number) {
   await trainer.trainStep();
   const warmupMs = performance.now() - warmupStarted;
   const started = performance.now();
+  // What the last timed step moved between host and GPU (the counters cost a few calls).
+  let traffic: Awaited<ReturnType<typeof measureWebgpuTraffic>>['traffic'] | null = null;
   for (let i = 0; i < steps; i++) {
-    await trainer.trainStep();
+    ({ traffic } = await measureWebgpuTraffic(() => trainer.trainStep()));
     const now = gpuBytes();
     peak = {
       used: Math.max(peak.used, now.used),
@@ -533,6 +551,7 @@ async function benchStep(target: BenchTarget, workDir: string, steps: number) {
     step_ms: stepMs,
     warmup_step_ms: warmupMs,
     steps,
+    step_traffic: traffic,
     gpu_memory_mb: {
       tfjs_in_use: peak.used / 2 ** 20,
       tfjs_allocated: peak.allocated / 2 ** 20,
@@ -763,6 +782,15 @@ function summaryText(
     );
   }
   if (typeof report.torch === 'string') lines.push(`  PyTorch: ${report.torch}`);
+  for (const row of report.benchmark as Array<Record<string, unknown>>) {
+    const t = row.step_traffic as Record<string, number> | null | undefined;
+    if (!t) continue;
+    lines.push(
+      `  ${String(row.name).padEnd(14)} per step: ${t.dispatches} dispatches, ${t.uploads} uploads ` +
+        `(${fmt(t.uploadBytes / 1024)} KiB, largest ${fmt(t.largestUploadBytes / 1024)} KiB), ` +
+        `${t.downloads} downloads (${t.downloadBytes} bytes)${row.embedding_split ? '; embedding split into row blocks' : ''}`,
+    );
+  }
   lines.push('');
   for (const s of steps) {
     lines.push(
@@ -909,6 +937,9 @@ function main(): number {
       tokens_per_second: tps ?? null,
       step_ms: tfjs.data?.step_ms ?? null,
       gpu_memory_mb: tfjs.data?.gpu_memory_mb ?? null,
+      // Dispatches, uploads and downloads of one training step (issue 18: weights stay put).
+      step_traffic: tfjs.data?.step_traffic ?? null,
+      embedding_split: tfjs.data?.embedding_split ?? null,
       torch_tokens_per_second: torchTps ?? null,
       torch_peak_gpu_mb: torchResult?.data?.peak_gpu_mb ?? null,
       torch_device: torchDevice,

@@ -143,12 +143,16 @@ export {
 } from './trainer/fine-tune';
 export {
   DeviceBufferLimitError,
+  DeviceMemoryLimitError,
   MemoryLimitError,
   WASM_HEAP_BUDGET_BYTES,
   WasmHeapLimitError,
+  checkWebgpuFits,
   estimateTrainingMemory,
+  gpuMemoryLimitMbFromEnv,
   largestTrainingBuffer,
   wasmHeapBytes,
+  webgpuDeviceBytes,
   memoryAdvice,
   memoryLimitMbFromEnv,
   type MemoryEstimate,
@@ -239,8 +243,16 @@ export {
   matMul2d,
   tiedHeadMatMul,
 } from './backend/matmul.ops';
+export { measureWebgpuTraffic, type WebgpuTraffic } from './backend/webgpu-traffic';
+export {
+  crossEntropyGrad,
+  crossEntropyRows,
+  fusedCrossEntropyActive,
+} from './backend/webgpu-cross-entropy.kernels';
 export {
   DAWN_BACKENDS,
+  WEBGPU_MAX_BINDING_ENV,
+  deviceBindingLimitBytes,
   initWebgpuBackend,
   webgpuDeviceErrors,
   type DawnBackend,

@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import {
   CHECKPOINT_FORMAT,
   CheckpointError,
-  Trainer,
   decodeCheckpoint,
   encodeCheckpoint,
   initBackend,
@@ -20,21 +19,11 @@ import {
   readSafetensorsHeader,
   writeCheckpointFile,
 } from '../src';
-import { tinyGpt2, tokenizedPairs } from './trainer.helpers';
+import { cAttnTrainer, tinyGpt2 } from './trainer.helpers';
 
 async function trainedCheckpoint(): Promise<Uint8Array> {
   const model = tinyGpt2();
-  model.addAdapter(
-    'default',
-    { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn'], useRslora: false },
-    3,
-  );
-  const trainer = new Trainer({
-    model,
-    train: await tokenizedPairs(),
-    padTokenId: 268,
-    hyperparameters: { batchSize: 3, epochs: 2, seed: 5 },
-  });
+  const trainer = await cAttnTrainer(model, 3, { batchSize: 3, epochs: 2, seed: 5 });
   await trainer.trainStep();
   await trainer.trainStep();
   await trainer.trainStep(); // 3 steps per epoch: the next epoch's order is in the blob

@@ -10,10 +10,15 @@ import { join } from 'node:path';
 import {
   MODEL_SHAPES,
   DeviceBufferLimitError,
+  DeviceMemoryLimitError,
   MemoryLimitError,
   NoTrainableTokensError,
   WasmHeapLimitError,
+  checkWebgpuFits,
   estimateTrainingMemory,
+  gpuMemoryLimitMbFromEnv,
+  largestTrainingBuffer,
+  webgpuDeviceBytes,
   initBackend,
   initWebgpuBackend,
   selectBackend,
@@ -101,6 +106,61 @@ describe('memory estimate', () => {
   });
 });
 
+describe('webgpu pre-flight: binding limit and GPU memory', () => {
+  it('gpt2-small fits a 128 MiB binding: its 154 MB embedding is split, an activation is the largest buffer', () => {
+    const run = input('gpt2-small');
+    const largest = largestTrainingBuffer(run);
+    // [B, H, T, T] scores and the c_fc output [B·T, 4C] are both 12 MiB at 4 × 256.
+    expect(largest).toEqual({
+      what: 'the attention scores [4, 12, 256, 256]',
+      bytes: 4 * 12 * 256 * 256 * 4,
+    });
+    const estimate = estimateTrainingMemory(run);
+    // On the GPU: everything but the host runtime, the weights included.
+    expect(webgpuDeviceBytes(estimate)).toBe(estimate.totalBytes - estimate.parts.runtime);
+    expect(webgpuDeviceBytes(estimate)).toBeGreaterThan(estimate.parts.frozenWeights);
+    expect(() =>
+      checkWebgpuFits(run, estimate, { bindingLimitBytes: 128 * MIB, memoryLimitMb: 80 * 1024 }),
+    ).not.toThrow();
+
+    expect(() =>
+      checkWebgpuFits(run, estimate, { bindingLimitBytes: 8 * MIB, memoryLimitMb: null }),
+    ).toThrow(
+      /the attention scores \[4, 12, 256, 256\] needs 12 MiB in one buffer, more than the 8 MiB this webgpu adapter can bind/,
+    );
+    const deviceMb = Math.ceil(webgpuDeviceBytes(estimate) / MIB);
+    const tooSmall = () =>
+      checkWebgpuFits(run, estimate, { bindingLimitBytes: 128 * MIB, memoryLimitMb: deviceMb - 1 });
+    expect(tooSmall).toThrow(DeviceMemoryLimitError);
+    expect(tooSmall).toThrow(
+      new RegExp(
+        `needs about ${deviceMb.toLocaleString('en-US')} MiB of GPU memory .* the GPU has`,
+      ),
+    );
+  });
+
+  it('an adapter on lm_head makes whole logits, which must fit one buffer', () => {
+    // smollm2-135m untied, so that lm_head is a linear layer an adapter can target.
+    const config = parseModelConfig({
+      ...MODEL_SHAPES['smollm2-135m'].config,
+      tie_word_embeddings: false,
+    });
+    const run = { ...input('smollm2-135m'), config, lora: { r: 8, targetModules: ['lm_head'] } };
+    expect(largestTrainingBuffer(run)).toEqual({
+      what: 'the logits [1024, 49152] (an adapter on lm_head or a soft-capped head makes them whole)',
+      bytes: 1024 * 49152 * 4,
+    });
+  });
+
+  it('LORAFLEET_GPU_MEMORY_MB: a whole number of MiB, else unknown (WebGPU reports no total)', () => {
+    expect(gpuMemoryLimitMbFromEnv({ LORAFLEET_GPU_MEMORY_MB: '81559' })).toBe(81559);
+    expect(gpuMemoryLimitMbFromEnv({})).toBeNull();
+    expect(() => gpuMemoryLimitMbFromEnv({ LORAFLEET_GPU_MEMORY_MB: '80GB' })).toThrow(
+      /LORAFLEET_GPU_MEMORY_MB="80GB" must be a positive whole number of MiB/,
+    );
+  });
+});
+
 describe('runFineTune pre-flight refusals, before any weight is read', () => {
   let dir: string;
   beforeAll(async () => {
@@ -178,11 +238,12 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
     }
   });
 
-  it('refuses on webgpu a tensor larger than the adapter can bind, naming both sizes', async () => {
+  it('on webgpu admits an embedding past the binding limit (it is split) and refuses a run past LORAFLEET_GPU_MEMORY_MB', async () => {
     expect(await selectBackend('webgpu')).toBe('webgpu');
+    const saved = process.env.LORAFLEET_GPU_MEMORY_MB;
     try {
       // An embedding one step past this adapter's maxStorageBufferBindingSize (128 MiB on
-      // llvmpipe): tfjs binds a tensor whole, so it could never be used.
+      // llvmpipe): before row blocks it could never have been bound, now it is split.
       const { limits } = await initWebgpuBackend();
       // Wide enough that the vocabulary stays within config.json's bounds on any adapter.
       const width = Math.max(
@@ -205,14 +266,20 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
           vocab_size: vocab,
         }),
       );
-      const run = runFineTune({ model: wide, trainJsonl: jsonl('Say hi:', ' hi'), samples: false });
-      await expect(run).rejects.toBeInstanceOf(DeviceBufferLimitError);
-      await expect(run).rejects.toThrow(
-        new RegExp(
-          `the token embedding \\[${vocab}, ${width}\\] needs [\\d,]+ MiB in one buffer, more than the [\\d,]+ MiB this webgpu adapter can bind`,
-        ),
-      );
+      const fineTune = () =>
+        runFineTune({ model: wide, trainJsonl: jsonl('Say hi:', ' hi'), samples: false });
+      // Past the pre-flight: it fails reading the garbage weights file.
+      const admitted = fineTune();
+      await expect(admitted).rejects.not.toBeInstanceOf(DeviceBufferLimitError);
+      await expect(admitted).rejects.toThrow(/safetensors|header/i);
+
+      process.env.LORAFLEET_GPU_MEMORY_MB = '64';
+      const refused = fineTune();
+      await expect(refused).rejects.toBeInstanceOf(DeviceMemoryLimitError);
+      await expect(refused).rejects.toThrow(/MiB of GPU memory .* the GPU has 64 MiB/);
     } finally {
+      if (saved === undefined) delete process.env.LORAFLEET_GPU_MEMORY_MB;
+      else process.env.LORAFLEET_GPU_MEMORY_MB = saved;
       await initBackend('cpu');
     }
   });

@@ -6,12 +6,14 @@ import { loadTokenizer, tokenizeExample, type TextTokenizer } from '@lorafleet/d
 
 import {
   SeededRandom,
+  Trainer,
   buildCausalLM,
   createRandomCausalLM,
   deriveSeed,
   parseModelConfig,
   type CausalLM,
   type TokenizedSequence,
+  type TrainerOptions,
   type WeightSource,
 } from '../src';
 
@@ -90,6 +92,20 @@ export function tinyLlama(seed = 7): CausalLM {
     }),
     seed,
   );
+}
+
+/** A Trainer over PAIRS for `model` with a new r=4 adapter on c_attn (A seeded by `adapterSeed`). */
+export async function cAttnTrainer(
+  model: CausalLM,
+  adapterSeed: number,
+  hyperparameters: TrainerOptions['hyperparameters'],
+): Promise<Trainer> {
+  model.addAdapter(
+    'default',
+    { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn'], useRslora: false },
+    adapterSeed,
+  );
+  return new Trainer({ model, train: await tokenizedPairs(), padTokenId: 268, hyperparameters });
 }
 
 export function adapterBytes(model: CausalLM, name = 'default'): Buffer {

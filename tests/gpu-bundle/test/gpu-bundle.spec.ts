@@ -143,9 +143,11 @@ describe('GPU bundle', () => {
     expect(readFileSync(join(home, 'report', 'summary.txt'), 'utf8')).toMatch(/RESULT ok/);
   }, 200_000);
 
-  it("refuses a shape whose embedding exceeds the adapter's maxStorageBufferBindingSize", () => {
-    // gpt2-small's 154 MB embedding against llvmpipe's 128 MiB binding limit: bound anyway,
-    // the kernels would read garbage; the benchmark must say so before writing any weights.
+  it("refuses a shape whose unsplittable buffer exceeds the adapter's maxStorageBufferBindingSize", () => {
+    // gpt2-small's 154 MB embedding is split into row blocks under llvmpipe's 128 MiB binding
+    // limit, but at batch 16 × 1024 its [16, 12, 1024, 1024] attention scores (768 MiB) cannot
+    // be: bound anyway, the kernels would read garbage; the benchmark must say so before
+    // writing any weights.
     const dir = join(work, 'refusal');
     const target = join(dir, 'target.json');
     mkdirSync(dir, { recursive: true });
@@ -155,8 +157,8 @@ describe('GPU bundle', () => {
         name: 'gpt2-small',
         config: { model_type: 'gpt2', vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12 },
         dtype: 'F32',
-        batchSize: 4,
-        seqLength: 256,
+        batchSize: 16,
+        seqLength: 1024,
         r: 8,
         targetModules: ['c_attn'],
       }),
@@ -190,8 +192,12 @@ describe('GPU bundle', () => {
     expect(JSON.parse(readFileSync(result, 'utf8'))).toMatchObject({
       ok: false,
       embedding_bytes: 50257 * 768 * 4,
+      embedding_split: true,
+      largest_unsplit_buffer: 'the attention scores [16, 12, 1024, 1024]',
       max_storage_buffer_binding_size: 128 * 2 ** 20,
-      error: expect.stringMatching(/exceeds this adapter's maxStorageBufferBindingSize/) as unknown,
+      error: expect.stringMatching(
+        /the attention scores \[16, 12, 1024, 1024\] \(768 MiB\) exceeds this adapter's maxStorageBufferBindingSize \(128 MiB\) and cannot be split/,
+      ) as unknown,
     });
     expect(readdirSync(dir)).not.toContain('models');
   }, 60_000);

@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import { delimiter, dirname, join } from 'node:path';
 import { runInThisContext } from 'node:vm';
 import { BackendError } from './backend.registry';
+import { registerWebgpuCrossEntropyKernels } from './webgpu-cross-entropy.kernels';
 
 export interface WebgpuBackendOptions {
   /**
@@ -52,6 +53,14 @@ export interface WebgpuDeviceLimits {
   maxComputeWorkgroupStorageSize: number;
 }
 
+/**
+ * Caps the largest buffer lorafleet plans for on webgpu below what the adapter allows: weights
+ * past it are stored as row blocks (models/row-blocked.matrix.ts) and the pre-flight checks
+ * against it. Tests force splitting on a tiny model with it; an operator can use it where a
+ * driver reports more than it can really bind.
+ */
+export const WEBGPU_MAX_BINDING_ENV = 'LORAFLEET_WEBGPU_MAX_BINDING_BYTES';
+
 /** Dawn backends `LORAFLEET_WEBGPU_BACKEND` may name (Dawn's `backend=` toggle values). */
 export const DAWN_BACKENDS = ['vulkan', 'opengles', 'opengl', 'd3d12', 'd3d11', 'metal'] as const;
 export type DawnBackend = (typeof DAWN_BACKENDS)[number];
@@ -79,6 +88,25 @@ const deviceErrors: string[] = [];
  */
 export function webgpuDeviceErrors(): readonly string[] {
   return deviceErrors;
+}
+
+/**
+ * The largest tensor, in bytes, the active backend can bind in one buffer: on webgpu the
+ * smaller of the device's `maxStorageBufferBindingSize` and `maxBufferSize`, lowered by
+ * `LORAFLEET_WEBGPU_MAX_BINDING_BYTES`; null on every other backend, where a tensor may be as
+ * large as memory allows. Model construction splits weights past it into row blocks.
+ */
+export function deviceBindingLimitBytes(env: NodeJS.ProcessEnv = process.env): number | null {
+  if (!active || tf.getBackend() !== 'webgpu') return null;
+  const device = Math.min(active.limits.maxStorageBufferBindingSize, active.limits.maxBufferSize);
+  const raw = env[WEBGPU_MAX_BINDING_ENV]?.trim();
+  if (raw === undefined || raw === '') return device;
+  if (!/^[1-9][0-9]*$/.test(raw)) {
+    throw new BackendError(
+      `${WEBGPU_MAX_BINDING_ENV}="${raw}" must be a positive whole number of bytes`,
+    );
+  }
+  return Math.min(device, Number(raw));
 }
 
 /**
@@ -428,6 +456,7 @@ export async function initWebgpuBackend(
   tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => new WebGPUBackend(device, adapterInfo), 3);
   registerChunkedAddN();
+  registerWebgpuCrossEntropyKernels();
 
   let ok: boolean;
   try {

@@ -20,7 +20,12 @@ import { totalmem } from 'node:os';
 import type { LoraConfig } from '../lora/lora.config';
 import type { ModelConfig } from '../models/model.config';
 import { HEAD_BLOCK_FLOATS } from '../backend/host-weight.kernels';
-import { countBaseParameters, countLoraTargets } from '../params/parameter-count.util';
+import { linearModuleTemplates } from '@lorafleet/data';
+import {
+  countBaseParameters,
+  countLoraTargets,
+  loraTargetSpecs,
+} from '../params/parameter-count.util';
 import { TrainingConfigError } from '../trainer/trainer.types';
 
 const MIB = 1024 * 1024;
@@ -130,38 +135,140 @@ export class WasmHeapLimitError extends TrainingConfigError {
   }
 }
 
-/** The largest single buffer a training step binds: the biggest weight or activation. */
+/**
+ * The largest buffer a LoRA training step must bind whole: an activation (a linear layer's
+ * output for B·T tokens, the attention scores), the position embedding, or one row of a frozen
+ * weight. Frozen weights themselves are not candidates: on webgpu a weight past the binding
+ * limit is kept as row blocks (models/row-blocked.matrix.ts), so only its row must fit. The
+ * fused head's logits come in row chunks sized to the limit (models/head-loss.ts); only an
+ * adapter on `lm_head` or a soft-capped head makes whole [B·T, V] logits.
+ */
 export function largestTrainingBuffer(input: MemoryEstimateInput): { what: string; bytes: number } {
   const { config, batchSize, seqLength } = input;
+  const tokens = batchSize * seqLength;
   const C = config.hiddenSize;
-  const inner = config.modelType === 'gpt2' ? config.innerSize : config.intermediateSize;
-  const heads = config.numHeads;
+  const targets = loraTargetSpecs(config, input.lora);
+  const wholeLogits =
+    (config.modelType !== 'gpt2' && config.finalLogitSoftcap !== null) ||
+    targets.some((t) => t.path === 'lm_head');
+  const linears = linearModuleTemplates(config).filter((t) => t.path !== 'lm_head');
+  const widest = linears.reduce((a, b) => (b.outFeatures > a.outFeatures ? b : a));
+  const widestRow = linears.reduce((a, b) => (b.inFeatures > a.inFeatures ? b : a));
+  const name = (path: string) => path.slice(path.lastIndexOf('.') + 1);
   const candidates = [
-    { what: `the token embedding [${config.vocabSize}, ${C}]`, bytes: config.vocabSize * C * 4 },
-    { what: `an MLP weight [${inner}, ${C}]`, bytes: inner * C * 4 },
     {
-      what: `the attention scores [${batchSize}, ${heads}, ${seqLength}, ${seqLength}]`,
-      bytes: batchSize * heads * seqLength * seqLength * 4,
+      what: `the attention scores [${batchSize}, ${config.numHeads}, ${seqLength}, ${seqLength}]`,
+      bytes: batchSize * config.numHeads * seqLength * seqLength * 4,
     },
+    {
+      what: `the ${name(widest.path)} output [${tokens}, ${widest.outFeatures}]`,
+      bytes: tokens * widest.outFeatures * 4,
+    },
+    {
+      what: `one row of the ${name(widestRow.path)} weight [${widestRow.inFeatures}]`,
+      bytes: widestRow.inFeatures * 4,
+    },
+    { what: `one row of the token embedding [${C}]`, bytes: C * 4 },
   ];
+  if (config.modelType === 'gpt2') {
+    candidates.push({
+      what: `the position embedding [${config.maxPositions}, ${C}]`,
+      bytes: config.maxPositions * C * 4,
+    });
+  }
+  if (wholeLogits) {
+    candidates.push({
+      what: `the logits [${tokens}, ${config.vocabSize}] (an adapter on lm_head or a soft-capped head makes them whole)`,
+      bytes: tokens * config.vocabSize * 4,
+    });
+  }
   return candidates.reduce((a, b) => (b.bytes > a.bytes ? b : a));
 }
 
 /**
  * A buffer the run needs is larger than the GPU adapter can bind (`maxStorageBufferBindingSize`
- * on webgpu; tfjs binds each tensor whole). Refused before any weight is uploaded.
+ * on webgpu), and it is one that cannot be split into blocks. Refused before any weight is
+ * uploaded.
  */
 export class DeviceBufferLimitError extends TrainingConfigError {
   override readonly name: string = 'DeviceBufferLimitError';
   constructor(what: string, bytes: number, limitBytes: number) {
     super(
-      `${what} needs ${Math.ceil(bytes / MIB).toLocaleString('en-US')} MiB in one buffer, more than the ` +
-        `${Math.floor(limitBytes / MIB).toLocaleString('en-US')} MiB this webgpu adapter can bind ` +
-        '(maxStorageBufferBindingSize). Train it on a CPU backend (wasm-blas), on tfjs-node-gpu, or on a ' +
-        'GPU whose adapter allows larger bindings; for the attention scores, a smaller batch or max_seq_length also helps.',
+      `${what} needs ${formatBytes(bytes)} in one buffer, more than the ${formatBytes(limitBytes)} this webgpu ` +
+        'adapter can bind (maxStorageBufferBindingSize; weights past it are split into row blocks, this cannot be). ' +
+        'A smaller batch or max_seq_length shrinks activations; otherwise train it on a CPU backend ' +
+        '(wasm-blas), on tfjs-node-gpu, or on a GPU whose adapter allows larger bindings.',
       'memory',
     );
   }
+}
+
+/**
+ * The part of the estimate that lives in GPU memory on webgpu: everything but the runtime
+ * (Node, tfjs and Dawn stay on the host). tfjs-webgpu pools released buffers for reuse and
+ * does not hand them back, so the device's peak is at least this.
+ */
+export function webgpuDeviceBytes(estimate: MemoryEstimate): number {
+  const { frozenWeights, adapterAndOptimizer, activations, head } = estimate.parts;
+  return frozenWeights + adapterAndOptimizer + activations + head;
+}
+
+/**
+ * WebGPU exposes no total device memory, so the operator states it: `LORAFLEET_GPU_MEMORY_MB`
+ * (e.g. from `nvidia-smi --query-gpu=memory.total`). Null when unset: then only the per-buffer
+ * limit is checked.
+ */
+export function gpuMemoryLimitMbFromEnv(env: NodeJS.ProcessEnv = process.env): number | null {
+  const raw = env.LORAFLEET_GPU_MEMORY_MB?.trim();
+  if (raw === undefined || raw === '') return null;
+  if (!/^[1-9][0-9]*$/.test(raw)) {
+    throw new TrainingConfigError(
+      `LORAFLEET_GPU_MEMORY_MB="${raw}" must be a positive whole number of MiB`,
+      'LORAFLEET_GPU_MEMORY_MB',
+    );
+  }
+  return Number(raw);
+}
+
+/** A run whose device part exceeds `LORAFLEET_GPU_MEMORY_MB`; refused before any upload. */
+export class DeviceMemoryLimitError extends TrainingConfigError {
+  override readonly name: string = 'DeviceMemoryLimitError';
+  constructor(
+    readonly deviceMb: number,
+    readonly limitMb: number,
+    advice: string,
+  ) {
+    super(
+      `this run needs about ${deviceMb.toLocaleString('en-US')} MiB of GPU memory (weights, adapter state, ` +
+        `activations) but the GPU has ${limitMb.toLocaleString('en-US')} MiB (LORAFLEET_GPU_MEMORY_MB). ${advice}`,
+      'memory',
+    );
+  }
+}
+
+/**
+ * The webgpu pre-flight: the largest unsplittable buffer within the binding limit, and the
+ * device part of the estimate within the GPU's memory when that is known.
+ */
+export function checkWebgpuFits(
+  input: MemoryEstimateInput,
+  estimate: MemoryEstimate,
+  device: { bindingLimitBytes: number; memoryLimitMb: number | null },
+): void {
+  const largest = largestTrainingBuffer(input);
+  if (largest.bytes > device.bindingLimitBytes) {
+    throw new DeviceBufferLimitError(largest.what, largest.bytes, device.bindingLimitBytes);
+  }
+  const deviceMb = Math.ceil(webgpuDeviceBytes(estimate) / MIB);
+  if (device.memoryLimitMb !== null && deviceMb > device.memoryLimitMb) {
+    throw new DeviceMemoryLimitError(deviceMb, device.memoryLimitMb, memoryAdvice(input));
+  }
+}
+
+/** MiB from 1 MiB up (as the other memory messages), KiB or bytes below (forced small limits). */
+function formatBytes(bytes: number): string {
+  if (bytes >= MIB) return `${Math.ceil(bytes / MIB).toLocaleString('en-US')} MiB`;
+  return bytes >= 1024 ? `${Math.ceil(bytes / 1024)} KiB` : `${bytes} bytes`;
 }
 
 /**

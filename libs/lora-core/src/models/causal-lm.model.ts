@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 
 import { HostMatrix, hostWeightKernelsActive } from '../backend/host-weight.kernels';
+import { deviceBindingLimitBytes } from '../backend/webgpu.backend';
 import type { LoraConfig } from '../lora/lora.config';
 import type { ShiftedTargets } from '../trainer/token-loss';
 import {
@@ -22,6 +23,7 @@ import { LoraLinear, type HfWeightLayout, type LoraForwardContext } from './lora
 import { TokenEmbedding } from './token-embedding';
 import type { ModelConfig } from './model.config';
 import { ModelWeightsError } from './model.errors';
+import { RowBlockedMatrix } from './row-blocked.matrix';
 import { transpose2d } from '../util/matrix.util';
 
 export { transpose2d };
@@ -61,6 +63,11 @@ export interface HfParameter {
   transposed: boolean;
   /** Whether the parameter lives in host memory (then `tensor()` throws; use `read()`). */
   host: boolean;
+  /**
+   * Device buffers holding it: 1, or more when it is kept as row blocks because it exceeds
+   * what the device binds at once (webgpu; then `tensor()` throws too); 0 in host memory.
+   */
+  blocks: number;
   /** The current tensor (after merges), tfjs layout. */
   tensor(): tf.Tensor;
   /** The current values (after merges) in Hugging Face layout, a copy. */
@@ -185,23 +192,21 @@ export abstract class CausalLM {
     if (layer === null) {
       const e = this.embedding;
       if (e.host) return { kind: 'host', matrix: e.host };
-      const weight = e.tensor!; // [V, C]
       return {
         kind: 'frozen',
         vocabSize: this.config.vocabSize,
         logits: (x) => e.logits(x), // [n, V]
-        backToHidden: (g) => tf.matMul(g, weight), // [n, C] = g·E
+        backToHidden: (g) => e.backToHidden(g), // [n, C] = g·E
       };
     }
     if (layer.hostWeight) return { kind: 'host', matrix: layer.hostWeight }; // stored [V, C]
-    const weight = layer.weight!; // [C, V]
-    const bias = layer.bias;
+    // No adapter on the head here, so its output is the frozen product (plus bias).
+    const noAdapter: LoraForwardContext = { ...ctx, activeAdapter: null };
     return {
       kind: 'frozen',
       vocabSize: this.config.vocabSize,
-      logits: (x) =>
-        bias ? tf.add<tf.Tensor2D>(tf.matMul(x, weight), bias) : tf.matMul(x, weight), // [n, V]
-      backToHidden: (g) => tf.matMul(g, weight, false, true), // [n, C] = g·Wᵀ
+      logits: (x) => layer.apply(x, noAdapter), // [n, V]
+      backToHidden: (g) => layer.backToInput(g), // [n, C] = g·Wᵀ
     };
   }
 
@@ -515,6 +520,7 @@ export abstract class CausalLM {
       hfShape: shape,
       transposed: false,
       host: false,
+      blocks: 1,
       tensor: () => tensor,
       read: async () => new Float32Array((await tensor.data()) as Float32Array),
     });
@@ -529,16 +535,23 @@ export abstract class CausalLM {
     shape: [number, number],
   ): TokenEmbedding {
     const data = source.read(key, shape, 'normal');
-    const embedding = this.hostWeights
-      ? new TokenEmbedding(key, null, new HostMatrix(shape[0], shape[1], data))
-      : new TokenEmbedding(key, this.toParameter(tf.tensor2d(data, shape)) as tf.Tensor2D, null);
+    const limit = this.deviceBlockLimit(key, shape);
+    const embedding = new TokenEmbedding(
+      key,
+      this.hostWeights
+        ? { host: new HostMatrix(shape[0], shape[1], data) }
+        : limit !== null
+          ? { blocks: RowBlockedMatrix.fromHost(key, data, shape[0], shape[1], limit) }
+          : { tensor: this.toParameter(tf.tensor2d(data, shape)) as tf.Tensor2D },
+    );
     this.parameters.push({
       key,
       hfShape: shape,
       transposed: false,
       host: embedding.host !== null,
+      blocks: embedding.host ? 0 : (embedding.blocks?.blockCount ?? 1),
       tensor: () => {
-        if (!embedding.tensor) throw hostResidentError(key);
+        if (!embedding.tensor) throw notOneTensorError(key);
         return embedding.tensor;
       },
       read: () => embedding.hfData(),
@@ -558,10 +571,15 @@ export abstract class CausalLM {
   ): LoraLinear {
     const hfShape = layout === 'conv1d' ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
     const stored = source.read(`${path}.weight`, hfShape, 'normal');
-    let weight: tf.Tensor2D | HostMatrix;
+    const limit = this.deviceBlockLimit(`${path}.weight`, [outFeatures, inFeatures]);
+    let weight: tf.Tensor2D | HostMatrix | RowBlockedMatrix;
     if (this.hostWeights) {
       // Kept as stored: the host kernels take either layout through sgemm's transpose flag.
       weight = new HostMatrix(hfShape[0], hfShape[1], stored);
+    } else if (limit !== null) {
+      // Blocks of output features: rows of nn.Linear's [out, in] (Conv1D's [in, out] transposed).
+      const rows = layout === 'linear' ? stored : transpose2d(stored, inFeatures, outFeatures);
+      weight = RowBlockedMatrix.fromHost(path, rows, outFeatures, inFeatures, limit);
     } else {
       // nn.Linear keeps [out, in]; tfjs multiplies x·W with W [in, out].
       const data = layout === 'conv1d' ? stored : transpose2d(stored, outFeatures, inFeatures);
@@ -580,8 +598,9 @@ export abstract class CausalLM {
       hfShape,
       transposed: layout === 'linear',
       host: layer.hostWeight !== null,
+      blocks: layer.hostWeight ? 0 : (layer.blockWeight?.blockCount ?? 1),
       tensor: () => {
-        if (!layer.weight) throw hostResidentError(key);
+        if (!layer.weight) throw notOneTensorError(key);
         return layer.weight;
       },
       read: () => layer.hfWeightData(),
@@ -592,11 +611,29 @@ export abstract class CausalLM {
         hfShape: [outFeatures],
         transposed: false,
         host: false,
+        blocks: 1,
         tensor: () => bias,
         read: async () => new Float32Array((await bias.data()) as Float32Array),
       });
     }
     return layer;
+  }
+
+  /**
+   * The block size in bytes for a frozen matrix of `shape` that the device cannot bind whole
+   * (webgpu past `maxStorageBufferBindingSize`), or null when it is kept as one tensor.
+   */
+  private deviceBlockLimit(key: string, shape: [number, number]): number | null {
+    const limit = deviceBindingLimitBytes();
+    if (!RowBlockedMatrix.needed(shape[0], shape[1], limit)) return null;
+    if (this.mode === 'full') {
+      // A trainable weight would need its gradient and optimizer state in blocks too.
+      throw new Error(
+        `${key} [${shape.join(', ')}] is larger than the ${limit} bytes this webgpu device can bind; ` +
+          'full fine-tuning cannot split it (LoRA mode can)',
+      );
+    }
+    return limit;
   }
 
   private toParameter(tensor: tf.Tensor): tf.Tensor {
@@ -621,9 +658,10 @@ export abstract class CausalLM {
   }
 }
 
-function hostResidentError(key: string): Error {
+function notOneTensorError(key: string): Error {
   return new Error(
-    `parameter "${key}" lives in host memory (a *-blas backend); read it with read()`,
+    `parameter "${key}" is not one tensor (host memory on a *-blas backend, or row blocks on ` +
+      'webgpu past its binding limit); read it with read()',
   );
 }
 

@@ -7,7 +7,9 @@
  * - Host head (a `*-blas` backend, weight in host memory): one kernel over vocabulary blocks
  *   (backend/host-weight.kernels.ts), scoring only rows with a non-zero weight.
  * - Frozen tensor head (webgpu, tfjs-node, plain wasm/cpu): a custom op over row chunks that
- *   recomputes each chunk's logits in backward.
+ *   recomputes each chunk's logits in backward. On webgpu a chunk's softmax cross-entropy is
+ *   one WGSL kernel each way (backend/webgpu-cross-entropy.kernels.ts) and chunks stay within
+ *   the device's binding limit.
  * - A head that trains (an adapter on `lm_head`, or full fine-tuning): logits, then the
  *   token loss (trainer/token-loss.ts), as before.
  * All three equal `weightedTokenNllSum`/`weightedCorrectCount` on whole logits;
@@ -16,13 +18,22 @@
 import * as tf from '@tensorflow/tfjs';
 
 import { HostMatrix, hostHeadLoss } from '../backend/host-weight.kernels';
+import { deviceBindingLimitBytes } from '../backend/webgpu.backend';
+import {
+  crossEntropyGrad,
+  crossEntropyRows,
+  fusedCrossEntropyActive,
+} from '../backend/webgpu-cross-entropy.kernels';
 import {
   weightedCorrectCount,
   weightedTokenNllSum,
   type ShiftedTargets,
 } from '../trainer/token-loss';
 
-/** Logits computed at once on the tensor path: [rows, V] ≤ this many floats (16 MiB). */
+/**
+ * Logits computed at once on the tensor path: [rows, V] ≤ this many floats (16 MiB), and no
+ * more than the device binds in one buffer (webgpu; a chunk is one tensor).
+ */
 const CHUNK_FLOATS = 4 * 1024 * 1024;
 
 export type LmHead =
@@ -70,6 +81,12 @@ export function headLoss(
   }
 }
 
+/** Rows [start, start + size) of the flattened hidden states. */
+interface Chunk {
+  start: number;
+  size: number;
+}
+
 function chunkedHeadLoss(
   hidden: tf.Tensor2D,
   head: Extract<LmHead, { kind: 'frozen' }>,
@@ -77,44 +94,54 @@ function chunkedHeadLoss(
 ): HeadLoss {
   const [n, width] = hidden.shape;
   const vocab = head.vocabSize;
-  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_FLOATS / vocab));
-  const chunks: Array<{ start: number; size: number }> = [];
+  const limit = deviceBindingLimitBytes();
+  const chunkFloats = limit === null ? CHUNK_FLOATS : Math.min(CHUNK_FLOATS, Math.floor(limit / 4));
+  const rowsPerChunk = Math.max(1, Math.floor(chunkFloats / vocab));
+  const chunks: Chunk[] = [];
   for (let start = 0; start < n; start += rowsPerChunk)
     chunks.push({ start, size: Math.min(rowsPerChunk, n - start) });
-  const targetsOf = (c: { start: number; size: number }) =>
-    shifted.targets.subarray(c.start, c.start + c.size);
-  const weightsOf = (c: { start: number; size: number }) =>
-    shifted.weights.subarray(c.start, c.start + c.size);
+  const targetsOf = (c: Chunk) => shifted.targets.subarray(c.start, c.start + c.size);
+  const weightsOf = (c: Chunk) => shifted.weights.subarray(c.start, c.start + c.size);
+  const fused = fusedCrossEntropyActive();
+  /** One chunk's [Σ w·NLL, Σ w·[argmax = target]], [2]. */
+  const chunkSums = (logits: tf.Tensor2D, chunk: Chunk): tf.Tensor1D => {
+    const w = tf.tensor1d(weightsOf(chunk)); // [n_c]
+    const targets = tf.tensor1d(targetsOf(chunk), 'int32'); // [n_c]
+    if (fused) {
+      // One WGSL dispatch for the row statistics (backend/webgpu-cross-entropy.kernels.ts).
+      const rows = crossEntropyRows(logits, targets); // [n_c, 2]: NLL, hit
+      return tf.sum(tf.mul(rows, tf.reshape(w, [chunk.size, 1])), 0); // [2]
+    }
+    const lse = tf.logSumExp(logits, 1); // [n_c]
+    const flat = Int32Array.from(targetsOf(chunk), (t, r) => r * vocab + t);
+    const picked = tf.gather(tf.reshape(logits, [chunk.size * vocab]), tf.tensor1d(flat, 'int32')); // [n_c]
+    const hit = tf.cast(tf.equal(tf.argMax(logits, 1), targets), 'float32'); // [n_c]
+    return tf.stack([tf.sum(tf.mul(tf.sub(lse, picked), w)), tf.sum(tf.mul(hit, w))]) as tf.Tensor1D; // [2]
+  };
+  /** One chunk's logit gradient of dy·Σ w·NLL: (softmax − onehot)·w·dy, [n_c, V]. */
+  const chunkLogitGrad = (logits: tf.Tensor2D, chunk: Chunk, dy: tf.Tensor): tf.Tensor2D => {
+    const targets = tf.tensor1d(targetsOf(chunk), 'int32'); // [n_c]
+    const scale = tf.mul<tf.Tensor1D>(tf.tensor1d(weightsOf(chunk)), dy); // [n_c]
+    if (fused) return crossEntropyGrad(logits, targets, scale); // [n_c, V]
+    const probs = tf.softmax(logits, 1); // [n_c, V]
+    const onehot = tf.oneHot(targets, vocab); // [n_c, V]
+    return tf.mul<tf.Tensor2D>(tf.sub(probs, onehot), tf.reshape(scale, [chunk.size, 1])); // [n_c, V]
+  };
   let correct: tf.Scalar | null = null;
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const h = args[0] as tf.Tensor2D; // [N, C]
     (args[1] as tf.GradSaveFunc)([h]);
-    let nll: tf.Scalar = tf.scalar(0);
-    let hits: tf.Scalar = tf.scalar(0);
+    let totals: tf.Tensor1D = tf.zeros([2]); // [2]: Σ w·NLL, Σ w·hit
     for (const chunk of chunks) {
-      const [nextNll, nextHits] = tf.tidy((): [tf.Scalar, tf.Scalar] => {
+      const next = tf.tidy(() => {
         const logits = head.logits(tf.slice(h, [chunk.start, 0], [chunk.size, width])); // [n_c, V]
-        const lse = tf.logSumExp(logits, 1); // [n_c]
-        const flat = Int32Array.from(targetsOf(chunk), (t, r) => r * vocab + t);
-        const picked = tf.gather(
-          tf.reshape(logits, [chunk.size * vocab]),
-          tf.tensor1d(flat, 'int32'),
-        ); // [n_c]
-        const w = tf.tensor1d(weightsOf(chunk)); // [n_c]
-        const hit = tf.cast(
-          tf.equal(tf.argMax(logits, 1), tf.tensor1d(targetsOf(chunk), 'int32')),
-          'float32',
-        ); // [n_c]
-        return [
-          tf.add(nll, tf.sum(tf.mul(tf.sub(lse, picked), w))),
-          tf.add(hits, tf.sum(tf.mul(hit, w))),
-        ];
+        return tf.add<tf.Tensor1D>(totals, chunkSums(logits, chunk)); // [2]
       });
-      nll.dispose();
-      hits.dispose();
-      nll = nextNll;
-      hits = nextHits;
+      totals.dispose();
+      totals = next;
     }
+    const [nll, hits] = tf.unstack(totals) as [tf.Scalar, tf.Scalar]; // [], []
+    totals.dispose();
     // Not the op's value: kept past its scope and handed out below.
     correct = tf.keep(hits);
     return {
@@ -125,10 +152,7 @@ function chunkedHeadLoss(
           const parts = chunks.map((chunk) =>
             tf.tidy(() => {
               const logits = head.logits(tf.slice(hs, [chunk.start, 0], [chunk.size, width])); // [n_c, V]
-              const probs = tf.softmax(logits, 1); // [n_c, V]
-              const onehot = tf.oneHot(tf.tensor1d(targetsOf(chunk), 'int32'), vocab); // [n_c, V]
-              const scale = tf.mul(tf.tensor2d(weightsOf(chunk), [chunk.size, 1]), dy as tf.Tensor); // [n_c, 1]
-              return head.backToHidden(tf.mul<tf.Tensor2D>(tf.sub(probs, onehot), scale)); // [n_c, C]
+              return head.backToHidden(chunkLogitGrad(logits, chunk, dy as tf.Tensor)); // [n_c, C]
             }),
           );
           const dh = tf.concat(parts, 0); // [N, C]

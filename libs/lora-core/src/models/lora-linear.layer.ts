@@ -18,6 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { HostMatrix, hostMatMul } from '../backend/host-weight.kernels';
 import { frozenMatMul, matMul2d } from '../backend/matmul.ops';
 import { transpose2d } from '../util/matrix.util';
+import { RowBlockedMatrix } from './row-blocked.matrix';
 import { addBias, addSameShape } from './nn.ops';
 import { deriveSeed } from '../util/rng.util';
 
@@ -66,7 +67,7 @@ export interface RowAdapterDelta {
 export class LoraLinear {
   /**
    * [in, out]. A plain tensor in LoRA mode, a `tf.Variable` in full-parameter mode; null when
-   * the frozen weight lives in host memory (`hostWeight`).
+   * the frozen weight lives in host memory (`hostWeight`) or in row blocks (`blockWeight`).
    */
   weight: tf.Tensor2D | null;
   /**
@@ -74,6 +75,11 @@ export class LoraLinear {
    * [in, out] for Conv1D), on the `*-blas` backends (backend/host-weight.kernels.ts).
    */
   hostWeight: HostMatrix | null;
+  /**
+   * The frozen weight as row blocks of its nn.Linear layout [out, in], on webgpu when it is
+   * larger than the device can bind at once (models/row-blocked.matrix.ts).
+   */
+  readonly blockWeight: RowBlockedMatrix | null;
   /** [out] or null. */
   bias: tf.Tensor1D | null;
   readonly adapters = new Map<string, LoraAdapterWeights>();
@@ -86,11 +92,12 @@ export class LoraLinear {
     readonly inFeatures: number,
     readonly outFeatures: number,
     readonly hfLayout: HfWeightLayout,
-    weight: tf.Tensor2D | HostMatrix,
+    weight: tf.Tensor2D | HostMatrix | RowBlockedMatrix,
     bias: tf.Tensor1D | null,
   ) {
-    this.weight = weight instanceof HostMatrix ? null : weight;
+    this.weight = weight instanceof tf.Tensor ? weight : null;
     this.hostWeight = weight instanceof HostMatrix ? weight : null;
+    this.blockWeight = weight instanceof RowBlockedMatrix ? weight : null;
     this.bias = bias;
   }
 
@@ -100,12 +107,23 @@ export class LoraLinear {
       // nn.Linear keeps [out, in], so x·W0 is x·storedᵀ; Conv1D keeps [in, out] already.
       return hostMatMul(x, this.hostWeight, this.hfLayout === 'linear'); // [N, out]
     }
+    if (this.blockWeight) return this.blockWeight.timesTransposed(x); // [N, out] = x·Wᵀ, W [out, in]
     return frozenMatMul(x, this.weight!); // [N, out]
+  }
+
+  /** g [N, out] → g·W0ᵀ [N, in]: the frozen product's gradient to its input. */
+  backToInput(g: tf.Tensor2D): tf.Tensor2D {
+    if (this.blockWeight) return this.blockWeight.times(g); // [N, in]
+    return tf.matMul(g, this.weight!, false, true); // [N, in]
   }
 
   /** The weight in its Hugging Face layout (a copy), e.g. for saving a merged model. */
   async hfWeightData(): Promise<Float32Array> {
     if (this.hostWeight) return new Float32Array(this.hostWeight.data);
+    if (this.blockWeight) {
+      const data = await this.blockWeight.data(); // [out, in]
+      return this.hfLayout === 'linear' ? data : transpose2d(data, this.outFeatures, this.inFeatures);
+    }
     const data = (await this.weight!.data()) as Float32Array; // [in, out]
     return this.hfLayout === 'conv1d'
       ? new Float32Array(data)
@@ -199,6 +217,8 @@ export class LoraLinear {
         // stored [out, in]: w[o, i] += d[i, o]
         for (let i = 0; i < K; i++) for (let o = 0; o < M; o++) w[o * K + i] += sign * d[i * M + o];
       }
+    } else if (this.blockWeight) {
+      this.blockWeight.addTransposed(delta, sign);
     } else {
       const weight = this.weight!;
       this.replaceWeight(
@@ -212,6 +232,7 @@ export class LoraLinear {
 
   dispose(): void {
     this.weight?.dispose();
+    this.blockWeight?.dispose();
     this.hostWeight = null;
     this.bias?.dispose();
     for (const name of [...this.adapters.keys()]) {

@@ -37,7 +37,10 @@ export interface ParameterCount {
 }
 
 /** Linear layers a LoRA config selects, by PEFT's rules (all-linear skips lm_head). */
-export function loraTargetSpecs(config: ModelConfig, lora: LoraConfig): LinearModuleSpec[] {
+export function loraTargetSpecs(
+  config: ModelConfig,
+  lora: Pick<LoraConfig, 'targetModules' | 'excludeModules'>,
+): LinearModuleSpec[] {
   const specs = linearModuleSpecs(config);
   const candidates =
     lora.targetModules === 'all-linear'

@@ -21,18 +21,18 @@ import {
 } from '@lorafleet/data';
 
 import { hostWeightKernelsActive } from '../backend/host-weight.kernels';
-import { initWebgpuBackend } from '../backend/webgpu.backend';
+import { deviceBindingLimitBytes, initWebgpuBackend } from '../backend/webgpu.backend';
 import { generateTokens } from '../generation/generate';
 import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
 import {
-  DeviceBufferLimitError,
   MemoryLimitError,
   WASM_HEAP_BUDGET_BYTES,
   WasmHeapLimitError,
+  checkWebgpuFits,
   estimateTrainingMemory,
-  largestTrainingBuffer,
+  gpuMemoryLimitMbFromEnv,
   wasmHeapBytes,
   memoryAdvice,
   type MemoryEstimate,
@@ -276,15 +276,11 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     );
   }
   if (tf.getBackend() === 'webgpu') {
-    const { limits } = await initWebgpuBackend();
-    const largest = largestTrainingBuffer(memoryInput);
-    if (largest.bytes > limits.maxStorageBufferBindingSize) {
-      throw new DeviceBufferLimitError(
-        largest.what,
-        largest.bytes,
-        limits.maxStorageBufferBindingSize,
-      );
-    }
+    await initWebgpuBackend();
+    checkWebgpuFits(memoryInput, memoryEstimate, {
+      bindingLimitBytes: deviceBindingLimitBytes()!,
+      memoryLimitMb: gpuMemoryLimitMbFromEnv(),
+    });
   }
   if (tf.getBackend() === 'wasm') {
     const heap = wasmHeapBytes(memoryEstimate, hostWeightKernelsActive());
