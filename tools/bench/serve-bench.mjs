@@ -11,10 +11,10 @@
 // 16-concurrent aggregate over 1/4/16 adapters, and the BullMQ baseline (ADR 0006).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { freePort, percentile, sleep } from './bench-helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(import.meta.dirname, '../..');
@@ -34,19 +34,6 @@ const MODEL = 'lorafleet-tiny-llama';
 const PROMPT = 'It was the best of times, it was the';
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (values, p) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-};
 const summary = (values) => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
 
 async function inProcess() {
