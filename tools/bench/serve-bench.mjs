@@ -6,7 +6,7 @@
 // number of tokens (stop tokens disabled in-process; the served prompt is chosen so that the
 // model does not stop early, and tokens are counted from usage). Needs the built apps and libs
 // (`npx nx run-many -t build`).
-//   npm run bench:serve [-- --requests N] [-- --tokens N] [-- --json]
+//   npm run bench:serve [-- --smoke] [-- --requests N] [-- --tokens N] [-- --json]
 // A benchmark prints figures; it asserts nothing about speed. Not yet measured here: the
 // 16-concurrent aggregate over 1/4/16 adapters, and the BullMQ baseline (ADR 0006).
 import { spawn } from 'node:child_process';
@@ -27,8 +27,10 @@ const option = (name, fallback) => {
   const at = args.indexOf(name);
   return at >= 0 ? Number(args[at + 1]) : fallback;
 };
-const requests = option('--requests', 20);
-const tokens = option('--tokens', 32);
+// --smoke: a tiny budget that only proves the benchmark still runs.
+const smoke = args.includes('--smoke');
+const requests = option('--requests', smoke ? 2 : 20);
+const tokens = option('--tokens', smoke ? 4 : 32);
 const json = args.includes('--json');
 const MODEL = 'lorafleet-tiny-llama';
 const PROMPT = 'It was the best of times, it was the';

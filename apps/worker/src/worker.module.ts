@@ -71,9 +71,11 @@ export class WorkerModule implements OnApplicationShutdown {
           useFactory: (dataSource: DataSource) => new repository(dataSource),
         })),
         FineTuneProcessor,
+        // Before the queue consumer: Nest boots providers in this order, and the registration
+        // that the queue consumer writes last is what says the worker is up (tests, fleet).
+        ...(env.LORAFLEET_WORKER_ROLES.includes('serve') ? [ServeConsumerService] : []),
         // Registration and heartbeats for every role; it consumes BullMQ only with `train`.
         QueueConsumerService,
-        ...(env.LORAFLEET_WORKER_ROLES.includes('serve') ? [ServeConsumerService] : []),
       ],
     };
   }
