@@ -24,8 +24,12 @@ import type {
 
 process.on('disconnect', () => process.exit(1));
 
-function send(message: ServingChildToParent): void {
-  process.send?.(message);
+/** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
+function send(message: ServingChildToParent): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) resolve();
+    else process.send(message, undefined, {}, () => resolve());
+  });
 }
 
 interface Loaded {
@@ -52,7 +56,7 @@ async function load(spec: ServingChildSpec): Promise<Loaded> {
     tokenizer,
     maxBatchSize: spec.maxBatchSize,
   });
-  send({ kind: 'ready', backend, baseModelHash: sha256 });
+  void send({ kind: 'ready', backend, baseModelHash: sha256 });
   return { engine, registry, tokenizer, baseModelHash: sha256 };
 }
 
@@ -62,7 +66,7 @@ function reply(requestId: string, message: ServeReply): void {
 
 function flush(): void {
   if (outbox.length === 0) return;
-  send({ kind: 'replies', replies: outbox });
+  void send({ kind: 'replies', replies: outbox });
   outbox = [];
 }
 
@@ -70,6 +74,10 @@ function flush(): void {
 function errorReply(error: unknown): ServeReply {
   const message = error instanceof Error ? error.message : String(error);
   if (error instanceof AdapterRegistryError) {
+    // Deleted since the API resolved the name: as if it never existed.
+    if (error.code === 'unknown_adapter') {
+      return { kind: 'error', code: 'model_not_found', message, param: 'model' };
+    }
     // A base mismatch or a cache too small for the adapter: not the client's doing.
     return { kind: 'error', code: 'service_unavailable', message, param: 'model' };
   }
@@ -84,12 +92,19 @@ function fetchAdapter(adapterId: string): Promise<AdapterSource> {
       if ('missing' in answer) reject(new AdapterRegistryError(answer.missing, 'unknown_adapter'));
       else resolve(answer);
     });
-    send({ kind: 'need-adapter', adapterId });
+    void send({ kind: 'need-adapter', adapterId });
   });
 }
 
 async function serve(request: ServeRequest): Promise<void> {
-  const { engine, registry, baseModelHash } = await loaded!;
+  let state: Loaded;
+  try {
+    state = await loaded!;
+  } catch {
+    // The parent fails every request of this child with the load failure (`init-failed`).
+    return;
+  }
+  const { engine, registry, baseModelHash } = state;
   if (baseModelHash !== request.baseModelHash) {
     // DESIGN §6: the API resolved the model against files this worker does not have.
     reply(request.requestId, {
@@ -160,11 +175,12 @@ process.on('message', (message: ParentToServingChild) => {
     case 'init':
       loaded = load(message.spec);
       loaded.catch((error: unknown) => {
-        send({
-          kind: 'init-failed',
-          message: error instanceof Error ? error.message : String(error),
-        });
-        process.exit(1);
+        // Clients read this: it names the model, not the server's directory.
+        const { modelDir, baseModel } = message.spec;
+        const text = (error instanceof Error ? error.message : String(error))
+          .split(modelDir)
+          .join(`"${baseModel}"`);
+        return send({ kind: 'init-failed', message: text }).then(() => process.exit(1));
       });
       break;
     case 'request':
