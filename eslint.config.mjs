@@ -42,7 +42,11 @@ export default tseslint.config(
             { sourceTag: 'type:contracts', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'type:testing', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'type:data', onlyDependOnLibsWithTags: ['type:contracts'] },
-            { sourceTag: 'type:db', onlyDependOnLibsWithTags: ['type:contracts'] },
+            {
+              sourceTag: 'type:db',
+              // type:testing is for the test folders only; see the rule on src/ below.
+              onlyDependOnLibsWithTags: ['type:contracts', 'type:testing'],
+            },
             { sourceTag: 'type:lora-core', onlyDependOnLibsWithTags: ['type:data'] },
             {
               sourceTag: 'type:api',

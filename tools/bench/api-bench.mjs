@@ -74,11 +74,13 @@ async function main() {
   const { createApiApp } = require(path.join(root, 'apps/api/dist/bootstrap.js'));
   const { apiEnvShape, parseEnv } = require('@lorafleet/contracts');
   const {
+    ApiKeysRepository,
     TenantsRepository,
     createDataSource,
-    createScratchDatabase,
     runMigrations,
   } = require('@lorafleet/db');
+  // The scratch database comes from the built test harness library (libs/testing/dist).
+  const { createScratchDatabase } = require('@lorafleet/testing');
   const Fastify = require('fastify');
   const { Pool } = require('pg');
   const { Redis } = require('ioredis');
@@ -93,9 +95,8 @@ async function main() {
     await dataSource.initialize();
     cleanup.push(() => dataSource.destroy());
     await runMigrations(dataSource);
-    const tenants = new TenantsRepository(dataSource);
-    const tenant = await tenants.createTenant('bench');
-    const apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+    const tenant = await new TenantsRepository(dataSource).createTenant('bench');
+    const apiKey = (await new ApiKeysRepository(dataSource).issue(tenant.id)).plaintext;
 
     const env = parseEnv(apiEnvShape, {
       DATABASE_URL: scratch.url,

@@ -14,13 +14,15 @@ import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { freePort, percentile, sleep } from './bench-helpers.mjs';
+import { percentile, sleep } from './bench-helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(import.meta.dirname, '../..');
 const db = require(path.join(root, 'libs/db/dist/index.js'));
 const data = require(path.join(root, 'libs/data/dist/index.js'));
 const core = require(path.join(root, 'libs/lora-core/dist/index.js'));
+// Scratch databases and free ports come from the built test harness library.
+const { createScratchDatabase, freePort } = require(path.join(root, 'libs/testing/dist/index.js'));
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => {
@@ -74,7 +76,7 @@ async function inProcess() {
 }
 
 async function throughApi() {
-  const scratch = await db.createScratchDatabase('lorafleet_bench');
+  const scratch = await createScratchDatabase('lorafleet_bench');
   const ds = db.createDataSource({ url: scratch.url });
   await ds.initialize();
   await db.runMigrations(ds);

@@ -14,11 +14,13 @@ import { randomBytes } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { freePort, percentile, sleep } from './bench-helpers.mjs';
+import { percentile, sleep } from './bench-helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(import.meta.dirname, '../..');
 const db = require(path.join(root, 'libs/db/dist/index.js'));
+// Scratch databases and free ports come from the built test harness library.
+const { createScratchDatabase, freePort } = require(path.join(root, 'libs/testing/dist/index.js'));
 
 const args = process.argv.slice(2);
 const smoke = args.includes('--smoke');
@@ -39,13 +41,12 @@ function startApp(app, env) {
 }
 
 async function runScenario(workers) {
-  const scratch = await db.createScratchDatabase('lorafleet_bench');
+  const scratch = await createScratchDatabase('lorafleet_bench');
   const ds = db.createDataSource({ url: scratch.url });
   await ds.initialize();
   await db.runMigrations(ds);
-  const tenants = new db.TenantsRepository(ds);
-  const tenant = await tenants.createTenant('bench');
-  const key = (await tenants.issueApiKey(tenant.id)).plaintext;
+  const tenant = await new db.TenantsRepository(ds).createTenant('bench');
+  const key = (await new db.ApiKeysRepository(ds).issue(tenant.id)).plaintext;
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const shared = {
@@ -177,7 +178,7 @@ const median = (values) => percentile(values, 50);
 /**
  * Checkpoint cost of the reference model, measured alone so the figure is not mixed with job
  * start-up: bytes of one checkpoint blob, ms to encode it (`checkpointAsync`, as the trainer
- * does), ms to store it through `JobsRepository.saveCheckpoint` (fenced insert and prune in
+ * does), ms to store it through `CheckpointsRepository.saveCheckpoint` (fenced insert and prune in
  * one transaction, as the worker does) and ms to restore from it. Medians of `repeats`.
  */
 async function referenceCheckpointCost() {
@@ -225,7 +226,7 @@ async function referenceCheckpointCost() {
   const storeMs = [];
   let blob;
   const trainableParameters = model.trainableVariables().reduce((n, v) => n + v.size, 0);
-  const scratch = await db.createScratchDatabase('lorafleet_bench_ckpt');
+  const scratch = await createScratchDatabase('lorafleet_bench_ckpt');
   const ds = db.createDataSource({ url: scratch.url });
   try {
     await trainer.trainStep();
@@ -267,11 +268,12 @@ async function referenceCheckpointCost() {
       'bench',
       (id) => ({ jobId: id }),
     );
-    const claim = await jobs.claimAttempt(job.id, 'bench', backend);
+    const claim = await new db.AttemptsRepository(ds).claimAttempt(job.id, 'bench', backend);
+    const checkpoints = new db.CheckpointsRepository(ds);
     const bytes = Buffer.from(blob);
     for (let i = 0; i < repeats + 1; i++) {
       const t = performance.now();
-      const id = await jobs.saveCheckpoint(
+      const id = await checkpoints.saveCheckpoint(
         job.id,
         claim.leaseToken,
         { attempt: 1, step: i + 1, metrics: { train_loss: 1 }, blob: bytes },

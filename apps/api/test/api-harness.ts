@@ -1,16 +1,23 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { apiEnvShape, parseEnv, type ApiEnv } from '@lorafleet/contracts';
 import {
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
-  createScratchDatabase,
   runMigrations,
-  type ScratchDatabase,
 } from '@lorafleet/db';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { deleteQueueKeys, waitFor } from '@lorafleet/testing';
+import {
+  deleteQueueKeys,
+  waitFor,
+  createScratchDatabase,
+  type ScratchDatabase,
+  PrivateRedis,
+  TcpProxy,
+  freePort,
+} from '@lorafleet/testing';
 import { createApiApp } from '../src/bootstrap';
 import type { LogDestination } from '../src/http/request-logging';
 
@@ -25,11 +32,8 @@ export function until<T>(
   return waitFor(what, probe, timeoutMs, 50);
 }
 
-/** Fault helpers shared with the worker suites (libs/db testing). */
-import { PrivateRedis, TcpProxy } from '@lorafleet/db';
-import { freePort } from '@lorafleet/db';
-export { freePort };
-export { PrivateRedis, TcpProxy };
+/** Fault helpers of libs/testing, shared with the worker suites, for the api specs. */
+export { PrivateRedis, TcpProxy, freePort };
 
 export interface ApiHarness {
   app: NestFastifyApplication;
@@ -39,6 +43,7 @@ export interface ApiHarness {
   dataSource: DataSource;
   scratch: ScratchDatabase;
   tenants: TenantsRepository;
+  apiKeys: ApiKeysRepository;
   /** Present with `proxyPostgres`: stop it to cut the API off from Postgres, start it to heal. */
   proxy?: TcpProxy;
   close(): Promise<void>;
@@ -94,6 +99,7 @@ export async function startApi(
     dataSource,
     scratch,
     tenants: new TenantsRepository(dataSource),
+    apiKeys: new ApiKeysRepository(dataSource),
     proxy,
     async close() {
       await app.close();

@@ -73,7 +73,7 @@ describe('fuzz: never a 5xx', () => {
       LORAFLEET_UPLOAD_MAX_BYTES: '65536',
     });
     const tenant = await api.tenants.createTenant('fuzz');
-    alice = new Client(api.baseUrl, (await api.tenants.issueApiKey(tenant.id)).plaintext);
+    alice = new Client(api.baseUrl, (await api.apiKeys.issue(tenant.id)).plaintext);
     fileId = (await alice.upload(GOOD_JSONL)).body.id;
     jobId = (
       await alice.request('POST', '/v1/fine_tuning/jobs', {

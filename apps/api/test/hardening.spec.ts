@@ -72,7 +72,7 @@ describe('issue 14 hardening (API)', () => {
   beforeAll(async () => {
     api = await startApi({ LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT: '20' });
     const tenant = await api.tenants.createTenant('alice');
-    alice = new Client(api.baseUrl, (await api.tenants.issueApiKey(tenant.id)).plaintext);
+    alice = new Client(api.baseUrl, (await api.apiKeys.issue(tenant.id)).plaintext);
     fileId = (await alice.upload(GOOD_JSONL)).body.id;
     port = Number(new URL(api.baseUrl).port);
   });
@@ -91,7 +91,7 @@ describe('issue 14 hardening (API)', () => {
   /** A fresh tenant with one good file, so quota tests do not see each other's jobs. */
   async function freshTenant(name: string, harness = api): Promise<{ key: string; file: string }> {
     const tenant = await harness.tenants.createTenant(name);
-    const key = (await harness.tenants.issueApiKey(tenant.id)).plaintext;
+    const key = (await harness.apiKeys.issue(tenant.id)).plaintext;
     const file = (await new Client(harness.baseUrl, key).upload(GOOD_JSONL)).body.id as string;
     return { key, file };
   }
@@ -294,9 +294,9 @@ describe('issue 14 hardening (API)', () => {
 
     it('a tenant admin key sees only its own jobs on /v1/workers and cannot open /admin/queues; a fleet admin sees all', async () => {
       const tenant = await api.tenants.createTenant('tenant-admin');
-      const tenantAdmin = (await api.tenants.issueApiKey(tenant.id, { isAdmin: true })).plaintext;
+      const tenantAdmin = (await api.apiKeys.issue(tenant.id, { isAdmin: true })).plaintext;
       const fleetTenant = await api.tenants.createTenant('ops');
-      const fleetAdmin = (await api.tenants.issueApiKey(fleetTenant.id, { isFleetAdmin: true }))
+      const fleetAdmin = (await api.apiKeys.issue(fleetTenant.id, { isFleetAdmin: true }))
         .plaintext;
       // A worker busy with alice's job.
       const job = await alice.request('POST', '/v1/fine_tuning/jobs', jobBody());

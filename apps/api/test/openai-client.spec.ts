@@ -4,7 +4,7 @@
  * cancel, the client's error classes, and a job polled to `succeeded` while a real worker
  * process (the built apps/worker, cpu backend) trains it.
  */
-import { JobsRepository } from '@lorafleet/db';
+import { AttemptsRepository } from '@lorafleet/db';
 import OpenAI, { toFile } from 'openai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -29,11 +29,11 @@ describe('official openai client', () => {
   beforeAll(async () => {
     api = await startApi({ LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT: '50' });
     const tenant = await api.tenants.createTenant('sdk');
-    const key = (await api.tenants.issueApiKey(tenant.id)).plaintext;
+    const key = (await api.apiKeys.issue(tenant.id)).plaintext;
     client = new OpenAI({ apiKey: key, baseURL: `${api.baseUrl}/v1` });
     const stranger = await api.tenants.createTenant('stranger');
     other = new OpenAI({
-      apiKey: (await api.tenants.issueApiKey(stranger.id)).plaintext,
+      apiKey: (await api.apiKeys.issue(stranger.id)).plaintext,
       baseURL: `${api.baseUrl}/v1`,
       maxRetries: 0,
     });
@@ -145,8 +145,11 @@ describe('official openai client', () => {
     expect((await client.fineTuning.jobs.checkpoints.list(job.id)).data).toEqual([]);
 
     // Checkpoints are written by workers; write three the way a worker does, fenced.
-    const jobs = new JobsRepository(api.dataSource);
-    const claim = await jobs.claimAttempt(job.id, 'sdk-test-worker', 'cpu');
+    const claim = await new AttemptsRepository(api.dataSource).claimAttempt(
+      job.id,
+      'sdk-test-worker',
+      'cpu',
+    );
     for (const step of [10, 20, 30]) {
       await api.dataSource.query(
         `INSERT INTO checkpoints (id, job_id, attempt, step, metrics, blob, bytes)
@@ -254,7 +257,7 @@ describe('official openai client with a real worker', () => {
     api = await startApi();
     const tenant = await api.tenants.createTenant('sdk-worker');
     client = new OpenAI({
-      apiKey: (await api.tenants.issueApiKey(tenant.id)).plaintext,
+      apiKey: (await api.apiKeys.issue(tenant.id)).plaintext,
       baseURL: `${api.baseUrl}/v1`,
     });
     worker = startWorker(api);

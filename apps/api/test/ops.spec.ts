@@ -86,8 +86,8 @@ describe('ops endpoints', () => {
       },
     );
     const tenant = await api.tenants.createTenant('alice');
-    alice = new Client(api.baseUrl, (await api.tenants.issueApiKey(tenant.id)).plaintext);
-    adminKey = (await api.tenants.issueApiKey(tenant.id, { isFleetAdmin: true })).plaintext;
+    alice = new Client(api.baseUrl, (await api.apiKeys.issue(tenant.id)).plaintext);
+    adminKey = (await api.apiKeys.issue(tenant.id, { isFleetAdmin: true })).plaintext;
   });
 
   afterAll(async () => {
@@ -276,7 +276,7 @@ describe('ops endpoints', () => {
   describe('/admin/queues', () => {
     it('answers 401 with WWW-Authenticate without an admin key as the Basic password', async () => {
       const tenant = await api.tenants.createTenant('plain');
-      const plainKey = (await api.tenants.issueApiKey(tenant.id)).plaintext;
+      const plainKey = (await api.apiKeys.issue(tenant.id)).plaintext;
       const attempts: [string, Record<string, string>][] = [
         ['no credentials', {}],
         ['a non-admin key', { authorization: basic('ops', plainKey) }],

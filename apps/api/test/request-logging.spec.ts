@@ -50,7 +50,7 @@ describe('request ids and JSON request logs (api)', () => {
       { proxyPostgres: true, logDestination: log },
     );
     tenantId = (await api.tenants.createTenant('logs')).id;
-    key = (await api.tenants.issueApiKey(tenantId)).plaintext;
+    key = (await api.apiKeys.issue(tenantId)).plaintext;
   });
 
   afterAll(async () => {

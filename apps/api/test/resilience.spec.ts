@@ -64,7 +64,7 @@ describe('resilience (R1, R4)', () => {
       { proxyPostgres: true },
     );
     const tenant = await api.tenants.createTenant('alice');
-    alice = new Client(api.baseUrl, (await api.tenants.issueApiKey(tenant.id)).plaintext);
+    alice = new Client(api.baseUrl, (await api.apiKeys.issue(tenant.id)).plaintext);
     fileId = (await alice.upload(GOOD_JSONL)).body.id;
     warn = jest.spyOn(Logger.prototype, 'warn');
   });

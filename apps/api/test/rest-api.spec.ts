@@ -28,11 +28,11 @@ describe('REST API', () => {
     });
     const a = await api.tenants.createTenant('alice');
     const b = await api.tenants.createTenant('bob');
-    alice = new Client(api.baseUrl, (await api.tenants.issueApiKey(a.id)).plaintext);
-    bob = new Client(api.baseUrl, (await api.tenants.issueApiKey(b.id)).plaintext);
+    alice = new Client(api.baseUrl, (await api.apiKeys.issue(a.id)).plaintext);
+    bob = new Client(api.baseUrl, (await api.apiKeys.issue(b.id)).plaintext);
     admin = new Client(
       api.baseUrl,
-      (await api.tenants.issueApiKey(b.id, { isFleetAdmin: true })).plaintext,
+      (await api.apiKeys.issue(b.id, { isFleetAdmin: true })).plaintext,
     );
     queue = new Queue(QUEUE_NAMES.fineTune, {
       connection: { url: api.env.REDIS_URL },
@@ -63,16 +63,16 @@ describe('REST API', () => {
         code: 'invalid_api_key',
       });
       const tenant = await api.tenants.createTenant('temp');
-      const issued = await api.tenants.issueApiKey(tenant.id);
+      const issued = await api.apiKeys.issue(tenant.id);
       const temp = new Client(api.baseUrl, issued.plaintext);
       expect((await temp.request('GET', '/v1/files')).status).toBe(200);
-      await api.tenants.revokeApiKey(issued.apiKey.id);
+      await api.apiKeys.revoke(issued.apiKey.id);
       expect((await temp.request('GET', '/v1/files')).status).toBe(401);
     });
 
     it('GET job checks the key in the same query as the job: bad keys 401 first, revocation at once', async () => {
       const tenant = await api.tenants.createTenant('hot-path');
-      const issued = await api.tenants.issueApiKey(tenant.id);
+      const issued = await api.apiKeys.issue(tenant.id);
       const owner = new Client(api.baseUrl, issued.plaintext);
       const file = (await owner.upload(GOOD_JSONL)).body.id as string;
       const job = (
@@ -98,7 +98,7 @@ describe('REST API', () => {
         }
       }
       // Revoked: 401 on the very next request, on this route too (no key cache).
-      await api.tenants.revokeApiKey(issued.apiKey.id);
+      await api.apiKeys.revoke(issued.apiKey.id);
       const revoked = await owner.request('GET', route);
       expect(revoked.status).toBe(401);
       expect(revoked.body.error).toMatchObject({ type: 'authentication_error' });
@@ -462,7 +462,7 @@ describe('REST API', () => {
 
     it('limits active jobs per tenant with 429 (R21)', async () => {
       const tenant = await api.tenants.createTenant('busy');
-      const busy = new Client(api.baseUrl, (await api.tenants.issueApiKey(tenant.id)).plaintext);
+      const busy = new Client(api.baseUrl, (await api.apiKeys.issue(tenant.id)).plaintext);
       const file = (await busy.upload(GOOD_JSONL)).body.id as string;
       for (let i = 0; i < 6; i++) {
         expect(
@@ -521,17 +521,24 @@ describe('REST API', () => {
       // Store an adapter the way a worker does: claim an attempt, complete it fenced.
       const job = (await alice.request('POST', '/v1/fine_tuning/jobs', jobBody({ suffix: 'peft' })))
         .body;
-      const { JobsRepository } = await import('@lorafleet/db');
-      const jobs = new JobsRepository(api.dataSource);
-      const claim = await jobs.claimAttempt(job.id, 'test-worker', 'cpu');
+      const { AdaptersRepository, AttemptsRepository } = await import('@lorafleet/db');
+      const claim = await new AttemptsRepository(api.dataSource).claimAttempt(
+        job.id,
+        'test-worker',
+        'cpu',
+      );
       const weights = Buffer.from('not-really-safetensors');
-      const adapter = await jobs.completeWithAdapter(job.id, claim!.leaseToken, {
-        adapterConfig: { peft_type: 'LORA', r: 8 },
-        weights,
-        lineage: { seed: 1 },
-        fineTunedModel: `ft:tiny-random-gpt2:${job.organization_id}:peft:${job.id}`,
-        trainedTokens: 12,
-      });
+      const adapter = await new AdaptersRepository(api.dataSource).completeWithAdapter(
+        job.id,
+        claim!.leaseToken,
+        {
+          adapterConfig: { peft_type: 'LORA', r: 8 },
+          weights,
+          lineage: { seed: 1 },
+          fineTunedModel: `ft:tiny-random-gpt2:${job.organization_id}:peft:${job.id}`,
+          trainedTokens: 12,
+        },
+      );
       const id = adapter!.id;
       const meta = await alice.request('GET', `/v1/adapters/${id}`);
       expect(meta.body).toMatchObject({

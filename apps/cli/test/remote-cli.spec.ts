@@ -8,8 +8,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { freePort } from '@lorafleet/db';
 import { runCli, startRemoteFixture, until, type RemoteFixture } from './remote-harness';
+import { freePort } from '@lorafleet/testing';
 
 jest.setTimeout(120_000);
 

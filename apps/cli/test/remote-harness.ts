@@ -3,14 +3,20 @@
  * helper that runs the built `lorafleet` binary as a process against them.
  */
 import {
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
+  runMigrations,
+} from '@lorafleet/db';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
   createScratchDatabase,
   freePort,
-  runMigrations,
   type ScratchDatabase,
-} from '@lorafleet/db';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+} from '@lorafleet/testing';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -93,9 +99,8 @@ export async function startRemoteFixture(
   const dataSource = createDataSource({ url: scratch.url });
   await dataSource.initialize();
   await runMigrations(dataSource);
-  const tenants = new TenantsRepository(dataSource);
-  const tenant = await tenants.createTenant('cli-tests');
-  const apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+  const tenant = await new TenantsRepository(dataSource).createTenant('cli-tests');
+  const apiKey = (await new ApiKeysRepository(dataSource).issue(tenant.id)).plaintext;
   await dataSource.destroy();
 
   const port = await freePort();

@@ -7,7 +7,11 @@ import {
 } from '@nestjs/common';
 import type { WorkerEnv } from '@lorafleet/contracts';
 import {
+  AdaptersRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   RedisClients,
   ServingAdaptersRepository,
@@ -28,7 +32,11 @@ import {
 } from './tokens';
 
 const repositoryClasses = [
+  AdaptersRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   ServingAdaptersRepository,
   WorkersRepository,

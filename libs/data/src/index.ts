@@ -5,6 +5,7 @@ export * from './byte-level-bpe.builder';
 export * from './chat-template.renderer';
 export * from './example.tokenizer';
 export * from './batch.builder';
+export * from './preference.batch';
 export * from './preflight.summary';
 export * from './token-count.estimator';
 export * from './models/model-registry';

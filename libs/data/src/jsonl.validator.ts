@@ -3,6 +3,8 @@ import {
   type ChatMessage,
   type ChatRole,
   type DatasetFormat,
+  type DatasetKind,
+  type PreferenceExample,
   type TrainingExample,
 } from './training-example.types';
 
@@ -35,8 +37,16 @@ export interface JsonlLineError {
 export interface JsonlValidationResult {
   /** True when the file has no errors at all and may be used for training. */
   ok: boolean;
-  /** The file's line shape; `mixed` when valid lines of more than one shape occur; null if none. */
-  format: DatasetFormat | 'mixed' | null;
+  /**
+   * The file's line shape (`preference` for DPO pairs); `mixed` when valid lines of more than
+   * one shape occur; null if none.
+   */
+  format: DatasetFormat | 'preference' | 'mixed' | null;
+  /**
+   * What the file trains, set by its first valid line: `sft` (chat, prompt/completion or text
+   * lines) or `preference` (DPO pairs); `mixed` when valid lines of both kinds occur; null if none.
+   */
+  kind: DatasetKind | 'mixed' | null;
   /** Number of valid example lines (lines in a format other than the file's are not counted). */
   examples: number;
   /** Number of non-blank lines. */
@@ -90,38 +100,84 @@ export function summarizeValidationErrors(result: JsonlValidationResult, maxShow
  * - `{"messages":[{"role":"system"|"user"|"assistant","content":string,"weight"?:0|1},…]}` with
  *   at least one assistant message that is trained (weight not 0) and has text;
  * - `{"prompt":string,"completion":string}` with a non-blank completion;
- * - `{"text":string}`, non-blank.
+ * - `{"text":string}`, non-blank;
+ * - preference data (OpenAI's DPO format): `{"input":{"messages":[…]},"preferred_output":[…],
+ *   "non_preferred_output":[…]}`, each output a non-empty list of assistant messages with text.
+ * The first three are SFT data; the result's `kind` says which kind the file holds.
  * Blank lines are skipped; `\r\n` endings and a leading byte-order mark are accepted.
  */
 export function validateJsonl(
   content: string | Uint8Array,
   limits: JsonlLimits = {},
 ): JsonlValidationResult {
-  return scanJsonl(content, limits, null);
+  return scanJsonl(content, limits, null, null);
 }
 
 /**
- * Parses a training file into normalized examples, or throws {@link DatasetValidationError}
- * when the file has any error (the same errors {@link validateJsonl} reports).
+ * Parses an SFT training file into normalized examples, or throws
+ * {@link DatasetValidationError} when the file has any error (the same errors
+ * {@link validateJsonl} reports) or holds preference data.
  */
 export function parseJsonlExamples(
   content: string | Uint8Array,
   limits: JsonlLimits = {},
 ): TrainingExample[] {
-  const examples: TrainingExample[] = [];
-  const result = scanJsonl(content, limits, examples);
+  return parseKind(content, limits, 'sft', (l): l is TrainingExample => l.format !== 'preference');
+}
+
+/**
+ * Parses a preference (DPO) file into normalized pairs, or throws
+ * {@link DatasetValidationError} when the file has any error or holds SFT data.
+ */
+export function parsePreferenceJsonl(
+  content: string | Uint8Array,
+  limits: JsonlLimits = {},
+): PreferenceExample[] {
+  return parseKind(
+    content,
+    limits,
+    'preference',
+    (l): l is PreferenceExample => l.format === 'preference',
+  );
+}
+
+/** The file's lines of `kind`, or {@link DatasetValidationError} (a file of the other kind too). */
+function parseKind<T extends DatasetLine>(
+  content: string | Uint8Array,
+  limits: JsonlLimits,
+  kind: DatasetKind,
+  isKind: (line: DatasetLine) => line is T,
+): T[] {
+  const examples: T[] = [];
+  const result = scanJsonl(content, limits, kind, (line) => {
+    if (isKind(line)) examples.push(line);
+  });
   if (!result.ok) throw new DatasetValidationError(result);
   return examples;
 }
 
 type RawLine = { line: number; text: string } | { line: number; invalidUtf8: string };
 
-type LineVerdict = { ok: true; example: TrainingExample } | { ok: false; reason: string };
+/** A valid line of either kind. */
+type DatasetLine = TrainingExample | PreferenceExample;
+
+type LineVerdict = { ok: true; example: DatasetLine } | { ok: false; reason: string };
+
+/** How errors name a kind of data. */
+const KIND_NAMES: Record<DatasetKind, string> = {
+  sft: 'SFT data',
+  preference: 'preference (DPO) data',
+};
+
+function kindOf(format: DatasetLine['format']): DatasetKind {
+  return format === 'preference' ? 'preference' : 'sft';
+}
 
 function scanJsonl(
   content: string | Uint8Array,
   limits: JsonlLimits,
-  sink: TrainingExample[] | null,
+  expectedKind: DatasetKind | null,
+  sink: ((example: DatasetLine) => void) | null,
 ): JsonlValidationResult {
   const maxBytes = checkLimit('maxBytes', limits.maxBytes);
   const maxRows = checkLimit('maxRows', limits.maxRows);
@@ -136,6 +192,7 @@ function scanJsonl(
     return {
       ok: false,
       format: null,
+      kind: null,
       examples: 0,
       rows: 0,
       errors: [{ line: 0, reason }],
@@ -154,8 +211,9 @@ function scanJsonl(
 
   let rows = 0;
   let examples = 0;
-  let fileFormat: { format: DatasetFormat; line: number } | null = null;
+  let fileFormat: { format: DatasetLine['format']; line: number } | null = null;
   let mixed = false;
+  let mixedKinds = false;
 
   for (const raw of splitLines(content)) {
     if ('invalidUtf8' in raw) {
@@ -183,18 +241,37 @@ function scanJsonl(
       fileFormat = { format, line: raw.line };
     } else if (fileFormat.format !== format) {
       mixed = true;
-      addLineError(
-        raw.line,
-        `line is in "${format}" format but the file's format is "${fileFormat.format}" ` +
-          `(set by line ${fileFormat.line}); a file must use one format`,
-      );
+      const fileKind = kindOf(fileFormat.format);
+      if (kindOf(format) !== fileKind) {
+        mixedKinds = true;
+        addLineError(
+          raw.line,
+          `line is ${KIND_NAMES[kindOf(format)]} but the file holds ${KIND_NAMES[fileKind]} ` +
+            `(set by line ${fileFormat.line}); a file holds one kind`,
+        );
+      } else {
+        addLineError(
+          raw.line,
+          `line is in "${format}" format but the file's format is "${fileFormat.format}" ` +
+            `(set by line ${fileFormat.line}); a file must use one format`,
+        );
+      }
       continue;
     }
     examples += 1;
-    sink?.push(verdict.example);
+    sink?.(verdict.example);
   }
+  const kind = fileFormat === null ? null : kindOf(fileFormat.format);
 
   const fileErrors: JsonlLineError[] = [];
+  if (expectedKind !== null && kind !== null && kind !== expectedKind && fileFormat !== null) {
+    fileErrors.push({
+      line: 0,
+      reason:
+        `file holds ${KIND_NAMES[kind]} (set by line ${fileFormat.line}), ` +
+        `not ${KIND_NAMES[expectedKind]}`,
+    });
+  }
   if (maxRows !== undefined && rows > maxRows) {
     fileErrors.push({ line: 0, reason: `file has ${rows} rows; the limit is ${maxRows} rows` });
   }
@@ -212,6 +289,7 @@ function scanJsonl(
   return {
     ok: errorCount === 0,
     format: mixed ? 'mixed' : (fileFormat?.format ?? null),
+    kind: mixedKinds ? 'mixed' : kind,
     examples,
     rows,
     errors,
@@ -306,16 +384,19 @@ function validateLine(text: string): LineVerdict {
   const isChat = Object.hasOwn(value, 'messages');
   const isPromptCompletion = Object.hasOwn(value, 'prompt') || Object.hasOwn(value, 'completion');
   const isText = Object.hasOwn(value, 'text');
+  const isPreference = PREFERENCE_KEYS.some((key) => Object.hasOwn(value, key));
   const shapes = [
     isChat ? '"messages"' : null,
     isPromptCompletion ? '"prompt"/"completion"' : null,
     isText ? '"text"' : null,
+    isPreference ? '"input"/"preferred_output"/"non_preferred_output"' : null,
   ].filter((s): s is string => s !== null);
   if (shapes.length === 0) {
     const keys = Object.keys(value);
     const found = keys.length === 0 ? 'it has none' : `found ${formatKeys(keys)}`;
     return fail(
-      `no training fields: expected "messages", "prompt" and "completion", or "text"; ${found}`,
+      `no training fields: expected "messages", "prompt" and "completion", "text", or ` +
+        `"input" with "preferred_output" and "non_preferred_output"; ${found}`,
     );
   }
   if (shapes.length > 1) {
@@ -323,7 +404,103 @@ function validateLine(text: string): LineVerdict {
   }
   if (isChat) return validateChat(value.messages);
   if (isPromptCompletion) return validatePromptCompletion(value);
+  if (isPreference) return validatePreference(value);
   return validateText(value.text);
+}
+
+/** The fields of OpenAI's preference (DPO) line, all required. */
+const PREFERENCE_KEYS = ['input', 'preferred_output', 'non_preferred_output'] as const;
+
+type MessageVerdict =
+  | { ok: true; role: ChatRole; content: string; weight: 0 | 1 | undefined }
+  | { ok: false; reason: string };
+
+/** One chat message's shape: an object with a supported role, string content, weight 0 or 1. */
+function checkMessage(message: unknown, at: string): MessageVerdict {
+  if (!isPlainObject(message)) return fail(`${at} must be an object, got ${describe(message)}`);
+  const { role, content, weight } = message;
+  if (role === undefined) return fail(`${at}.role is missing`);
+  if (typeof role !== 'string') return fail(`${at}.role must be a string, got ${describe(role)}`);
+  if (!isChatRole(role)) {
+    return fail(
+      `${at}.role "${clip(role, 40)}" is not supported (expected ${CHAT_ROLES.join(', ')})`,
+    );
+  }
+  if (content === undefined) return fail(`${at}.content is missing`);
+  if (typeof content !== 'string') {
+    return fail(`${at}.content must be a string, got ${describe(content)}`);
+  }
+  if (weight !== undefined && weight !== 0 && weight !== 1) {
+    return fail(`${at}.weight must be 0 or 1, got ${describe(weight, true)}`);
+  }
+  return { ok: true, role, content, weight };
+}
+
+/**
+ * OpenAI's DPO line: `input.messages` is the prompt (never scored); `preferred_output` and
+ * `non_preferred_output` are the two completions, lists of assistant messages with text. A
+ * `weight` has no meaning here (DPO scores each whole completion), so it is refused rather
+ * than ignored.
+ */
+function validatePreference(value: Record<string, unknown>): LineVerdict {
+  for (const key of PREFERENCE_KEYS) {
+    if (value[key] === undefined) {
+      return fail(
+        `"${key}" is missing (a preference line needs ${PREFERENCE_KEYS.map((k) => `"${k}"`).join(', ')})`,
+      );
+    }
+  }
+  const { input } = value;
+  if (!isPlainObject(input)) return fail(`"input" must be an object, got ${describe(input)}`);
+  const { messages } = input;
+  if (messages === undefined) return fail('"input.messages" is missing');
+  if (!Array.isArray(messages)) {
+    return fail(`"input.messages" must be an array, got ${describe(messages)}`);
+  }
+  if (messages.length === 0) return fail('"input.messages" is empty');
+  const prompt: ChatMessage[] = [];
+  for (let i = 0; i < messages.length; i += 1) {
+    const at = `input.messages[${i}]`;
+    const message = checkMessage(messages[i], at);
+    if (!message.ok) return message;
+    if (message.weight !== undefined) {
+      return fail(`${at}.weight is not allowed in preference data: the prompt is never trained`);
+    }
+    prompt.push({ role: message.role, content: message.content, weight: 0 });
+  }
+  const chosen = validateOutput(value.preferred_output, 'preferred_output');
+  if (!chosen.ok) return chosen;
+  const rejected = validateOutput(value.non_preferred_output, 'non_preferred_output');
+  if (!rejected.ok) return rejected;
+  return {
+    ok: true,
+    example: { format: 'preference', prompt, chosen: chosen.messages, rejected: rejected.messages },
+  };
+}
+
+function validateOutput(
+  output: unknown,
+  key: string,
+): { ok: true; messages: ChatMessage[] } | { ok: false; reason: string } {
+  if (!Array.isArray(output)) {
+    return fail(`"${key}" must be an array of assistant messages, got ${describe(output)}`);
+  }
+  if (output.length === 0) return fail(`"${key}" is empty`);
+  const messages: ChatMessage[] = [];
+  for (let i = 0; i < output.length; i += 1) {
+    const at = `${key}[${i}]`;
+    const message = checkMessage(output[i], at);
+    if (!message.ok) return message;
+    if (message.role !== 'assistant') {
+      return fail(`${at}.role must be "assistant", got "${message.role}"`);
+    }
+    if (message.weight !== undefined) {
+      return fail(`${at}.weight is not allowed in preference data: every output is trained`);
+    }
+    if (message.content.trim() === '') return fail(`${at}.content is empty`);
+    messages.push({ role: 'assistant', content: message.content, weight: 1 });
+  }
+  return { ok: true, messages };
 }
 
 function validateChat(messages: unknown): LineVerdict {
@@ -336,25 +513,11 @@ function validateChat(messages: unknown): LineVerdict {
   let trained = 0;
   for (let i = 0; i < messages.length; i += 1) {
     const at = `messages[${i}]`;
-    const message: unknown = messages[i];
-    if (!isPlainObject(message)) return fail(`${at} must be an object, got ${describe(message)}`);
+    const message = checkMessage(messages[i], at);
+    if (!message.ok) return message;
     const { role, content, weight } = message;
-    if (role === undefined) return fail(`${at}.role is missing`);
-    if (typeof role !== 'string') return fail(`${at}.role must be a string, got ${describe(role)}`);
-    if (!isChatRole(role)) {
-      return fail(
-        `${at}.role "${clip(role, 40)}" is not supported (expected ${CHAT_ROLES.join(', ')})`,
-      );
-    }
-    if (content === undefined) return fail(`${at}.content is missing`);
-    if (typeof content !== 'string') {
-      return fail(`${at}.content must be a string, got ${describe(content)}`);
-    }
     let messageWeight: 0 | 1 = role === 'assistant' ? 1 : 0;
     if (weight !== undefined) {
-      if (weight !== 0 && weight !== 1) {
-        return fail(`${at}.weight must be 0 or 1, got ${describe(weight, true)}`);
-      }
       if (role !== 'assistant') {
         return fail(`${at}.weight is only allowed on assistant messages (role is "${role}")`);
       }
@@ -398,7 +561,7 @@ function validateText(text: unknown): LineVerdict {
   return { ok: true, example: { format: 'text', text } };
 }
 
-function fail(reason: string): LineVerdict {
+function fail(reason: string): { ok: false; reason: string } {
   return { ok: false, reason };
 }
 

@@ -46,3 +46,22 @@ export interface TextExample {
 
 /** A validated, normalized dataset line; unknown keys of the source line are dropped. */
 export type TrainingExample = ChatExample | PromptCompletionExample | TextExample;
+
+/**
+ * What a file trains: supervised fine-tuning (`sft`: the three line shapes above) or
+ * preference pairs for DPO (`preference`: OpenAI's `input` / `preferred_output` /
+ * `non_preferred_output` lines). One file holds one kind.
+ */
+export type DatasetKind = 'sft' | 'preference';
+
+/**
+ * A validated preference line (OpenAI's DPO JSONL), normalized like a chat line: `prompt` is
+ * `input.messages` with every weight 0 (never scored); `chosen` and `rejected` are the
+ * assistant messages of `preferred_output` and `non_preferred_output`, with weight 1 (scored).
+ */
+export interface PreferenceExample {
+  format: 'preference';
+  prompt: ChatMessage[];
+  chosen: ChatMessage[];
+  rejected: ChatMessage[];
+}

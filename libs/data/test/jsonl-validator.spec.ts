@@ -37,6 +37,7 @@ describe('validateJsonl: valid files', () => {
     expect(result).toEqual<JsonlValidationResult>({
       ok: true,
       format,
+      kind: 'sft',
       examples: 2,
       rows: 2,
       errors: [],
@@ -130,12 +131,12 @@ describe('validateJsonl: line errors carry the 1-based line number and a reason'
     [
       'an object with no known keys',
       '{"mesages": [], "id": 1}',
-      'no training fields: expected "messages", "prompt" and "completion", or "text"; found "mesages", "id"',
+      'no training fields: expected "messages", "prompt" and "completion", "text", or "input" with "preferred_output" and "non_preferred_output"; found "mesages", "id"',
     ],
     [
       'an empty object',
       '{}',
-      'no training fields: expected "messages", "prompt" and "completion", or "text"; it has none',
+      'no training fields: expected "messages", "prompt" and "completion", "text", or "input" with "preferred_output" and "non_preferred_output"; it has none',
     ],
     [
       'two formats on one line',
@@ -305,6 +306,7 @@ describe('validateJsonl: file limits', () => {
     expect(validateJsonl(content, { maxBytes: bytes - 1 })).toEqual({
       ok: false,
       format: null,
+      kind: null,
       examples: 0,
       rows: 0,
       errors: [{ line: 0, reason: `file is ${bytes} bytes; the limit is ${bytes - 1} bytes` }],

@@ -14,8 +14,10 @@ export interface DataSourceSettings {
 }
 
 /**
- * The one TypeORM configuration every process uses. `synchronize` is off everywhere: the
- * schema changes only through committed migrations (docs/adr/0003-postgres-record-of-truth.md).
+ * The one TypeORM configuration every process uses. Postgres is the record of truth
+ * (docs/adr/0002-postgres-record-of-truth-redis-queue.md), so `synchronize` is off everywhere:
+ * the schema changes only through committed migrations, never by TypeORM altering (and
+ * possibly dropping) columns at boot; `pendingSchemaChanges` checks the two agree.
  */
 export function dataSourceOptions(settings: DataSourceSettings): DataSourceOptions {
   return {

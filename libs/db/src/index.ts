@@ -3,8 +3,5 @@ export * from './entities';
 export * from './ids';
 export * from './pg-pool';
 export * from './repositories';
-export * from './testing/free-port';
-export * from './testing/scratch-database';
-export * from './testing/service-faults';
 export * from './process-shutdown';
 export * from './redis-clients';

@@ -5,7 +5,8 @@
  */
 import { RedisConnection } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { PrivateRedis, RedisClients, freePort, isRedisConnectionError } from '../src';
+import { RedisClients, isRedisConnectionError } from '../src';
+import { PrivateRedis, freePort } from '@lorafleet/testing';
 
 jest.setTimeout(30_000);
 

@@ -1,24 +1,32 @@
+import { randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import {
   AdaptersRepository,
   FilesRepository,
   JobsRepository,
   OutboxRepository,
+  ApiKeysRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
+  JobEventsRepository,
   TenantsRepository,
   WorkersRepository,
   createDataSource,
-  createScratchDatabase,
   FineTuningJobEntity,
   pendingSchemaChanges,
   runMigrations,
   type NewJob,
-  type ScratchDatabase,
 } from '../src';
+import { createScratchDatabase, type ScratchDatabase } from '@lorafleet/testing';
 
 describe('libs/db against a real Postgres', () => {
   let scratch: ScratchDatabase;
   let ds: DataSource;
   let jobs: JobsRepository;
+  let attempts: AttemptsRepository;
+  let events: JobEventsRepository;
+  let adapters: AdaptersRepository;
+  let tenants: TenantsRepository;
   let tenantId: string;
   let fileId: string;
 
@@ -34,7 +42,11 @@ describe('libs/db against a real Postgres', () => {
       'WorkerMemoryUsage1796505208846',
     ]);
     jobs = new JobsRepository(ds);
-    tenantId = (await new TenantsRepository(ds).createTenant('acme')).id;
+    attempts = new AttemptsRepository(ds);
+    events = new JobEventsRepository(ds);
+    adapters = new AdaptersRepository(ds);
+    tenants = new TenantsRepository(ds);
+    tenantId = (await tenants.createTenant('acme')).id;
     const file = await new FilesRepository(ds).create({
       tenantId,
       filename: 'train.jsonl',
@@ -81,16 +93,16 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('stores only a digest of API keys and revokes them at once', async () => {
-    const tenants = new TenantsRepository(ds);
-    const { apiKey, plaintext } = await tenants.issueApiKey(tenantId);
+    const apiKeys = new ApiKeysRepository(ds);
+    const { apiKey, plaintext } = await apiKeys.issue(tenantId);
     const stored = await ds.query<{ key_hash: string }[]>(
       'SELECT key_hash FROM api_keys WHERE id = $1',
       [apiKey.id],
     );
     expect(stored[0].key_hash).not.toContain(plaintext);
-    expect(await tenants.authenticate(plaintext)).toMatchObject({ tenantId, isAdmin: false });
-    expect(await tenants.revokeApiKey(apiKey.id)).toBe(true);
-    expect(await tenants.authenticate(plaintext)).toBeNull();
+    expect(await apiKeys.authenticate(plaintext)).toMatchObject({ tenantId, isAdmin: false });
+    expect(await apiKeys.revoke(apiKey.id)).toBe(true);
+    expect(await apiKeys.authenticate(plaintext)).toBeNull();
   });
 
   it('writes the job row, its status events and an outbox entry in one transaction', async () => {
@@ -98,28 +110,28 @@ describe('libs/db against a real Postgres', () => {
     expect(job.status).toBe('queued');
     const pending = await new OutboxRepository(ds).pending(10);
     expect(pending.map((p) => p.jobId)).toContain(job.id);
-    const events = await jobs.listEvents(job.id, undefined, 10);
-    expect(events.map((e) => e.data?.status)).toEqual(['queued', 'validating_files']);
+    const written = await events.listEvents(job.id, undefined, 10);
+    expect(written.map((e) => e.data?.status)).toEqual(['queued', 'validating_files']);
   });
 
   it('fences every attempt write with the lease token (R7)', async () => {
     const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
-    const first = await jobs.claimAttempt(job.id, 'worker-a', 'cpu');
+    const first = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
     expect(first?.attempt).toBe(1);
-    expect(await jobs.claimAttempt(job.id, 'worker-b', 'cpu')).toBeNull();
+    expect(await attempts.claimAttempt(job.id, 'worker-b', 'cpu')).toBeNull();
 
     // Hand the job back, as a crash recovery would, then let a second attempt claim it.
     expect(
       await jobs.transition(job.id, { from: ['running'], to: 'queued', message: 'handed back' }),
     ).toBe(true);
-    const second = await jobs.claimAttempt(job.id, 'worker-b', 'cpu');
+    const second = await attempts.claimAttempt(job.id, 'worker-b', 'cpu');
     expect(second?.attempt).toBe(2);
 
     const stale = first!.leaseToken;
     const progress = { step: 3, totalSteps: 10, epoch: 0.3, estimatedFinish: null };
-    expect(await jobs.updateProgress(job.id, stale, progress)).toBe(false);
+    expect(await attempts.updateProgress(job.id, stale, progress)).toBe(false);
     expect(
-      await jobs.appendFencedEvent(job.id, stale, { type: 'message', message: 'zombie' }),
+      await events.appendFencedEvent(job.id, stale, { type: 'message', message: 'zombie' }),
     ).toBe(false);
     const adapter = {
       adapterConfig: { r: 4 },
@@ -128,11 +140,11 @@ describe('libs/db against a real Postgres', () => {
       fineTunedModel: 'ft:tiny:x::y',
       trainedTokens: 10,
     };
-    expect(await jobs.completeWithAdapter(job.id, stale, adapter)).toBeNull();
-    expect(await jobs.updateProgress(job.id, second!.leaseToken, progress)).toBe(true);
-    expect(await jobs.completeWithAdapter(job.id, second!.leaseToken, adapter)).not.toBeNull();
-    expect(await jobs.completeWithAdapter(job.id, second!.leaseToken, adapter)).toBeNull();
-    expect(await new AdaptersRepository(ds).countForJob(job.id)).toBe(1);
+    expect(await adapters.completeWithAdapter(job.id, stale, adapter)).toBeNull();
+    expect(await attempts.updateProgress(job.id, second!.leaseToken, progress)).toBe(true);
+    expect(await adapters.completeWithAdapter(job.id, second!.leaseToken, adapter)).not.toBeNull();
+    expect(await adapters.completeWithAdapter(job.id, second!.leaseToken, adapter)).toBeNull();
+    expect(await adapters.countForJob(job.id)).toBe(1);
     const final = await jobs.findById(job.id);
     // Completion sets the step to the last reported total_steps (succeeded ⇒ step = total).
     expect(final).toMatchObject({
@@ -142,6 +154,35 @@ describe('libs/db against a real Postgres', () => {
       trainedTokens: 10,
     });
     expect(final?.finishedAt).toBeInstanceOf(Date);
+  });
+
+  it('stores checkpoints fenced by the lease, keeps the newest and resumes with the blob (R5, R7)', async () => {
+    const checkpoints = new CheckpointsRepository(ds);
+    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    expect(await checkpoints.latestCheckpoint(job.id)).toBeNull();
+    const claim = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
+    const save = (leaseToken: string, step: number) =>
+      checkpoints.saveCheckpoint(
+        job.id,
+        leaseToken,
+        { attempt: 1, step, metrics: { train_loss: 1 / step }, blob: Buffer.from(`state-${step}`) },
+        2,
+      );
+    for (const step of [10, 20, 30]) expect(await save(claim!.leaseToken, step)).not.toBeNull();
+    expect(await save(randomUUID(), 40)).toBeNull();
+
+    const kept = await checkpoints.listCheckpoints(job.id, 10);
+    expect(kept.map((c) => c.step)).toEqual([30, 20]);
+    expect(kept[0].blob).toBeUndefined(); // listing never reads the blobs
+    expect(await checkpoints.latestCheckpoint(job.id)).toMatchObject({
+      id: kept[0].id,
+      jobId: job.id,
+      attempt: 1,
+      step: 30,
+      metrics: { train_loss: 1 / 30 },
+      bytes: 'state-30'.length,
+      blob: Buffer.from('state-30'),
+    });
   });
 
   it("completes with step = total_steps; a late progress write cannot move a succeeded job's progress", async () => {
@@ -161,25 +202,25 @@ describe('libs/db against a real Postgres', () => {
 
     // The worker's writes for steps 1 and 2 landed; the one for step 3 loses the race.
     const raced = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
-    const claim = await jobs.claimAttempt(raced.id, 'worker-a', 'cpu');
-    expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(2))).toBe(true);
-    expect(await jobs.completeWithAdapter(raced.id, claim!.leaseToken, adapter)).not.toBeNull();
+    const claim = await attempts.claimAttempt(raced.id, 'worker-a', 'cpu');
+    expect(await attempts.updateProgress(raced.id, claim!.leaseToken, progressAt(2))).toBe(true);
+    expect(await adapters.completeWithAdapter(raced.id, claim!.leaseToken, adapter)).not.toBeNull();
     expect(await jobs.findById(raced.id)).toMatchObject({
       status: 'succeeded',
       progressStep: 3,
       progressTotalSteps: 3,
     });
     // Late writes of the finished attempt, even of an earlier step, change nothing.
-    expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(3))).toBe(false);
-    expect(await jobs.updateProgress(raced.id, claim!.leaseToken, progressAt(1))).toBe(false);
+    expect(await attempts.updateProgress(raced.id, claim!.leaseToken, progressAt(3))).toBe(false);
+    expect(await attempts.updateProgress(raced.id, claim!.leaseToken, progressAt(1))).toBe(false);
     expect(await jobs.findById(raced.id)).toMatchObject({ progressStep: 3, progressTotalSteps: 3 });
 
     // The step count the trainer reports wins over the last progress write; with no progress
     // write at all it still fills both.
     const counted = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
-    const second = await jobs.claimAttempt(counted.id, 'worker-a', 'cpu');
+    const second = await attempts.claimAttempt(counted.id, 'worker-a', 'cpu');
     expect(
-      await jobs.completeWithAdapter(counted.id, second!.leaseToken, {
+      await adapters.completeWithAdapter(counted.id, second!.leaseToken, {
         ...adapter,
         fineTunedModel: 'ft:tiny:x::counted',
         totalSteps: 7,
@@ -192,18 +233,18 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('reads a job with its API key in one query, exactly as TypeORM hydrates it (R19, R20)', async () => {
-    const tenants = new TenantsRepository(ds);
-    const { apiKey, plaintext } = await tenants.issueApiKey(tenantId, { isAdmin: true });
+    const apiKeys = new ApiKeysRepository(ds);
+    const { apiKey, plaintext } = await apiKeys.issue(tenantId, { isAdmin: true });
     const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
-    const claim = await jobs.claimAttempt(job.id, 'worker-a', 'cpu');
-    await jobs.updateProgress(job.id, claim!.leaseToken, {
+    const claim = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
+    await attempts.updateProgress(job.id, claim!.leaseToken, {
       step: 2,
       totalSteps: 5,
       epoch: 0.4,
       estimatedFinish: new Date('2030-01-01T00:00:00Z'),
     });
 
-    const found = await jobs.findForApiKey(plaintext, job.id);
+    const found = await apiKeys.authenticateWithJob(plaintext, job.id);
     expect(found?.principal).toEqual({
       tenantId,
       apiKeyId: apiKey.id,
@@ -215,17 +256,17 @@ describe('libs/db against a real Postgres', () => {
 
     // The key resolves but the id does not exist for this tenant (or at all).
     const other = await tenants.createTenant('other');
-    const otherKey = (await tenants.issueApiKey(other.id)).plaintext;
-    expect(await jobs.findForApiKey(otherKey, job.id)).toEqual({
+    const otherKey = (await apiKeys.issue(other.id)).plaintext;
+    expect(await apiKeys.authenticateWithJob(otherKey, job.id)).toEqual({
       principal: expect.objectContaining({ tenantId: other.id }),
       job: null,
     });
-    expect((await jobs.findForApiKey(plaintext, 'ftjob-nope'))?.job).toBeNull();
+    expect((await apiKeys.authenticateWithJob(plaintext, 'ftjob-nope'))?.job).toBeNull();
     // Unknown and revoked keys resolve to nothing, at once.
-    expect(await jobs.findForApiKey('lf-unknown', job.id)).toBeNull();
-    await tenants.revokeApiKey(apiKey.id);
-    expect(await jobs.findForApiKey(plaintext, job.id)).toBeNull();
-    expect(await tenants.authenticate(plaintext)).toBeNull();
+    expect(await apiKeys.authenticateWithJob('lf-unknown', job.id)).toBeNull();
+    await apiKeys.revoke(apiKey.id);
+    expect(await apiKeys.authenticateWithJob(plaintext, job.id)).toBeNull();
+    expect(await apiKeys.authenticate(plaintext)).toBeNull();
   });
 
   it('rejects illegal transitions and leaves terminal jobs alone', async () => {
@@ -239,7 +280,7 @@ describe('libs/db against a real Postgres', () => {
     expect(
       await jobs.transition(job.id, { from: ['queued', 'running'], to: 'cancelled', message: 'x' }),
     ).toBe(false);
-    const statusEvents = (await jobs.listEvents(job.id, undefined, 50)).filter(
+    const statusEvents = (await events.listEvents(job.id, undefined, 50)).filter(
       (e) => e.type === 'status',
     );
     expect(statusEvents).toHaveLength(3);
@@ -290,6 +331,8 @@ describe('job control queries', () => {
   let scratch: ScratchDatabase;
   let ds: DataSource;
   let jobs: JobsRepository;
+  let attempts: AttemptsRepository;
+  let events: JobEventsRepository;
   let tenantId: string;
 
   beforeAll(async () => {
@@ -298,6 +341,8 @@ describe('job control queries', () => {
     await ds.initialize();
     await runMigrations(ds);
     jobs = new JobsRepository(ds);
+    attempts = new AttemptsRepository(ds);
+    events = new JobEventsRepository(ds);
     tenantId = (await new TenantsRepository(ds).createTenant('ctl')).id;
   });
 
@@ -339,7 +384,7 @@ describe('job control queries', () => {
     const outbox = new OutboxRepository(ds);
     const job = await create();
     for (const entry of await outbox.pending(100)) await outbox.markDispatched(entry.id);
-    const claim = await jobs.claimAttempt(job.id, 'w', 'cpu');
+    const claim = await attempts.claimAttempt(job.id, 'w', 'cpu');
     expect(await jobs.requestPause(job.id)).toBe(true);
     expect(
       await jobs.transition(job.id, {
@@ -369,14 +414,14 @@ describe('job control queries', () => {
     const row = await jobs.findById(job.id);
     expect(row).toMatchObject({ status: 'queued', leaseToken: null, pauseRequestedAt: null });
     expect((await outbox.pending(10)).map((e) => e.jobId)).toEqual([job.id]);
-    const statuses = (await jobs.listEvents(job.id, undefined, 50)).map((e) => e.data?.status);
+    const statuses = (await events.listEvents(job.id, undefined, 50)).map((e) => e.data?.status);
     expect(statuses.slice(0, 3)).toEqual(['queued', 'paused', 'running']);
   });
 
   it('records the memory a hand-back needs, and finds live workers with that much (issue 13)', async () => {
     const job = await create();
-    const claim = await jobs.claimAttempt(job.id, 'w-small', 'cpu');
-    expect(await jobs.memoryRequiredMb(job.id)).toBeNull();
+    const claim = await attempts.claimAttempt(job.id, 'w-small', 'cpu');
+    expect(await attempts.memoryRequiredMb(job.id)).toBeNull();
     const handBack = (mb: number, leaseToken: string) =>
       jobs.requeue(
         job.id,
@@ -385,12 +430,12 @@ describe('job control queries', () => {
         { jobId: job.id },
       );
     expect(await handBack(900, claim!.leaseToken)).toBe(true);
-    expect(await jobs.memoryRequiredMb(job.id)).toBe(900);
+    expect(await attempts.memoryRequiredMb(job.id)).toBe(900);
     expect(await jobs.findById(job.id)).toMatchObject({ status: 'queued', failures: 0 });
     // A later, smaller estimate (another backend) never lowers what is recorded.
-    const again = await jobs.claimAttempt(job.id, 'w-small', 'cpu');
+    const again = await attempts.claimAttempt(job.id, 'w-small', 'cpu');
     expect(await handBack(500, again!.leaseToken)).toBe(true);
-    expect(await jobs.memoryRequiredMb(job.id)).toBe(900);
+    expect(await attempts.memoryRequiredMb(job.id)).toBe(900);
 
     const workers = new WorkersRepository(ds);
     const register = (id: string, memoryLimitMb: number | null) =>
@@ -428,9 +473,9 @@ describe('job control queries', () => {
     const before = await jobs.countActiveForTenant(tenantId);
     const job = await create();
     expect(await jobs.countActiveForTenant(tenantId)).toBe(before + 1);
-    expect(await jobs.queuedWithoutPendingOutbox(0, 100)).not.toContain(job.id);
+    expect(await outbox.queuedWithoutPendingOutbox(0, 100)).not.toContain(job.id);
     for (const entry of await outbox.pending(100)) await outbox.markDispatched(entry.id);
-    expect(await jobs.queuedWithoutPendingOutbox(0, 100)).toContain(job.id);
-    expect(await jobs.queuedWithoutPendingOutbox(60_000, 100)).not.toContain(job.id);
+    expect(await outbox.queuedWithoutPendingOutbox(0, 100)).toContain(job.id);
+    expect(await outbox.queuedWithoutPendingOutbox(60_000, 100)).not.toContain(job.id);
   });
 });

@@ -100,6 +100,22 @@ export {
 
 export { causalLmLoss } from './train/causal-lm.loss';
 export {
+  DEFAULT_DPO_BETA,
+  buildDpoRows,
+  combineDpoMetrics,
+  disposeDpoRows,
+  dpoPairTerms,
+  dpoStep,
+  referenceLogProbs,
+  sequenceLogProbs,
+  type DpoMetrics,
+  type DpoPairTerms,
+  type DpoRows,
+  type DpoStepOptions,
+  type DpoStepResult,
+  type PairLogProbs,
+} from './train/dpo.loss';
+export {
   BACKEND_NAMES,
   BackendError,
   initBackend,

@@ -4,14 +4,20 @@
  * sharing Redis under a unique queue prefix. Same pattern as tests/e2e.
  */
 import {
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
+  runMigrations,
+} from '@lorafleet/db';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
   createScratchDatabase,
   freePort,
-  runMigrations,
   type ScratchDatabase,
-} from '@lorafleet/db';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+} from '@lorafleet/testing';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -75,14 +81,15 @@ export async function startStack(): Promise<Stack> {
     await dataSource.initialize();
     await runMigrations(dataSource);
     const tenants = new TenantsRepository(dataSource);
+    const apiKeys = new ApiKeysRepository(dataSource);
     const alice = await tenants.createTenant('alice');
     const bob = await tenants.createTenant('bob');
     const ops = await tenants.createTenant('ops');
     const keys = {
-      alice: (await tenants.issueApiKey(alice.id)).plaintext,
-      bob: (await tenants.issueApiKey(bob.id)).plaintext,
+      alice: (await apiKeys.issue(alice.id)).plaintext,
+      bob: (await apiKeys.issue(bob.id)).plaintext,
       // The fleet page shows every tenant's jobs and the queue depth: a fleet admin's view.
-      admin: (await tenants.issueApiKey(ops.id, { isFleetAdmin: true })).plaintext,
+      admin: (await apiKeys.issue(ops.id, { isFleetAdmin: true })).plaintext,
     };
 
     const port = await freePort();

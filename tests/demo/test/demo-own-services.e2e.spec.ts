@@ -11,10 +11,10 @@ import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort } from '@lorafleet/db';
 
 import { REPO_ROOT, runDemo } from './demo-process';
 import { readableCheckout, type ReadableCheckout } from './readable-checkout';
+import { freePort } from '@lorafleet/testing';
 
 const NOBODY = 65534;
 

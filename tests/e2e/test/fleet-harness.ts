@@ -1,16 +1,21 @@
 import {
-  JobsRepository,
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
-  createScratchDatabase,
   runMigrations,
-  type ScratchDatabase,
-  freePort,
 } from '@lorafleet/db';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
+  createScratchDatabase,
+  type ScratchDatabase,
+  freePort,
+} from '@lorafleet/testing';
 
 export const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 
@@ -46,7 +51,6 @@ export class Fleet {
   readonly queuePrefix = `lf-fleet-${randomBytes(4).toString('hex')}`;
   scratch!: ScratchDatabase;
   dataSource!: DataSource;
-  jobs!: JobsRepository;
   api!: AppProcess;
   baseUrl = '';
   apiKey = '';
@@ -85,11 +89,9 @@ export class Fleet {
     this.dataSource = createDataSource({ url: this.scratch.url });
     await this.dataSource.initialize();
     await runMigrations(this.dataSource);
-    this.jobs = new JobsRepository(this.dataSource);
-    const tenants = new TenantsRepository(this.dataSource);
-    const tenant = await tenants.createTenant('fleet');
+    const tenant = await new TenantsRepository(this.dataSource).createTenant('fleet');
     this.tenantId = tenant.id;
-    this.apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+    this.apiKey = (await new ApiKeysRepository(this.dataSource).issue(tenant.id)).plaintext;
     const port = await freePort();
     this.baseUrl = `http://127.0.0.1:${port}`;
     this.api = new AppProcess('api', {

@@ -4,8 +4,14 @@
  * the api), not as ioredis's multi-line "Unhandled error event" per reconnect attempt. The
  * built api and worker run as processes against a private redis-server this suite kills.
  */
-import { PrivateRedis, freePort } from '@lorafleet/db';
-import { NodeProcess, REPO_ROOT, waitFor, type AppProcess } from '@lorafleet/testing';
+import {
+  NodeProcess,
+  REPO_ROOT,
+  waitFor,
+  type AppProcess,
+  PrivateRedis,
+  freePort,
+} from '@lorafleet/testing';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';

@@ -4,7 +4,7 @@
  * cpu backend), Redis Streams both ways, real Postgres. Answers are checked token for token
  * against lora-core generating greedily in this process on the same model and adapter.
  */
-import { TenantsRepository } from '@lorafleet/db';
+import { ApiKeysRepository, TenantsRepository } from '@lorafleet/db';
 import {
   encodeChatPrompt,
   encodeTextPrompt,
@@ -73,7 +73,7 @@ describe('completions served by workers (openai client)', () => {
     const tenants = new TenantsRepository(fleet.dataSource);
     const other = await tenants.createTenant('stranger');
     stranger = new OpenAI({
-      apiKey: (await tenants.issueApiKey(other.id)).plaintext,
+      apiKey: (await new ApiKeysRepository(fleet.dataSource).issue(other.id)).plaintext,
       baseURL: `${fleet.baseUrl}/v1`,
       maxRetries: 0,
     });

@@ -6,18 +6,24 @@
  */
 import {
   AdaptersRepository,
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
-  createScratchDatabase,
   runMigrations,
-  type ScratchDatabase,
-  freePort,
 } from '@lorafleet/db';
 import { readSafetensors } from '@lorafleet/lora-core';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { DataSource } from 'typeorm';
-import { AppProcess, REPO_ROOT, deleteQueueKeys, waitFor } from '@lorafleet/testing';
+import {
+  AppProcess,
+  REPO_ROOT,
+  deleteQueueKeys,
+  waitFor,
+  createScratchDatabase,
+  type ScratchDatabase,
+  freePort,
+} from '@lorafleet/testing';
 
 jest.setTimeout(180_000);
 
@@ -48,9 +54,8 @@ describe('walking skeleton: REST → queue → worker → adapter', () => {
     dataSource = createDataSource({ url: scratch.url });
     await dataSource.initialize();
     await runMigrations(dataSource);
-    const tenants = new TenantsRepository(dataSource);
-    const tenant = await tenants.createTenant('e2e');
-    apiKey = (await tenants.issueApiKey(tenant.id)).plaintext;
+    const tenant = await new TenantsRepository(dataSource).createTenant('e2e');
+    apiKey = (await new ApiKeysRepository(dataSource).issue(tenant.id)).plaintext;
 
     const port = await freePort();
     baseUrl = `http://127.0.0.1:${port}`;

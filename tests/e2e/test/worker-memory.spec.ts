@@ -4,7 +4,7 @@
  * fails once or goes to a worker with more memory, data that trains nothing fails once, a
  * heavy truncation warns, and the fleet view and the job show what a run used.
  */
-import { TenantsRepository } from '@lorafleet/db';
+import { ApiKeysRepository } from '@lorafleet/db';
 import { AppProcess, waitFor } from '@lorafleet/testing';
 import { Fleet, TERMINAL } from './fleet-harness';
 
@@ -41,8 +41,8 @@ describe('worker memory limit and pre-flight refusals', () => {
 
   beforeAll(async () => {
     await fleet.start();
-    const tenants = new TenantsRepository(fleet.dataSource);
-    adminKey = (await tenants.issueApiKey(fleet.tenantId, { isAdmin: true })).plaintext;
+    const apiKeys = new ApiKeysRepository(fleet.dataSource);
+    adminKey = (await apiKeys.issue(fleet.tenantId, { isAdmin: true })).plaintext;
     fileId = await fleet.uploadExamples(20);
   });
 

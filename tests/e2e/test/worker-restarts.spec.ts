@@ -3,9 +3,8 @@
  * to a private redis-server and to Postgres through a TCP proxy, so the test can take each
  * away and bring it back without touching the shared services.
  */
-import { PrivateRedis, TcpProxy } from '@lorafleet/db';
 import { Fleet } from './fleet-harness';
-import { freePort } from '@lorafleet/db';
+import { PrivateRedis, TcpProxy, freePort } from '@lorafleet/testing';
 
 jest.setTimeout(240_000);
 

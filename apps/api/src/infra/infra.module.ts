@@ -2,7 +2,11 @@ import { Global, Inject, Logger, Module, type OnApplicationShutdown } from '@nes
 import { QUEUE_NAMES, type ApiEnv } from '@lorafleet/contracts';
 import {
   AdaptersRepository,
+  ApiKeysRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   OutboxRepository,
   RedisClients,
@@ -17,7 +21,11 @@ import { DATA_SOURCE, FINE_TUNE_QUEUE, REDIS, REDIS_CLIENTS } from './tokens';
 
 const repositoryClasses = [
   AdaptersRepository,
+  ApiKeysRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   OutboxRepository,
   TenantsRepository,

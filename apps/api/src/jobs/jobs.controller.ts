@@ -14,8 +14,8 @@ import {
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { withEtag } from '../http/etag';
 import type { AuthenticatedPrincipal } from '@lorafleet/db';
-import { ApiKeyGuard, InlineApiKeyCheck, type InlineAuthRequest } from '../auth/api-key.guard';
-import { Principal } from '../auth/principal.decorator';
+import { ApiKeyGuard, DeferApiKeyCheck, type DeferredApiKey } from '../auth/api-key.guard';
+import { Principal, PresentedApiKey } from '../auth/principal.decorator';
 import { ApiError } from '../errors/api-error';
 import { JobsService } from './jobs.service';
 
@@ -85,13 +85,14 @@ export class JobsController {
    * query, so the guard only parses the header here.
    */
   @Get(':id')
-  @InlineApiKeyCheck()
+  @DeferApiKeyCheck()
   async retrieve(
+    @PresentedApiKey() apiKey: DeferredApiKey,
     @Param('id') id: string,
-    @Req() request: InlineAuthRequest,
+    @Req() request: FastifyRequest,
     @Res({ passthrough: true }) reply: FastifyReply,
   ) {
-    return withEtag(request, reply, await this.jobs.getWithApiKey(request, id));
+    return withEtag(request, reply, await this.jobs.getWithApiKey(apiKey, id));
   }
 
   @Get(':id/events')

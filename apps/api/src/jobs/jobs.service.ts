@@ -17,14 +17,17 @@ import {
 import { defaultMaxSeqLength, unknownTargetModules, type ModelFacts } from '@lorafleet/data';
 import {
   ActiveJobQuotaError,
+  ApiKeysRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   sha256Hex,
   type FileEntity,
   type FineTuningJobEntity,
 } from '@lorafleet/db';
 import { randomInt } from 'node:crypto';
-import { BAD_KEY_MESSAGE, type InlineAuthRequest } from '../auth/api-key.guard';
+import { BAD_KEY_MESSAGE, type DeferredApiKey } from '../auth/api-key.guard';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
 import { assertWellFormedText } from '../http/well-formed-text';
@@ -63,6 +66,9 @@ export interface ListJobsQuery {
 export class JobsService {
   constructor(
     private readonly jobs: JobsRepository,
+    private readonly jobEvents: JobEventsRepository,
+    private readonly jobCheckpoints: CheckpointsRepository,
+    private readonly apiKeys: ApiKeysRepository,
     private readonly files: FilesRepository,
     private readonly models: ModelsService,
     private readonly relay: OutboxRelayService,
@@ -232,7 +238,7 @@ export class JobsService {
   async checkpoints(tenantId: string, id: string, limitText: string | undefined, after?: string) {
     const job = await this.owned(tenantId, id);
     const limit = this.parseLimit(limitText);
-    let rows = await this.jobs.listCheckpoints(
+    let rows = await this.jobCheckpoints.listCheckpoints(
       id,
       after === undefined ? limit + 1 : CHECKPOINT_CURSOR_SCAN,
     );
@@ -268,13 +274,13 @@ export class JobsService {
   }
 
   /**
-   * `GET /v1/fine_tuning/jobs/{id}`: key and tenant-scoped job in one query. Sets the
-   * request's principal (for the request log) once the key resolved.
+   * `GET /v1/fine_tuning/jobs/{id}`: key and tenant-scoped job in one query. Reports the
+   * principal back to the key once it resolved, before a 404 too (the request log names it).
    */
-  async getWithApiKey(request: InlineAuthRequest, id: string): Promise<FineTuningJob> {
-    const found = await this.jobs.findForApiKey(request.apiKey, id);
+  async getWithApiKey(apiKey: DeferredApiKey, id: string): Promise<FineTuningJob> {
+    const found = await this.apiKeys.authenticateWithJob(apiKey.plaintext, id);
     if (!found) throw new ApiError('invalid_api_key', BAD_KEY_MESSAGE);
-    request.principal = found.principal;
+    apiKey.resolvedTo(found.principal);
     if (!found.job)
       throw new ApiError('not_found', `No such fine-tuning job: ${id}`, 'fine_tuning_job_id');
     return presentJob(found.job);
@@ -320,7 +326,7 @@ export class JobsService {
     if (cursor !== undefined && !/^[1-9]\d{0,14}$/.test(cursor)) {
       throw new ApiError('invalid_request', `Invalid cursor: ${after}`, 'after');
     }
-    const rows = await this.jobs.listEvents(
+    const rows = await this.jobEvents.listEvents(
       id,
       cursor === undefined ? undefined : Number(cursor),
       limit + 1,

@@ -11,7 +11,7 @@ import {
   type ApiEnv,
   type FineTuneJobPayload,
 } from '@lorafleet/contracts';
-import { JobsRepository } from '@lorafleet/db';
+import { AttemptsRepository, JobsRepository, OutboxRepository } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import { API_ENV } from '../config/api-env.token';
 import { FINE_TUNE_QUEUE } from '../infra/tokens';
@@ -30,6 +30,8 @@ export class ReconcilerService implements OnApplicationBootstrap, OnApplicationS
 
   constructor(
     private readonly jobs: JobsRepository,
+    private readonly attempts: AttemptsRepository,
+    private readonly outbox: OutboxRepository,
     @Inject(FINE_TUNE_QUEUE) private readonly queue: Queue,
     @Inject(API_ENV) private readonly env: ApiEnv,
   ) {}
@@ -58,7 +60,7 @@ export class ReconcilerService implements OnApplicationBootstrap, OnApplicationS
     // Give the relay a grace period before second-guessing a fresh job.
     const grace = Math.min(this.env.LORAFLEET_RECONCILE_MS, 5000);
     let repaired = 0;
-    for (const jobId of await this.jobs.queuedWithoutPendingOutbox(grace, 500)) {
+    for (const jobId of await this.outbox.queuedWithoutPendingOutbox(grace, 500)) {
       const existing = await this.queue.getJob(jobId);
       const state = existing ? await existing.getState() : 'unknown';
       if (['waiting', 'delayed', 'active', 'prioritized', 'waiting-children'].includes(state))
@@ -82,7 +84,10 @@ export class ReconcilerService implements OnApplicationBootstrap, OnApplicationS
    */
   private async recoverOrphanedRunning(): Promise<number> {
     let recovered = 0;
-    for (const jobId of await this.jobs.staleRunning(this.env.LORAFLEET_RECONCILE_MS * 2, 100)) {
+    for (const jobId of await this.attempts.staleRunning(
+      this.env.LORAFLEET_RECONCILE_MS * 2,
+      100,
+    )) {
       const existing = await this.queue.getJob(jobId);
       const state = existing ? await existing.getState() : 'unknown';
       if (

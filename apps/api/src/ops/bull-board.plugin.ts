@@ -2,7 +2,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter as BullBoardFastifyAdapter } from '@bull-board/fastify';
 import { openAiError } from '@lorafleet/contracts';
-import type { TenantsRepository } from '@lorafleet/db';
+import type { ApiKeysRepository } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
@@ -27,7 +27,7 @@ export function basicAuthPassword(header: string | undefined): string | null {
  * Postgres is the record of truth, and job control goes through the REST API, which writes
  * status events; a job removed from Redis by hand would only be re-enqueued by the reconciler.
  */
-export function bullBoardPlugin(queue: Queue, tenants: TenantsRepository) {
+export function bullBoardPlugin(queue: Queue, apiKeys: ApiKeysRepository) {
   return async (scope: FastifyInstance): Promise<void> => {
     const serverAdapter = new BullBoardFastifyAdapter();
     serverAdapter.setBasePath(BULL_BOARD_PATH);
@@ -45,7 +45,7 @@ export function bullBoardPlugin(queue: Queue, tenants: TenantsRepository) {
       try {
         // Fleet admins only: the board shows every tenant's jobs and payloads.
         isAdmin =
-          password !== null && (await tenants.authenticate(password))?.isFleetAdmin === true;
+          password !== null && (await apiKeys.authenticate(password))?.isFleetAdmin === true;
       } catch {
         return reply
           .code(503)

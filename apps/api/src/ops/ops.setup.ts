@@ -1,5 +1,5 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
-import { TenantsRepository } from '@lorafleet/db';
+import { ApiKeysRepository } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { FINE_TUNE_QUEUE } from '../infra/tokens';
@@ -23,6 +23,6 @@ export async function registerOps(app: NestFastifyApplication): Promise<void> {
     );
   });
   await fastify.register(
-    bullBoardPlugin(app.get<Queue>(FINE_TUNE_QUEUE), app.get(TenantsRepository)),
+    bullBoardPlugin(app.get<Queue>(FINE_TUNE_QUEUE), app.get(ApiKeysRepository)),
   );
 }

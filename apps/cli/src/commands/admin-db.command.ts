@@ -1,5 +1,6 @@
 import { ConfigError, parseEnv, commonEnvShape } from '@lorafleet/contracts';
 import {
+  ApiKeysRepository,
   TenantsRepository,
   createDataSource,
   pendingSchemaChanges,
@@ -70,9 +71,8 @@ export async function runAdminDb(args: string[]): Promise<number> {
           console.error(`create-tenant needs a name.\n\n${USAGE}`);
           return 2;
         }
-        const tenants = new TenantsRepository(dataSource);
-        const tenant = await tenants.createTenant(name);
-        const key = await tenants.issueApiKey(tenant.id, {
+        const tenant = await new TenantsRepository(dataSource).createTenant(name);
+        const key = await new ApiKeysRepository(dataSource).issue(tenant.id, {
           isAdmin: rest.includes('--admin'),
           isFleetAdmin: rest.includes('--fleet-admin'),
         });

@@ -1,5 +1,5 @@
 import { ConfigError, commonEnvShape, parseEnv } from '@lorafleet/contracts';
-import { TenantsRepository, createDataSource } from '@lorafleet/db';
+import { ApiKeysRepository, TenantsRepository, createDataSource } from '@lorafleet/db';
 import type { DataSource } from 'typeorm';
 
 import { parseCommandArgs } from '../cli-args.util';
@@ -30,7 +30,10 @@ const EXIT_CONFIG = 78;
 /** Connects with DATABASE_URL, runs `work`, disconnects; connection problems are exit 1. */
 async function withDatabase(
   io: CliIo,
-  work: (tenants: TenantsRepository) => Promise<number>,
+  work: (repositories: {
+    tenants: TenantsRepository;
+    apiKeys: ApiKeysRepository;
+  }) => Promise<number>,
 ): Promise<number> {
   let url: string;
   try {
@@ -56,7 +59,10 @@ async function withDatabase(
     return EXIT_FAILURE;
   }
   try {
-    return await work(new TenantsRepository(dataSource));
+    return await work({
+      tenants: new TenantsRepository(dataSource),
+      apiKeys: new ApiKeysRepository(dataSource),
+    });
   } finally {
     await dataSource.destroy();
   }
@@ -79,7 +85,7 @@ export async function runCreateKey(args: string[], io: CliIo): Promise<number> {
   }
   const tenantArg = values.tenant?.trim();
   if (!tenantArg) throw new UsageError('--tenant is required');
-  return withDatabase(io, async (tenants) => {
+  return withDatabase(io, async ({ tenants, apiKeys }) => {
     const matches = await tenants.findByNameOrId(tenantArg);
     if (matches.length === 0) {
       io.err(
@@ -95,7 +101,7 @@ export async function runCreateKey(args: string[], io: CliIo): Promise<number> {
       );
       return EXIT_FAILURE;
     }
-    const issued = await tenants.issueApiKey(matches[0].id, {
+    const issued = await apiKeys.issue(matches[0].id, {
       isAdmin: values.admin === true,
       isFleetAdmin: values['fleet-admin'] === true,
     });
@@ -129,13 +135,13 @@ export async function runRevokeKey(args: string[], io: CliIo): Promise<number> {
     );
   }
   const keyOrId = positionals[0].trim();
-  return withDatabase(io, async (tenants) => {
-    const key = await tenants.findApiKey(keyOrId);
+  return withDatabase(io, async ({ apiKeys }) => {
+    const key = await apiKeys.find(keyOrId);
     if (!key) {
       io.err('error: no such API key (give the key itself or its id, key-…)');
       return EXIT_FAILURE;
     }
-    const revoked = await tenants.revokeApiKey(key.id);
+    const revoked = await apiKeys.revoke(key.id);
     if (values.json) {
       io.out(
         JSON.stringify({

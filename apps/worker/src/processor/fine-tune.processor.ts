@@ -13,7 +13,11 @@ import {
   resolveBaseModel,
 } from '@lorafleet/data';
 import {
+  AdaptersRepository,
+  AttemptsRepository,
+  CheckpointsRepository,
   FilesRepository,
+  JobEventsRepository,
   JobsRepository,
   WorkersRepository,
   shutdownReserveMs,
@@ -75,6 +79,10 @@ export class FineTuneProcessor {
 
   constructor(
     private readonly jobs: JobsRepository,
+    private readonly attempts: AttemptsRepository,
+    private readonly events: JobEventsRepository,
+    private readonly checkpoints: CheckpointsRepository,
+    private readonly adapters: AdaptersRepository,
     private readonly files: FilesRepository,
     private readonly workers: WorkersRepository,
     @Inject(WORKER_ENV) private readonly env: WorkerEnv,
@@ -132,7 +140,7 @@ export class FineTuneProcessor {
     await this.passOnIfTooBig(delivery, jobId, token);
     // A running job is delivered again only after its holder stopped renewing the BullMQ
     // lock, so take it over (the old lease is revoked by the new token).
-    const claimed = await this.jobs.claimAttempt(
+    const claimed = await this.attempts.claimAttempt(
       jobId,
       this.identity.id,
       this.env.LORAFLEET_BACKEND,
@@ -174,7 +182,7 @@ export class FineTuneProcessor {
   private async passOnIfTooBig(delivery: Job, jobId: string, token?: string): Promise<void> {
     const limit = this.memoryLimitMb;
     if (limit === null || token === undefined) return;
-    const required = await this.jobs.memoryRequiredMb(jobId);
+    const required = await this.attempts.memoryRequiredMb(jobId);
     if (required === null || required <= limit) return;
     const able = await this.workers.liveWithMemoryAtLeast(
       required,
@@ -236,8 +244,8 @@ export class FineTuneProcessor {
     const trainer = new TrainerProcess(spec, {
       onReady: (backend, resumedFromStep) =>
         fenced('backend record', async () => {
-          await this.jobs.recordBackend(job.id, leaseToken, backend);
-          await this.jobs.appendFencedEvent(job.id, leaseToken, {
+          await this.attempts.recordBackend(job.id, leaseToken, backend);
+          await this.events.appendFencedEvent(job.id, leaseToken, {
             type: 'message',
             message:
               resumedFromStep === null
@@ -253,7 +261,7 @@ export class FineTuneProcessor {
         }),
       onPreflight: (summary) =>
         fenced('pre-flight event', () =>
-          this.jobs.appendFencedEvent(job.id, leaseToken, {
+          this.events.appendFencedEvent(job.id, leaseToken, {
             type: 'message',
             message: preflightMessage(summary),
             data: { ...summary },
@@ -261,7 +269,7 @@ export class FineTuneProcessor {
         ),
       onWarning: (message, data) =>
         fenced('warning event', () =>
-          this.jobs.appendFencedEvent(job.id, leaseToken, {
+          this.events.appendFencedEvent(job.id, leaseToken, {
             type: 'message',
             level: 'warn',
             message,
@@ -270,13 +278,13 @@ export class FineTuneProcessor {
         ),
       onProgress: (progress) =>
         fenced('progress', async () => {
-          await this.jobs.updateProgress(job.id, leaseToken, {
+          await this.attempts.updateProgress(job.id, leaseToken, {
             step: progress.step,
             totalSteps: progress.totalSteps,
             epoch: progress.epoch,
             estimatedFinish: new Date(Date.now() + progress.etaSeconds * 1000),
           });
-          await this.jobs.appendFencedEvent(job.id, leaseToken, {
+          await this.events.appendFencedEvent(job.id, leaseToken, {
             type: 'metrics',
             message: `Step ${progress.step}/${progress.totalSteps}: training loss=${progress.loss.toFixed(4)}`,
             data: {
@@ -292,7 +300,7 @@ export class FineTuneProcessor {
         }),
       onEval: (step, metrics) =>
         fenced('eval event', () =>
-          this.jobs.appendFencedEvent(job.id, leaseToken, {
+          this.events.appendFencedEvent(job.id, leaseToken, {
             type: 'metrics',
             message: `Step ${step}: validation loss=${metrics.valid_loss?.toFixed(4) ?? '?'}`,
             data: { step, ...metrics },
@@ -300,7 +308,7 @@ export class FineTuneProcessor {
         ),
       onCheckpoint: async (checkpoint) => {
         const id = await retryWhileDatabaseDown(() =>
-          this.jobs.saveCheckpoint(
+          this.checkpoints.saveCheckpoint(
             job.id,
             leaseToken,
             {
@@ -371,7 +379,7 @@ export class FineTuneProcessor {
     result: TrainerResult,
   ): Promise<void> {
     const adapter = await retryWhileDatabaseDown(() =>
-      this.jobs.completeWithAdapter(job.id, leaseToken, {
+      this.adapters.completeWithAdapter(job.id, leaseToken, {
         adapterConfig: result.adapterConfig,
         weights: Buffer.from(result.adapterSafetensors),
         lineage: {
@@ -615,7 +623,7 @@ export class FineTuneProcessor {
     if (job.validationFileId && !validation) {
       throw new InvalidJobInputError(`validation file ${job.validationFileId} no longer exists`);
     }
-    const checkpoint = await this.jobs.latestCheckpoint(job.id);
+    const checkpoint = await this.checkpoints.latestCheckpoint(job.id);
     return {
       jobId: job.id,
       modelName: job.model,

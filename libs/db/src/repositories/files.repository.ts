@@ -13,6 +13,16 @@ export interface NewFile {
   exampleCount: number;
 }
 
+/** The row of a new file: its id, size and digest derived from the content. */
+export function newFileRow(file: NewFile): Omit<FileEntity, 'tenant' | 'createdAt'> {
+  return {
+    ...file,
+    id: newId('file'),
+    bytes: file.content.byteLength,
+    sha256: sha256Hex(file.content),
+  };
+}
+
 export class FilesRepository {
   constructor(private readonly dataSource: DataSource) {}
 
@@ -21,14 +31,9 @@ export class FilesRepository {
   }
 
   async create(file: NewFile): Promise<FileEntity> {
-    const entity = this.repo.create({
-      ...file,
-      id: newId('file'),
-      bytes: file.content.byteLength,
-      sha256: sha256Hex(file.content),
-    });
-    await this.repo.insert(entity);
-    return this.repo.findOneByOrFail({ id: entity.id });
+    const row = newFileRow(file);
+    await this.repo.insert(row);
+    return this.repo.findOneByOrFail({ id: row.id });
   }
 
   findForTenant(tenantId: string, id: string): Promise<FileEntity | null> {
@@ -45,11 +50,10 @@ export class FilesRepository {
 
   /** Content is not selected by default (it can be megabytes); fetch it only when needed. */
   async getContent(tenantId: string, id: string): Promise<Buffer | null> {
-    const row = await this.repo
-      .createQueryBuilder('f')
-      .addSelect('f.content')
-      .where('f.id = :id AND f.tenant_id = :tenantId', { id, tenantId })
-      .getOne();
+    const row = await this.repo.findOne({
+      select: { id: true, content: true },
+      where: { tenantId, id },
+    });
     return row ? row.content : null;
   }
 

@@ -21,12 +21,16 @@ export class ServingAdaptersRepository {
   constructor(private readonly dataSource: DataSource) {}
 
   async findForServing(id: string): Promise<ServingAdapterRow | null> {
-    const row = await this.dataSource
-      .getRepository(AdapterEntity)
-      .createQueryBuilder('a')
-      .addSelect('a.weights')
-      .where('a.id = :id', { id })
-      .getOne();
+    const row = await this.dataSource.getRepository(AdapterEntity).findOne({
+      select: {
+        id: true,
+        baseModel: true,
+        adapterConfig: true,
+        weights: true, // not selected by default
+        lineage: true,
+      },
+      where: { id },
+    });
     if (!row) return null;
     const sha = row.lineage?.base_model_sha256;
     return {

@@ -43,6 +43,14 @@ export interface ForwardOptions {
    * run draws the same masks; when omitted, a per-model counter is used.
    */
   dropoutSeed?: number;
+  /**
+   * Runs this one call on the base model: the active adapter's branch is skipped in every
+   * layer, exactly as with no adapter at all. DPO's reference policy is the base model
+   * (`train/dpo.loss.ts`); being per call rather than model state (`disableAdapters`), it
+   * cannot outlive the call and leak into the policy pass. Refused while an adapter is merged,
+   * since the base weights then hold its delta.
+   */
+  withoutAdapter?: boolean;
 }
 
 /** How a model obtains its initial weights: from a checkpoint, or from a seeded RNG. */
@@ -164,6 +172,37 @@ export abstract class CausalLM {
     return headLoss(hidden, this.fusedHeadFor(ctx), shifted, ctx.training);
   }
 
+  /**
+   * `forwardLoss` per batch row: row b's Σ w·NLL and Σ w·[argmax = target] over `rows[b]`, the
+   * shifted targets of that row alone (`shiftTargets` of one row), as [B] tensors. Each row's
+   * hidden states go through the fused head on their own, so every head kind (host, frozen,
+   * trainable) serves and each row is scored once; `−nll[b]` is row b's sequence
+   * log-probability, what DPO compares (train/dpo.loss.ts).
+   */
+  forwardRowLosses(
+    inputIds: tf.Tensor2D,
+    attentionMask: tf.Tensor2D | undefined,
+    rows: readonly ShiftedTargets[],
+    opts: ForwardOptions = {},
+  ): { nll: tf.Tensor1D; correct: tf.Tensor1D } {
+    const [batch, length] = inputIds.shape;
+    if (rows.length !== batch || rows.some((r) => r.targets.length !== length)) {
+      throw new Error(
+        `forwardRowLosses: need ${batch} rows of ${length} targets, got ${rows.map((r) => r.targets.length).join(', ')}`,
+      );
+    }
+    const { hidden, ctx } = this.hiddenStates(inputIds, attentionMask, opts); // [B·T, C]
+    const width = hidden.shape[1];
+    const head = this.fusedHeadFor(ctx);
+    const losses = rows.map((shifted, b) =>
+      headLoss(tf.slice(hidden, [b * length, 0], [length, width]), head, shifted, ctx.training),
+    ); // B × ([], [])
+    return {
+      nll: tf.stack(losses.map((l) => l.nll)) as tf.Tensor1D, // [B]
+      correct: tf.stack(losses.map((l) => l.correct)) as tf.Tensor1D, // [B]
+    };
+  }
+
   /** ids [B, T] int32 → token embeddings [B, T, C] (the KV-cache decoder uses it too). */
   embedTokens(ids: tf.Tensor2D): tf.Tensor3D {
     return this.embedding.lookup(ids);
@@ -227,7 +266,10 @@ export abstract class CausalLM {
         `forward: attentionMask ${JSON.stringify(attentionMask.shape)} does not match inputIds ${JSON.stringify(inputIds.shape)}`,
       );
     }
-    const activeAdapter = this.disabled ? null : this.active;
+    if (opts.withoutAdapter && this.linears.some((l) => l.mergedAdapters.length > 0)) {
+      throw new Error('forward: a base-model pass needs unmerged adapters; unmerge them first');
+    }
+    const activeAdapter = this.disabled || opts.withoutAdapter ? null : this.active;
     const training = opts.training ?? false;
     if (
       training &&
