@@ -105,6 +105,11 @@ export const SERVING_STREAMS = {
   requests: (prefix: string, base: string) => `${prefix}:serve:req:${base}`,
   /** Tokens of one request, back to the API process holding its client. */
   replies: (prefix: string, requestId: string) => `${prefix}:serve:tok:${requestId}`,
+  /**
+   * Pub/sub channel of request ids whose client went away: the worker holding one cancels it,
+   * freeing its batch slot (a lost message only means the request runs to its end).
+   */
+  cancels: (prefix: string) => `${prefix}:serve:cancel`,
   /** The consumer group every serving worker joins on each request stream. */
   group: 'serving-workers',
 } as const;

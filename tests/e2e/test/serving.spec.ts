@@ -18,7 +18,8 @@ import {
   selectBackend,
   type CausalLM,
 } from '@lorafleet/lora-core';
-import { REPO_ROOT } from '@lorafleet/testing';
+import { REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -327,6 +328,52 @@ describe('completions served by workers (openai client)', () => {
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
     expect(error).toMatchObject({ type: 'invalid_request_error' });
     expect((error as { param: string }).param).toMatch(new RegExp(`^${param}`));
+  });
+
+  it('cancels the request on the worker when its client goes away', async () => {
+    const redis = new Redis(fleet.redisUrl);
+    try {
+      const abort = new AbortController();
+      const stream = await client.completions.create(
+        { model: BASE, prompt: 'Count:', max_tokens: 400, temperature: 0, stream: true },
+        { signal: abort.signal },
+      );
+      let requestId = '';
+      await (async () => {
+        for await (const chunk of stream) {
+          requestId = chunk.id.replace(/^cmpl-/, '');
+          abort.abort(); // after the first text: the request is running on the worker
+        }
+      })().catch((error: unknown) => {
+        if (!(error instanceof OpenAI.APIUserAbortError)) throw error;
+      });
+      expect(requestId).not.toBe('');
+      // The worker ends it at its next decode round: acknowledged, and its last reply is the
+      // cancellation, not a finished answer (400 tokens take far longer than this wait).
+      const replies = `${fleet.queuePrefix}:serve:tok:${requestId}`;
+      const last = await waitFor(
+        'the cancelled request to end on the worker',
+        async () => {
+          const pending = (await redis.xpending(
+            `${fleet.queuePrefix}:serve:req:${BASE}`,
+            'serving-workers',
+          )) as [number, ...unknown[]];
+          const [entry] = (await redis.xrevrange(replies, '+', '-', 'COUNT', 1)) as [
+            string,
+            string[],
+          ][];
+          return pending[0] === 0 && entry ? (JSON.parse(entry[1][1]) as object) : undefined;
+        },
+        10_000,
+        50,
+      );
+      expect(last).toMatchObject({
+        kind: 'error',
+        message: expect.stringMatching(/was cancelled/),
+      });
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it('ends a stream whose worker died with an error event; a retry is served by another worker', async () => {

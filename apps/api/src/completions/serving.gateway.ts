@@ -66,6 +66,7 @@ export class ServingGateway implements OnApplicationShutdown {
     let timeoutMs = this.env.LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS;
     let deadline = Date.now() + timeoutMs;
     let healthy = true;
+    let ended = false;
     try {
       for (;;) {
         if (signal.aborted) return;
@@ -93,14 +94,21 @@ export class ServingGateway implements OnApplicationShutdown {
         for (const [id, fields] of entries) {
           lastId = id;
           const reply = ServeReplySchema.parse(JSON.parse(fields[1] ?? ''));
+          if (reply.kind !== 'delta') ended = true;
           yield reply;
-          if (reply.kind !== 'delta') return;
+          if (ended) return;
         }
       }
     } catch (error) {
       healthy = false;
       throw error;
     } finally {
+      // The client went away (or the wait failed) before the end: the worker may stop.
+      if (!ended) {
+        void this.writer
+          .publish(SERVING_STREAMS.cancels(this.env.LORAFLEET_QUEUE_PREFIX), requestId)
+          .catch(() => undefined);
+      }
       this.giveBack(connection, healthy);
       void this.writer.del(key).catch(() => undefined); // else it expires (a minute)
     }

@@ -44,6 +44,7 @@ export class ServeConsumerService implements OnApplicationBootstrap, OnApplicati
   private readonly entries = new Map<string, { stream: string; id: string }>();
   private reader!: Redis;
   private writer!: Redis;
+  private subscriber!: Redis;
   private bases: string[] = [];
   private scannedAt = 0;
   private stopping = false;
@@ -60,6 +61,11 @@ export class ServeConsumerService implements OnApplicationBootstrap, OnApplicati
     // A blocking read holds its connection, so replies go out on another one.
     this.reader = this.redis.create('serving reader', { maxRetriesPerRequest: null });
     this.writer = this.redis.create('serving writer', { maxRetriesPerRequest: null });
+    this.subscriber = this.redis.create('serving cancels', { maxRetriesPerRequest: null });
+    this.subscriber.on('message', (_channel: string, requestId: string) => this.cancel(requestId));
+    void this.subscriber
+      .subscribe(SERVING_STREAMS.cancels(this.env.LORAFLEET_QUEUE_PREFIX))
+      .catch((error: unknown) => this.logger.warn(`cannot subscribe to cancels: ${String(error)}`));
     this.loop = this.consume();
     this.logger.log(
       `worker ${this.identity.id} serving completions (base models load on first use)`,
@@ -135,6 +141,13 @@ export class ServeConsumerService implements OnApplicationBootstrap, OnApplicati
         await new Promise((resolve) => setTimeout(resolve, READ_BLOCK_MS));
       }
     }
+  }
+
+  /** A request whose client went away: its serving child drops it (when it holds it). */
+  private cancel(requestId: string): void {
+    const entry = this.entries.get(requestId);
+    if (!entry) return;
+    for (const process of this.processes.values()) process.cancel(requestId);
   }
 
   private dispatch(stream: string, id: string, fields: string[]): void {

@@ -10,6 +10,7 @@ import { hashBaseModel, loadTokenizer, type TextTokenizer } from '@lorafleet/dat
 import {
   AdapterRegistry,
   AdapterRegistryError,
+  CompletionCancelledError,
   CompletionEngine,
   loadCausalLM,
   selectBackend,
@@ -80,6 +81,10 @@ function errorReply(error: unknown): ServeReply {
     }
     // A base mismatch or a cache too small for the adapter: not the client's doing.
     return { kind: 'error', code: 'service_unavailable', message, param: 'model' };
+  }
+  if (error instanceof CompletionCancelledError) {
+    // Nobody reads it (the client is gone); it ends the request for the parent's bookkeeping.
+    return { kind: 'error', code: 'invalid_request', message: error.message, param: null };
   }
   if (error instanceof RangeError)
     return { kind: 'error', code: 'invalid_request', message, param: null };
