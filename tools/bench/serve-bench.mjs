@@ -82,7 +82,7 @@ async function throughApi() {
   await db.runMigrations(ds);
   const tenants = new db.TenantsRepository(ds);
   const tenant = await tenants.createTenant('bench');
-  const key = (await tenants.issueApiKey(tenant.id)).plaintext;
+  const key = (await new db.ApiKeysRepository(ds).issue(tenant.id)).plaintext;
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const prefix = `lf-bench-${randomBytes(4).toString('hex')}`;
