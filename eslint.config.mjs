@@ -47,7 +47,11 @@ export default tseslint.config(
               // type:testing is for the test folders only; see the rule on src/ below.
               onlyDependOnLibsWithTags: ['type:contracts', 'type:testing'],
             },
-            { sourceTag: 'type:lora-core', onlyDependOnLibsWithTags: ['type:data'] },
+            // contracts for zod only: the one FineTuneSpec and lineage schemas (DESIGN §3).
+            {
+              sourceTag: 'type:lora-core',
+              onlyDependOnLibsWithTags: ['type:data', 'type:contracts'],
+            },
             {
               sourceTag: 'type:api',
               // type:testing is for the test folders only; see the rule on src/ below.

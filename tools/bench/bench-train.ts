@@ -21,10 +21,13 @@ import { existsSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import type { FineTuneSpec } from '@lorafleet/contracts';
+import { resolveFineTuneSpec } from '@lorafleet/data';
 
 import {
   KvCacheDecoder,
   Trainer,
+  contextLength,
   createRandomCausalLM,
   initBackend,
   parseModelConfig,
@@ -35,6 +38,18 @@ import {
 } from '@lorafleet/lora-core';
 
 import { runModelShapeBench } from './model-shape.bench';
+
+/** The benchmark's training spec: seed 1, learning rate 1e-4, every other setting default. */
+function benchSpec(model: CausalLM, batchSize: number, epochs: number): FineTuneSpec {
+  return resolveFineTuneSpec(
+    {
+      seed: 1,
+      hyperparameters: { batch_size: batchSize, n_epochs: epochs },
+      training: { learning_rate: 1e-4 },
+    },
+    { model: 'bench', contextLength: contextLength(model.config), trainingExamples: batchSize },
+  );
+}
 
 interface BenchConfig {
   n_embd: number;
@@ -131,12 +146,7 @@ async function timeTraining(
     train: benchData(cfg),
     padTokenId: 0,
     shuffle: false,
-    hyperparameters: {
-      batchSize: cfg.batch_size,
-      epochs: warmup + steps,
-      learningRate: 1e-4,
-      seed: 1,
-    },
+    spec: benchSpec(model, cfg.batch_size, warmup + steps),
   });
   try {
     for (let i = 0; i < warmup; i++) await trainer.trainStep();
@@ -277,7 +287,7 @@ async function profileStep(cfg: BenchConfig) {
     train: benchData(cfg),
     padTokenId: 0,
     shuffle: false,
-    hyperparameters: { batchSize: cfg.batch_size, epochs: 3, learningRate: 1e-4 },
+    spec: benchSpec(model, cfg.batch_size, 3),
   });
   // Two warm-up steps: the second can still grow the wasm heap (a one-time cost that lands
   // on whichever kernel allocates past the old peak, e.g. 50 ms on one Sub).

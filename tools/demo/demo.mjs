@@ -3,16 +3,20 @@
 // `npm run demo`: lorafleet's whole job on one machine, in minutes.
 //
 //   build → Postgres + Redis → fresh demo database, migrations, tenant + API key
-//   → api + one worker (child processes) → upload demo/g2p train/valid over REST
+//   → api + one worker (child processes) → upload demo/<task> train/valid over REST
 //   → LoRA job (r=16 on every linear layer) → live progress (step, loss, ETA) → PEFT adapter
 //   download → held-out evaluation: base model 5-shot vs base + adapter 0-shot → before/after
-//   table → last line: DEMO metric=phoneme_error_rate base=<x> adapter=<y> wall_s=<s>
-//   (phoneme error rate: lower is better; exact match is printed in the table too)
+//   table → last line: DEMO metric=<headline metric> base=<x> adapter=<y> wall_s=<s>
 //
-// Options: --keep (or LORAFLEET_DEMO_KEEP=1) leaves the api and worker running afterwards
-// so the dashboard can be explored; Ctrl-C stops them. Knobs (environment) are listed in
-// docs/demo.md; the main ones: LORAFLEET_DEMO_STEPS, LORAFLEET_DEMO_TEST_LIMIT,
-// LORAFLEET_DEMO_MODEL, DATABASE_URL, REDIS_URL, LORAFLEET_DEMO_SKIP_BUILD.
+// Tasks (tools/demo/tasks.mjs): `authorship` (the default: who wrote a sentence, Melville or
+// an early or a modern president; metric accuracy, with the chance level beside it) and
+// `g2p` (--task g2p: spell a word in phonemes; metric phoneme_error_rate, lower is better).
+//
+// Options: --task <name> (or LORAFLEET_DEMO_TASK); --keep (or LORAFLEET_DEMO_KEEP=1) leaves the
+// api and worker running afterwards so the dashboard can be explored; Ctrl-C stops them. Knobs
+// (environment) are listed in docs/demo.md; the main ones: LORAFLEET_DEMO_STEPS,
+// LORAFLEET_DEMO_TEST_LIMIT, LORAFLEET_DEMO_MODEL, DATABASE_URL, REDIS_URL,
+// LORAFLEET_DEMO_SKIP_BUILD.
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -29,7 +33,8 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { mergeResults } from './g2p-eval.mjs';
+import { mergeResults } from './evaluate.mjs';
+import { pct, TASKS, taskNamed } from './tasks.mjs';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -46,11 +51,13 @@ let shuttingDown = false;
 let queuePrefix = '';
 
 if (argv.includes('--help') || argv.includes('-h')) {
-  console.log(`Usage: npm run demo [-- --keep]
+  console.log(`Usage: npm run demo [-- --task authorship|g2p] [--keep]
 
 Runs lorafleet end to end on this machine (see docs/demo.md) and prints the base model's
-5-shot accuracy next to the fine-tuned adapter's on the held-out G2P test split.
+5-shot score next to the fine-tuned adapter's on the task's held-out test split.
 
+  --task    authorship (default): who wrote a sentence, Melville or an early or a modern
+            president (accuracy); g2p: spell a word in phonemes (phoneme error rate)
   --keep    leave the api (and dashboard) and the worker running at the end; Ctrl-C stops them`);
   process.exit(0);
 }
@@ -77,20 +84,28 @@ const positiveNumber = (name, fallback) => {
   return n;
 };
 
+/** `--task <name>`, else LORAFLEET_DEMO_TASK, else the headline task. */
+function taskName() {
+  const i = argv.indexOf('--task');
+  const name = i >= 0 ? argv[i + 1] : env.LORAFLEET_DEMO_TASK || 'authorship';
+  if (!name || !(name in TASKS))
+    badSetting(`--task must be one of ${Object.keys(TASKS).join(', ')} (got "${name ?? ''}")`);
+  return name;
+}
+const task = taskNamed(taskName());
+
 /** Every linear layer of a Llama block: the setting that learned G2P in the PyTorch reference. */
 const ALL_LINEAR = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 const settings = {
   model: env.LORAFLEET_DEMO_MODEL || 'lorafleet-tiny-llama',
   modelsDir: path.resolve(ROOT, env.LORAFLEET_MODELS_DIR || 'models'),
-  dataDir: path.resolve(ROOT, env.LORAFLEET_DEMO_DATA || 'demo/g2p'),
+  dataDir: path.resolve(ROOT, env.LORAFLEET_DEMO_DATA || task.dataDir),
   runDir: path.resolve(ROOT, env.LORAFLEET_DEMO_DIR || '.lorafleet/demo'),
   database: env.LORAFLEET_DEMO_DB || 'lorafleet_demo',
-  steps: positiveInt('LORAFLEET_DEMO_STEPS', 400),
+  steps: positiveInt('LORAFLEET_DEMO_STEPS', task.training.steps),
   batchSize: positiveInt('LORAFLEET_DEMO_BATCH_SIZE', 16),
-  // 3e-3 is at the edge of stability here: the final PER swung 0.58–0.83 with the seed or
-  // float rounding; 2e-3 gave 0.65–0.69 (docs/demo.md).
-  learningRate: positiveNumber('LORAFLEET_DEMO_LR', 2e-3),
+  learningRate: positiveNumber('LORAFLEET_DEMO_LR', task.training.learningRate),
   rank: positiveInt('LORAFLEET_DEMO_RANK', 16),
   targets: (env.LORAFLEET_DEMO_TARGETS || ALL_LINEAR.join(','))
     .split(',')
@@ -518,12 +533,12 @@ async function cleanupRedis() {
 
 // ------------------------------------------------------------------ evaluation (child processes)
 /**
- * Runs tools/demo/g2p-eval.mjs in a child process (tfjs's wasm backend is single-threaded,
+ * Runs tools/demo/evaluate.mjs in a child process (tfjs's wasm backend is single-threaded,
  * so on 2 cores the base-model evaluation runs beside the training worker at little cost).
  */
 function startEvaluation(label, args, onProgress) {
   const outFile = path.join(settings.runDir, `eval-${label}.json`);
-  const child = fork(path.join(ROOT, 'tools/demo/g2p-eval.mjs'), [...args, '--out', outFile], {
+  const child = fork(path.join(ROOT, 'tools/demo/evaluate.mjs'), [...args, '--out', outFile], {
     cwd: ROOT,
     env: { ...env, LORAFLEET_LOG_LEVEL: 'error' },
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
@@ -544,11 +559,17 @@ function startEvaluation(label, args, onProgress) {
   });
 }
 
+/** Prints rows as left-aligned columns two spaces apart, indented by two. */
+function printTable(rows) {
+  const widths = rows[0].map((_, k) => Math.max(...rows.map((r) => r[k].length)));
+  for (const row of rows) {
+    console.log(`  ${row.map((cell, k) => cell.padEnd(widths[k])).join('  ')}`.trimEnd());
+  }
+}
+
 // ------------------------------------------------------------------ main
 async function main() {
-  console.log(
-    bold('lorafleet demo: fine-tune a LoRA adapter for grapheme-to-phoneme over the REST API'),
-  );
+  console.log(bold(`lorafleet demo: fine-tune a LoRA adapter over the REST API for ${task.title}`));
   const modelDir = path.join(settings.modelsDir, settings.model);
   if (!existsSync(path.join(modelDir, 'config.json'))) {
     fail(
@@ -669,7 +690,7 @@ async function main() {
   say(`api ready at ${baseUrl} (logs in ${shown(settings.runDir)}/)`);
 
   // 4. upload + job
-  phase('uploading demo/g2p over REST and creating the job');
+  phase(`uploading ${shown(settings.dataDir)} over REST and creating the job`);
   const client = new RemoteClient({ baseUrl, apiKey: tenant.api_key });
   const trainLines = readFileSync(path.join(settings.dataDir, 'train.jsonl'), 'utf8')
     .split('\n')
@@ -684,9 +705,9 @@ async function main() {
     if (file.status !== 'processed') fail(`${name} was rejected: ${file.status_details}`);
     return file;
   };
-  const trainFile = await upload('g2p-train.jsonl', `${usedTrain.join('\n')}\n`);
+  const trainFile = await upload(`${task.name}-train.jsonl`, `${usedTrain.join('\n')}\n`);
   const validFile = await upload(
-    'g2p-valid.jsonl',
+    `${task.name}-valid.jsonl`,
     readFileSync(path.join(settings.dataDir, 'valid.jsonl')),
   );
   say(`uploaded ${trainFile.id} (${usedTrain.length} examples) and ${validFile.id}`);
@@ -695,9 +716,9 @@ async function main() {
     model: settings.model,
     training_file: trainFile.id,
     validation_file: validFile.id,
-    suffix: 'g2p',
+    suffix: task.name,
     seed: 7,
-    metadata: { demo: 'g2p' },
+    metadata: { demo: task.name },
     hyperparameters: {
       n_epochs: Math.min(50, Math.ceil(settings.steps / stepsPerEpoch)),
       batch_size: settings.batchSize,
@@ -713,7 +734,7 @@ async function main() {
       lr_scheduler: 'cosine',
       warmup_steps: Math.min(20, Math.floor(settings.steps / 10)),
       max_steps: settings.steps,
-      max_seq_length: 64,
+      max_seq_length: task.training.maxSeqLength,
     },
   };
   mark('services_api_ready');
@@ -730,6 +751,8 @@ async function main() {
     .filter(Boolean).length;
   const nTest = settings.testLimit ? Math.min(settings.testLimit, testRows) : testRows;
   const evalArgs = [
+    '--task',
+    task.name,
     '--model-dir',
     modelDir,
     '--data',
@@ -775,7 +798,7 @@ async function main() {
 
   // 8. evaluate the adapter; wait for the baseline
   phase(
-    `evaluating on the held-out test split (${nTest} words${settings.testLimit ? `, first ${nTest} of ${testRows}` : ''})`,
+    `evaluating on the held-out test split (${nTest} ${task.unit}${settings.testLimit ? `, first ${nTest} of ${testRows}` : ''})`,
   );
   // Training is over, so both cores are free: the adapter's evaluation runs as two shards.
   const shardDone = [0, 0];
@@ -817,8 +840,13 @@ async function main() {
   // 9. report
   mark('evaluated');
   const wall = Math.round((Date.now() - started) / 1000);
-  const pct = (x) => `${(100 * x).toFixed(1)}%`;
+  /** The table's metrics (and the chance level, where the task has one) of one evaluation. */
+  const figures = (r) =>
+    Object.fromEntries(
+      [...task.columns.map((c) => c.key), 'exact_match', 'chance'].map((k) => [k, r[k]]),
+    );
   const results = {
+    task: task.name,
     model: settings.model,
     job_id: job.id,
     adapter_id: adapter.id,
@@ -828,7 +856,7 @@ async function main() {
     learning_rate: settings.learningRate,
     train_examples: usedTrain.length,
     test_examples: nTest,
-    headline_metric: 'phoneme_error_rate',
+    headline_metric: task.headline.label,
     // The figures are exact for one backend (seeded, counter-based randomness), but each
     // backend rounds differently, and LORAFLEET_BACKEND=auto picks by what is installed
     // (wasm-blas needs libopenblas0-pthread): docs/demo.md, "What varies".
@@ -839,8 +867,8 @@ async function main() {
       adapter_0shot_eval: tuned.backend,
     },
     lora: { r: settings.rank, alpha: 2 * settings.rank, target_modules: settings.targets },
-    base_5shot: { exact_match: base.exact_match, per: base.per },
-    adapter_0shot: { exact_match: tuned.exact_match, per: tuned.per },
+    base_5shot: figures(base),
+    adapter_0shot: figures(tuned),
     wall_seconds: wall,
     milestones_s: marks,
     eval_seconds: {
@@ -854,7 +882,9 @@ async function main() {
   );
   console.log('');
   console.log(
-    bold(`Held-out G2P test split, ${nTest} words never seen in training (greedy decoding):`),
+    bold(
+      `Held-out ${task.name} test split, ${nTest} ${task.unit} never seen in training (greedy decoding):`,
+    ),
   );
   // Same seed, same backend: the same figures to the last digit. Another backend rounds
   // differently and lands elsewhere (docs/demo.md, "What varies"), so say which one ran.
@@ -864,32 +894,31 @@ async function main() {
         (settings.backend === 'auto' ? ' (LORAFLEET_BACKEND=auto)' : ''),
     ),
   );
-  const rowsOut = [
-    ['model', 'exact match ↑', 'phoneme error rate ↓'],
-    [`base ${settings.model}, 5-shot prompt`, pct(base.exact_match), pct(base.per)],
-    [`base + LoRA adapter, 0-shot`, pct(tuned.exact_match), pct(tuned.per)],
-  ];
-  const w0 = Math.max(...rowsOut.map((r) => r[0].length)) + 2;
-  for (const [label, em, per] of rowsOut) {
-    console.log(`  ${label.padEnd(w0)}${em.padStart(14)}${per.padStart(23)}`);
-  }
+  printTable([
+    ['model', ...task.columns.map((c) => c.label)],
+    [`base ${settings.model}, 5-shot prompt`, ...task.columns.map((c) => pct(base[c.key]))],
+    ['base + LoRA adapter, 0-shot', ...task.columns.map((c) => pct(tuned[c.key]))],
+  ]);
   console.log('');
-  if (tuned.per < base.per) {
-    console.log(
-      `  The adapter makes ${pct(1 - tuned.per / base.per)} fewer phoneme errors than the 5-shot base model.`,
-    );
-  } else {
-    console.log(red('  The adapter did not beat the 5-shot base model on phoneme error rate.'));
-  }
+  const verdict = task.verdict(base, tuned);
+  console.log(verdict.beaten ? `  ${verdict.text}` : red(`  ${verdict.text}`));
   console.log('');
-  const show = tuned.examples.slice(0, 4);
-  for (const [i, ex] of show.entries()) {
-    const word = ex.prompt.replace(/^.*: /, '').replace(/\n.*$/s, '').replace(/ /g, '');
-    const basePrediction = base.examples[i].prediction.replace(/\s+/g, ' ').slice(0, 22);
-    console.log(
-      `  ${word.padEnd(10)} reference ${ex.reference.padEnd(20)} base ${basePrediction.padEnd(22)} adapter ${ex.prediction}`,
-    );
-  }
+  // The first test rows, side by side (not picked: the same rows every run).
+  const clip = (text, n) => {
+    const flat = text.replace(/\s+/g, ' ');
+    return flat.length > n ? `${flat.slice(0, n - 1)}…` : flat;
+  };
+  printTable([
+    ['test input', 'reference', 'base 5-shot', 'adapter'],
+    ...tuned.examples
+      .slice(0, 6)
+      .map((ex, i) => [
+        clip(task.shortInput(ex.prompt), 44),
+        ex.reference,
+        clip(base.examples[i].prediction, 18),
+        `${ex.prediction} ${ex.prediction === ex.reference ? '✓' : '✗'}`,
+      ]),
+  ]);
   console.log('');
   console.log(
     `Everything is kept for inspection in ${shown(settings.runDir)}/: adapter/ (PEFT), results.json, eval-*.json, api.log, worker.log, demo.env.`,
@@ -905,7 +934,7 @@ async function main() {
     );
   }
   console.log(
-    `DEMO metric=phoneme_error_rate base=${base.per.toFixed(3)} adapter=${tuned.per.toFixed(3)} wall_s=${wall}`,
+    `DEMO metric=${task.headline.label} base=${base[task.headline.key].toFixed(3)} adapter=${tuned[task.headline.key].toFixed(3)} wall_s=${wall}`,
   );
   if (settings.keep) return; // the api and worker keep the event loop alive until Ctrl-C
   await shutdown(0);

@@ -22,9 +22,11 @@ import { createRequire } from 'node:module';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { resolveFineTuneSpec } from '@lorafleet/data';
 import {
   MODEL_SHAPES,
   Trainer,
+  contextLength,
   deviceBindingLimitBytes,
   importPeftAdapter,
   initBackend,
@@ -39,9 +41,14 @@ import {
   type TokenizedSequence,
   type WebgpuBackendInfo,
 } from '@lorafleet/lora-core';
-import { TrainerProcess } from '../../apps/worker/src/trainer/trainer-process';
+import {
+  TrainerProcess,
+  describeOutcome,
+  forkTrainerChild,
+} from '../../apps/worker/src/trainer/trainer-process';
 import type {
   TrainerCheckpoint,
+  TrainerResult,
   TrainerSpec,
 } from '../../apps/worker/src/trainer/trainer-protocol';
 import { discoverVulkanIcd, type IcdDiscovery } from './vulkan-icd';
@@ -272,20 +279,21 @@ function spec(bundle: string, steps: number, resumeFrom: Uint8Array | null): Tra
     baseModelHash: 'not-checked',
     trainingJsonl: readFileSync(join(bundle, 'data', 'train.jsonl'), 'utf8'),
     validationJsonl: readFileSync(join(bundle, 'data', 'valid.jsonl'), 'utf8'),
-    seed: 7,
-    learningRate: 2e-3,
-    hyperparameters: { n_epochs: 1, batch_size: 8, learning_rate_multiplier: 1 },
-    lora: { r: 8, alpha: 16, dropout: 0.05, use_rslora: false },
-    training: {
-      max_seq_length: 64,
-      lr_scheduler: 'linear',
-      warmup_steps: 1,
-      weight_decay: 0,
-      gradient_accumulation_steps: 1,
-      max_steps: steps,
-      eval_every_steps: steps,
-      gradient_checkpointing: false,
-    },
+    spec: resolveFineTuneSpec(
+      {
+        seed: 7,
+        hyperparameters: { n_epochs: 1, batch_size: 8 },
+        lora: { dropout: 0.05 },
+        training: {
+          learning_rate: 2e-3,
+          max_seq_length: 64,
+          warmup_steps: 1,
+          max_steps: steps,
+          eval_every_steps: steps,
+        },
+      },
+      { model: 'tiny-random-gpt2', contextLength: 64, trainingExamples: 8 },
+    ),
     backend: 'webgpu',
     checkpointEverySteps: Math.floor(steps / 2),
     checkpointEverySeconds: 3600,
@@ -299,24 +307,33 @@ function spec(bundle: string, steps: number, resumeFrom: Uint8Array | null): Tra
  * checkpoint, as the worker stores it), then resumed from that checkpoint as a retried job
  * would be. Resume is exact when both adapters are the same bytes.
  */
+/** The run's result; any other outcome is an error naming it. */
+async function trainerResult(trainer: TrainerProcess): Promise<TrainerResult> {
+  const outcome = await trainer.outcome;
+  if (outcome.kind !== 'succeeded') throw new Error(`the trainer ${describeOutcome(outcome)}`);
+  return outcome.result;
+}
+
 async function trainStep(bundle: string, out: string, steps: number) {
   const trainer = join(bundle, 'app', 'trainer.cjs');
   const checkpoints: TrainerCheckpoint[] = [];
   let backend = '';
   const started = performance.now();
-  const first = await new TrainerProcess(
-    spec(bundle, steps, null),
-    {
-      onReady: (b) => {
-        backend = b;
+  const first = await trainerResult(
+    new TrainerProcess(
+      spec(bundle, steps, null),
+      {
+        onReady: (b) => {
+          backend = b;
+        },
+        onCheckpoint: (c) => {
+          checkpoints.push(c);
+          return Promise.resolve();
+        },
       },
-      onCheckpoint: (c) => {
-        checkpoints.push(c);
-        return Promise.resolve();
-      },
-    },
-    trainer,
-  ).result;
+      forkTrainerChild(trainer),
+    ),
+  );
   const firstSeconds = (performance.now() - started) / 1000;
   const mid = checkpoints.find((c) => c.step < first.steps);
   if (!mid)
@@ -324,15 +341,17 @@ async function trainStep(bundle: string, out: string, steps: number) {
       `the trainer stored no mid-run checkpoint (got steps ${checkpoints.map((c) => c.step).join(', ')})`,
     );
   let resumedFrom: number | null = null;
-  const resumed = await new TrainerProcess(
-    spec(bundle, steps, mid.blob),
-    {
-      onReady: (_b, step) => {
-        resumedFrom = step;
+  const resumed = await trainerResult(
+    new TrainerProcess(
+      spec(bundle, steps, mid.blob),
+      {
+        onReady: (_b, step) => {
+          resumedFrom = step;
+        },
       },
-    },
-    trainer,
-  ).result;
+      forkTrainerChild(trainer),
+    ),
+  );
   const adapterDir = join(out, 'adapter');
   mkdirSync(adapterDir, { recursive: true });
   writeFileSync(
@@ -517,12 +536,18 @@ async function benchStep(target: BenchTarget, workDir: string, steps: number) {
     train: benchData(target, config.vocabSize),
     padTokenId: 0,
     shuffle: false,
-    hyperparameters: {
-      batchSize: target.batchSize,
-      epochs: 1 + steps,
-      learningRate: 1e-4,
-      seed: 1,
-    },
+    spec: resolveFineTuneSpec(
+      {
+        seed: 1,
+        hyperparameters: { batch_size: target.batchSize, n_epochs: 1 + steps },
+        training: { learning_rate: 1e-4 },
+      },
+      {
+        model: 'gpu-check',
+        contextLength: contextLength(model.config),
+        trainingExamples: target.batchSize,
+      },
+    ),
   });
   let peak = gpuBytes();
   const warmupStarted = performance.now();

@@ -2,9 +2,16 @@
  * The REST API against the real Postgres and Redis: every endpoint, its error paths, and
  * the promises R2, R3, R19–R22 (RELIABILITY.md).
  */
-import { FINE_TUNE_JOB_NAME, QUEUE_NAMES } from '@lorafleet/contracts';
+import {
+  FINE_TUNE_JOB_NAME,
+  LORAFLEET_VERSION,
+  LineageSchema,
+  QUEUE_NAMES,
+  type Lineage,
+} from '@lorafleet/contracts';
 import { OutboxRepository } from '@lorafleet/db';
 import { Queue } from 'bullmq';
+import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -279,11 +286,17 @@ describe('REST API', () => {
         metadata: { team: 'nlp' },
         progress: { step: 0 },
       });
-      const row = await api.dataSource.query(
-        'SELECT learning_rate FROM fine_tuning_jobs WHERE id = $1',
-        [created.body.id],
-      );
-      expect(row[0].learning_rate).toBeCloseTo(4e-4);
+      // multiplier 2 × 2e-4, resolved once into the stored spec and echoed as such.
+      expect(created.body.training.learning_rate).toBeCloseTo(4e-4);
+      const row = await api.dataSource.query('SELECT spec FROM fine_tuning_jobs WHERE id = $1', [
+        created.body.id,
+      ]);
+      expect(row[0].spec).toEqual({
+        seed: created.body.seed,
+        hyperparameters: created.body.hyperparameters,
+        lora: created.body.lora,
+        training: created.body.training,
+      });
       // The relay puts it on BullMQ with jobId = job id.
       const delivery = await until(
         'BullMQ job',
@@ -528,13 +541,27 @@ describe('REST API', () => {
         'cpu',
       );
       const weights = Buffer.from('not-really-safetensors');
+      const lineage: Lineage = {
+        lorafleet_version: LORAFLEET_VERSION,
+        base_model: 'tiny-random-gpt2',
+        base_model_hash: job.base_model_hash,
+        base_model_sha256: 'b'.repeat(64),
+        training_file_sha256: 'c'.repeat(64),
+        validation_file_sha256: null,
+        config_sha256: 'd'.repeat(64),
+        spec: claim!.job.spec,
+        backend: 'cpu',
+        tfjs_version: '4.22.0',
+        resumed_from_step: null,
+        fine_tuning_job_id: job.id,
+      };
       const adapter = await new AdaptersRepository(api.dataSource).completeWithAdapter(
         job.id,
         claim!.leaseToken,
         {
           adapterConfig: { peft_type: 'LORA', r: 8 },
           weights,
-          lineage: { seed: 1 },
+          lineage,
           fineTunedModel: `ft:tiny-random-gpt2:${job.organization_id}:peft:${job.id}`,
           trainedTokens: 12,
         },
@@ -571,6 +598,18 @@ describe('REST API', () => {
         names.push(name);
         if (name.endsWith('adapter_model.safetensors'))
           expect(tar.subarray(offset + 512, offset + 512 + size)).toEqual(weights);
+        if (name.endsWith('lorafleet.json')) {
+          // The job's lineage through LineageSchema, with the adapter record's fields.
+          const written = JSON.parse(
+            tar.subarray(offset + 512, offset + 512 + size).toString('utf8'),
+          ) as unknown;
+          expect(LineageSchema.parse(written)).toEqual({
+            ...lineage,
+            adapter_id: id,
+            fine_tuned_model: `ft:tiny-random-gpt2:${job.organization_id}:peft:${job.id}`,
+            weights_sha256: createHash('sha256').update(weights).digest('hex'),
+          });
+        }
         offset += 512 + Math.ceil(size / 512) * 512;
       }
       expect(names).toEqual([

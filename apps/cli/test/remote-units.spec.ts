@@ -82,7 +82,9 @@ function job(overrides: Partial<FineTuningJob> = {}): FineTuningJob {
     progress: { step: 45, total_steps: 100, epoch: 0.45, percent: 45 },
     lora: { r: 8, alpha: 16, dropout: 0, use_rslora: false },
     training: {
+      learning_rate: 2e-4,
       max_seq_length: 256,
+      max_grad_norm: 1,
       lr_scheduler: 'linear',
       warmup_steps: 0,
       weight_decay: 0,

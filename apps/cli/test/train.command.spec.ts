@@ -213,6 +213,8 @@ describe('lorafleet train', () => {
   });
 
   it('rejects bad invocations with exit 2', async () => {
+    const trainInto = (out: string, ...flags: string[]) =>
+      run('train', '--model', MODEL, '--train', trainFile, '--out', join(scratch, out), ...flags);
     for (const cmd of ['train', 'generate', 'eval']) {
       const help = await run(cmd, '--help');
       expect(help.code).toBe(0);
@@ -235,22 +237,22 @@ describe('lorafleet train', () => {
     const existing = await run(...trainArgs(join(scratch, 'y'), join(scratch, 'ck-full')));
     expect(existing.code).toBe(2);
     expect(existing.err).toMatch(/already holds checkpoints; pass --resume/);
+    // The spec's own checks, as a REST job gets them: ranges and the model's context length.
+    for (const [flags, message] of [
+      [['--learning-rate', '2'], /training\.learning_rate: /],
+      [
+        ['--max-seq-length', '65'],
+        /training\.max_seq_length 65 exceeds the context length of tiny-random-gpt2 \(64\)/,
+      ],
+    ] as const) {
+      const bad = await trainInto('z', ...flags);
+      expect({ code: bad.code, err: bad.err }).toEqual({
+        code: 2,
+        err: expect.stringMatching(message),
+      });
+    }
     expect((await run('generate', '--model', MODEL, '--prompt', 'x', '--top-p', '0')).code).toBe(2);
-    expect(
-      (
-        await run(
-          'train',
-          '--model',
-          MODEL,
-          '--train',
-          trainFile,
-          '--out',
-          join(scratch, 'z'),
-          '--lr-scheduler',
-          'step',
-        )
-      ).code,
-    ).toBe(2);
+    expect((await trainInto('z', '--lr-scheduler', 'step')).code).toBe(2);
   });
 });
 
@@ -308,13 +310,19 @@ describe('lorafleet train pre-flight (issue 13)', () => {
         '\n',
       ),
     );
+    // Every prompt longer than the smallest max_seq_length a spec allows (8).
+    const allLong = join(scratch, 'all-long.jsonl');
+    await writeFile(
+      allLong,
+      PAIRS.map(([, c]) => JSON.stringify({ prompt, completion: c })).join('\n'),
+    );
     const nothing = await run(
-      'train', '--model', MODEL, '--train', long, '--out', join(scratch, 'no-tokens'),
-      '--max-seq-length', '2', '--backend', 'wasm',
+      'train', '--model', MODEL, '--train', allLong, '--out', join(scratch, 'no-tokens'),
+      '--max-seq-length', '8', '--backend', 'wasm',
     ); // prettier-ignore
     expect(nothing.code).toBe(1);
     expect(nothing.err).toMatch(
-      /no example has a completion token left to train on at max_seq_length 2: 8 of 8 examples/,
+      /no example has a completion token left to train on at max_seq_length 8: 8 of 8 examples/,
     );
     expect(existsSync(join(scratch, 'no-tokens', 'adapter_model.safetensors'))).toBe(false);
 

@@ -20,12 +20,16 @@ import {
 } from '@lorafleet/db';
 import { hostname } from 'node:os';
 import type { DataSource } from 'typeorm';
+import { attemptJobs } from './processor/attempt-ports';
 import { FineTuneProcessor } from './processor/fine-tune.processor';
 import { QueueConsumerService } from './processor/queue-consumer.service';
 import { ServeConsumerService } from './serving/serve-consumer.service';
+import { forkTrainerChild } from './trainer/trainer-process';
 import {
+  ATTEMPT_JOBS,
   DATA_SOURCE,
   REDIS_CLIENTS,
+  TRAINER_SPAWN,
   WORKER_ENV,
   WORKER_IDENTITY,
   type WorkerIdentity,
@@ -58,6 +62,7 @@ export class WorkerModule implements OnApplicationShutdown {
       providers: [
         { provide: WORKER_ENV, useValue: env },
         { provide: WORKER_IDENTITY, useValue: identity },
+        { provide: TRAINER_SPAWN, useValue: forkTrainerChild() },
         // Every Redis connection (BullMQ's too) is made here, so each has an error listener
         // the queue consumer closes them all at shutdown (issue 14, items 13 and 15).
         { provide: REDIS_CLIENTS, useValue: new RedisClients(env.REDIS_URL, new Logger('Redis')) },
@@ -78,6 +83,17 @@ export class WorkerModule implements OnApplicationShutdown {
           inject: [DATA_SOURCE],
           useFactory: (dataSource: DataSource) => new repository(dataSource),
         })),
+        {
+          provide: ATTEMPT_JOBS,
+          inject: [
+            JobsRepository,
+            AttemptsRepository,
+            JobEventsRepository,
+            CheckpointsRepository,
+            AdaptersRepository,
+          ],
+          useFactory: attemptJobs,
+        },
         FineTuneProcessor,
         // Before the queue consumer: Nest boots providers in this order, and the registration
         // that the queue consumer writes last is what says the worker is up (tests, fleet).

@@ -53,9 +53,14 @@ describe('classifyFailure', () => {
   });
 
   it('fails bad options and data at once as invalid_input, naming the request field', () => {
-    expect(classifyFailure(new TrainingConfigError('bad', 'batchSize'))).toMatchObject({
+    // The trainer names a bad field by its spec path, which is its request path too.
+    expect(
+      classifyFailure(new TrainingConfigError('bad', 'hyperparameters.batch_size')),
+    ).toMatchObject({ kind: 'invalid_input', param: 'hyperparameters.batch_size' });
+    // A field that is not the request's (the trainer's own checks) names none.
+    expect(classifyFailure(new TrainingConfigError('bad', 'earlyStopping'))).toMatchObject({
       kind: 'invalid_input',
-      param: 'hyperparameters.batch_size',
+      param: null,
     });
     expect(classifyFailure(new LoraConfigError('no module "nope"', 'targetModules'))).toMatchObject(
       { kind: 'invalid_input', param: 'lora.target_modules' },
@@ -130,8 +135,10 @@ describe('outOfMemoryFailure', () => {
   it("gives the pre-flight's estimate and lora-core's advice for this run", async () => {
     const spec = {
       modelDir: path.join(__dirname, '../../../models/tiny-random-gpt2'),
-      hyperparameters: { n_epochs: 1, batch_size: 4, learning_rate_multiplier: 1 },
-      lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
+      spec: {
+        hyperparameters: { n_epochs: 1, batch_size: 4, learning_rate_multiplier: 1 },
+        lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
+      },
     } as unknown as TrainerSpec;
     const preflight = {
       examples: 10,

@@ -1,10 +1,9 @@
 import path from 'node:path';
 import { isDatabaseUnavailable, retryWhileDatabaseDown } from '../src/processor/db-retry';
 import {
-  TrainerFailedError,
-  TrainerKilledError,
   TrainerProcess,
-  TrainerStoppedError,
+  forkTrainerChild,
+  type TrainerOutcome,
 } from '../src/trainer/trainer-process';
 import type { TrainerCheckpoint, TrainerSpec } from '../src/trainer/trainer-protocol';
 
@@ -22,43 +21,41 @@ function start(script: string, stored: TrainerCheckpoint[] = []): TrainerProcess
         stored.push(checkpoint);
       },
     },
-    FAKE_TRAINER,
+    forkTrainerChild(FAKE_TRAINER),
   );
 }
 
-describe('TrainerProcess (IPC with a scripted child)', () => {
-  it('resolves with the result only after earlier checkpoints are stored', async () => {
+function failureOf(outcome: TrainerOutcome) {
+  if (outcome.kind !== 'failed') throw new Error(`expected a failure, got ${outcome.kind}`);
+  return outcome.failure;
+}
+
+describe('TrainerProcess (IPC with a scripted child process)', () => {
+  it('succeeds with the result only after earlier checkpoints are stored', async () => {
     const stored: TrainerCheckpoint[] = [];
-    const result = await start('result', stored).result;
+    const outcome = await start('result', stored).outcome;
     expect(stored.map((c) => c.step)).toEqual([1]);
-    expect(Array.from(result.adapterSafetensors)).toEqual([7, 7]);
+    if (outcome.kind !== 'succeeded') throw new Error(`expected success, got ${outcome.kind}`);
+    expect(Array.from(outcome.result.adapterSafetensors)).toEqual([7, 7]);
   });
 
-  it('reports bad input as non-retryable and a crash as retryable', async () => {
-    await expect(start('bad-input').result).rejects.toMatchObject({
-      name: 'TrainerFailedError',
-      retryable: false,
-      message: 'line 3: not JSON',
+  it('reports bad input as the child classified it, and a crash as retryable', async () => {
+    expect(await start('bad-input').outcome).toEqual({
+      kind: 'failed',
+      failure: { kind: 'invalid_input', message: 'line 3: not JSON', param: null },
     });
-    const crash = start('crash').result;
-    await expect(crash).rejects.toBeInstanceOf(TrainerFailedError);
-    await expect(crash).rejects.toMatchObject({
-      retryable: true,
+    expect(failureOf(await start('crash').outcome)).toMatchObject({
+      kind: 'retryable',
       message: expect.stringMatching(/code 3/),
     });
   });
 
   it('reports a wasm abort or a heap death as out of memory, never as Aborted(), and not retryable', async () => {
     for (const script of ['wasm-abort', 'heap-oom']) {
-      const failure = await start(script).result.then(
-        () => null,
-        (error: unknown) => error as TrainerFailedError,
-      );
-      expect(failure).toBeInstanceOf(TrainerFailedError);
-      expect(failure?.failure.kind).toBe('out_of_memory');
-      expect(failure?.retryable).toBe(false);
-      expect(failure?.message).toMatch(/ran out of memory.*gradient checkpointing/);
-      expect(failure?.message).not.toMatch(/Aborted/);
+      const failure = failureOf(await start(script).outcome);
+      expect(failure.kind).toBe('out_of_memory');
+      expect(failure.message).toMatch(/ran out of memory.*gradient checkpointing/);
+      expect(failure.message).not.toMatch(/Aborted/);
     }
   });
 
@@ -67,14 +64,14 @@ describe('TrainerProcess (IPC with a scripted child)', () => {
     const trainer = start('wait', stored);
     await new Promise((resolve) => setTimeout(resolve, 300));
     trainer.requestStop('pause');
-    await expect(trainer.result).rejects.toBeInstanceOf(TrainerStoppedError);
+    expect(await trainer.outcome).toEqual({ kind: 'stopped', reason: 'pause' });
     expect(stored.map((c) => c.step)).toEqual([2]);
   });
 
   it('keeps only the newest waiting checkpoint while a write is slow, and stops after it', async () => {
     const stored: TrainerCheckpoint[] = [];
     const trainer = start('burst', stored);
-    await expect(trainer.result).rejects.toBeInstanceOf(TrainerStoppedError);
+    expect(await trainer.outcome).toEqual({ kind: 'stopped', reason: 'pause' });
     // Step 1 was being written (50 ms) while 2–6 arrived; 6 replaced 2–5 in the waiting slot.
     expect(stored.map((c) => c.step)).toEqual([1, 6]);
     expect(trainer.checkpointsSuperseded).toBe(4);
@@ -87,9 +84,13 @@ describe('TrainerProcess (IPC with a scripted child)', () => {
       {
         onCheckpoint: () => Promise.reject(new Error('checkpoint store refused')),
       },
-      FAKE_TRAINER,
+      forkTrainerChild(FAKE_TRAINER),
     );
-    await expect(trainer.result).rejects.toThrow('checkpoint store refused');
+    expect(failureOf(await trainer.outcome)).toEqual({
+      kind: 'retryable',
+      message: 'checkpoint store refused',
+      param: null,
+    });
   });
 
   it('reports a kill with its reason, and tracks silence for the watchdog', async () => {
@@ -97,7 +98,7 @@ describe('TrainerProcess (IPC with a scripted child)', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(trainer.silentForMs).toBeGreaterThanOrEqual(0);
     trainer.kill('cancelled');
-    await expect(trainer.result).rejects.toEqual(new TrainerKilledError('cancelled'));
+    expect(await trainer.outcome).toEqual({ kind: 'killed', reason: 'cancelled' });
   });
 });
 

@@ -96,7 +96,12 @@ const memoryLimitMb = z
   .regex(/^[1-9][0-9]*$/, 'must be a positive whole number of MiB')
   .transform(Number);
 
-export const backendNames = [
+/**
+ * The backends a worker or `lorafleet train --backend` may ask for (DESIGN §8): `auto` walks
+ * them in this order of speed, `gpu` is tfjs-node-gpu; lora-core's `selectBackend` turns one
+ * into an initialised tfjs backend. The one list: the env schema, the CLI and lora-core use it.
+ */
+export const REQUESTED_BACKENDS = [
   'auto',
   'gpu',
   'tensorflow',
@@ -106,6 +111,7 @@ export const backendNames = [
   'cpu-blas',
   'cpu',
 ] as const;
+export type RequestedBackend = (typeof REQUESTED_BACKENDS)[number];
 
 export const WORKER_ROLES = ['train', 'serve'] as const;
 export type WorkerRole = (typeof WORKER_ROLES)[number];
@@ -125,7 +131,7 @@ const workerRoles = z
 
 export const workerEnvShape = {
   ...commonEnvShape,
-  LORAFLEET_BACKEND: z.enum(backendNames).default('auto'),
+  LORAFLEET_BACKEND: z.enum(REQUESTED_BACKENDS).default('auto'),
   LORAFLEET_WORKER_CONCURRENCY: intFromEnv(1, 64).default(1),
   LORAFLEET_WORKER_ID: z
     .string()

@@ -14,22 +14,39 @@ export type HyperparametersInput = z.input<typeof HyperparametersSchema>;
 export type Hyperparameters = z.output<typeof HyperparametersSchema>;
 
 /** Resolved hyperparameters as stored on the job once "auto" has been decided. */
-export const ResolvedHyperparametersSchema = z.object({
-  n_epochs: z.number().int(),
-  batch_size: z.number().int(),
-  learning_rate_multiplier: z.number(),
-});
+export const ResolvedHyperparametersSchema = z
+  .object({
+    n_epochs: z.number().int().min(1),
+    batch_size: z.number().int().min(1),
+    learning_rate_multiplier: z.number().positive(),
+  })
+  .strict();
 export type ResolvedHyperparameters = z.infer<typeof ResolvedHyperparametersSchema>;
 
-/** The `training` extension object (absolute settings OpenAI does not expose). */
+/**
+ * Learning-rate schedules (transformers' shapes, lora-core `lr-schedule.ts`). `constant` keeps
+ * the peak rate after warmup.
+ */
+export const LR_SCHEDULERS = ['linear', 'cosine', 'constant'] as const;
+export type LrSchedulerType = (typeof LR_SCHEDULERS)[number];
+
+/**
+ * The `training` extension object (absolute settings OpenAI does not expose). Its defaults
+ * are Hugging Face `TrainingArguments`' (transformers v4.46), the trainer lora-core mirrors.
+ */
 export const TrainingOptionsSchema = z
   .object({
+    /** Default: `learning_rate_multiplier` × DEFAULT_BASE_LEARNING_RATE (resolved by the spec). */
     learning_rate: z.number().positive().max(1).optional(),
-    max_seq_length: z.number().int().min(8).max(8192).default(256),
-    lr_scheduler: z.enum(['linear', 'cosine']).default('linear'),
+    /** Longest tokenized example kept (the tail is cut); resolved in the spec, see below. */
+    max_seq_length: z.number().int().min(8).max(8192),
+    lr_scheduler: z.enum(LR_SCHEDULERS).default('linear'),
     warmup_steps: z.number().int().min(0).max(100_000).default(0),
+    /** AdamW decoupled weight decay λ. */
     weight_decay: z.number().min(0).max(1).default(0),
     gradient_accumulation_steps: z.number().int().min(1).max(1024).default(1),
+    /** Global-norm gradient clipping threshold; 0 disables. */
+    max_grad_norm: z.number().min(0).max(1e6).default(1),
     eval_every_steps: z.number().int().min(1).max(100_000).optional(),
     /** Hard cap on optimizer steps; useful for smoke runs. */
     max_steps: z.number().int().min(1).max(1_000_000).optional(),
@@ -41,8 +58,8 @@ export const TrainingOptionsSchema = z
   })
   .strict();
 /**
- * `training` as a create request sends it: `max_seq_length` may be omitted, and the API then
- * resolves it from the base model (libs/data `defaultMaxSeqLength`) before storing the job.
+ * `training` as a create request sends it: `max_seq_length` may be omitted, and the spec
+ * resolver then takes it from the base model (libs/data `defaultMaxSeqLength`).
  */
 export const TrainingOptionsRequestSchema = TrainingOptionsSchema.extend({
   max_seq_length: z
@@ -55,8 +72,8 @@ export const TrainingOptionsRequestSchema = TrainingOptionsSchema.extend({
       "Default: min(1024, the base model's context length); a larger value than the context length is a 400",
     ),
 });
-export type TrainingOptionsInput = z.input<typeof TrainingOptionsSchema>;
-export type TrainingOptions = z.output<typeof TrainingOptionsSchema>;
+/** `training` as a client sends it. */
+export type TrainingOptionsInput = z.input<typeof TrainingOptionsRequestSchema>;
 
 /** Default base learning rate when a model's registry entry names none (DESIGN §4). */
 export const DEFAULT_BASE_LEARNING_RATE = 2e-4;

@@ -1,9 +1,9 @@
 import { z } from 'zod';
+import { FineTuneSpecSchema } from './fine-tune-spec';
 import {
   HyperparametersSchema,
   ResolvedHyperparametersSchema,
   TrainingOptionsRequestSchema,
-  TrainingOptionsSchema,
 } from './hyperparameters';
 import { JobStatusSchema } from './job-status';
 import { LoraConfigSchema } from './lora';
@@ -82,7 +82,8 @@ export const FineTuningJobSchema = z.object({
   result_files: z.array(z.string()),
   progress: JobProgressSchema,
   lora: LoraConfigSchema,
-  training: TrainingOptionsSchema,
+  /** The job's resolved `training` (its spec's): `learning_rate` and `max_seq_length` included. */
+  training: FineTuneSpecSchema.shape.training,
   worker: z.string().nullable(),
   backend: z.string().nullable(),
   adapter_id: z.string().nullable(),

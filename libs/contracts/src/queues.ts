@@ -29,4 +29,20 @@ export type FineTuneJobPayload = z.infer<typeof FineTuneJobPayloadSchema>;
 export interface QueueJobPayloads {
   [QUEUE_NAMES.fineTune]: FineTuneJobPayload;
 }
+
+/** A queue with a payload of that queue's type: what an outbox row stores and the relay adds. */
+export type QueueDelivery = {
+  [Q in QueueName]: { queue: Q; payload: QueueJobPayloads[Q] };
+}[QueueName];
+
+/**
+ * The delivery of a fine-tune job: the one place its payload is written (create, resume,
+ * retry, hand-back and the reconciler all enqueue through it).
+ */
+export function fineTuneDelivery(job: { id: string; tenantId: string }): QueueDelivery {
+  return {
+    queue: QUEUE_NAMES.fineTune,
+    payload: { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+  };
+}
 export const FINE_TUNE_JOB_NAME = 'train-lora';

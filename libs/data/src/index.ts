@@ -14,3 +14,4 @@ export * from './models/model-facts';
 export * from './models/model-parameters';
 export * from './models/model-config-bounds';
 export * from './trainer-warnings';
+export * from './fine-tune-spec.resolver';

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { FineTuneSpecSchema, fineTuneDelivery } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
 import {
   AdaptersRepository,
@@ -18,6 +19,14 @@ import {
   type NewJob,
 } from '../src';
 import { createScratchDatabase, type ScratchDatabase } from '@lorafleet/testing';
+
+/** A resolved spec: the schema's defaults for everything not named. */
+const SPEC = FineTuneSpecSchema.parse({
+  seed: 1,
+  hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
+  lora: { r: 4, alpha: 8 },
+  training: { learning_rate: 2e-4, max_seq_length: 32 },
+});
 
 describe('libs/db against a real Postgres', () => {
   let scratch: ScratchDatabase;
@@ -40,6 +49,8 @@ describe('libs/db against a real Postgres', () => {
       'BaseModelHash1795955175204',
       'FleetAdminKeys1796505127912',
       'WorkerMemoryUsage1796505208846',
+      'FineTuneSpec1796515902332',
+      'LineageSpec1796516200000',
     ]);
     jobs = new JobsRepository(ds);
     attempts = new AttemptsRepository(ds);
@@ -71,19 +82,8 @@ describe('libs/db against a real Postgres', () => {
     trainingFileId: fileId,
     validationFileId: null,
     suffix: null,
-    seed: 1,
     metadata: { team: 'a' },
-    hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
-    lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
-    training: {
-      max_seq_length: 32,
-      lr_scheduler: 'linear',
-      warmup_steps: 0,
-      weight_decay: 0,
-      gradient_accumulation_steps: 1,
-      gradient_checkpointing: false,
-    },
-    learningRate: 2e-4,
+    spec: SPEC,
     idempotencyKey: null,
     requestHash: null,
   });
@@ -106,7 +106,7 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('writes the job row, its status events and an outbox entry in one transaction', async () => {
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     expect(job.status).toBe('queued');
     const pending = await new OutboxRepository(ds).pending(10);
     expect(pending.map((p) => p.jobId)).toContain(job.id);
@@ -115,9 +115,16 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('fences every attempt write with the lease token (R7)', async () => {
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     const first = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
     expect(first?.attempt).toBe(1);
+    // What the worker asked for and what its trainer got are separate columns (item 4).
+    expect(first?.job).toMatchObject({ requestedBackend: 'cpu', backend: null });
+    expect(await attempts.recordBackend(job.id, first!.leaseToken, 'cpu-blas')).toBe(true);
+    expect(await jobs.findById(job.id)).toMatchObject({
+      requestedBackend: 'cpu',
+      backend: 'cpu-blas',
+    });
     expect(await attempts.claimAttempt(job.id, 'worker-b', 'cpu')).toBeNull();
 
     // Hand the job back, as a crash recovery would, then let a second attempt claim it.
@@ -158,7 +165,7 @@ describe('libs/db against a real Postgres', () => {
 
   it('stores checkpoints fenced by the lease, keeps the newest and resumes with the blob (R5, R7)', async () => {
     const checkpoints = new CheckpointsRepository(ds);
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     expect(await checkpoints.latestCheckpoint(job.id)).toBeNull();
     const claim = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
     const save = (leaseToken: string, step: number) =>
@@ -201,7 +208,7 @@ describe('libs/db against a real Postgres', () => {
     });
 
     // The worker's writes for steps 1 and 2 landed; the one for step 3 loses the race.
-    const raced = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const raced = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     const claim = await attempts.claimAttempt(raced.id, 'worker-a', 'cpu');
     expect(await attempts.updateProgress(raced.id, claim!.leaseToken, progressAt(2))).toBe(true);
     expect(await adapters.completeWithAdapter(raced.id, claim!.leaseToken, adapter)).not.toBeNull();
@@ -217,7 +224,9 @@ describe('libs/db against a real Postgres', () => {
 
     // The step count the trainer reports wins over the last progress write; with no progress
     // write at all it still fills both.
-    const counted = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const counted = await jobs.createWithOutbox(newJob(), (id) =>
+      fineTuneDelivery({ id, tenantId }),
+    );
     const second = await attempts.claimAttempt(counted.id, 'worker-a', 'cpu');
     expect(
       await adapters.completeWithAdapter(counted.id, second!.leaseToken, {
@@ -235,7 +244,7 @@ describe('libs/db against a real Postgres', () => {
   it('reads a job with its API key in one query, exactly as TypeORM hydrates it (R19, R20)', async () => {
     const apiKeys = new ApiKeysRepository(ds);
     const { apiKey, plaintext } = await apiKeys.issue(tenantId, { isAdmin: true });
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     const claim = await attempts.claimAttempt(job.id, 'worker-a', 'cpu');
     await attempts.updateProgress(job.id, claim!.leaseToken, {
       step: 2,
@@ -270,7 +279,7 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('rejects illegal transitions and leaves terminal jobs alone', async () => {
-    const job = await jobs.createWithOutbox(newJob(), 'fine-tune', (id) => ({ jobId: id }));
+    const job = await jobs.createWithOutbox(newJob(), (id) => fineTuneDelivery({ id, tenantId }));
     await expect(
       jobs.transition(job.id, { from: ['queued'], to: 'succeeded', message: 'nope' }),
     ).rejects.toThrow('illegal job transition queued → succeeded');
@@ -287,15 +296,11 @@ describe('libs/db against a real Postgres', () => {
   });
 
   it('pages jobs newest first with metadata and status filters', async () => {
-    const a = await jobs.createWithOutbox(
-      { ...newJob(), metadata: { team: 'z' } },
-      'fine-tune',
-      (id) => ({ id }),
+    const a = await jobs.createWithOutbox({ ...newJob(), metadata: { team: 'z' } }, (id) =>
+      fineTuneDelivery({ id, tenantId }),
     );
-    const b = await jobs.createWithOutbox(
-      { ...newJob(), metadata: { team: 'z' } },
-      'fine-tune',
-      (id) => ({ id }),
+    const b = await jobs.createWithOutbox({ ...newJob(), metadata: { team: 'z' } }, (id) =>
+      fineTuneDelivery({ id, tenantId }),
     );
     const page1 = await jobs.listForTenant(tenantId, { limit: 1, metadata: { team: 'z' } });
     expect(page1.map((j) => j.id)).toEqual([b.id]);
@@ -360,24 +365,12 @@ describe('job control queries', () => {
         trainingFileId: 'file-x',
         validationFileId: null,
         suffix: null,
-        seed: 1,
         metadata: null,
-        hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
-        lora: { r: 4, alpha: 8, dropout: 0, use_rslora: false },
-        training: {
-          max_seq_length: 32,
-          lr_scheduler: 'linear',
-          warmup_steps: 0,
-          weight_decay: 0,
-          gradient_accumulation_steps: 1,
-          gradient_checkpointing: false,
-        },
-        learningRate: 2e-4,
+        spec: SPEC,
         idempotencyKey: null,
         requestHash: null,
       },
-      'fine-tune',
-      (id) => ({ jobId: id }),
+      (id) => fineTuneDelivery({ id, tenantId }),
     );
 
   it('requeues a paused job with a status event and a new outbox entry, fenced by lease', async () => {
@@ -402,14 +395,11 @@ describe('job control queries', () => {
           message: 'resumed',
           leaseToken: 'f5c1e0b4-0000-4000-8000-000000000000',
         },
-        'fine-tune',
-        { jobId: job.id },
+        fineTuneDelivery(job),
       ),
     ).toBe(false);
     expect(
-      await jobs.requeue(job.id, { from: ['paused'], message: 'resumed' }, 'fine-tune', {
-        jobId: job.id,
-      }),
+      await jobs.requeue(job.id, { from: ['paused'], message: 'resumed' }, fineTuneDelivery(job)),
     ).toBe(true);
     const row = await jobs.findById(job.id);
     expect(row).toMatchObject({ status: 'queued', leaseToken: null, pauseRequestedAt: null });
@@ -426,8 +416,7 @@ describe('job control queries', () => {
       jobs.requeue(
         job.id,
         { from: ['running'], message: 'handed back', leaseToken, memoryRequiredMb: mb },
-        'fine-tune',
-        { jobId: job.id },
+        fineTuneDelivery(job),
       );
     expect(await handBack(900, claim!.leaseToken)).toBe(true);
     expect(await attempts.memoryRequiredMb(job.id)).toBe(900);

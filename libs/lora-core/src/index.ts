@@ -14,6 +14,7 @@ export {
 } from './safetensors/safetensors.codec';
 
 export {
+  contextLength,
   parseModelConfig,
   SUPPORTED_MODEL_TYPES,
   type DecoderConfig,
@@ -125,7 +126,8 @@ export { SeededRandom, deriveSeed } from './util/rng.util';
 export { sha256File, sha256Hex } from './util/hash.util';
 export { formatFixedLikePython, formatThousands } from './util/python-format.util';
 
-export { REQUESTED_BACKENDS, selectBackend, type RequestedBackend } from './backend/select-backend';
+export { REQUESTED_BACKENDS, type RequestedBackend } from '@lorafleet/contracts';
+export { selectBackend } from './backend/select-backend';
 export {
   blasKernelsActive,
   blasProductCount,
@@ -138,16 +140,20 @@ export { wasmFastMatMulCount, wasmFastMatMulEnabled } from './backend/wasm-matmu
 // ---- issue 4: trainer, checkpoints, generation --------------------------------------------
 export {
   Trainer,
-  evaluateSequences,
-  resolveHyperparameters,
   type CheckpointOptions,
-  type EvaluateOptions,
   type TrainRunResult,
   type TrainerOptions,
 } from './trainer/trainer';
 export {
+  evaluateSequences,
+  generateSamples,
+  type EvaluateOptions,
+  type SampleGeneration,
+  type SampleOptions,
+} from './trainer/evaluation';
+export {
   runFineTune,
-  resolveLoraConfig,
+  loraConfigOf,
   NoTrainableTokensError,
   TRUNCATION_WARNING_SHARE,
   type FineTuneLineage,
@@ -155,7 +161,6 @@ export {
   type FineTunePreflight,
   type FineTuneResult,
   type LoadedModel,
-  type SampleGeneration,
 } from './trainer/fine-tune';
 export {
   DeviceBufferLimitError,
@@ -175,7 +180,7 @@ export {
   type MemoryEstimateInput,
 } from './memory/memory-estimate';
 export {
-  DEFAULT_HYPERPARAMETERS,
+  checkFineTuneSpec,
   NonFiniteLossError,
   TrainingAbortedError,
   TrainingConfigError,
@@ -185,7 +190,6 @@ export {
   type StepMetrics,
   type StopReason,
   type TrainerCheckpointEvent,
-  type TrainingHyperparameters,
   type TrainingProgress,
 } from './trainer/trainer.types';
 export {

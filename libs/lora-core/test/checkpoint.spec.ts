@@ -23,7 +23,10 @@ import { cAttnTrainer, tinyGpt2 } from './trainer.helpers';
 
 async function trainedCheckpoint(): Promise<Uint8Array> {
   const model = tinyGpt2();
-  const trainer = await cAttnTrainer(model, 3, { batchSize: 3, epochs: 2, seed: 5 });
+  const trainer = await cAttnTrainer(model, 3, {
+    seed: 5,
+    hyperparameters: { batch_size: 3, n_epochs: 2 },
+  });
   await trainer.trainStep();
   await trainer.trainStep();
   await trainer.trainStep(); // 3 steps per epoch: the next epoch's order is in the blob

@@ -13,6 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 
 import {
   KvCacheDecoder,
+  contextLength,
   LoraConfigError,
   ModelConfigError,
   buildCausalLM,
@@ -39,6 +40,8 @@ import {
   type LoraConfig,
   type WeightSource,
 } from '../src';
+import { resolveFineTuneSpec } from '@lorafleet/data';
+
 import { FIXTURES, maxAbsDiff, readInputs } from './fixture.helpers';
 import { pairsJsonl, tinyTokenizer } from './trainer.helpers';
 
@@ -561,8 +564,16 @@ describe.each(FAMILIES)('%s fine-tuning', (name) => {
       const result = await runFineTune({
         model: { model, tokenizer: await tinyTokenizer(), name },
         trainJsonl: pairsJsonl(),
-        lora: { r: 2, alpha: 4 },
-        hyperparameters: { epochs: 1, batchSize: 4, learningRate: 5e-3 },
+        // The default max_seq_length comes from the one resolver, over lora-core's context.
+        spec: resolveFineTuneSpec(
+          {
+            seed: 42,
+            lora: { r: 2, alpha: 4 },
+            hyperparameters: { n_epochs: 1, batch_size: 4 },
+            training: { learning_rate: 5e-3 },
+          },
+          { model: name, contextLength: contextLength(config), trainingExamples: 8 },
+        ),
         samples: { count: 1, maxNewTokens: 4 },
         validationJsonl: pairsJsonl().split('\n').slice(0, 2).join('\n'),
       });
@@ -574,7 +585,7 @@ describe.each(FAMILIES)('%s fine-tuning', (name) => {
       const module = defaultTargetModules(config.modelType)[0];
       expect(keys).toContain(`base_model.model.model.layers.0.self_attn.${module}.lora_A.weight`);
       // Mistral's fixture has sliding_window 8: the default max_seq_length stops there.
-      expect(result.lineage.maxSeqLength).toBe(config.slidingWindow ?? 64);
+      expect(result.lineage.spec.training.max_seq_length).toBe(config.slidingWindow ?? 64);
     } finally {
       model.dispose();
     }

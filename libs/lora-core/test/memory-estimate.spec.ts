@@ -29,7 +29,7 @@ import {
   runFineTune,
   type MemoryEstimateInput,
 } from '../src';
-import { TINY_GPT2_DIR } from './trainer.helpers';
+import { TINY_GPT2_DIR, testSpec } from './trainer.helpers';
 
 const MIB = 1024 * 1024;
 
@@ -182,6 +182,7 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
     const run = runFineTune({
       model: join(dir, 'model'),
       trainJsonl: jsonl('Say hi:', ' hi'),
+      spec: testSpec(),
       memoryLimitMb: 1,
       samples: false,
     });
@@ -193,7 +194,7 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
     const run = runFineTune({
       model: join(dir, 'model'),
       trainJsonl: jsonl('a very long prompt '.repeat(20), ' done'),
-      maxSeqLength: 8,
+      spec: testSpec({ training: { max_seq_length: 8 } }),
       samples: false,
     });
     await expect(run).rejects.toBeInstanceOf(NoTrainableTokensError);
@@ -223,7 +224,10 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
       const run = runFineTune({
         model: big,
         trainJsonl: `${Array.from({ length: 16 }, () => JSON.stringify({ prompt: 'Go:', completion: ' a b'.repeat(800) })).join('\n')}\n`,
-        hyperparameters: { batchSize: 16 },
+        spec: testSpec({
+          hyperparameters: { batch_size: 16 },
+          training: { max_seq_length: 1024 },
+        }),
         memoryLimitMb: 1_000_000,
         samples: false,
       });
@@ -267,7 +271,12 @@ describe('runFineTune pre-flight refusals, before any weight is read', () => {
         }),
       );
       const fineTune = () =>
-        runFineTune({ model: wide, trainJsonl: jsonl('Say hi:', ' hi'), samples: false });
+        runFineTune({
+          model: wide,
+          trainJsonl: jsonl('Say hi:', ' hi'),
+          spec: testSpec(),
+          samples: false,
+        });
       // Past the pre-flight: it fails reading the garbage weights file.
       const admitted = fineTune();
       await expect(admitted).rejects.not.toBeInstanceOf(DeviceBufferLimitError);

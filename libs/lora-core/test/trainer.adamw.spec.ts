@@ -15,6 +15,7 @@ import * as tf from '@tensorflow/tfjs';
 
 import {
   AdamW,
+  DEFAULT_ADAMW,
   Trainer,
   clipByGlobalNorm,
   initBackend,
@@ -26,6 +27,7 @@ import {
   type TokenizedSequence,
 } from '../src';
 import { FIXTURES, maxAbsDiff, readInputs } from './fixture.helpers';
+import { testSpec } from './trainer.helpers';
 
 interface Dumped {
   shape: number[];
@@ -134,22 +136,26 @@ describe.each(['cpu', 'wasm'] as BackendName[])('AdamW vs torch.optim.AdamW on %
         return { inputIds: ids.slice(0, length), lossMask: inputs.loss_mask[b].slice(0, length) };
       });
       const { config, total_norm, params_after } = reference.gpt2_tiny;
+      // No spec field sets β1, β2 or ε: the trainer's are torch's defaults, as the reference's.
+      expect([...config.betas, config.eps]).toEqual([
+        DEFAULT_ADAMW.beta1,
+        DEFAULT_ADAMW.beta2,
+        DEFAULT_ADAMW.epsilon,
+      ]);
       const trainer = new Trainer({
         model,
         train,
         padTokenId: 0,
         shuffle: false,
-        hyperparameters: {
-          epochs: 1,
-          batchSize: 2,
-          learningRate: config.lr,
-          lrScheduler: 'constant',
-          weightDecay: config.weight_decay,
-          maxGradNorm: config.max_grad_norm,
-          adamBeta1: config.betas[0],
-          adamBeta2: config.betas[1],
-          adamEpsilon: config.eps,
-        },
+        spec: testSpec({
+          hyperparameters: { n_epochs: 1, batch_size: 2 },
+          training: {
+            learning_rate: config.lr,
+            lr_scheduler: 'constant',
+            weight_decay: config.weight_decay,
+            max_grad_norm: config.max_grad_norm,
+          },
+        }),
       });
       try {
         const metrics = await trainer.trainStep();

@@ -2,6 +2,12 @@
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
+import {
+  DEFAULT_BASE_LEARNING_RATE,
+  FineTuneSpecSchema,
+  type FineTuneSpec,
+  type LoraConfigInput,
+} from '@lorafleet/contracts';
 import { loadTokenizer, tokenizeExample, type TextTokenizer } from '@lorafleet/data';
 
 import {
@@ -13,9 +19,38 @@ import {
   parseModelConfig,
   type CausalLM,
   type TokenizedSequence,
-  type TrainerOptions,
   type WeightSource,
 } from '../src';
+
+export interface TestSpecOverrides {
+  seed?: number;
+  hyperparameters?: Partial<FineTuneSpec['hyperparameters']>;
+  lora?: LoraConfigInput;
+  training?: Partial<FineTuneSpec['training']>;
+}
+
+/**
+ * A resolved spec for the tiny test models: the contracts schemas' defaults with 3 epochs of
+ * batches of 4, seed 42, the base learning rate and max_seq_length 64 (their n_positions),
+ * then `overrides` section by section.
+ */
+export function testSpec(overrides: TestSpecOverrides = {}): FineTuneSpec {
+  return FineTuneSpecSchema.parse({
+    seed: overrides.seed ?? 42,
+    hyperparameters: {
+      n_epochs: 3,
+      batch_size: 4,
+      learning_rate_multiplier: 1,
+      ...overrides.hyperparameters,
+    },
+    lora: overrides.lora ?? {},
+    training: {
+      learning_rate: DEFAULT_BASE_LEARNING_RATE,
+      max_seq_length: 64,
+      ...overrides.training,
+    },
+  });
+}
 
 export const TINY_GPT2_DIR = join(__dirname, '../../../models/tiny-random-gpt2');
 
@@ -98,14 +133,19 @@ export function tinyLlama(seed = 7): CausalLM {
 export async function cAttnTrainer(
   model: CausalLM,
   adapterSeed: number,
-  hyperparameters: TrainerOptions['hyperparameters'],
+  overrides: TestSpecOverrides,
 ): Promise<Trainer> {
   model.addAdapter(
     'default',
     { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn'], useRslora: false },
     adapterSeed,
   );
-  return new Trainer({ model, train: await tokenizedPairs(), padTokenId: 268, hyperparameters });
+  return new Trainer({
+    model,
+    train: await tokenizedPairs(),
+    padTokenId: 268,
+    spec: testSpec(overrides),
+  });
 }
 
 export function adapterBytes(model: CausalLM, name = 'default'): Buffer {

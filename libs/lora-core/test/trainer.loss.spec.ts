@@ -19,7 +19,7 @@ import {
   type TokenizedSequence,
 } from '../src';
 import { FIXTURES, readExpected, readInputs, relativeError } from './fixture.helpers';
-import { randomizeLoraB, tinyGpt2 } from './trainer.helpers';
+import { randomizeLoraB, testSpec, tinyGpt2 } from './trainer.helpers';
 
 const LORA = { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn', 'c_fc'], useRslora: false };
 
@@ -140,7 +140,10 @@ describe.each(['cpu', 'wasm'] as BackendName[])('completion-only loss on %s', (b
         train,
         padTokenId: 0,
         shuffle: false,
-        hyperparameters: { batchSize: 1, gradientAccumulationSteps: 2 },
+        spec: testSpec({
+          hyperparameters: { batch_size: 1 },
+          training: { gradient_accumulation_steps: 2 },
+        }),
       });
       try {
         // Two micro-batches of one row each: accumulation must reproduce the 2-row batch.
@@ -171,7 +174,13 @@ describe.each(['cpu', 'wasm'] as BackendName[])('completion-only loss on %s', (b
       { inputIds: [30, 31, 32, 33, 34, 35], lossMask: [0, 0, 0, 0, 1, 1] },
       { inputIds: [40, 41, 42, 43], lossMask: [0, 1, 1, 1] },
     ];
-    const trainer = new Trainer({ model, train, padTokenId: 268, shuffle: false });
+    const trainer = new Trainer({
+      model,
+      train,
+      padTokenId: 268,
+      shuffle: false,
+      spec: testSpec(),
+    });
     try {
       const big = await trainer.computeGradients([[0, 1, 2, 3]]);
       const accumulated = await trainer.computeGradients([[0], [1, 2], [3]]);

@@ -2,6 +2,7 @@
  * Learning-rate schedules at given steps (transformers' formulas, HF's step indexing) and
  * the data schedule (seeded per-epoch order, micro-batches, accumulation groups).
  */
+import type { FineTuneSpec } from '@lorafleet/contracts';
 import { computeStepsPerEpoch } from '@lorafleet/data';
 
 import {
@@ -9,40 +10,41 @@ import {
   epochOrder,
   learningRateAt,
   lrMultiplier,
-  resolveHyperparameters,
+  checkFineTuneSpec,
   TrainingConfigError,
 } from '../src';
+import { testSpec } from './trainer.helpers';
 
 describe('learning-rate schedules', () => {
-  const base = { learningRate: 1e-3, warmupSteps: 4, totalSteps: 20 };
+  const base = { learning_rate: 1e-3, warmup_steps: 4, totalSteps: 20 };
 
   it('linear: warmup from 0, then linear decay to 0 at the last step', () => {
-    const lr = (step: number) => learningRateAt(step, { ...base, scheduler: 'linear' });
+    const lr = (step: number) => learningRateAt(step, { ...base, lr_scheduler: 'linear' });
     // HF: the s-th update uses lambda(s-1); warmup lambda(k) = k / warmup.
     expect([1, 2, 3, 4, 5].map(lr)).toEqual([0, 0.25e-3, 0.5e-3, 0.75e-3, 1e-3]);
     // Decay: lambda(k) = (total - k) / (total - warmup).
     expect(lr(6)).toBeCloseTo((1e-3 * 15) / 16, 15);
     expect(lr(13)).toBeCloseTo((1e-3 * 8) / 16, 15);
     expect(lr(20)).toBeCloseTo((1e-3 * 1) / 16, 15);
-    expect(lrMultiplier(20, { ...base, scheduler: 'linear' })).toBe(0);
+    expect(lrMultiplier(20, { ...base, lr_scheduler: 'linear' })).toBe(0);
   });
 
   it('cosine: half a cosine from the peak to 0', () => {
-    const lr = (step: number) => learningRateAt(step, { ...base, scheduler: 'cosine' });
+    const lr = (step: number) => learningRateAt(step, { ...base, lr_scheduler: 'cosine' });
     expect(lr(3)).toBeCloseTo(0.5e-3, 15);
     expect(lr(5)).toBeCloseTo(1e-3, 15);
     // Halfway through the decay (k = 4 + 8) the multiplier is 0.5.
     expect(lr(13)).toBeCloseTo(0.5e-3, 15);
     // k = 8: progress 0.25, 0.5·(1 + cos(π/4)).
     expect(lr(9)).toBeCloseTo(1e-3 * 0.5 * (1 + Math.cos(Math.PI / 4)), 15);
-    expect(lrMultiplier(20, { ...base, scheduler: 'cosine' })).toBeCloseTo(0, 15);
+    expect(lrMultiplier(20, { ...base, lr_scheduler: 'cosine' })).toBeCloseTo(0, 15);
   });
 
   it('no warmup starts at the peak; constant stays there', () => {
-    expect(learningRateAt(1, { ...base, warmupSteps: 0, scheduler: 'linear' })).toBe(1e-3);
-    expect(learningRateAt(1, { ...base, warmupSteps: 0, scheduler: 'cosine' })).toBe(1e-3);
-    expect(learningRateAt(17, { ...base, scheduler: 'constant' })).toBe(1e-3);
-    expect(() => learningRateAt(0, { ...base, scheduler: 'linear' })).toThrow(RangeError);
+    expect(learningRateAt(1, { ...base, warmup_steps: 0, lr_scheduler: 'linear' })).toBe(1e-3);
+    expect(learningRateAt(1, { ...base, warmup_steps: 0, lr_scheduler: 'cosine' })).toBe(1e-3);
+    expect(learningRateAt(17, { ...base, lr_scheduler: 'constant' })).toBe(1e-3);
+    expect(() => learningRateAt(0, { ...base, lr_scheduler: 'linear' })).toThrow(RangeError);
   });
 });
 
@@ -74,22 +76,25 @@ describe('data schedule', () => {
   });
 });
 
-describe('hyperparameters', () => {
-  it('fills defaults and names the bad field', () => {
-    expect(resolveHyperparameters({}).learningRate).toBe(2e-4);
-    expect(resolveHyperparameters({ batchSize: undefined }).batchSize).toBe(4);
-    for (const [field, value] of [
-      ['batchSize', 0],
-      ['epochs', 1.5],
-      ['learningRate', -1],
-      ['lrScheduler', 'step'],
-      ['adamBeta2', 1],
-      ['warmupSteps', -1],
-      ['maxSteps', 0],
+describe('the spec the trainer takes', () => {
+  it('passes a resolved spec through and names a bad field by its path in the spec', () => {
+    const spec = testSpec();
+    expect(checkFineTuneSpec(spec)).toEqual(spec);
+    for (const [field, change] of [
+      [
+        'hyperparameters.batch_size',
+        { hyperparameters: { ...spec.hyperparameters, batch_size: 0 } },
+      ],
+      ['hyperparameters.n_epochs', { hyperparameters: { ...spec.hyperparameters, n_epochs: 1.5 } }],
+      ['training.learning_rate', { training: { ...spec.training, learning_rate: -1 } }],
+      ['training.lr_scheduler', { training: { ...spec.training, lr_scheduler: 'step' } }],
+      ['training.warmup_steps', { training: { ...spec.training, warmup_steps: -1 } }],
+      ['training.max_steps', { training: { ...spec.training, max_steps: 0 } }],
+      ['seed', { seed: 0.5 }],
     ] as const) {
       let caught: unknown;
       try {
-        resolveHyperparameters({ [field]: value });
+        checkFineTuneSpec({ ...spec, ...change } as FineTuneSpec);
       } catch (error) {
         caught = error;
       }

@@ -16,6 +16,7 @@ import {
   decodeCheckpoint,
   importPeftAdapter,
   learningRateAt,
+  loraConfigOf,
   readSafetensors,
   runFineTune,
   selectBackend,
@@ -23,41 +24,59 @@ import {
   type TrainerCheckpointEvent,
   type TrainingProgress,
 } from '../src';
+import type { FineTuneSpec } from '@lorafleet/contracts';
+
 import {
   PAIRS,
   adapterBytes,
   pairsJsonl,
+  testSpec,
   tinyGpt2,
   tinyTokenizer,
   tokenizedPairs,
+  type TestSpecOverrides,
 } from './trainer.helpers';
 
 jest.setTimeout(120_000);
 
+const LORA = { r: 4, alpha: 8, dropout: 0.1, target_modules: ['c_attn', 'c_fc'] };
 /** Every setting that could break exact resume, exercised at once. */
-const RESUME_HP = {
-  epochs: 2,
-  batchSize: 2,
-  gradientAccumulationSteps: 2,
-  learningRate: 5e-3,
-  lrScheduler: 'cosine' as const,
-  warmupSteps: 1,
-  weightDecay: 0.01,
-  maxGradNorm: 1,
+const RESUME: Required<TestSpecOverrides> = {
   seed: 1234,
+  lora: LORA,
+  hyperparameters: { n_epochs: 2, batch_size: 2 },
+  training: {
+    gradient_accumulation_steps: 2,
+    learning_rate: 5e-3,
+    lr_scheduler: 'cosine',
+    warmup_steps: 1,
+    weight_decay: 0.01,
+    max_grad_norm: 1,
+  },
 };
-const LORA = { r: 4, alpha: 8, dropout: 0.1, targetModules: ['c_attn', 'c_fc'] };
+
+/** The resume spec with `changes` applied section by section. */
+function resumeSpec(changes: TestSpecOverrides = {}): FineTuneSpec {
+  return testSpec({
+    seed: changes.seed ?? RESUME.seed,
+    lora: { ...RESUME.lora, ...changes.lora },
+    hyperparameters: { ...RESUME.hyperparameters, ...changes.hyperparameters },
+    training: { ...RESUME.training, ...changes.training },
+  });
+}
 
 async function fineTune(overrides: Partial<FineTuneOptions> = {}) {
   return runFineTune({
     model: { model: tinyGpt2(), tokenizer: await tinyTokenizer(), name: 'tiny-gpt2' },
     trainJsonl: pairsJsonl(),
-    lora: LORA,
-    hyperparameters: RESUME_HP,
+    spec: resumeSpec(),
     samples: false,
     ...overrides,
   });
 }
+
+/** The model-level adapter config of LORA (what `addAdapter` takes). */
+const LORA_CONFIG = loraConfigOf(resumeSpec().lora, { modelType: 'gpt2' });
 
 /** Metrics without wall-clock fields, for comparing runs. */
 function deterministicRows(metrics: Array<Record<string, unknown>>) {
@@ -74,10 +93,10 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
     });
 
     it('same seed gives identical adapter bytes; another seed does not', async () => {
-      const hp = cpu ? { ...RESUME_HP, epochs: 1 } : RESUME_HP;
-      const a = await fineTune({ hyperparameters: hp });
-      const b = await fineTune({ hyperparameters: hp });
-      const c = await fineTune({ hyperparameters: { ...hp, seed: 99 } });
+      const epochs = { hyperparameters: { n_epochs: cpu ? 1 : 2 } };
+      const a = await fineTune({ spec: resumeSpec(epochs) });
+      const b = await fineTune({ spec: resumeSpec(epochs) });
+      const c = await fineTune({ spec: resumeSpec({ ...epochs, seed: 99 }) });
       expect(
         Buffer.from(a.adapter.adapterSafetensors).equals(Buffer.from(b.adapter.adapterSafetensors)),
       ).toBe(true);
@@ -88,10 +107,15 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
     });
 
     it('resuming from a mid-epoch checkpoint ends byte-identical to the uninterrupted run', async () => {
-      const hp = cpu ? { ...RESUME_HP, epochs: 1, gradientAccumulationSteps: 1 } : RESUME_HP;
+      const hp = cpu
+        ? resumeSpec({
+            hyperparameters: { n_epochs: 1 },
+            training: { gradient_accumulation_steps: 1 },
+          })
+        : resumeSpec();
       const checkpoints: TrainerCheckpointEvent[] = [];
       const full = await fineTune({
-        hyperparameters: hp,
+        spec: hp,
         checkpoint: { everySteps: 1, sink: (c) => void checkpoints.push(c) },
       });
       expect(checkpoints.map((c) => c.step)).toEqual(
@@ -99,7 +123,7 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       );
       // Resume from the middle of the run (inside an epoch when possible).
       const middle = checkpoints[Math.floor(full.steps / 2) - 1 + (cpu ? 0 : 1)];
-      const resumed = await fineTune({ hyperparameters: hp, resumeFrom: middle.blob });
+      const resumed = await fineTune({ spec: hp, resumeFrom: middle.blob });
       expect(resumed.resumedFromStep).toBe(middle.step);
       expect(
         Buffer.from(resumed.adapter.adapterSafetensors).equals(
@@ -114,17 +138,22 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
 
     if (backend === 'wasm-blas' || backend === 'wasm') {
       it('with gradient checkpointing: resume is byte-identical, and the run equals the plain one', async () => {
-        const hp = { ...RESUME_HP, epochs: 1, gradientAccumulationSteps: 1 };
+        const changes = {
+          hyperparameters: { n_epochs: 1 },
+          training: { gradient_accumulation_steps: 1 },
+        };
+        const hp = resumeSpec({
+          ...changes,
+          training: { ...changes.training, gradient_checkpointing: true },
+        });
         const checkpoints: TrainerCheckpointEvent[] = [];
         const full = await fineTune({
-          hyperparameters: hp,
-          gradientCheckpointing: true,
+          spec: hp,
           checkpoint: { everySteps: 1, sink: (c) => void checkpoints.push(c) },
         });
         const middle = checkpoints[Math.floor(full.steps / 2) - 1];
         const resumed = await fineTune({
-          hyperparameters: hp,
-          gradientCheckpointing: true,
+          spec: hp,
           resumeFrom: middle.blob,
         });
         expect(
@@ -134,7 +163,7 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
         ).toBe(true);
         expect(full.preflight.gradientCheckpointing).toBe(true);
         // Recomputation runs the same kernels on the same inputs: the same losses.
-        const plain = await fineTune({ hyperparameters: hp });
+        const plain = await fineTune({ spec: resumeSpec(changes) });
         expect(full.metrics.map((m) => m.trainLoss)).toEqual(plain.metrics.map((m) => m.trainLoss));
       });
     }
@@ -143,14 +172,17 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       const tokenizer = await tinyTokenizer();
       const train = await tokenizedPairs();
       const model = tinyGpt2();
-      model.addAdapter('default', { ...LORA, useRslora: false }, 1);
+      model.addAdapter('default', LORA_CONFIG, 1);
       const counts: number[] = [];
       const trainer = new Trainer({
         model,
         train,
         validation: train.slice(0, 3),
         padTokenId: tokenizer.padTokenId,
-        hyperparameters: { ...RESUME_HP, epochs: cpu ? 2 : 10, evalEverySteps: 2 },
+        spec: resumeSpec({
+          hyperparameters: { n_epochs: cpu ? 2 : 10 },
+          training: { eval_every_steps: 2 },
+        }),
         checkpoint: { everySteps: 3, sink: () => undefined },
         onProgress: () => void counts.push(tf.memory().numTensors),
       });
@@ -166,14 +198,15 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       let caught: unknown;
       try {
         await fineTune({
-          hyperparameters: {
-            ...RESUME_HP,
-            epochs: 20,
-            learningRate: 1e6,
-            warmupSteps: 0,
-            maxGradNorm: 0,
-            lrScheduler: 'constant',
-          },
+          spec: resumeSpec({
+            hyperparameters: { n_epochs: 20 },
+            training: {
+              learning_rate: 1e6,
+              warmup_steps: 0,
+              max_grad_norm: 0,
+              lr_scheduler: 'constant',
+            },
+          }),
           checkpoint: { everySteps: 1, sink: (c) => void sunk.push(c) },
         });
       } catch (error) {
@@ -195,13 +228,9 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       // the run still refuses to return Inf weights.
       await expect(
         fineTune({
-          hyperparameters: {
-            ...RESUME_HP,
-            maxSteps: 1,
-            learningRate: 1e39,
-            maxGradNorm: 0,
-            warmupSteps: 0,
-          },
+          spec: resumeSpec({
+            training: { max_steps: 1, learning_rate: 1e39, max_grad_norm: 0, warmup_steps: 0 },
+          }),
         }),
       ).rejects.toThrow(NonFiniteLossError);
     });
@@ -215,7 +244,7 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
     it(`soak: numTensors flat and RSS bounded over ${soakSteps} steps`, async () => {
       const train = await tokenizedPairs();
       const model = tinyGpt2();
-      model.addAdapter('default', { ...LORA, useRslora: false }, 1);
+      model.addAdapter('default', LORA_CONFIG, 1);
       const counts: number[] = [];
       const rss: number[] = [];
       const trainer = new Trainer({
@@ -223,7 +252,10 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
         train,
         validation: train.slice(0, 2),
         padTokenId: 268,
-        hyperparameters: { ...RESUME_HP, epochs: soakSteps / 2, evalEverySteps: 10 },
+        spec: resumeSpec({
+          hyperparameters: { n_epochs: soakSteps / 2 },
+          training: { eval_every_steps: 10 },
+        }),
         checkpoint: { everySteps: 10, sink: () => undefined },
         onProgress: (p) => {
           counts.push(tf.memory().numTensors);
@@ -241,8 +273,12 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
 
     it(`overfits 8 examples: train loss below 0.5 nats/token (from ~7) in 40 steps`, async () => {
       const result = await fineTune({
-        lora: { r: 8, alpha: 16, dropout: 0, targetModules: 'all-linear' },
-        hyperparameters: { epochs: 40, batchSize: 8, learningRate: 3e-2, seed: 1 },
+        spec: testSpec({
+          seed: 1,
+          lora: { r: 8, alpha: 16, dropout: 0, target_modules: 'all-linear' },
+          hyperparameters: { n_epochs: 40, batch_size: 8 },
+          training: { learning_rate: 3e-2 },
+        }),
       });
       expect(result.metrics[0].trainLoss).toBeGreaterThan(5);
       expect(result.finalTrainLoss).toBeLessThan(0.5);
@@ -261,7 +297,7 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
         expect(r.totalSteps).toBe(totalSteps);
         expect(r.epoch).toBeCloseTo(r.step / 2, 12);
         expect(r.learningRate).toBe(
-          learningRateAt(r.step, { ...RESUME_HP, scheduler: 'cosine', totalSteps }),
+          learningRateAt(r.step, { ...resumeSpec().training, totalSteps }),
         );
         expect(Number.isFinite(r.loss) && r.loss > 0).toBe(true);
         expect(r.tokensPerSecond).toBeGreaterThan(0);
@@ -302,18 +338,18 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
     it('a checkpoint from another configuration or dataset is refused, naming the difference', async () => {
       const sunk: TrainerCheckpointEvent[] = [];
       await fineTune({
-        hyperparameters: { ...RESUME_HP, epochs: 1 },
+        spec: resumeSpec({ hyperparameters: { n_epochs: 1 } }),
         checkpoint: { everySteps: 1, sink: (c) => void sunk.push(c) },
       });
       await expect(
         fineTune({
-          hyperparameters: { ...RESUME_HP, epochs: 1, learningRate: 1e-3 },
+          spec: resumeSpec({ hyperparameters: { n_epochs: 1 }, training: { learning_rate: 1e-3 } }),
           resumeFrom: sunk[0].blob,
         }),
-      ).rejects.toThrow(/another run configuration \(differs in: hyperparameters\)/);
+      ).rejects.toThrow(/another run configuration \(differs in: training\)/);
       await expect(
         fineTune({
-          hyperparameters: { ...RESUME_HP, epochs: 1 },
+          spec: resumeSpec({ hyperparameters: { n_epochs: 1 } }),
           trainJsonl: pairsJsonl(PAIRS.slice(1)),
           resumeFrom: sunk[0].blob,
         }),
@@ -336,14 +372,12 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       const evals: Array<{ step: number; loss: number; isBest: boolean }> = [];
       const result = await fineTune({
         validationJsonl: pairsJsonl(validation),
-        lora: { r: 8, alpha: 16, dropout: 0, targetModules: 'all-linear' },
-        hyperparameters: {
-          epochs: 30,
-          batchSize: 8,
-          learningRate: 3e-2,
-          evalEverySteps: 2,
+        spec: testSpec({
           seed: 1,
-        },
+          lora: { r: 8, alpha: 16, dropout: 0, target_modules: 'all-linear' },
+          hyperparameters: { n_epochs: 30, batch_size: 8 },
+          training: { learning_rate: 3e-2, eval_every_steps: 2 },
+        }),
         earlyStopping: { patience: 2 },
         onEval: (e) => void evals.push(e),
       });
@@ -362,7 +396,7 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       const preflights: unknown[] = [];
       const result = await fineTune({
         validationJsonl: pairsJsonl(PAIRS.slice(0, 4)),
-        hyperparameters: { ...RESUME_HP, evalEverySteps: 2 },
+        spec: resumeSpec({ training: { eval_every_steps: 2 } }),
         samples: { count: 2, maxNewTokens: 5 },
         onPreflight: (p) => void preflights.push(p),
       });
@@ -416,13 +450,14 @@ describe.each(['wasm', 'cpu', 'wasm-blas', 'cpu-blas', 'webgpu'] as const)(
       expect(tokenizer.padTokenId).toBe(268);
       expect(result.lineage).toEqual(
         expect.objectContaining({
-          baseModel: 'tiny-gpt2',
+          base_model: 'tiny-gpt2',
           backend: 'wasm',
-          maxSeqLength: 64,
-          tfjsVersion: tf.version.tfjs,
+          spec: resumeSpec({ training: { eval_every_steps: 2 } }),
+          tfjs_version: tf.version.tfjs,
+          resumed_from_step: null,
         }),
       );
-      expect(result.lineage.trainSha256).toMatch(/^[0-9a-f]{64}$/);
+      expect(result.lineage.training_file_sha256).toMatch(/^[0-9a-f]{64}$/);
       expect(result.optimizerStateBytes).toBe(2 * 4 * result.trainableParameters);
     });
   },

@@ -38,7 +38,7 @@ import {
   readInputs,
   relativeError,
 } from './fixture.helpers';
-import { PAIRS, TINY_GPT2_DIR, pairsJsonl } from './trainer.helpers';
+import { PAIRS, TINY_GPT2_DIR, pairsJsonl, testSpec } from './trainer.helpers';
 
 jest.setTimeout(300_000);
 
@@ -349,17 +349,18 @@ describe('runFineTune on webgpu (models/tiny-random-gpt2)', () => {
       model: TINY_GPT2_DIR,
       trainJsonl: pairsJsonl(),
       validationJsonl: pairsJsonl(PAIRS.slice(0, 2)),
-      lora: { r: 4, alpha: 8, dropout: 0.1, targetModules: ['c_attn', 'c_fc'] },
-      hyperparameters: {
-        epochs: 1,
-        batchSize: 2,
-        learningRate: 2e-2,
-        warmupSteps: 0,
-        weightDecay: 0.01,
-        maxGradNorm: 1,
-        evalEverySteps: 2,
+      spec: testSpec({
         seed: 1234,
-      },
+        lora: { r: 4, alpha: 8, dropout: 0.1, target_modules: ['c_attn', 'c_fc'] },
+        hyperparameters: { n_epochs: 1, batch_size: 2 },
+        training: {
+          learning_rate: 2e-2,
+          warmup_steps: 0,
+          weight_decay: 0.01,
+          max_grad_norm: 1,
+          eval_every_steps: 2,
+        },
+      }),
       earlyStopping: { patience: 10 },
       checkpoint: { everySteps: 2, sink: () => void checkpoints++ },
       samples: { count: 1, maxNewTokens: 4 },

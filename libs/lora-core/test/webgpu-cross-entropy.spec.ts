@@ -114,7 +114,10 @@ describe('the fused LM head on webgpu uses them', () => {
     const saved = process.env.LORAFLEET_WEBGPU_FUSED_CE;
     process.env.LORAFLEET_WEBGPU_FUSED_CE = fusedCe ? '1' : '0';
     const model = tinyGpt2();
-    const trainer = await cAttnTrainer(model, 1, { epochs: 1, batchSize: 2, seed: 5 });
+    const trainer = await cAttnTrainer(model, 1, {
+      seed: 5,
+      hyperparameters: { n_epochs: 1, batch_size: 2 },
+    });
     randomizeLoraB(model); // B = 0 would leave every lora_A gradient 0
     try {
       const { gradients } = await trainer.computeGradients([[0, 1]]);

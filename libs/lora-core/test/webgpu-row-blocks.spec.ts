@@ -25,7 +25,7 @@ import {
   type WebgpuTraffic,
 } from '../src';
 import { FIXTURES, ids2d, maxAbsDiff, readInputs, relativeError } from './fixture.helpers';
-import { TINY_GPT2_DIR, cAttnTrainer, pairsJsonl } from './trainer.helpers';
+import { TINY_GPT2_DIR, cAttnTrainer, pairsJsonl, testSpec } from './trainer.helpers';
 
 jest.setTimeout(300_000);
 
@@ -174,8 +174,12 @@ describe('training with a split embedding on webgpu (models/tiny-random-gpt2)', 
       runFineTune({
         model: TINY_GPT2_DIR,
         trainJsonl: pairsJsonl(),
-        lora: { r: 4, alpha: 8, dropout: 0, targetModules: ['c_attn', 'c_fc'] },
-        hyperparameters: { epochs: 1, batchSize: 2, learningRate: 2e-2, seed: 99 },
+        spec: testSpec({
+          seed: 99,
+          lora: { r: 4, alpha: 8, dropout: 0, target_modules: ['c_attn', 'c_fc'] },
+          hyperparameters: { n_epochs: 1, batch_size: 2 },
+          training: { learning_rate: 2e-2 },
+        }),
         samples: { count: 1, maxNewTokens: 4 },
       }),
     );
@@ -203,7 +207,7 @@ describe('training with a split embedding on webgpu (models/tiny-random-gpt2)', 
       runFineTune({
         model: TINY_GPT2_DIR,
         trainJsonl: pairsJsonl(),
-        hyperparameters: { batchSize: 8 },
+        spec: testSpec({ hyperparameters: { batch_size: 8 } }),
         samples: false,
       }),
     );
@@ -218,10 +222,9 @@ describe('host–GPU traffic of a training step on webgpu', () => {
     return withBindingCap(cap, async () => {
       const model = await loadCausalLM(TINY_GPT2_DIR);
       const trainer = await cAttnTrainer(model, 1, {
-        epochs: 1,
-        batchSize: 2,
-        learningRate: 1e-2,
         seed: 5,
+        hyperparameters: { n_epochs: 1, batch_size: 2 },
+        training: { learning_rate: 1e-2 },
       });
       try {
         const out: WebgpuTraffic[] = [];

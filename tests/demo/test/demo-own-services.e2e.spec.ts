@@ -100,7 +100,7 @@ describe('npm run demo without root and without running servers', () => {
     // The whole job ran against them: adapter downloaded, evaluation done, DEMO line printed.
     expect(existsSync(path.join(runDir, 'adapter', 'adapter_model.safetensors'))).toBe(true);
     expect(text.trim().split('\n').pop()).toMatch(
-      /^DEMO metric=phoneme_error_rate base=\d+\.\d{3} adapter=\d+\.\d{3} wall_s=\d+$/,
+      /^DEMO metric=accuracy base=\d+\.\d{3} adapter=\d+\.\d{3} wall_s=\d+$/,
     );
     const demoEnv = readFileSync(path.join(runDir, 'demo.env'), 'utf8');
     expect(demoEnv).toContain(`127.0.0.1:${pgPort}`);

@@ -32,6 +32,14 @@ export const FAST_WORKER_ENV: Record<string, string> = {
   LORAFLEET_LOG_LEVEL: 'warn',
 };
 
+export interface JobEventView {
+  id: string;
+  level: string;
+  type: string;
+  message: string;
+  data: { status?: string; [key: string]: unknown } | null;
+}
+
 export interface JobView {
   id: string;
   status: string;
@@ -253,18 +261,32 @@ export class Fleet {
     );
   }
 
+  /**
+   * Every event of the job, oldest first. Paged: a long run on a loaded machine writes more
+   * than one page (100) of progress events, which pushed its first status events out.
+   */
+  async events(id: string): Promise<JobEventView[]> {
+    const newestFirst: JobEventView[] = [];
+    let after = '';
+    for (;;) {
+      const page = await this.request(
+        'GET',
+        `/v1/fine_tuning/jobs/${id}/events?limit=100${after && `&after=${after}`}`,
+      );
+      const data = page.body.data as JobEventView[];
+      newestFirst.push(...data);
+      if (page.body.has_more !== true || data.length === 0) return newestFirst.reverse();
+      after = data[data.length - 1].id;
+    }
+  }
+
   /** Status events oldest first, checked to follow DESIGN §4's transition table (R14). */
   async statusTrail(id: string): Promise<string[]> {
-    const events = await this.request('GET', `/v1/fine_tuning/jobs/${id}/events?limit=100`);
-    return (events.body.data as { type: string; data: { status?: string } }[])
-      .filter((e) => e.type === 'status')
-      .map((e) => e.data.status!)
-      .reverse();
+    return (await this.events(id)).filter((e) => e.type === 'status').map((e) => e.data!.status!);
   }
 
   async messages(id: string): Promise<string[]> {
-    const events = await this.request('GET', `/v1/fine_tuning/jobs/${id}/events?limit=100`);
-    return (events.body.data as { message: string }[]).map((e) => e.message).reverse();
+    return (await this.events(id)).map((e) => e.message);
   }
 
   async row(id: string): Promise<{ attempt: number; failures: number; adapters: number }> {

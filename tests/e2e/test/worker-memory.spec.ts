@@ -17,13 +17,6 @@ interface WorkerView {
   memory_limit_mb: number | null;
 }
 
-interface EventView {
-  level: string;
-  type: string;
-  message: string;
-  data: Record<string, unknown> | null;
-}
-
 interface JobDetail {
   status: string;
   progress: { step: number };
@@ -56,11 +49,6 @@ describe('worker memory limit and pre-flight refusals', () => {
 
   const workers = async (): Promise<WorkerView[]> =>
     (await fleet.request('GET', '/v1/workers', undefined, adminKey)).body.data as WorkerView[];
-  const events = async (id: string): Promise<EventView[]> =>
-    (
-      (await fleet.request('GET', `/v1/fine_tuning/jobs/${id}/events?limit=100`)).body
-        .data as EventView[]
-    ).reverse();
   const detail = async (id: string): Promise<JobDetail> =>
     (await fleet.request('GET', `/v1/fine_tuning/jobs/${id}`)).body as JobDetail;
 
@@ -133,7 +121,7 @@ describe('worker memory limit and pre-flight refusals', () => {
       'running',
       'succeeded',
     ]);
-    const handback = (await events(job.id)).find((e) => e.message.startsWith('Handed back'));
+    const handback = (await fleet.events(job.id)).find((e) => e.message.startsWith('Handed back'));
     expect(handback?.message).toMatch(
       /this run needs about \d+ MiB, over this worker's memory limit of 1 MiB; w-big \(100000 MiB\) can take it/,
     );
@@ -197,7 +185,7 @@ describe('worker memory limit and pre-flight refusals', () => {
     expect(done.status).toBe('succeeded');
     expect(done.usage?.peak_memory_mb).toBeGreaterThan(30);
     expect(done.usage?.tokens_per_second).toBeGreaterThan(0);
-    const list = await events(job.id);
+    const list = await fleet.events(job.id);
     expect(list.find((e) => e.message.startsWith('Pre-flight'))?.message).toMatch(
       /10 examples, .*; memory estimate [\d,]+ MiB of [\d,]+ MiB$/,
     );

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { AdapterObject } from '@lorafleet/contracts';
+import { LineageSchema, type AdapterObject } from '@lorafleet/contracts';
 import { AdaptersRepository, type AdapterEntity } from '@lorafleet/db';
 import { ApiError } from '../errors/api-error';
 import { tarGz } from '../http/tar-gz';
@@ -43,17 +43,21 @@ export class AdaptersService {
     }
   }
 
-  /** tar.gz of the PEFT directory plus lorafleet.json lineage, under `<adapter id>/`. */
+  /**
+   * tar.gz of the PEFT directory plus lorafleet.json lineage (contracts `LineageSchema`, with
+   * the adapter record's id, name and weights hash), under `<adapter id>/`.
+   */
   async archive(tenantId: string, id: string): Promise<Buffer> {
     const adapter = await this.get(tenantId, id);
-    const lineage = {
-      adapter_id: adapter.id,
-      fine_tuned_model: adapter.fineTunedModel,
-      base_model: adapter.baseModel,
-      fine_tuning_job_id: adapter.jobId,
-      weights_sha256: adapter.weightsSha256,
-      ...adapter.lineage,
-    };
+    const lineage =
+      adapter.lineage === null
+        ? null
+        : LineageSchema.parse({
+            ...adapter.lineage,
+            adapter_id: adapter.id,
+            fine_tuned_model: adapter.fineTunedModel,
+            weights_sha256: adapter.weightsSha256,
+          });
     return tarGz([
       {
         name: `${id}/adapter_config.json`,
@@ -65,11 +69,16 @@ export class AdaptersService {
         content: await this.weights(tenantId, id),
         mtime: adapter.createdAt,
       },
-      {
-        name: `${id}/lorafleet.json`,
-        content: Buffer.from(JSON.stringify(lineage, null, 2) + '\n'),
-        mtime: adapter.createdAt,
-      },
+      // An adapter stored without lineage has none to give.
+      ...(lineage === null
+        ? []
+        : [
+            {
+              name: `${id}/lorafleet.json`,
+              content: Buffer.from(JSON.stringify(lineage, null, 2) + '\n'),
+              mtime: adapter.createdAt,
+            },
+          ]),
     ]);
   }
 

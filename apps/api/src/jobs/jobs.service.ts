@@ -1,20 +1,19 @@
 import { Inject, Injectable } from '@nestjs/common';
 import {
   CreateFineTuningJobRequestSchema,
-  DEFAULT_BASE_LEARNING_RATE,
-  HyperparametersSchema,
   JobStatusSchema,
-  LoraConfigSchema,
-  QUEUE_NAMES,
-  TrainingOptionsSchema,
-  resolveHyperparameters,
+  fineTuneDelivery,
   type ApiEnv,
-  type FineTuneJobPayload,
   type FineTuningJob,
   type FineTuningJobEvent,
   type LoraConfigDto,
 } from '@lorafleet/contracts';
-import { defaultMaxSeqLength, unknownTargetModules, type ModelFacts } from '@lorafleet/data';
+import {
+  FineTuneSpecError,
+  resolveFineTuneSpec,
+  unknownTargetModules,
+  type ModelFacts,
+} from '@lorafleet/data';
 import {
   ActiveJobQuotaError,
   ApiKeysRepository,
@@ -26,7 +25,6 @@ import {
   type FileEntity,
   type FineTuningJobEntity,
 } from '@lorafleet/db';
-import { randomInt } from 'node:crypto';
 import { BAD_KEY_MESSAGE, type DeferredApiKey } from '../auth/api-key.guard';
 import { API_ENV } from '../config/api-env.token';
 import { ApiError } from '../errors/api-error';
@@ -116,28 +114,32 @@ export class JobsService {
     const baseModel = this.models.resolve(request.model, 'model');
     const baseModelHash = await this.models.contentHash(baseModel);
     const facts = this.models.facts(baseModel);
-    const lora = LoraConfigSchema.parse(request.lora ?? {});
-    this.checkTargetModules(request.model, facts, lora.target_modules);
-    const training = TrainingOptionsSchema.parse({
-      ...request.training,
-      max_seq_length: request.training?.max_seq_length ?? defaultMaxSeqLength(facts.contextLength),
-    });
-    if (training.max_seq_length > facts.contextLength) {
-      // The worker would fail every attempt on this; say so now (R13: bad input never retries).
-      throw new ApiError(
-        'invalid_request',
-        `training.max_seq_length ${training.max_seq_length} exceeds the context length of ${request.model} (${facts.contextLength})`,
-        'training.max_seq_length',
-      );
-    }
+    this.checkTargetModules(request.model, facts, request.lora?.target_modules);
     const trainingFile = await this.usableFile(tenantId, request.training_file, 'training_file');
     if (request.validation_file) {
       await this.usableFile(tenantId, request.validation_file, 'validation_file');
     }
-    const hyperparameters = resolveHyperparameters(
-      HyperparametersSchema.parse(supervised ?? request.hyperparameters ?? {}),
-      trainingFile.exampleCount,
-    );
+    let spec;
+    try {
+      spec = resolveFineTuneSpec(
+        {
+          seed: request.seed,
+          hyperparameters: supervised ?? request.hyperparameters,
+          lora: request.lora,
+          training: request.training,
+        },
+        {
+          model: request.model,
+          contextLength: facts.contextLength,
+          trainingExamples: trainingFile.exampleCount,
+        },
+      );
+    } catch (error) {
+      // The worker would fail every attempt on this; say so now (R13: bad input never retries).
+      if (error instanceof FineTuneSpecError)
+        throw new ApiError('invalid_request', error.message, error.param);
+      throw error;
+    }
     let job;
     try {
       job = await this.jobs.createWithOutbox(
@@ -148,19 +150,12 @@ export class JobsService {
           trainingFileId: request.training_file,
           validationFileId: request.validation_file ?? null,
           suffix: request.suffix ?? null,
-          seed: request.seed ?? randomInt(0, 2_147_483_647),
           metadata: request.metadata ?? null,
-          hyperparameters,
-          lora,
-          training,
-          learningRate:
-            training.learning_rate ??
-            hyperparameters.learning_rate_multiplier * DEFAULT_BASE_LEARNING_RATE,
+          spec,
           idempotencyKey: idempotencyKey ?? null,
           requestHash,
         },
-        QUEUE_NAMES.fineTune,
-        (jobId): FineTuneJobPayload => ({ schemaVersion: 1, jobId, tenantId }),
+        (jobId) => fineTuneDelivery({ id: jobId, tenantId }),
         // Counted under a lock on the tenant's row, in the insert's transaction (R21).
         { maxActiveJobs: this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT },
       );
@@ -223,8 +218,7 @@ export class JobsService {
     const resumed = await this.jobs.requeue(
       id,
       { from: ['paused'], message: 'Fine-tuning job resumed' },
-      QUEUE_NAMES.fineTune,
-      { schemaVersion: 1, jobId: id, tenantId },
+      fineTuneDelivery({ id, tenantId }),
     );
     if (!resumed)
       throw new ApiError(

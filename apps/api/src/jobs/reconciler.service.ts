@@ -5,12 +5,7 @@ import {
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common';
-import {
-  FINE_TUNE_JOB_NAME,
-  QUEUE_NAMES,
-  type ApiEnv,
-  type FineTuneJobPayload,
-} from '@lorafleet/contracts';
+import { FINE_TUNE_JOB_NAME, fineTuneDelivery, type ApiEnv } from '@lorafleet/contracts';
 import { AttemptsRepository, JobsRepository, OutboxRepository } from '@lorafleet/db';
 import type { Queue } from 'bullmq';
 import { API_ENV } from '../config/api-env.token';
@@ -68,7 +63,7 @@ export class ReconcilerService implements OnApplicationBootstrap, OnApplicationS
       if (existing) await existing.remove();
       const job = await this.jobs.findById(jobId);
       if (job?.status !== 'queued') continue;
-      const payload: FineTuneJobPayload = { schemaVersion: 1, jobId, tenantId: job.tenantId };
+      const { payload } = fineTuneDelivery(job);
       await this.queue.add(FINE_TUNE_JOB_NAME, payload, { ...BULLMQ_JOB_OPTIONS, jobId });
       repaired++;
       this.logger.warn(`re-enqueued job ${jobId} (BullMQ state was ${state})`);
@@ -110,8 +105,7 @@ export class ReconcilerService implements OnApplicationBootstrap, OnApplicationS
           countFailure: true,
           eventData: { reason: 'orphaned' },
         },
-        QUEUE_NAMES.fineTune,
-        { schemaVersion: 1, jobId, tenantId: job.tenantId },
+        fineTuneDelivery(job),
       );
       if (requeued) {
         recovered++;

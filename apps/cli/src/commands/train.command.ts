@@ -2,20 +2,34 @@ import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 
-import { isOutOfMemoryError, outOfMemoryMessage, truncationWarning } from '@lorafleet/data';
 import {
-  DEFAULT_HYPERPARAMETERS,
+  LORAFLEET_VERSION,
+  LineageSchema,
+  type FineTuneSpec,
+  type FineTuneSpecRequest,
+} from '@lorafleet/contracts';
+import {
+  FineTuneSpecError,
+  hashBaseModel,
+  isOutOfMemoryError,
+  outOfMemoryMessage,
+  parseJsonlExamples,
+  readModelFacts,
+  resolveFineTuneSpec,
+  truncationWarning,
+} from '@lorafleet/data';
+import {
   LR_SCHEDULERS,
   TRUNCATION_WARNING_SHARE,
   TrainingAbortedError,
   TrainingConfigError,
   latestCheckpoint,
   listCheckpointFiles,
+  loraConfigOf,
   memoryAdvice,
   memoryLimitMbFromEnv,
   pruneCheckpoints,
   readModelConfig,
-  resolveLoraConfig,
   runFineTune,
   savePeftAdapter,
   selectBackend,
@@ -23,9 +37,9 @@ import {
   type FineTunePreflight,
   type FineTuneResult,
   type LrSchedulerType,
-  type TrainingHyperparameters,
   type TrainingProgress,
 } from '@lorafleet/lora-core';
+import { ZodError } from 'zod';
 
 import {
   parseCommandArgs,
@@ -43,33 +57,38 @@ Fine-tunes a LoRA adapter on a JSONL dataset ({"prompt","completion"}, {"message
 or {"text"} lines; the loss covers completion/assistant tokens only) and writes a PEFT
 adapter directory plus lorafleet.json (lineage) and training_metrics.csv.
 
+The flags build the same spec a REST job resolves (the same names, ranges and defaults), so a
+run here and a job with the same inputs train the same adapter on the same backend.
+
 Data and model:
   --model <dir>                 base model (config.json, model.safetensors, tokenizer.json)
   --train <jsonl>               training data
   --validation <jsonl>          validation data: final loss/accuracy and sample generations
   --out <dir>                   output directory (must be empty or absent unless --force)
-  --max-seq-length <n>          longest example kept, tail cut (default min(1024, positions))
+  --max-seq-length <n>          longest example kept, tail cut (default min(1024, context))
   --gradient-checkpointing      recompute each block's activations in backward: less memory,
                                 about one more forward pass of time
 
 LoRA:
   --r <n>                       rank (default 8)
   --alpha <a>                   lora_alpha (default 16)
-  --dropout <p>                 lora_dropout (default 0.05)
+  --dropout <p>                 lora_dropout (default 0)
   --target-modules <a,b|all-linear>  modules to adapt (default: PEFT's for the architecture)
   --use-rslora                  scale by alpha/sqrt(r)
 
-Optimisation:
-  --epochs <n>                  passes over the data (default 3)
+Optimisation (n_epochs and batch_size default to OpenAI's "auto" heuristic):
+  --epochs <n>                  passes over the data (default auto: ~3, 100 to 25,000 passes)
   --max-steps <n>               stop after n optimizer steps (the schedule decays over them)
-  --batch-size <n>              examples per micro-batch (default 4)
+  --batch-size <n>              examples per micro-batch (default auto: ~0.2% of the data)
   --grad-accum <n>              micro-batches per optimizer step (default 1)
-  --learning-rate <lr>          peak learning rate (default 2e-4)
+  --learning-rate <lr>          peak learning rate (default multiplier × 2e-4)
+  --learning-rate-multiplier <m>  OpenAI's learning_rate_multiplier (default 1)
   --lr-scheduler <name>         ${LR_SCHEDULERS.join(' | ')} (default linear)
   --warmup-steps <n>            linear warmup (default 0)
   --weight-decay <w>            AdamW decoupled weight decay (default 0)
   --max-grad-norm <g>           global-norm clipping, 0 disables (default 1)
-  --seed <n>                    seeds LoRA init, shuffling and dropout (default 42)
+  --seed <n>                    seeds LoRA init, shuffling and dropout (default random,
+                                recorded in lorafleet.json)
   --eval-every <n>              validation loss every n steps
   --early-stopping <patience>   stop after <patience> evaluations without improvement and
                                 keep the best adapter (needs --validation and --eval-every)
@@ -181,6 +200,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
     'batch-size': { type: 'string' },
     'grad-accum': { type: 'string' },
     'learning-rate': { type: 'string' },
+    'learning-rate-multiplier': { type: 'string' },
     'lr-scheduler': { type: 'string' },
     'warmup-steps': { type: 'string' },
     'weight-decay': { type: 'string' },
@@ -218,42 +238,49 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       `--lr-scheduler must be one of ${LR_SCHEDULERS.join(', ')} (got "${scheduler}")`,
     );
   }
-  const seed = opt(values.seed, parseNonNegativeInt, '--seed');
-  const hyperparameters: Partial<TrainingHyperparameters> = {
-    epochs: opt(values.epochs, parsePositiveInt, '--epochs'),
-    maxSteps: opt(values['max-steps'], parsePositiveInt, '--max-steps'),
-    batchSize: opt(values['batch-size'], parsePositiveInt, '--batch-size'),
-    gradientAccumulationSteps: opt(values['grad-accum'], parsePositiveInt, '--grad-accum'),
-    learningRate: opt(values['learning-rate'], parsePositiveNumber, '--learning-rate'),
-    lrScheduler: scheduler as LrSchedulerType | undefined,
-    warmupSteps: opt(values['warmup-steps'], parseNonNegativeInt, '--warmup-steps'),
-    weightDecay: opt(values['weight-decay'], parseNonNegative, '--weight-decay'),
-    maxGradNorm: opt(values['max-grad-norm'], parseNonNegative, '--max-grad-norm'),
-    evalEverySteps: opt(values['eval-every'], parsePositiveInt, '--eval-every'),
-    seed,
-  };
-  const dropout = opt(values.dropout, parseNonNegative, '--dropout');
   const targets = values['target-modules'];
-  const lora = {
-    r: opt(values.r, parsePositiveInt, '--r'),
-    alpha: opt(values.alpha, parsePositiveNumber, '--alpha'),
-    dropout,
-    targetModules:
-      targets === undefined
-        ? undefined
-        : targets === 'all-linear'
-          ? ('all-linear' as const)
+  // The REST request's shape: the flags resolve into the spec exactly as a job's body does.
+  const request: FineTuneSpecRequest = {
+    seed: opt(values.seed, parseNonNegativeInt, '--seed'),
+    hyperparameters: {
+      n_epochs: opt(values.epochs, parsePositiveInt, '--epochs'),
+      batch_size: opt(values['batch-size'], parsePositiveInt, '--batch-size'),
+      learning_rate_multiplier: opt(
+        values['learning-rate-multiplier'],
+        parsePositiveNumber,
+        '--learning-rate-multiplier',
+      ),
+    },
+    lora: {
+      r: opt(values.r, parsePositiveInt, '--r'),
+      alpha: opt(values.alpha, parsePositiveNumber, '--alpha'),
+      dropout: opt(values.dropout, parseNonNegative, '--dropout'),
+      target_modules:
+        targets === undefined || targets === 'all-linear'
+          ? targets
           : parseList(targets, '--target-modules'),
-    useRslora: values['use-rslora'] ?? undefined,
+      use_rslora: values['use-rslora'],
+    },
+    training: {
+      learning_rate: opt(values['learning-rate'], parsePositiveNumber, '--learning-rate'),
+      max_seq_length: opt(values['max-seq-length'], parsePositiveInt, '--max-seq-length'),
+      lr_scheduler: scheduler as LrSchedulerType | undefined,
+      warmup_steps: opt(values['warmup-steps'], parseNonNegativeInt, '--warmup-steps'),
+      weight_decay: opt(values['weight-decay'], parseNonNegative, '--weight-decay'),
+      gradient_accumulation_steps: opt(values['grad-accum'], parsePositiveInt, '--grad-accum'),
+      max_grad_norm: opt(values['max-grad-norm'], parseNonNegative, '--max-grad-norm'),
+      eval_every_steps: opt(values['eval-every'], parsePositiveInt, '--eval-every'),
+      max_steps: opt(values['max-steps'], parsePositiveInt, '--max-steps'),
+      gradient_checkpointing: values['gradient-checkpointing'],
+    },
   };
   const patience = opt(values['early-stopping'], parsePositiveInt, '--early-stopping');
   if (
     patience !== undefined &&
-    (values.validation === undefined || hyperparameters.evalEverySteps === undefined)
+    (values.validation === undefined || request.training?.eval_every_steps === undefined)
   ) {
     throw new UsageError('--early-stopping needs --validation and --eval-every');
   }
-  const maxSeqLength = opt(values['max-seq-length'], parsePositiveInt, '--max-seq-length');
 
   const checkpointDir = values['checkpoint-dir'];
   const checkpointEvery = opt(values['checkpoint-every'], parsePositiveInt, '--checkpoint-every');
@@ -307,6 +334,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
     readFile(trainPath),
     values.validation === undefined ? Promise.resolve(null) : readFile(values.validation),
   ]);
+  const spec = resolveSpec(request, modelDir, trainJsonl);
   const backend = await selectBackend(requestedBackend);
 
   // Ctrl-C / SIGTERM: finish the step, checkpoint, exit 130 (a second signal kills at once).
@@ -328,10 +356,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       model: modelDir,
       trainJsonl,
       validationJsonl,
-      lora,
-      hyperparameters,
-      maxSeqLength,
-      gradientCheckpointing: values['gradient-checkpointing'] ?? false,
+      spec,
       memoryLimitMb,
       earlyStopping: patience === undefined ? undefined : { patience },
       resumeFrom,
@@ -384,19 +409,15 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       },
     });
     await savePeftAdapter(outDir, result.adapter);
-    const lineage = {
+    const lineage = LineageSchema.parse({
+      ...result.lineage,
+      lorafleet_version: LORAFLEET_VERSION,
       base_model: basename(resolve(modelDir)),
-      base_model_sha256: result.lineage.baseModelSha256,
-      training_file_sha256: result.lineage.trainSha256,
-      validation_file_sha256: result.lineage.validationSha256,
-      config_sha256: result.lineage.configSha256,
-      hyperparameters: result.lineage.hyperparameters,
-      lora: result.lineage.lora,
-      max_seq_length: result.lineage.maxSeqLength,
+      base_model_hash: (await hashBaseModel(modelDir)).sha256,
+      // The backend as lorafleet names it (`wasm-blas`, not tfjs's `wasm`), as a job has it.
       backend,
-      tfjs_version: result.lineage.tfjsVersion,
-      resumed_from_step: result.resumedFromStep,
-    };
+      fine_tuning_job_id: null,
+    });
     await writeFile(join(outDir, 'lorafleet.json'), `${JSON.stringify(lineage, null, 2)}\n`);
     await writeFile(join(outDir, 'training_metrics.csv'), result.metricsCsv);
     const seconds = (performance.now() - started) / 1000;
@@ -435,7 +456,7 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
     // A wasm abort prints `Aborted()`, which tells a user nothing: say memory ran out, with
     // the pre-flight's estimate and what to change.
     if (isOutOfMemoryError(error)) {
-      throw new Error(await outOfMemoryText(modelDir, lora, hyperparameters, preflightSeen));
+      throw new Error(await outOfMemoryText(modelDir, spec, preflightSeen));
     }
     throw error;
   } finally {
@@ -444,11 +465,37 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
   }
 }
 
+/**
+ * The flags' request resolved by libs/data `resolveFineTuneSpec`, as the API resolves a job:
+ * "auto" sized by the examples the file holds, `max_seq_length` from the model's context.
+ */
+function resolveSpec(
+  request: FineTuneSpecRequest,
+  modelDir: string,
+  trainJsonl: Uint8Array,
+): FineTuneSpec {
+  const facts = readModelFacts(modelDir);
+  const examples = parseJsonlExamples(new TextDecoder('utf-8').decode(trainJsonl)).length;
+  try {
+    return resolveFineTuneSpec(request, {
+      model: basename(resolve(modelDir)),
+      contextLength: facts.contextLength,
+      trainingExamples: examples,
+    });
+  } catch (error) {
+    if (error instanceof FineTuneSpecError) throw new UsageError(error.message);
+    if (error instanceof ZodError) {
+      const issue = error.issues[0];
+      throw new UsageError(`${issue.path.join('.') || 'options'}: ${issue.message}`);
+    }
+    throw error;
+  }
+}
+
 /** The out-of-memory message for this run, with lora-core's advice once the pre-flight ran. */
 async function outOfMemoryText(
   modelDir: string,
-  lora: Parameters<typeof resolveLoraConfig>[0],
-  hyperparameters: Partial<TrainingHyperparameters>,
+  spec: FineTuneSpec,
   preflight: FineTunePreflight | null,
 ): Promise<string> {
   if (preflight === null) {
@@ -459,12 +506,9 @@ async function outOfMemoryText(
     const config = await readModelConfig(modelDir);
     advice = memoryAdvice({
       config,
-      batchSize: Math.min(
-        hyperparameters.batchSize ?? DEFAULT_HYPERPARAMETERS.batchSize,
-        Math.max(1, preflight.examples),
-      ),
+      batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, preflight.examples)),
       seqLength: Math.max(1, preflight.longestKeptTokens),
-      lora: resolveLoraConfig(lora, config),
+      lora: loraConfigOf(spec.lora, config),
       weightBytesPerParameter: 4,
       gradientCheckpointing: preflight.gradientCheckpointing,
     });

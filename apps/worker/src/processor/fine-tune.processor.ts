@@ -1,8 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   FineTuneJobPayloadSchema,
-  QUEUE_NAMES,
+  LineageSchema,
   WORKER_GONE_AFTER_MS,
+  fineTuneDelivery,
   fineTunedModelName,
   type WorkerEnv,
 } from '@lorafleet/contracts';
@@ -13,42 +14,42 @@ import {
   resolveBaseModel,
 } from '@lorafleet/data';
 import {
-  AdaptersRepository,
-  AttemptsRepository,
-  CheckpointsRepository,
   FilesRepository,
-  JobEventsRepository,
-  JobsRepository,
   WorkersRepository,
   shutdownReserveMs,
   type FineTuningJobEntity,
 } from '@lorafleet/db';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
-import { WORKER_ENV, WORKER_IDENTITY, type WorkerIdentity } from '../tokens';
 import {
-  TrainerFailedError,
-  TrainerKilledError,
+  ATTEMPT_JOBS,
+  TRAINER_SPAWN,
+  WORKER_ENV,
+  WORKER_IDENTITY,
+  type WorkerIdentity,
+} from '../tokens';
+import {
   TrainerProcess,
-  TrainerStoppedError,
+  describeOutcome,
+  type SpawnTrainerChild,
+  type TrainerOutcome,
 } from '../trainer/trainer-process';
 import type {
   StopReason,
   TrainerFailure,
-  TrainerPreflight,
   TrainerResult,
   TrainerSpec,
 } from '../trainer/trainer-protocol';
+import type { AttemptFiles, AttemptJobs, AttemptWorkers } from './attempt-ports';
+import { attemptReports } from './attempt-reports';
 import { retryWhileDatabaseDown } from './db-retry';
 
-/** Bad input: retrying cannot help (R13). `code` goes on the failed job's error. */
-class InvalidJobInputError extends Error {
-  constructor(
-    message: string,
-    readonly code = 'invalid_input',
-  ) {
-    super(message);
-    this.name = 'InvalidJobInputError';
-  }
+/**
+ * The worker's own checks refused the job before any training (R13): it fails once, and the
+ * BullMQ delivery ends unrecoverable too. `code` goes on the failed job's error.
+ */
+interface JobRefusal {
+  code: 'invalid_input' | 'base_model_missing' | 'base_model_mismatch';
+  message: string;
 }
 
 interface ActiveAttempt {
@@ -78,15 +79,12 @@ export class FineTuneProcessor {
   memoryLimitMb: number | null = null;
 
   constructor(
-    private readonly jobs: JobsRepository,
-    private readonly attempts: AttemptsRepository,
-    private readonly events: JobEventsRepository,
-    private readonly checkpoints: CheckpointsRepository,
-    private readonly adapters: AdaptersRepository,
-    private readonly files: FilesRepository,
-    private readonly workers: WorkersRepository,
+    @Inject(ATTEMPT_JOBS) private readonly jobs: AttemptJobs,
+    @Inject(FilesRepository) private readonly files: AttemptFiles,
+    @Inject(WorkersRepository) private readonly workers: AttemptWorkers,
     @Inject(WORKER_ENV) private readonly env: WorkerEnv,
     @Inject(WORKER_IDENTITY) private readonly identity: WorkerIdentity,
+    @Inject(TRAINER_SPAWN) private readonly spawnTrainer: SpawnTrainerChild,
   ) {}
 
   get activeJobIds(): string[] {
@@ -131,7 +129,7 @@ export class FineTuneProcessor {
     await this.statusWrite;
   }
 
-  async process(delivery: Job, token?: string): Promise<void> {
+  async process(delivery: Pick<Job, 'data' | 'moveToDelayed'>, token?: string): Promise<void> {
     const parsed = FineTuneJobPayloadSchema.safeParse(delivery.data);
     if (!parsed.success) {
       throw new UnrecoverableError(`malformed fine-tune payload: ${parsed.error.message}`);
@@ -140,7 +138,7 @@ export class FineTuneProcessor {
     await this.passOnIfTooBig(delivery, jobId, token);
     // A running job is delivered again only after its holder stopped renewing the BullMQ
     // lock, so take it over (the old lease is revoked by the new token).
-    const claimed = await this.attempts.claimAttempt(
+    const claimed = await this.jobs.claimAttempt(
       jobId,
       this.identity.id,
       this.env.LORAFLEET_BACKEND,
@@ -179,10 +177,14 @@ export class FineTuneProcessor {
    * With no such worker left, this worker claims it, and its trainer's pre-flight fails it
    * with the estimate and the advice.
    */
-  private async passOnIfTooBig(delivery: Job, jobId: string, token?: string): Promise<void> {
+  private async passOnIfTooBig(
+    delivery: Pick<Job, 'moveToDelayed'>,
+    jobId: string,
+    token?: string,
+  ): Promise<void> {
     const limit = this.memoryLimitMb;
     if (limit === null || token === undefined) return;
-    const required = await this.attempts.memoryRequiredMb(jobId);
+    const required = await this.jobs.memoryRequiredMb(jobId);
     if (required === null || required <= limit) return;
     const able = await this.workers.liveWithMemoryAtLeast(
       required,
@@ -214,11 +216,8 @@ export class FineTuneProcessor {
     const grace = new Promise<void>((resolve) =>
       setTimeout(resolve, graceMs - shutdownReserveMs(graceMs)).unref(),
     );
-    await Promise.race([
-      Promise.all(attempts.map((a) => a.trainer.result.catch(() => undefined))),
-      grace,
-    ]);
-    for (const attempt of attempts) attempt.trainer.kill('shutdown grace period over');
+    await Promise.race([Promise.all(attempts.map((a) => a.trainer.outcome)), grace]);
+    for (const attempt of attempts) attempt.trainer.kill('shutdown');
   }
 
   private async runAttempt(
@@ -226,108 +225,26 @@ export class FineTuneProcessor {
     leaseToken: string,
     attempt: number,
   ): Promise<void> {
-    let spec: TrainerSpec;
-    try {
-      spec = await this.buildSpec(job);
-    } catch (error) {
-      if (error instanceof InvalidJobInputError) {
-        // Fails once: the row says why, and BullMQ must not retry the delivery either.
-        await this.fail(job.id, leaseToken, error.code, error.message);
-        throw new UnrecoverableError(error.message);
-      }
-      throw error;
+    const spec = await this.buildSpec(job);
+    if ('refused' in spec) {
+      // Fails once: the row says why, and BullMQ must not retry the delivery either.
+      await this.fail(job.id, leaseToken, spec.refused.code, spec.refused.message);
+      throw new UnrecoverableError(spec.refused.message);
     }
-    const fenced = (what: string, write: () => Promise<unknown>) =>
-      void write().catch((error: unknown) =>
-        this.logger.warn(`job ${job.id}: ${what} failed: ${String(error)}`),
-      );
-    const trainer = new TrainerProcess(spec, {
-      onReady: (backend, resumedFromStep) =>
-        fenced('backend record', async () => {
-          await this.attempts.recordBackend(job.id, leaseToken, backend);
-          await this.events.appendFencedEvent(job.id, leaseToken, {
-            type: 'message',
-            message:
-              resumedFromStep === null
-                ? `Trainer started on backend ${backend}`
-                : `Trainer resumed from checkpoint at step ${resumedFromStep} on backend ${backend}`,
-            data: {
-              backend,
-              resumed_from_step: resumedFromStep,
-              attempt,
-              base_model_hash: spec.baseModelHash,
-            },
-          });
-        }),
-      onPreflight: (summary) =>
-        fenced('pre-flight event', () =>
-          this.events.appendFencedEvent(job.id, leaseToken, {
-            type: 'message',
-            message: preflightMessage(summary),
-            data: { ...summary },
-          }),
-        ),
-      onWarning: (message, data) =>
-        fenced('warning event', () =>
-          this.events.appendFencedEvent(job.id, leaseToken, {
-            type: 'message',
-            level: 'warn',
-            message,
-            data,
-          }),
-        ),
-      onProgress: (progress) =>
-        fenced('progress', async () => {
-          await this.attempts.updateProgress(job.id, leaseToken, {
-            step: progress.step,
-            totalSteps: progress.totalSteps,
-            epoch: progress.epoch,
-            estimatedFinish: new Date(Date.now() + progress.etaSeconds * 1000),
-          });
-          await this.events.appendFencedEvent(job.id, leaseToken, {
-            type: 'metrics',
-            message: `Step ${progress.step}/${progress.totalSteps}: training loss=${progress.loss.toFixed(4)}`,
-            data: {
-              step: progress.step,
-              total_steps: progress.totalSteps,
-              epoch: progress.epoch,
-              train_loss: progress.loss,
-              train_mean_token_accuracy: progress.meanTokenAccuracy,
-              learning_rate: progress.learningRate,
-              tokens_per_second: progress.tokensPerSecond,
-            },
-          });
-        }),
-      onEval: (step, metrics) =>
-        fenced('eval event', () =>
-          this.events.appendFencedEvent(job.id, leaseToken, {
-            type: 'metrics',
-            message: `Step ${step}: validation loss=${metrics.valid_loss?.toFixed(4) ?? '?'}`,
-            data: { step, ...metrics },
-          }),
-        ),
-      onCheckpoint: async (checkpoint) => {
-        const id = await retryWhileDatabaseDown(() =>
-          this.checkpoints.saveCheckpoint(
-            job.id,
-            leaseToken,
-            {
-              attempt,
-              step: checkpoint.step,
-              metrics: checkpoint.metrics,
-              blob: Buffer.from(checkpoint.blob),
-            },
-            this.env.LORAFLEET_CHECKPOINT_KEEP,
-          ),
-        ).catch((error: unknown) => {
-          this.logger.warn(
-            `job ${job.id}: checkpoint at step ${checkpoint.step} not stored: ${String(error)}`,
-          );
-          return null;
-        });
-        if (id === null) trainer.kill('lease lost');
-      },
-    });
+    const trainer: TrainerProcess = new TrainerProcess(
+      spec,
+      attemptReports({
+        jobs: this.jobs,
+        logger: this.logger,
+        job,
+        leaseToken,
+        attempt,
+        baseModelHash: spec.baseModelHash,
+        checkpointKeep: this.env.LORAFLEET_CHECKPOINT_KEEP,
+        killTrainer: (reason) => trainer.kill(reason),
+      }),
+      this.spawnTrainer,
+    );
     const current: ActiveAttempt = { jobId: job.id, trainer, stopping: null };
     this.active.set(job.id, current);
     const control = setInterval(
@@ -335,14 +252,12 @@ export class FineTuneProcessor {
       this.env.LORAFLEET_CONTROL_POLL_MS,
     );
     try {
-      const result = await trainer.result;
-      await this.complete(job, leaseToken, result);
-    } catch (error) {
-      await this.handleEnd(job, leaseToken, current, error);
+      const outcome = await trainer.outcome;
+      await this.settle(job, leaseToken, outcome, current.stopping);
     } finally {
       clearInterval(control);
       this.active.delete(job.id);
-      trainer.kill('attempt finished');
+      trainer.dispose();
       if (trainer.checkpointsSuperseded > 0) {
         this.logger.warn(
           `job ${job.id}: ${trainer.checkpointsSuperseded} checkpoint(s) were replaced by newer ones before they could be stored (slow database)`,
@@ -366,7 +281,7 @@ export class FineTuneProcessor {
     if (!row || row.status === 'cancelled') {
       attempt.trainer.kill('cancelled');
     } else if (row.leaseToken !== leaseToken || row.status !== 'running') {
-      attempt.trainer.kill('lease lost');
+      attempt.trainer.kill('lease_lost');
     } else if (row.pauseRequestedAt && attempt.stopping === null) {
       attempt.stopping = 'pause';
       attempt.trainer.requestStop('pause');
@@ -379,16 +294,10 @@ export class FineTuneProcessor {
     result: TrainerResult,
   ): Promise<void> {
     const adapter = await retryWhileDatabaseDown(() =>
-      this.adapters.completeWithAdapter(job.id, leaseToken, {
+      this.jobs.completeWithAdapter(job.id, leaseToken, {
         adapterConfig: result.adapterConfig,
         weights: Buffer.from(result.adapterSafetensors),
-        lineage: {
-          ...result.lineage,
-          backend: result.backend,
-          seed: job.seed,
-          base_model: job.model,
-          worker: this.identity.id,
-        },
+        lineage: LineageSchema.parse({ ...result.lineage, worker: this.identity.id }),
         fineTunedModel: fineTunedModelName(job.model, job.tenantId, job.suffix, job.id),
         trainedTokens: result.trainedTokens,
         finalMetrics: result.metrics,
@@ -409,59 +318,77 @@ export class FineTuneProcessor {
     }
   }
 
-  private async handleEnd(
+  /**
+   * The attempt's fate, decided by how its trainer run ended and nothing else: succeeded →
+   * the adapter is stored; stopped → paused or handed back (R12); killed → nothing more to
+   * write (cancel, lost lease) or a hang counted as a failure (R10); failed → once or with
+   * retries (R13). A run that ends any other way while the worker shuts down is handed back.
+   */
+  private async settle(
     job: FineTuningJobEntity,
     leaseToken: string,
-    attempt: ActiveAttempt,
-    error: unknown,
+    outcome: TrainerOutcome,
+    stopping: StopReason | null,
   ): Promise<void> {
-    if (error instanceof TrainerStoppedError) {
-      if (error.reason === 'pause') {
-        await this.jobs.transition(job.id, {
-          from: ['running'],
-          to: 'paused',
-          leaseToken,
-          message: 'Fine-tuning job paused; it resumes from its last checkpoint',
-          set: { leaseToken: null, pauseRequestedAt: null },
-        });
-      } else {
-        await this.handBack(
-          job,
-          leaseToken,
-          'Worker shutting down: checkpointed and handed the job back',
+    switch (outcome.kind) {
+      case 'succeeded': {
+        // A result that cannot be stored (past the outage retries) fails the attempt.
+        const notStored = await this.complete(job, leaseToken, outcome.result).then(
+          () => null,
+          (error: unknown) => (error instanceof Error ? error.message : String(error)),
         );
+        if (notStored !== null) {
+          const failure = { kind: 'retryable', message: notStored, param: null } as const;
+          await this.settle(job, leaseToken, { kind: 'failed', failure }, stopping);
+        }
+        return;
       }
-      return;
+      case 'stopped':
+        if (outcome.reason === 'pause') {
+          await this.jobs.transition(job.id, {
+            from: ['running'],
+            to: 'paused',
+            leaseToken,
+            message: 'Fine-tuning job paused; it resumes from its last checkpoint',
+            set: { leaseToken: null, pauseRequestedAt: null },
+          });
+        } else {
+          await this.handBack(
+            job,
+            leaseToken,
+            'Worker shutting down: checkpointed and handed the job back',
+          );
+        }
+        return;
+      case 'killed':
+        if (outcome.reason === 'watchdog') {
+          await this.retryOrFail(
+            job,
+            leaseToken,
+            'trainer_hung',
+            `the trainer reported nothing for ${this.env.LORAFLEET_WATCHDOG_MS} ms and was killed`,
+          );
+        } else if (outcome.reason === 'shutdown') {
+          await this.handBack(
+            job,
+            leaseToken,
+            'Worker shutting down: handed the job back without a fresh checkpoint',
+          );
+        } else {
+          // Cancelled or lease lost: the row already says so, and this attempt may not write.
+          this.logger.log(`job ${job.id}: trainer ${describeOutcome(outcome)}`);
+        }
+        return;
+      case 'failed':
+        if (stopping === 'shutdown') {
+          await this.handBack(job, leaseToken, 'Worker shutting down: handed the job back');
+        } else if (outcome.failure.kind === 'retryable') {
+          await this.retryOrFail(job, leaseToken, 'training_error', outcome.failure.message);
+        } else {
+          await this.failAtOnce(job, leaseToken, outcome.failure);
+        }
+        return;
     }
-    if (error instanceof TrainerKilledError) {
-      if (error.reason === 'watchdog') {
-        await this.retryOrFail(
-          job,
-          leaseToken,
-          'trainer_hung',
-          `the trainer reported nothing for ${this.env.LORAFLEET_WATCHDOG_MS} ms and was killed`,
-        );
-      } else if (error.reason.startsWith('shutdown')) {
-        await this.handBack(
-          job,
-          leaseToken,
-          'Worker shutting down: handed the job back without a fresh checkpoint',
-        );
-      } else {
-        this.logger.log(`job ${job.id}: trainer stopped (${error.reason})`);
-      }
-      return;
-    }
-    if (attempt.stopping === 'shutdown') {
-      await this.handBack(job, leaseToken, 'Worker shutting down: handed the job back');
-      return;
-    }
-    const message = error instanceof Error ? error.message : String(error);
-    if (error instanceof TrainerFailedError && !error.retryable) {
-      await this.failAtOnce(job, leaseToken, error.failure);
-      return;
-    }
-    await this.retryOrFail(job, leaseToken, 'training_error', message);
   }
 
   /**
@@ -518,7 +445,7 @@ export class FineTuneProcessor {
         );
         return;
       case 'retryable':
-        // Not reached: retryable failures take the retry path.
+        // Not reached: `settle` sends retryable failures down the retry path.
         await this.retryOrFail(job, leaseToken, 'training_error', failure.message);
     }
   }
@@ -540,8 +467,7 @@ export class FineTuneProcessor {
         eventData,
         ...(memoryRequiredMb === undefined ? {} : { memoryRequiredMb }),
       },
-      QUEUE_NAMES.fineTune,
-      { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+      fineTuneDelivery(job),
     );
   }
 
@@ -575,8 +501,7 @@ export class FineTuneProcessor {
         delayMs,
         eventData: { reason: 'retry', error: message, failures },
       },
-      QUEUE_NAMES.fineTune,
-      { schemaVersion: 1, jobId: job.id, tenantId: job.tenantId },
+      fineTuneDelivery(job),
     );
   }
 
@@ -587,7 +512,7 @@ export class FineTuneProcessor {
    */
   private async verifiedBaseModel(
     job: FineTuningJobEntity,
-  ): Promise<{ dir: string; sha256: string }> {
+  ): Promise<{ dir: string; sha256: string } | { refused: JobRefusal }> {
     const where = `on worker ${this.identity.id} (${this.env.LORAFLEET_MODELS_DIR})`;
     let dir: string;
     let sha256: string;
@@ -596,34 +521,43 @@ export class FineTuneProcessor {
       sha256 = (await hashBaseModel(dir)).sha256;
     } catch (error) {
       if (error instanceof ModelNotFoundError || error instanceof BaseModelHashError) {
-        throw new InvalidJobInputError(
-          `base model ${JSON.stringify(job.model)} is missing ${where}: ${error.message}`,
-          'base_model_missing',
-        );
+        return {
+          refused: {
+            code: 'base_model_missing',
+            message: `base model ${JSON.stringify(job.model)} is missing ${where}: ${error.message}`,
+          },
+        };
       }
       throw error;
     }
     if (job.baseModelHash !== null && sha256 !== job.baseModelHash) {
-      throw new InvalidJobInputError(
-        `base model ${JSON.stringify(job.model)} changed since the job was created: expected sha256 ${job.baseModelHash}, found ${sha256} ${where}`,
-        'base_model_mismatch',
-      );
+      return {
+        refused: {
+          code: 'base_model_mismatch',
+          message: `base model ${JSON.stringify(job.model)} changed since the job was created: expected sha256 ${job.baseModelHash}, found ${sha256} ${where}`,
+        },
+      };
     }
     return { dir, sha256 };
   }
 
-  private async buildSpec(job: FineTuningJobEntity): Promise<TrainerSpec> {
+  private async buildSpec(
+    job: FineTuningJobEntity,
+  ): Promise<TrainerSpec | { refused: JobRefusal }> {
     const base = await this.verifiedBaseModel(job);
+    if ('refused' in base) return base;
+    const missing = (message: string) => ({
+      refused: { code: 'invalid_input', message } satisfies JobRefusal,
+    });
     const training = await this.files.getContent(job.tenantId, job.trainingFileId);
-    if (!training)
-      throw new InvalidJobInputError(`training file ${job.trainingFileId} no longer exists`);
+    if (!training) return missing(`training file ${job.trainingFileId} no longer exists`);
     const validation = job.validationFileId
       ? await this.files.getContent(job.tenantId, job.validationFileId)
       : null;
     if (job.validationFileId && !validation) {
-      throw new InvalidJobInputError(`validation file ${job.validationFileId} no longer exists`);
+      return missing(`validation file ${job.validationFileId} no longer exists`);
     }
-    const checkpoint = await this.checkpoints.latestCheckpoint(job.id);
+    const checkpoint = await this.jobs.latestCheckpoint(job.id);
     return {
       jobId: job.id,
       modelName: job.model,
@@ -631,11 +565,7 @@ export class FineTuneProcessor {
       baseModelHash: base.sha256,
       trainingJsonl: training.toString('utf8'),
       validationJsonl: validation ? validation.toString('utf8') : null,
-      seed: job.seed,
-      learningRate: job.learningRate,
-      hyperparameters: job.hyperparameters,
-      lora: job.lora,
-      training: job.training,
+      spec: job.spec,
       backend: this.env.LORAFLEET_BACKEND,
       checkpointEverySteps: this.env.LORAFLEET_CHECKPOINT_EVERY_STEPS,
       checkpointEverySeconds: this.env.LORAFLEET_CHECKPOINT_EVERY_SECONDS,
@@ -668,15 +598,4 @@ export class FineTuneProcessor {
     if (failed) this.logger.warn(`job ${jobId} failed: ${message}`);
     else this.logger.log(`job ${jobId} not failed (${message}): the attempt no longer holds it`);
   }
-}
-
-/** The pre-flight event's line: the data's size, the steps, and the memory estimate. */
-function preflightMessage(summary: TrainerPreflight): string {
-  const memory =
-    `memory estimate ${summary.memoryEstimateMb.toLocaleString('en-US')} MiB` +
-    (summary.memoryLimitMb === null
-      ? ''
-      : ` of ${summary.memoryLimitMb.toLocaleString('en-US')} MiB`) +
-    (summary.gradientCheckpointing ? ' (gradient checkpointing)' : '');
-  return `Pre-flight: ${summary.examples} examples, ${summary.tokens} tokens (${summary.trainableTokens} trained), ${summary.truncatedExamples} truncated, ${summary.totalSteps} steps; ${memory}`;
 }

@@ -14,17 +14,15 @@ import {
   type FineTunePreflight,
   type FineTuneResult,
 } from '@lorafleet/lora-core';
+import { LORAFLEET_VERSION, LineageSchema } from '@lorafleet/contracts';
 import type { JsonObject } from '@lorafleet/db';
 import {
   ClassifiedError,
   classifyFailure,
-  loraOptions,
   outOfMemoryFailure,
   peakMemoryMb,
 } from './trainer-failures';
 import type { ChildToParent, ParentToChild, StopReason, TrainerSpec } from './trainer-protocol';
-
-const LORAFLEET_VERSION = '0.1.0';
 
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ChildToParent): Promise<void> {
@@ -50,22 +48,7 @@ async function run(spec: TrainerSpec): Promise<void> {
       model: spec.modelDir,
       trainJsonl: spec.trainingJsonl,
       validationJsonl: spec.validationJsonl,
-      lora: loraOptions(spec),
-      hyperparameters: {
-        epochs: spec.hyperparameters.n_epochs,
-        batchSize: spec.hyperparameters.batch_size,
-        learningRate: spec.learningRate,
-        lrScheduler: spec.training.lr_scheduler,
-        warmupSteps: spec.training.warmup_steps,
-        weightDecay: spec.training.weight_decay,
-        gradientAccumulationSteps: spec.training.gradient_accumulation_steps,
-        maxSteps: spec.training.max_steps ?? null,
-        evalEverySteps: spec.training.eval_every_steps ?? null,
-        seed: spec.seed,
-      },
-      maxSeqLength: spec.training.max_seq_length,
-      // Undefined on jobs stored before the option existed: runFineTune's default (off).
-      gradientCheckpointing: spec.training.gradient_checkpointing,
+      spec: spec.spec,
       memoryLimitMb: spec.memoryLimitMb,
       resumeFrom: spec.resumeFrom,
       signal: stopController.signal,
@@ -174,7 +157,6 @@ async function run(spec: TrainerSpec): Promise<void> {
       throw new ClassifiedError(await outOfMemoryFailure(spec, preflightSeen));
     throw error;
   }
-  const lineage = result.lineage;
   await send({
     kind: 'result',
     result: {
@@ -200,22 +182,15 @@ async function run(spec: TrainerSpec): Promise<void> {
         completion: s.completion,
         reference: s.reference,
       })),
-      lineage: {
-        base_model: lineage.baseModel,
+      lineage: LineageSchema.parse({
+        ...result.lineage,
+        // The backend as lorafleet names it (`wasm-blas`, not tfjs's `wasm`), as the job has it.
+        backend,
+        lorafleet_version: LORAFLEET_VERSION,
         // Verified against the job's recorded hash before training (config, weights, tokenizer).
         base_model_hash: spec.baseModelHash,
-        // sha256 of the weight bytes as lora-core loaded them.
-        base_model_sha256: lineage.baseModelSha256,
-        training_file_sha256: lineage.trainSha256,
-        validation_file_sha256: lineage.validationSha256,
-        config_sha256: lineage.configSha256,
-        hyperparameters: { ...lineage.hyperparameters },
-        lora: { ...lineage.lora },
-        max_seq_length: lineage.maxSeqLength,
-        tfjs_version: lineage.tfjsVersion,
-        lorafleet_version: LORAFLEET_VERSION,
-        resumed_from_step: result.resumedFromStep,
-      },
+        fine_tuning_job_id: spec.jobId,
+      }),
       peakMemoryMb: peakMemoryMb(),
       tokensPerSecond,
     },

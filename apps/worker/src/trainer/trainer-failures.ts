@@ -23,8 +23,8 @@ import {
   TrainingConfigError,
   WasmHeapLimitError,
   memoryAdvice,
+  loraConfigOf,
   readModelConfig,
-  resolveLoraConfig,
   type FineTunePreflight,
 } from '@lorafleet/lora-core';
 import type { TrainerFailure, TrainerSpec } from './trainer-protocol';
@@ -36,24 +36,16 @@ export class ClassifiedError extends Error {
   }
 }
 
-/** lora-core's `TrainingConfigError.field` → the REST request field to name as `param`. */
-const REQUEST_FIELDS: Record<string, string> = {
-  maxSeqLength: 'training.max_seq_length',
-  batchSize: 'hyperparameters.batch_size',
-  epochs: 'hyperparameters.n_epochs',
-  learningRate: 'training.learning_rate',
-  lrScheduler: 'training.lr_scheduler',
-  seed: 'seed',
-  warmupSteps: 'training.warmup_steps',
-  weightDecay: 'training.weight_decay',
-  gradientAccumulationSteps: 'training.gradient_accumulation_steps',
-  maxSteps: 'training.max_steps',
-  evalEverySteps: 'training.eval_every_steps',
+/** lora-core's `LoraConfigError.key` (the adapter layer's names) → the request field. */
+const LORA_REQUEST_FIELDS: Record<string, string> = {
   r: 'lora.r',
   alpha: 'lora.alpha',
   dropout: 'lora.dropout',
   targetModules: 'lora.target_modules',
 };
+
+/** `TrainingConfigError.field` is a spec path, which is the request's path too. */
+const SPEC_PATH = /^(seed|(hyperparameters|lora|training)\.[a-z_]+)$/;
 
 /**
  * Classifies a failure once, here, where lora-core's error types are known (issue 14 item
@@ -79,11 +71,12 @@ export function classifyFailure(error: unknown): TrainerFailure {
   if (error instanceof NoTrainableTokensError) {
     return { kind: 'invalid_file', message, param: 'training.max_seq_length' };
   }
-  if (error instanceof TrainingConfigError || error instanceof LoraConfigError) {
-    // TrainingConfigError names the option in `field`, LoraConfigError in `key`.
-    const named = error as { field?: string; key?: string };
-    const param = REQUEST_FIELDS[named.field ?? named.key ?? ''] ?? null;
-    return { kind: 'invalid_input', message, param };
+  if (error instanceof TrainingConfigError) {
+    const field = error.field ?? '';
+    return { kind: 'invalid_input', message, param: SPEC_PATH.test(field) ? field : null };
+  }
+  if (error instanceof LoraConfigError) {
+    return { kind: 'invalid_input', message, param: LORA_REQUEST_FIELDS[error.key ?? ''] ?? null };
   }
   if (
     error instanceof DatasetValidationError ||
@@ -136,9 +129,9 @@ export async function outOfMemoryFailure(
       const config = await readModelConfig(spec.modelDir);
       advice = memoryAdvice({
         config,
-        batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, preflight.examples)),
+        batchSize: Math.min(spec.spec.hyperparameters.batch_size, Math.max(1, preflight.examples)),
         seqLength: Math.max(1, preflight.longestKeptTokens),
-        lora: resolveLoraConfig(loraOptions(spec), config),
+        lora: loraConfigOf(spec.spec.lora, config),
         weightBytesPerParameter: 4,
         gradientCheckpointing: preflight.gradientCheckpointing,
       });
@@ -154,16 +147,5 @@ export async function outOfMemoryFailure(
       advice,
     }),
     param: null,
-  };
-}
-
-/** The job's `lora` object as lora-core's options. */
-export function loraOptions(spec: TrainerSpec) {
-  return {
-    r: spec.lora.r,
-    alpha: spec.lora.alpha,
-    dropout: spec.lora.dropout,
-    useRslora: spec.lora.use_rslora,
-    ...(spec.lora.target_modules === undefined ? {} : { targetModules: spec.lora.target_modules }),
   };
 }

@@ -1,5 +1,5 @@
 import { OUT_OF_MEMORY_TEXT, outOfMemoryMessage } from '@lorafleet/data';
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
 import path from 'node:path';
 import type {
   ChildToParent,
@@ -13,35 +13,102 @@ import type {
   TrainerSpec,
 } from './trainer-protocol';
 
-/** How a trainer run ended, when it did not produce a result. */
-export class TrainerFailedError extends Error {
-  constructor(readonly failure: TrainerFailure) {
-    super(failure.message);
-    this.name = 'TrainerFailedError';
-  }
-
-  /** Only failures that may be transient are retried (R13, issue 14 item 11). */
-  get retryable(): boolean {
-    return this.failure.kind === 'retryable';
-  }
-}
-
 /** Bytes of the child's stderr kept to tell how it died. */
 const STDERR_TAIL_BYTES = 8192;
 
-/** The trainer was killed on purpose (cancel, lost lease, watchdog); not a crash. */
-export class TrainerKilledError extends Error {
-  constructor(readonly reason: string) {
-    super(reason);
-    this.name = 'TrainerKilledError';
+/** Why the parent killed a trainer on purpose (not a crash). */
+export type KillReason =
+  /** The job was cancelled (R11). */
+  | 'cancelled'
+  /** Another attempt holds the job now: the poll saw it, or a checkpoint was refused (R7). */
+  | 'lease_lost'
+  /** The child said nothing for LORAFLEET_WATCHDOG_MS (R10). */
+  | 'watchdog'
+  /** The shutdown grace ran out before the child checkpointed and stopped (R12). */
+  | 'shutdown';
+
+/**
+ * How one trainer run ended: the one value that decides the attempt's fate. `outcome`
+ * resolves to it and never rejects.
+ */
+export type TrainerOutcome =
+  /** The child reported its result, and every checkpoint before it was stored. */
+  | { kind: 'succeeded'; result: TrainerResult }
+  /** The child checkpointed and stopped on request (pause or shutdown). */
+  | { kind: 'stopped'; reason: StopReason }
+  /** The parent killed the child on purpose. */
+  | { kind: 'killed'; reason: KillReason }
+  /**
+   * A failure the child classified, a crash, or a checkpoint that could not be stored.
+   * Only `failure.kind === 'retryable'` may be transient (R13, issue 14 item 11).
+   */
+  | { kind: 'failed'; failure: TrainerFailure };
+
+/** One line for logs and errors. */
+export function describeOutcome(outcome: TrainerOutcome): string {
+  switch (outcome.kind) {
+    case 'succeeded':
+      return `succeeded after ${outcome.result.steps} steps on ${outcome.result.backend}`;
+    case 'stopped':
+      return `stopped for ${outcome.reason}`;
+    case 'killed':
+      return `killed (${outcome.reason})`;
+    case 'failed':
+      return `failed (${outcome.failure.kind}): ${outcome.failure.message}`;
   }
 }
 
-export class TrainerStoppedError extends Error {
-  constructor(readonly reason: StopReason) {
-    super(`trainer stopped for ${reason}`);
-    this.name = 'TrainerStoppedError';
-  }
+/** What a trainer child tells its parent, as the events of the process that runs it. */
+export interface TrainerChildEvents {
+  message(message: ChildToParent): void;
+  /** The process could not be spawned, or a message could not be sent. */
+  error(error: Error): void;
+  /** The process is gone, its stderr drained: how it ended, and the end of that stderr. */
+  exit(code: number | null, signal: NodeJS.Signals | null, stderrTail: string): void;
+}
+
+/** The trainer child as the parent drives it: a forked process, or a scripted stand-in. */
+export interface TrainerChild {
+  readonly pid: number | undefined;
+  send(message: ParentToChild): void;
+  /** SIGKILL, unless it has already exited. */
+  kill(): void;
+}
+
+export type SpawnTrainerChild = (events: TrainerChildEvents) => TrainerChild;
+
+/** Forks `entry` (the built trainer-child.js by default) with the advanced IPC serialization. */
+export function forkTrainerChild(
+  entry = path.join(__dirname, 'trainer-child.js'),
+): SpawnTrainerChild {
+  return (events) => {
+    const child = fork(entry, [], {
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+      env: process.env,
+    });
+    let stderrTail = '';
+    // Still the worker's stderr (logs), and the tail is kept for the exit diagnosis.
+    child.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      stderrTail = (stderrTail + chunk.toString()).slice(-STDERR_TAIL_BYTES);
+    });
+    child.on('message', (message: ChildToParent) => events.message(message));
+    child.on('error', (error) => events.error(error));
+    // 'close', not 'exit': it comes after stderr is drained, so the tail is complete.
+    child.on('close', (code, signal) => events.exit(code, signal, stderrTail));
+    return {
+      get pid() {
+        return child.pid;
+      },
+      send(message) {
+        if (child.connected) child.send(message);
+      },
+      kill() {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      },
+    };
+  };
 }
 
 export interface TrainerHandlers {
@@ -58,14 +125,17 @@ export interface TrainerHandlers {
 }
 
 /**
- * One training run in a forked child process. `result` settles when the child reports a
- * result, stops, or dies; `kill()` ends it at once. Every message counts as a sign of life for
- * the watchdog (R10).
+ * One training run in a trainer child (a forked process unless told otherwise). `outcome`
+ * resolves when the child reports a result, stops, fails or dies; `kill()` ends it at once.
+ * Every message counts as a sign of life for the watchdog (R10).
  */
 export class TrainerProcess {
-  readonly result: Promise<TrainerResult>;
-  private readonly child: ChildProcess;
-  private killedReason: string | undefined;
+  /** How the run ended; never rejects. */
+  readonly outcome: Promise<TrainerOutcome>;
+  private readonly child: TrainerChild;
+  private killedReason: KillReason | undefined;
+  /** The child sent `stopped` or `result`: a clean exit after it is expected. */
+  private reportedEnd = false;
   private lastSignOfLife = Date.now();
   /**
    * Checkpoint storage. The child does not wait for a checkpoint to be stored, so while a
@@ -80,33 +150,33 @@ export class TrainerProcess {
   private supersededCheckpoints = 0;
   /** The first failed checkpoint write; the run then ends with it instead of its result. */
   private checkpointError: Error | undefined;
-  /** The end of the child's stderr: a wasm abort or V8 heap death prints only there. */
-  private stderrTail = '';
 
   constructor(
     spec: TrainerSpec,
     handlers: TrainerHandlers,
-    entry = path.join(__dirname, 'trainer-child.js'),
+    spawn: SpawnTrainerChild = forkTrainerChild(),
   ) {
-    this.child = fork(entry, [], {
-      serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
-      env: process.env,
-    });
-    // Still the worker's stderr (logs), and the tail is kept for the exit diagnosis below.
-    this.child.stderr?.on('data', (chunk: Buffer) => {
-      process.stderr.write(chunk);
-      this.stderrTail = (this.stderrTail + chunk.toString()).slice(-STDERR_TAIL_BYTES);
-    });
-    this.result = new Promise<TrainerResult>((resolve, reject) => {
+    let settle!: (outcome: TrainerOutcome) => void;
+    this.outcome = new Promise<TrainerOutcome>((resolve) => {
       let settled = false;
-      const settle = (fn: () => void) => {
-        if (!settled) {
-          settled = true;
-          fn();
-        }
+      settle = (outcome) => {
+        if (settled) return;
+        settled = true;
+        resolve(outcome);
       };
-      this.child.on('message', (message: ChildToParent) => {
+    });
+    const failed = (failure: TrainerFailure): TrainerOutcome => ({ kind: 'failed', failure });
+    // A failed checkpoint write outranks what the child said after it.
+    const afterCheckpoints = (outcome: TrainerOutcome) =>
+      void this.checkpointsWritten.then(() =>
+        settle(
+          this.checkpointError
+            ? failed({ kind: 'retryable', message: this.checkpointError.message, param: null })
+            : outcome,
+        ),
+      );
+    this.child = spawn({
+      message: (message) => {
         this.lastSignOfLife = Date.now();
         switch (message.kind) {
           case 'ready':
@@ -128,63 +198,30 @@ export class TrainerProcess {
             this.queueCheckpoint(message.checkpoint, handlers);
             break;
           case 'stopped':
-            void this.checkpointsWritten.then(() =>
-              settle(() => reject(this.checkpointError ?? new TrainerStoppedError(message.reason))),
-            );
+            this.reportedEnd = true;
+            afterCheckpoints({ kind: 'stopped', reason: message.reason });
             break;
           case 'result':
-            void this.checkpointsWritten.then(() =>
-              settle(() =>
-                this.checkpointError ? reject(this.checkpointError) : resolve(message.result),
-              ),
-            );
+            this.reportedEnd = true;
+            afterCheckpoints({ kind: 'succeeded', result: message.result });
             break;
           case 'error':
-            settle(() => reject(new TrainerFailedError(message.failure)));
+            settle(failed(message.failure));
             break;
         }
-      });
-      this.child.on('error', (error) =>
-        settle(() =>
-          reject(
-            new TrainerFailedError({ kind: 'retryable', message: error.message, param: null }),
-          ),
-        ),
-      );
-      // 'close', not 'exit': it comes after stderr is drained, so the tail is complete.
-      this.child.on('close', (code, signal) => {
-        // A clean exit after `stopped`/`result` settles through the chain above.
-        if (code === 0 && this.killedReason === undefined) return;
-        settle(() =>
-          reject(
-            this.killedReason !== undefined
-              ? new TrainerKilledError(this.killedReason)
-              : new TrainerFailedError(this.exitFailure(code, signal)),
-          ),
-        );
-      });
+      },
+      error: (error) => settle(failed({ kind: 'retryable', message: error.message, param: null })),
+      exit: (code, signal, stderrTail) => {
+        if (this.killedReason !== undefined) {
+          settle({ kind: 'killed', reason: this.killedReason });
+          return;
+        }
+        // A clean exit after `stopped`/`result` settles through the checkpoint chain above.
+        if (code === 0 && this.reportedEnd) return;
+        settle(failed(exitFailure(code, signal, stderrTail)));
+      },
     });
-    this.send({ kind: 'start', spec });
-  }
-
-  /**
-   * A child that died without reporting an error. A wasm abort or a V8 heap exhaustion (exit
-   * 134, SIGABRT) is memory running out: reported as such, never as the raw `Aborted()`
-   * text, and not retried, since the same run on the same worker would die the same way.
-   */
-  private exitFailure(code: number | null, signal: NodeJS.Signals | null): TrainerFailure {
-    if (code === 134 || signal === 'SIGABRT' || OUT_OF_MEMORY_TEXT.test(this.stderrTail)) {
-      return {
-        kind: 'out_of_memory',
-        message: outOfMemoryMessage({ estimateMb: null, limitMb: null, advice: null }),
-        param: null,
-      };
-    }
-    return {
-      kind: 'retryable',
-      message: `trainer process exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`,
-      param: null,
-    };
+    this.child.send({ kind: 'start', spec });
   }
 
   get pid(): number | undefined {
@@ -198,7 +235,7 @@ export class TrainerProcess {
 
   /** Asks for a checkpoint and a clean stop at the next step boundary. */
   requestStop(reason: StopReason): void {
-    this.send({ kind: 'stop', reason });
+    this.child.send({ kind: 'stop', reason });
   }
 
   /** Checkpoints dropped because a newer one arrived before they could be stored. */
@@ -206,9 +243,15 @@ export class TrainerProcess {
     return this.supersededCheckpoints;
   }
 
-  kill(reason: string): void {
+  /** Kills the child at once; the run ends `killed` with the first reason given. */
+  kill(reason: KillReason): void {
     this.killedReason ??= reason;
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    this.child.kill();
+  }
+
+  /** Kills a child still running once its outcome has been handled. */
+  dispose(): void {
+    this.child.kill();
   }
 
   private queueCheckpoint(checkpoint: TrainerCheckpoint, handlers: TrainerHandlers): void {
@@ -230,8 +273,31 @@ export class TrainerProcess {
       this.writingCheckpoints = false;
     })();
   }
+}
 
-  private send(message: ParentToChild): void {
-    if (this.child.connected) this.child.send(message);
+/**
+ * A child that died without reporting an error. A wasm abort or a V8 heap exhaustion (exit
+ * 134, SIGABRT) is memory running out: reported as such, never as the raw `Aborted()`
+ * text, and not retried, since the same run on the same worker would die the same way.
+ */
+function exitFailure(
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  stderrTail: string,
+): TrainerFailure {
+  if (code === 134 || signal === 'SIGABRT' || OUT_OF_MEMORY_TEXT.test(stderrTail)) {
+    return {
+      kind: 'out_of_memory',
+      message: outOfMemoryMessage({ estimateMb: null, limitMb: null, advice: null }),
+      param: null,
+    };
   }
+  return {
+    kind: 'retryable',
+    message:
+      code === 0
+        ? 'trainer process exited without a result'
+        : `trainer process exited (code ${code ?? 'none'}, signal ${signal ?? 'none'})`,
+    param: null,
+  };
 }

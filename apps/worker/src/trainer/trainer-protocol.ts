@@ -1,4 +1,4 @@
-import type { LoraConfigDto, ResolvedHyperparameters, TrainingOptions } from '@lorafleet/contracts';
+import type { FineTuneSpec, Lineage } from '@lorafleet/contracts';
 import type { JsonObject } from '@lorafleet/db';
 
 /**
@@ -15,11 +15,8 @@ export interface TrainerSpec {
   baseModelHash: string;
   trainingJsonl: string;
   validationJsonl: string | null;
-  seed: number;
-  learningRate: number;
-  hyperparameters: ResolvedHyperparameters;
-  lora: LoraConfigDto;
-  training: TrainingOptions;
+  /** The job's spec as the API stored it, handed to `runFineTune` unchanged. */
+  spec: FineTuneSpec;
   /** LORAFLEET_BACKEND as configured on the worker. */
   backend: string;
   checkpointEverySteps: number;
@@ -114,7 +111,7 @@ export interface TrainerResult {
   resultCsv: string;
   /** A few validation prompts with the adapter's completions. */
   samples: { prompt: string; completion: string; reference: string }[];
-  lineage: JsonObject;
+  lineage: Lineage;
   /** Peak resident memory of the trainer process (VmHWM), MiB; null off Linux. */
   peakMemoryMb: number | null;
   /** Real tokens per second, averaged over this attempt's steps; null if none ran. */

@@ -1,3 +1,4 @@
+import type { Lineage } from '@lorafleet/contracts';
 import type { JsonObject } from './json';
 import {
   Column,
@@ -51,7 +52,7 @@ export class AdapterEntity {
   weightsSha256!: string;
 
   @Column({ type: 'jsonb', nullable: true })
-  lineage!: JsonObject | null;
+  lineage!: Lineage | null;
 
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;

@@ -1,10 +1,4 @@
-import type { JsonObject } from './json';
-import type {
-  JobStatus,
-  LoraConfigDto,
-  ResolvedHyperparameters,
-  TrainingOptions,
-} from '@lorafleet/contracts';
+import type { FineTuneSpec, JobStatus, Lineage, RequestedBackend } from '@lorafleet/contracts';
 import {
   Column,
   CreateDateColumn,
@@ -65,23 +59,15 @@ export class FineTuningJobEntity {
   @Column({ type: 'text', nullable: true })
   suffix!: string | null;
 
-  @Column({ type: 'integer' })
-  seed!: number;
-
   @Column({ type: 'jsonb', nullable: true })
   metadata!: Record<string, string> | null;
 
+  /**
+   * What to train, resolved once at creation (libs/data `resolveFineTuneSpec`) and handed to
+   * the trainer unchanged: seed, hyperparameters, lora and training.
+   */
   @Column({ type: 'jsonb' })
-  hyperparameters!: ResolvedHyperparameters;
-
-  @Column({ type: 'jsonb' })
-  lora!: LoraConfigDto;
-
-  @Column({ type: 'jsonb' })
-  training!: TrainingOptions;
-
-  @Column({ name: 'learning_rate', type: 'double precision' })
-  learningRate!: number;
+  spec!: FineTuneSpec;
 
   @Column({ name: 'fine_tuned_model', type: 'text', nullable: true })
   fineTunedModel!: string | null;
@@ -122,6 +108,11 @@ export class FineTuningJobEntity {
   @Column({ name: 'worker_id', type: 'text', nullable: true })
   workerId!: string | null;
 
+  /** The backend the latest attempt's worker asked for (its LORAFLEET_BACKEND, e.g. `auto`). */
+  @Column({ name: 'requested_backend', type: 'text', nullable: true })
+  requestedBackend!: RequestedBackend | null;
+
+  /** The backend the latest attempt's trainer initialised (e.g. `wasm-blas`); null until then. */
   @Column({ type: 'text', nullable: true })
   backend!: string | null;
 
@@ -129,7 +120,7 @@ export class FineTuningJobEntity {
   adapterId!: string | null;
 
   @Column({ type: 'jsonb', nullable: true })
-  lineage!: JsonObject | null;
+  lineage!: Lineage | null;
 
   /** Final full-validation metrics of the successful attempt. */
   @Column({ name: 'final_metrics', type: 'jsonb', nullable: true })

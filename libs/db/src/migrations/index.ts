@@ -4,6 +4,8 @@ import { WorkerResults1795945892651 } from './1795945892651-worker-results.migra
 import { BaseModelHash1795955175204 } from './1795955175204-base-model-hash.migration';
 import { FleetAdminKeys1796505127912 } from './1796505127912-fleet-admin-keys.migration';
 import { WorkerMemoryUsage1796505208846 } from './1796505208846-worker-memory-usage.migration';
+import { FineTuneSpec1796515902332 } from './1796515902332-fine-tune-spec.migration';
+import { LineageSpec1796516200000 } from './1796516200000-lineage-spec.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
@@ -13,4 +15,6 @@ export const ALL_MIGRATIONS: MixedList<Function> = [
   BaseModelHash1795955175204,
   FleetAdminKeys1796505127912,
   WorkerMemoryUsage1796505208846,
+  FineTuneSpec1796515902332,
+  LineageSpec1796516200000,
 ];

@@ -1,3 +1,4 @@
+import type { Lineage } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
 import { AdapterEntity, FileEntity, FineTuningJobEntity } from '../entities';
 import type { JsonObject } from '../entities/json';
@@ -9,7 +10,7 @@ import { insertJobEvent } from './job-events.repository';
 export interface NewAdapter {
   adapterConfig: JsonObject;
   weights: Buffer;
-  lineage: JsonObject | null;
+  lineage: Lineage | null;
   fineTunedModel: string;
   trainedTokens: number;
   /** Final full-validation metrics. */

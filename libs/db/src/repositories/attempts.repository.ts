@@ -1,4 +1,4 @@
-import type { JobStatus } from '@lorafleet/contracts';
+import type { JobStatus, RequestedBackend } from '@lorafleet/contracts';
 import { randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { FineTuningJobEntity } from '../entities';
@@ -63,7 +63,7 @@ export class AttemptsRepository {
   async claimAttempt(
     jobId: string,
     workerId: string,
-    backend: string,
+    requestedBackend: RequestedBackend,
     options: { takeover?: boolean } = {},
   ): Promise<ClaimedAttempt | null> {
     const leaseToken = randomUUID();
@@ -77,11 +77,11 @@ export class AttemptsRepository {
       const result = await manager.query<unknown>(
         `UPDATE fine_tuning_jobs
             SET status = 'running', attempt = attempt + 1, lease_token = $2, worker_id = $3,
-                backend = $4, started_at = COALESCE(started_at, now()), updated_at = now(),
+                requested_backend = $4, backend = NULL, started_at = COALESCE(started_at, now()), updated_at = now(),
                 failures = failures + $5
           WHERE id = $1
           RETURNING attempt, failures`,
-        [jobId, leaseToken, workerId, backend, from === 'running' ? 1 : 0],
+        [jobId, leaseToken, workerId, requestedBackend, from === 'running' ? 1 : 0],
       );
       const [row] = returningRows<{ attempt: number; failures: number }>(result);
       if (from === 'running') {
@@ -99,13 +99,13 @@ export class AttemptsRepository {
       } else {
         await insertJobEvent(manager, jobId, {
           type: 'status',
-          message: `Fine-tuning job started (attempt ${row.attempt}) on ${workerId} using ${backend}`,
+          message: `Fine-tuning job started (attempt ${row.attempt}) on ${workerId} using ${requestedBackend}`,
           data: {
             status: 'running',
             from: 'queued',
             attempt: row.attempt,
             worker: workerId,
-            backend,
+            backend: requestedBackend,
           },
         });
       }

@@ -2,9 +2,8 @@ import {
   isLegalJobTransition,
   isTerminalJobStatus,
   type JobStatus,
-  type LoraConfigDto,
-  type ResolvedHyperparameters,
-  type TrainingOptions,
+  type FineTuneSpec,
+  type QueueDelivery,
 } from '@lorafleet/contracts';
 import { In, type DataSource } from 'typeorm';
 import { FineTuningJobEntity } from '../entities';
@@ -23,12 +22,8 @@ export interface NewJob {
   trainingFileId: string;
   validationFileId: string | null;
   suffix: string | null;
-  seed: number;
   metadata: Record<string, string> | null;
-  hyperparameters: ResolvedHyperparameters;
-  lora: LoraConfigDto;
-  training: TrainingOptions;
-  learningRate: number;
+  spec: FineTuneSpec;
   idempotencyKey: string | null;
   requestHash: string | null;
 }
@@ -111,8 +106,7 @@ export class JobsRepository {
    */
   async createWithOutbox(
     job: NewJob,
-    queue: string,
-    payloadFor: (jobId: string) => JsonObject,
+    deliveryFor: (jobId: string) => QueueDelivery,
     options: { maxActiveJobs?: number } = {},
   ): Promise<FineTuningJobEntity> {
     return this.dataSource.transaction(async (manager) => {
@@ -138,7 +132,7 @@ export class JobsRepository {
         message: 'Fine-tuning job queued',
         data: { status: 'queued', from: 'validating_files' },
       });
-      await insertOutboxEntry(manager, { jobId: id, queue, payload: payloadFor(id) });
+      await insertOutboxEntry(manager, { jobId: id, ...deliveryFor(id) });
       return manager.findOneByOrFail(FineTuningJobEntity, { id });
     });
   }
@@ -243,12 +237,7 @@ export class JobsRepository {
    * Moves a job back to `queued` and writes a new outbox entry in the same transaction, so
    * the relay delivers it again (resume, hand-back, retry). Fenced when `leaseToken` is set.
    */
-  async requeue(
-    jobId: string,
-    request: RequeueRequest,
-    queue: string,
-    payload: JsonObject,
-  ): Promise<boolean> {
+  async requeue(jobId: string, request: RequeueRequest, delivery: QueueDelivery): Promise<boolean> {
     for (const from of request.from) {
       if (!isLegalJobTransition(from, 'queued'))
         throw new Error(`illegal job transition ${from} → queued`);
@@ -277,7 +266,7 @@ export class JobsRepository {
         message: request.message,
         data: { ...request.eventData, status: 'queued', from: updated[0].status },
       });
-      await insertOutboxEntry(manager, { jobId, queue, payload, delayMs: request.delayMs });
+      await insertOutboxEntry(manager, { jobId, ...delivery, delayMs: request.delayMs });
       return true;
     });
   }

@@ -1,14 +1,13 @@
+import type { QueueDelivery } from '@lorafleet/contracts';
 import { IsNull, type DataSource, type EntityManager } from 'typeorm';
 import { OutboxEntity } from '../entities';
-import type { JsonObject } from '../entities/json';
 
-export interface NewOutboxEntry {
+/** A queue and its typed payload (contracts `fineTuneDelivery`), for one job. */
+export type NewOutboxEntry = QueueDelivery & {
   jobId: string;
-  queue: string;
-  payload: JsonObject;
   /** BullMQ delay for the delivery (retry backoff). */
   delayMs?: number;
-}
+};
 
 /**
  * Records a delivery inside the caller's transaction, so it exists exactly when the job

@@ -5,6 +5,7 @@
  * (`wasm-blas`, `cpu-blas`), webgpu and tfjs-node on top (DESIGN §7).
  */
 import * as tf from '@tensorflow/tfjs';
+import type { RequestedBackend } from '@lorafleet/contracts';
 import { dirname } from 'node:path';
 
 import { installActivationKernels } from './activation.kernels';
@@ -15,9 +16,12 @@ import { installWasmSharedIdentity } from './wasm-identity.kernel';
 import { installWasmFastMatMul } from './wasm-matmul.kernels';
 import { installWasmSliceKernels } from './wasm-slice.kernels';
 
-export type BackendName = 'cpu' | 'wasm';
-
-export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm'];
+/**
+ * The two of contracts' `REQUESTED_BACKENDS` (the one list of backend names) that this
+ * registry initialises itself; typed against that list, so a name cannot drift from it.
+ */
+export const BACKEND_NAMES = ['cpu', 'wasm'] as const satisfies readonly RequestedBackend[];
+export type BackendName = (typeof BACKEND_NAMES)[number];
 
 export { BackendError };
 

@@ -11,17 +11,7 @@ import { BackendError, initBackend } from './backend.registry';
 import { installEagerGradients } from './eager-gradients';
 import { initWebgpuBackend, vulkanLoaderPresent } from './webgpu.backend';
 
-export const REQUESTED_BACKENDS = [
-  'auto',
-  'gpu',
-  'tensorflow',
-  'webgpu',
-  'wasm-blas',
-  'wasm',
-  'cpu-blas',
-  'cpu',
-] as const;
-export type RequestedBackend = (typeof REQUESTED_BACKENDS)[number];
+import { REQUESTED_BACKENDS, type RequestedBackend } from '@lorafleet/contracts';
 
 interface TfjsNodeModule {
   getBackend?: () => string;

@@ -10,6 +10,7 @@ import {
   DECODER_CONFIG_DEFAULTS,
   configIntProblem,
   decoderParameterFlags,
+  modelFactsFromConfig,
   readsAttentionBias,
 } from '@lorafleet/data';
 
@@ -381,9 +382,13 @@ export function sequenceLimit(config: ModelConfig): number {
   return config.slidingWindow ?? Infinity;
 }
 
-/** The context length a run defaults and is held to: the trained positions, within the limit. */
+/**
+ * The context length a run defaults and is held to: the trained positions, within an active
+ * sliding window. libs/data's config facts compute it, for the API and the CLI too, so the
+ * resolved `max_seq_length` and this check can never disagree.
+ */
 export function contextLength(config: ModelConfig): number {
-  return Math.min(config.maxPositions, sequenceLimit(config));
+  return modelFactsFromConfig(config.raw).contextLength;
 }
 
 /** Parses a Hugging Face config.json object (already JSON-decoded). */

@@ -8,9 +8,8 @@ import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
+import type { FineTuneSpec, Lineage, LoraConfigDto } from '@lorafleet/contracts';
 import {
-  buildGenerationPrompt,
-  defaultMaxSeqLength,
   loadTokenizer,
   parseJsonlExamples,
   preflightSummary,
@@ -22,7 +21,6 @@ import {
 
 import { hostWeightKernelsActive } from '../backend/host-weight.kernels';
 import { deviceBindingLimitBytes, initWebgpuBackend } from '../backend/webgpu.backend';
-import { generateTokens } from '../generation/generate';
 import { exportPeftAdapterAsync, type ExportedPeftAdapter } from '../lora/peft-adapter.io';
 import { defaultTargetModules, type LoraConfig } from '../lora/lora.config';
 import type { CausalLM } from '../models/causal-lm.model';
@@ -39,17 +37,18 @@ import {
   type MemoryEstimateInput,
 } from '../memory/memory-estimate';
 import { loadCausalLM, readModelConfig } from '../models/hf-model.loader';
-import { contextLength, sequenceLimit, type ModelConfig } from '../models/model.config';
+import { contextLength, type ModelConfig } from '../models/model.config';
+import { generateSamples, type SampleGeneration } from './evaluation';
 import { metricsToCsv } from './metrics-csv';
-import { Trainer, resolveHyperparameters, type CheckpointOptions } from './trainer';
+import { Trainer, type CheckpointOptions } from './trainer';
 import {
   TrainingConfigError,
+  checkFineTuneSpec,
   type EarlyStoppingOptions,
   type EvalMetrics,
   type EvalReport,
   type StepMetrics,
   type StopReason,
-  type TrainingHyperparameters,
   type TrainingProgress,
 } from './trainer.types';
 
@@ -66,16 +65,14 @@ export interface FineTuneOptions {
   /** Training JSONL (file content). */
   trainJsonl: string | Uint8Array;
   validationJsonl?: string | Uint8Array | null;
-  /** LoRA settings; defaults r=8, alpha=16, dropout=0.05, the architecture's PEFT targets. */
-  lora?: Partial<LoraConfig>;
-  hyperparameters?: Partial<TrainingHyperparameters>;
-  /** Longest tokenized example kept (the tail is cut). Default min(1024, the model's positions). */
-  maxSeqLength?: number;
   /**
-   * Recompute each block's activations in backward instead of keeping them (Chen et al. 2016):
-   * about one more forward pass of time for activations of one block plus the residual stream.
+   * Everything that decides what is trained, resolved (libs/data `resolveFineTuneSpec`): the
+   * seed, epochs and batch size, the LoRA settings (`target_modules` omitted = the
+   * architecture's PEFT targets), the optimiser and schedule, `training.max_seq_length` (the
+   * longest tokenized example kept, tail cut) and `training.gradient_checkpointing`
+   * (recompute each block's activations in backward, Chen et al. 2016).
    */
-  gradientCheckpointing?: boolean;
+  spec: FineTuneSpec;
   /**
    * Refuse the run before loading weights when the pre-flight memory estimate exceeds this
    * many MiB (`MemoryLimitError`). Null or absent: no check (callers pass
@@ -116,25 +113,19 @@ export interface FineTunePreflight extends PreflightSummary {
   resumeStep: number;
 }
 
-export interface SampleGeneration {
-  prompt: string;
-  reference: string;
-  completion: string;
-  finishReason: 'stop' | 'length';
-}
-
-export interface FineTuneLineage {
-  baseModel: string;
-  baseModelSha256: string | null;
-  trainSha256: string;
-  validationSha256: string | null;
-  configSha256: string;
-  hyperparameters: TrainingHyperparameters;
-  lora: LoraConfig;
-  maxSeqLength: number;
-  tfjsVersion: string;
-  backend: string;
-}
+/** What lora-core knows of a run's lineage; callers add theirs (contracts `Lineage`). */
+export type FineTuneLineage = Pick<
+  Lineage,
+  | 'base_model'
+  | 'base_model_sha256'
+  | 'training_file_sha256'
+  | 'validation_file_sha256'
+  | 'config_sha256'
+  | 'spec'
+  | 'tfjs_version'
+  | 'backend'
+  | 'resumed_from_step'
+>;
 
 export interface FineTuneResult {
   /** `adapter_config.json` object and `adapter_model.safetensors` bytes (PEFT layout). */
@@ -179,7 +170,7 @@ export class NoTrainableTokensError extends TrainingConfigError {
       `no example has a completion token left to train on at max_seq_length ${maxSeqLength}: ` +
         `${examplesWithoutTargets} of ${examples} examples lose every target token to truncation ` +
         `(the longest example has ${longestExampleTokens} tokens). Raise max_seq_length or shorten the prompts.`,
-      'maxSeqLength',
+      'training.max_seq_length',
     );
   }
 }
@@ -195,14 +186,20 @@ function decodeJsonl(content: string | Uint8Array): string {
     : new TextDecoder('utf-8', { fatal: true }).decode(content);
 }
 
-export function resolveLoraConfig(partial: Partial<LoraConfig>, config: ModelConfig): LoraConfig {
+/**
+ * The spec's LoRA section as the model's adapter config (PEFT's field names in the layer's
+ * camelCase); omitted `target_modules` are the architecture's PEFT defaults.
+ */
+export function loraConfigOf(
+  lora: LoraConfigDto,
+  config: Pick<ModelConfig, 'modelType'>,
+): LoraConfig {
   return {
-    r: partial.r ?? 8,
-    alpha: partial.alpha ?? 16,
-    dropout: partial.dropout ?? 0.05,
-    targetModules: partial.targetModules ?? defaultTargetModules(config.modelType),
-    useRslora: partial.useRslora ?? false,
-    ...(partial.excludeModules ? { excludeModules: partial.excludeModules } : {}),
+    r: lora.r,
+    alpha: lora.alpha,
+    dropout: lora.dropout,
+    targetModules: lora.target_modules ?? defaultTargetModules(config.modelType),
+    useRslora: lora.use_rslora,
   };
 }
 
@@ -228,22 +225,22 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
   const validationExamples: TrainingExample[] =
     validationText === null ? [] : parseJsonlExamples(validationText);
 
-  // One default for the API, the worker and the CLI (libs/data): min(1024, context length).
-  // A sliding window caps it (models/model.config.ts `contextLength`), as the API's facts do.
+  const spec = checkFineTuneSpec(options.spec);
+  const maxSeqLength = spec.training.max_seq_length;
+  // The resolver held it to the same context length (libs/data facts); a hand-made spec
+  // or a changed model is refused here.
   const context = contextLength(config);
-  const maxSeqLength = options.maxSeqLength ?? defaultMaxSeqLength(context);
   if (maxSeqLength > context) {
     throw new TrainingConfigError(
-      `maxSeqLength ${maxSeqLength} exceeds the model's context length ${context}`,
-      'maxSeqLength',
+      `training.max_seq_length ${maxSeqLength} exceeds the model's context length ${context}`,
+      'training.max_seq_length',
     );
   }
-  const hp = resolveHyperparameters(options.hyperparameters);
   const summary = preflightSummary(trainExamples, tokenizer, {
     maxSeqLength,
-    batchSize: hp.batchSize,
-    epochs: hp.epochs,
-    gradientAccumulationSteps: hp.gradientAccumulationSteps,
+    batchSize: spec.hyperparameters.batch_size,
+    epochs: spec.hyperparameters.n_epochs,
+    gradientAccumulationSteps: spec.training.gradient_accumulation_steps,
   });
   if (summary.trainableTokens === 0) {
     throw new NoTrainableTokensError(
@@ -253,11 +250,11 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       summary.longestExampleTokens,
     );
   }
-  const loraConfig = resolveLoraConfig(options.lora ?? {}, config);
-  const gradientCheckpointing = options.gradientCheckpointing ?? false;
+  const loraConfig = loraConfigOf(spec.lora, config);
+  const gradientCheckpointing = spec.training.gradient_checkpointing;
   const memoryInput: MemoryEstimateInput = {
     config,
-    batchSize: Math.min(hp.batchSize, Math.max(1, summary.examples)),
+    batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, summary.examples)),
     seqLength: Math.max(1, summary.longestKeptTokens),
     lora: loraConfig,
     // Frozen weights are kept in float32 whatever the checkpoint stores: Debian's OpenBLAS
@@ -308,7 +305,7 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       throw new TrainingConfigError('runFineTune needs a model in "lora" mode', 'model');
     model.gradientCheckpointing = gradientCheckpointing;
     // Seeded init: the same seed gives the same A matrices (and so the same run).
-    model.addAdapter(adapterName, loraConfig, hp.seed);
+    model.addAdapter(adapterName, loraConfig, spec.seed);
     adapterAdded = true;
     model.setActiveAdapter(adapterName);
 
@@ -319,7 +316,7 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       train: tokenize(trainExamples),
       validation: tokenize(validationExamples),
       padTokenId: tokenizer.padTokenId,
-      hyperparameters: options.hyperparameters,
+      spec,
       earlyStopping: options.earlyStopping,
       evalMaxExamples: options.evalMaxExamples,
       checkpoint: options.checkpoint,
@@ -352,32 +349,19 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     const validation =
       validationExamples.length > 0 ? await trainer.evaluate(undefined, Infinity) : null;
 
-    const samples: SampleGeneration[] = [];
-    if (options.samples !== false && validationExamples.length > 0) {
-      const count = options.samples?.count ?? 3;
-      const maxNewTokens = options.samples?.maxNewTokens ?? 32;
-      const limit = sequenceLimit(model.config);
-      for (const example of validationExamples.slice(0, count)) {
-        const { promptIds, reference } = buildGenerationPrompt(example, tokenizer);
-        // Keep the prompt's tail when prompt + completion would not fit the positions.
-        const kept = promptIds.slice(
-          Math.max(0, promptIds.length - Math.max(1, limit - maxNewTokens)),
-        );
-        if (kept.length === 0) continue;
-        const generated = await generateTokens(model, kept, {
-          maxNewTokens: Math.min(maxNewTokens, limit - kept.length),
-          seed: hp.seed,
-          stopTokenIds: tokenizer.stopTokenIds,
-          adapter: adapterName,
-        });
-        samples.push({
-          prompt: tokenizer.decode(kept),
-          reference,
-          completion: tokenizer.decode(generated.tokenIds, { skipSpecialTokens: true }),
-          finishReason: generated.finishReason,
-        });
-      }
-    }
+    const samples: SampleGeneration[] =
+      options.samples === false
+        ? []
+        : await generateSamples(
+            model,
+            tokenizer,
+            validationExamples.slice(0, options.samples?.count ?? 3),
+            {
+              maxNewTokens: options.samples?.maxNewTokens ?? 32,
+              seed: spec.seed,
+              adapter: adapterName,
+            },
+          );
 
     const baseName = loaded.name ?? 'base';
     // Asynchronous reads: this also runs on webgpu, which has no synchronous one.
@@ -407,16 +391,15 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       trainableParameters,
       optimizerStateBytes: trainer.optimizerStateBytes,
       lineage: {
-        baseModel: baseName,
-        baseModelSha256: model.baseModelSha256 ?? null,
-        trainSha256: sha256(trainText),
-        validationSha256: validationText === null ? null : sha256(validationText),
-        configSha256: trainer.configSha256,
-        hyperparameters: hp,
-        lora: model.loraConfig(adapterName),
-        maxSeqLength,
-        tfjsVersion: tf.version.tfjs,
+        base_model: baseName,
+        base_model_sha256: model.baseModelSha256 ?? null,
+        training_file_sha256: sha256(trainText),
+        validation_file_sha256: validationText === null ? null : sha256(validationText),
+        config_sha256: trainer.configSha256,
+        spec,
+        tfjs_version: tf.version.tfjs,
         backend: tf.getBackend(),
+        resumed_from_step: resumedFromStep,
       },
     };
   } finally {

@@ -7,27 +7,27 @@
  * `lambda(s - 1)`, because HF's scheduler is stepped after the optimizer. With warmup the first
  * update therefore uses lr = 0, exactly as in HF.
  */
-export type LrSchedulerType = 'linear' | 'cosine' | 'constant';
+import type { FineTuneSpec } from '@lorafleet/contracts';
 
-export const LR_SCHEDULERS: readonly LrSchedulerType[] = ['linear', 'cosine', 'constant'];
+export { LR_SCHEDULERS, type LrSchedulerType } from '@lorafleet/contracts';
 
-export interface LrScheduleOptions {
-  /** Peak learning rate, reached at the end of warmup. */
-  learningRate: number;
-  scheduler: LrSchedulerType;
-  warmupSteps: number;
+/** The spec's schedule fields, as named in the spec, plus the run's length. */
+export type LrScheduleOptions = Pick<
+  FineTuneSpec['training'],
+  'learning_rate' | 'lr_scheduler' | 'warmup_steps'
+> & {
   /** Optimizer steps in the whole run (the decay reaches 0 there). */
   totalSteps: number;
-}
+};
 
 /** HF's `lr_lambda(current_step)` for a 0-based scheduler step. */
 export function lrMultiplier(
   schedulerStep: number,
-  opts: Omit<LrScheduleOptions, 'learningRate'>,
+  opts: Omit<LrScheduleOptions, 'learning_rate'>,
 ): number {
-  const { warmupSteps, totalSteps } = opts;
+  const { warmup_steps: warmupSteps, totalSteps } = opts;
   if (schedulerStep < warmupSteps) return schedulerStep / Math.max(1, warmupSteps);
-  switch (opts.scheduler) {
+  switch (opts.lr_scheduler) {
     case 'constant':
       return 1;
     case 'linear':
@@ -45,5 +45,5 @@ export function learningRateAt(step: number, opts: LrScheduleOptions): number {
   if (!Number.isInteger(step) || step < 1) {
     throw new RangeError(`step must be a positive integer (got ${step})`);
   }
-  return opts.learningRate * lrMultiplier(step - 1, opts);
+  return opts.learning_rate * lrMultiplier(step - 1, opts);
 }

@@ -13,28 +13,34 @@
  * Everything random is derived from the seed and a counter (shuffle: epoch; dropout: step and
  * micro-batch), and every piece of mutable state goes into the checkpoint, so a run resumed
  * from a checkpoint ends with the same adapter bytes as an uninterrupted run on the same
- * backend (R6).
+ * backend (R6). What a checkpoint holds, and how it is checked on resume, is
+ * trainer-state.ts; the validation pass and early stopping's bookkeeping are evaluation.ts.
  */
-import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 
-import {
-  CheckpointError,
-  decodeCheckpoint,
-  encodeCheckpoint,
-  type CheckpointState,
-  type CheckpointTensor,
-} from '../checkpoint/checkpoint.codec';
+import type { CheckpointState } from '../checkpoint/checkpoint.codec';
 import type { CausalLM } from '../models/causal-lm.model';
 import { sequenceLimit } from '../models/model.config';
+import { yieldToEventLoop } from '../util/event-loop.util';
 import { deriveSeed } from '../util/rng.util';
 import { AdamW, type AdamWState } from './adamw.optimizer';
 import { DataSchedule, epochOrder, hashSequences, type TokenizedSequence } from './data-order';
+import { evaluateSequences, noValidationYet, recordValidation } from './evaluation';
 import { clipByGlobalNorm, squaredGlobalNorm } from './gradient-clip';
-import { learningRateAt, LR_SCHEDULERS } from './lr-schedule';
+import { learningRateAt } from './lr-schedule';
 import { buildMicroBatch, countTargets, disposeMicroBatch } from './micro-batch';
 import {
-  DEFAULT_HYPERPARAMETERS,
+  assignParams,
+  decodeTrainerState,
+  encodeTrainerState,
+  readParams,
+  readParamsSync,
+  runConfigSha256,
+  type LoopState,
+  type RunIdentity,
+} from './trainer-state';
+import type { FineTuneSpec } from '@lorafleet/contracts';
+import {
   NonFiniteLossError,
   TrainingAbortedError,
   TrainingConfigError,
@@ -44,8 +50,8 @@ import {
   type StepMetrics,
   type StopReason,
   type TrainerCheckpointEvent,
-  type TrainingHyperparameters,
   type TrainingProgress,
+  checkFineTuneSpec,
 } from './trainer.types';
 
 export interface CheckpointOptions {
@@ -66,7 +72,8 @@ export interface TrainerOptions {
   validation?: readonly TokenizedSequence[];
   /** Id written into padding positions (never attended, never scored). */
   padTokenId: number;
-  hyperparameters?: Partial<TrainingHyperparameters>;
+  /** What to train with (`seed`, `hyperparameters` and `training`; the adapter is already on the model). */
+  spec: FineTuneSpec;
   /** Shuffle each epoch (seeded). Default true. */
   shuffle?: boolean;
   /** Evaluate every N steps on at most this many validation examples (the first ones). */
@@ -102,92 +109,8 @@ export interface TrainRunResult {
   metrics: StepMetrics[];
 }
 
-/** Fills defaults and rejects unusable values with a `TrainingConfigError` naming the field. */
-export function resolveHyperparameters(
-  partial: Partial<TrainingHyperparameters> = {},
-): TrainingHyperparameters {
-  const defined = Object.fromEntries(
-    Object.entries(partial).filter(([, v]) => v !== undefined),
-  ) as Partial<TrainingHyperparameters>;
-  const hp: TrainingHyperparameters = { ...DEFAULT_HYPERPARAMETERS, ...defined };
-  const positiveInt = (field: keyof TrainingHyperparameters) => {
-    const value = hp[field];
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-      throw new TrainingConfigError(
-        `${field} must be a positive integer (got ${String(value)})`,
-        field,
-      );
-    }
-  };
-  const nonNegative = (field: keyof TrainingHyperparameters) => {
-    const value = hp[field];
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-      throw new TrainingConfigError(
-        `${field} must be a finite number >= 0 (got ${String(value)})`,
-        field,
-      );
-    }
-  };
-  positiveInt('epochs');
-  positiveInt('batchSize');
-  positiveInt('gradientAccumulationSteps');
-  if (hp.maxSteps !== null) positiveInt('maxSteps');
-  if (hp.evalEverySteps !== null) positiveInt('evalEverySteps');
-  if (!Number.isSafeInteger(hp.warmupSteps) || hp.warmupSteps < 0) {
-    throw new TrainingConfigError(
-      `warmupSteps must be an integer >= 0 (got ${hp.warmupSteps})`,
-      'warmupSteps',
-    );
-  }
-  if (!Number.isSafeInteger(hp.seed)) {
-    throw new TrainingConfigError(`seed must be an integer (got ${hp.seed})`, 'seed');
-  }
-  if (!(hp.learningRate > 0) || !Number.isFinite(hp.learningRate)) {
-    throw new TrainingConfigError(
-      `learningRate must be a positive number (got ${hp.learningRate})`,
-      'learningRate',
-    );
-  }
-  nonNegative('weightDecay');
-  nonNegative('maxGradNorm');
-  nonNegative('adamEpsilon');
-  for (const field of ['adamBeta1', 'adamBeta2'] as const) {
-    if (!(hp[field] >= 0 && hp[field] < 1)) {
-      throw new TrainingConfigError(`${field} must be in [0, 1) (got ${hp[field]})`, field);
-    }
-  }
-  if (!LR_SCHEDULERS.includes(hp.lrScheduler)) {
-    throw new TrainingConfigError(
-      `lrScheduler must be one of ${LR_SCHEDULERS.join(', ')} (got ${String(hp.lrScheduler)})`,
-      'lrScheduler',
-    );
-  }
-  return hp;
-}
-
-/** Canonical JSON (sorted keys) so equal configs hash equally whatever the key order. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'null';
-}
-
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-interface BestState {
-  validLoss: number | null;
-  step: number | null;
-  evalsWithoutImprovement: number;
-  params: Map<string, Float32Array> | null;
-}
-
 export class Trainer {
-  readonly hyperparameters: TrainingHyperparameters;
+  readonly spec: FineTuneSpec;
   readonly totalSteps: number;
   readonly stepsPerEpoch: number;
   readonly configSha256: string;
@@ -212,21 +135,15 @@ export class Trainer {
   private history: StepMetrics[] = [];
   private targetTokens = 0;
   private tokens = 0;
-  private best: BestState = {
-    validLoss: null,
-    step: null,
-    evalsWithoutImprovement: 0,
-    params: null,
-  };
+  private best = noValidationYet();
   private lastCheckpoint: { step: number; blob: Uint8Array } | null = null;
-  private checkpointRequested = false;
   private stopRequested = false;
   private disposed = false;
 
   constructor(private readonly options: TrainerOptions) {
     this.model = options.model;
-    this.hyperparameters = resolveHyperparameters(options.hyperparameters);
-    const hp = this.hyperparameters;
+    this.spec = checkFineTuneSpec(options.spec);
+    const { hyperparameters, training, seed } = this.spec;
     this.train = options.train;
     this.validation = options.validation ?? [];
     this.shuffle = options.shuffle ?? true;
@@ -248,9 +165,9 @@ export class Trainer {
       });
     }
     if (options.earlyStopping) {
-      if (this.validation.length === 0 || hp.evalEverySteps === null) {
+      if (this.validation.length === 0 || training.eval_every_steps === undefined) {
         throw new TrainingConfigError(
-          'early stopping needs validation data and evalEverySteps',
+          'early stopping needs validation data and training.eval_every_steps',
           'earlyStopping',
         );
       }
@@ -273,33 +190,46 @@ export class Trainer {
     }
     for (const [name, variable] of this.variables) this.stableNames.set(variable.name, name);
 
-    this.schedule = new DataSchedule(this.train.length, hp.batchSize, hp.gradientAccumulationSteps);
+    this.schedule = new DataSchedule(
+      this.train.length,
+      hyperparameters.batch_size,
+      training.gradient_accumulation_steps,
+    );
     this.stepsPerEpoch = this.schedule.stepsPerEpoch;
     this.totalSteps = Math.min(
-      this.stepsPerEpoch * hp.epochs,
-      hp.maxSteps ?? Number.MAX_SAFE_INTEGER,
+      this.stepsPerEpoch * hyperparameters.n_epochs,
+      training.max_steps ?? Number.MAX_SAFE_INTEGER,
     );
-    this.order = epochOrder(hp.seed, 0, this.train.length, this.shuffle);
-    this.optimizer = new AdamW(this.variables, {
-      beta1: hp.adamBeta1,
-      beta2: hp.adamBeta2,
-      epsilon: hp.adamEpsilon,
-      weightDecay: hp.weightDecay,
-    });
+    this.order = epochOrder(seed, 0, this.train.length, this.shuffle);
+    // β1, β2 and ε stay torch's defaults: no request or flag sets them.
+    this.optimizer = new AdamW(this.variables, { weightDecay: training.weight_decay });
 
     this.trainSha256 = hashSequences(this.train);
     this.validationSha256 = this.validation.length > 0 ? hashSequences(this.validation) : null;
     const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
     // Only what shapes the trajectory goes into the hash: evaluation settings matter only
-    // when early stopping acts on them.
-    const { evalEverySteps, ...trajectory } = hp;
+    // when early stopping acts on them; the LoRA settings are the adapter's, below.
     this.config = {
-      hyperparameters: trajectory,
+      seed,
+      hyperparameters: {
+        n_epochs: hyperparameters.n_epochs,
+        batch_size: hyperparameters.batch_size,
+      },
+      training: {
+        learning_rate: training.learning_rate,
+        lr_scheduler: training.lr_scheduler,
+        warmup_steps: training.warmup_steps,
+        weight_decay: training.weight_decay,
+        gradient_accumulation_steps: training.gradient_accumulation_steps,
+        max_grad_norm: training.max_grad_norm,
+        max_steps: training.max_steps ?? null,
+      },
+      optimizer: { ...this.optimizer.options },
       shuffle: this.shuffle,
       earlyStopping: options.earlyStopping
         ? {
             ...options.earlyStopping,
-            evalEverySteps,
+            evalEverySteps: training.eval_every_steps,
             evalMaxExamples: options.evalMaxExamples ?? null,
           }
         : null,
@@ -308,7 +238,7 @@ export class Trainer {
       model: this.model.config.raw,
       baseModelSha256: this.model.baseModelSha256 ?? null,
     };
-    this.configSha256 = createHash('sha256').update(canonicalJson(this.config)).digest('hex');
+    this.configSha256 = runConfigSha256(this.config);
   }
 
   /** Optimizer steps completed. */
@@ -328,11 +258,6 @@ export class Trainer {
     return this.optimizer.stateBytes();
   }
 
-  /** Asks for a checkpoint after the current step (e.g. on SIGTERM before handing a job back). */
-  requestCheckpoint(): void {
-    this.checkpointRequested = true;
-  }
-
   /** Makes `run()` return after the current step, as if training had completed. */
   requestStop(): void {
     this.stopRequested = true;
@@ -347,16 +272,11 @@ export class Trainer {
     if (this.stepCount >= this.totalSteps) {
       throw new Error(`training is complete (${this.totalSteps} steps)`);
     }
-    const hp = this.hyperparameters;
+    const { training, seed } = this.spec;
     const started = performance.now();
     const stepNumber = this.stepCount + 1;
     const plan = this.schedule.plan(this.order, this.cursor);
-    const learningRate = learningRateAt(stepNumber, {
-      learningRate: hp.learningRate,
-      scheduler: hp.lrScheduler,
-      warmupSteps: hp.warmupSteps,
-      totalSteps: this.totalSteps,
-    });
+    const learningRate = learningRateAt(stepNumber, { ...training, totalSteps: this.totalSteps });
     const pass = this.forwardBackward(plan.microBatches, stepNumber);
     const { groupTargets, tokens } = pass;
     try {
@@ -377,14 +297,14 @@ export class Trainer {
           this.lastCheckpoint?.blob ?? null,
         );
       }
-      clipByGlobalNorm(gradients, hp.maxGradNorm, gradNorm);
+      clipByGlobalNorm(gradients, training.max_grad_norm, gradNorm);
       this.optimizer.step(gradients, learningRate);
 
       this.stepCount = stepNumber;
       this.cursor = plan.nextCursor;
       if (this.cursor >= this.order.length) {
         this.epochIndex += 1;
-        this.order = epochOrder(hp.seed, this.epochIndex, this.train.length, this.shuffle);
+        this.order = epochOrder(seed, this.epochIndex, this.train.length, this.shuffle);
         this.cursor = 0;
       }
       this.targetTokens += groupTargets;
@@ -438,7 +358,7 @@ export class Trainer {
     this.assertUsable();
     return evaluateSequences(this.model, examples, {
       padTokenId: this.options.padTokenId,
-      batchSize: this.options.evalBatchSize ?? this.hyperparameters.batchSize,
+      batchSize: this.options.evalBatchSize ?? this.spec.hyperparameters.batch_size,
       maxExamples,
     });
   }
@@ -446,13 +366,13 @@ export class Trainer {
   /** Runs to the end (or early stop), with callbacks, evaluation, checkpoints and abort checks. */
   async run(): Promise<TrainRunResult> {
     this.assertUsable();
-    const hp = this.hyperparameters;
+    const { hyperparameters, training } = this.spec;
     const attemptStartStep = this.stepCount;
     let attemptSeconds = 0;
     let attemptTokens = 0;
     let lastCheckpointAt = performance.now();
     let stopReason: StopReason =
-      this.totalSteps < this.stepsPerEpoch * hp.epochs ? 'max_steps' : 'completed';
+      this.totalSteps < this.stepsPerEpoch * hyperparameters.n_epochs ? 'max_steps' : 'completed';
 
     const patience = this.options.earlyStopping?.patience;
     while (this.stepCount < this.totalSteps) {
@@ -470,9 +390,9 @@ export class Trainer {
 
       let stop = false;
       if (
-        hp.evalEverySteps !== null &&
+        training.eval_every_steps !== undefined &&
         this.validation.length > 0 &&
-        this.stepCount % hp.evalEverySteps === 0
+        this.stepCount % training.eval_every_steps === 0
       ) {
         stop = await this.evaluateAndTrack(metrics);
       }
@@ -496,11 +416,10 @@ export class Trainer {
         const everySteps = sink.everySteps ?? 0;
         const everySeconds = sink.everySeconds ?? 0;
         const due =
-          this.checkpointRequested ||
           (everySteps > 0 && this.stepCount % everySteps === 0) ||
           (everySeconds > 0 && performance.now() - lastCheckpointAt >= everySeconds * 1000);
         if (due) {
-          await this.emitCheckpoint(this.checkpointRequested ? 'requested' : 'interval', metrics);
+          await this.emitCheckpoint('interval', metrics);
           lastCheckpointAt = performance.now();
         }
       }
@@ -520,7 +439,7 @@ export class Trainer {
       this.options.earlyStopping.restoreBest !== false &&
       this.best.params
     ) {
-      this.loadParams(this.best.params);
+      assignParams(this.variables, this.best.params);
       restoredBest = true;
     }
     const last = this.history[this.history.length - 1];
@@ -540,102 +459,18 @@ export class Trainer {
   }
 
   /**
-   * Encodes the complete training state as one blob (see checkpoint.codec.ts). Reads tensors
+   * Encodes the complete training state as one blob (trainer-state.ts). Reads tensors
    * synchronously, so not on webgpu; the trainer itself uses `checkpointAsync()`.
    */
   checkpoint(): Uint8Array {
     this.assertUsable();
-    const values = new Map<string, Float32Array>();
-    for (const [name, variable] of this.variables) {
-      values.set(name, new Float32Array(variable.dataSync()));
-    }
-    return this.encodeState(values, this.optimizer.getState());
+    return this.encodeState(readParamsSync(this.variables), this.optimizer.getState());
   }
 
   /** `checkpoint()` with asynchronous reads: works on every backend, webgpu included. */
   async checkpointAsync(): Promise<Uint8Array> {
     this.assertUsable();
-    const values = new Map<string, Float32Array>();
-    for (const [name, variable] of this.variables) {
-      values.set(name, new Float32Array(await variable.data<'float32'>()));
-    }
-    return this.encodeState(values, await this.optimizer.getStateAsync());
-  }
-
-  private encodeState(values: Map<string, Float32Array>, optimizerState: AdamWState): Uint8Array {
-    const hp = this.hyperparameters;
-    const params = new Map<string, CheckpointTensor>();
-    for (const [name, data] of values) {
-      params.set(name, { shape: this.variables.get(name)!.shape, data });
-    }
-    const moments = (map: Map<string, Float32Array>) => {
-      const out = new Map<string, CheckpointTensor>();
-      for (const [name, data] of map)
-        out.set(name, { shape: this.variables.get(name)!.shape, data });
-      return out;
-    };
-    let best: Map<string, CheckpointTensor> | null = null;
-    if (this.best.params) best = moments(this.best.params);
-    const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
-    const state: CheckpointState = {
-      step: this.stepCount,
-      totalSteps: this.totalSteps,
-      stepsPerEpoch: this.stepsPerEpoch,
-      epoch: this.epochIndex,
-      data: {
-        order: this.order,
-        cursor: this.cursor,
-        trainSha256: this.trainSha256,
-        validationSha256: this.validationSha256,
-        trainExamples: this.train.length,
-      },
-      optimizer: {
-        type: 'adamw',
-        iteration: optimizerState.iteration,
-        beta1: this.optimizer.options.beta1,
-        beta2: this.optimizer.options.beta2,
-        epsilon: this.optimizer.options.epsilon,
-        weightDecay: this.optimizer.options.weightDecay,
-      },
-      rng: {
-        seed: hp.seed,
-        algorithm: 'mulberry32 seeded with deriveSeed(seed, label) (FNV-1a)',
-        streams: {
-          shuffle: 'label "shuffle:<epoch>", Fisher-Yates',
-          dropout: 'label "dropout:<step>:<micro-batch>", tf.dropout seed',
-          loraInit: 'deriveSeed(seed, <module path>), kaiming-uniform A, zero B',
-        },
-      },
-      configSha256: this.configSha256,
-      config: this.config,
-      adapter:
-        adapter === null
-          ? null
-          : {
-              name: adapter,
-              loraConfig: { ...this.model.loraConfig(adapter) },
-            },
-      earlyStopping: {
-        bestValidLoss: this.best.validLoss,
-        bestStep: this.best.step,
-        evalsWithoutImprovement: this.best.evalsWithoutImprovement,
-      },
-      metrics: this.history,
-      counters: { targetTokens: this.targetTokens, tokens: this.tokens },
-      lineage: {
-        baseModelSha256: this.model.baseModelSha256 ?? null,
-        tfjsVersion: tf.version.tfjs,
-        backend: tf.getBackend(),
-        ...(this.options.lineage ?? {}),
-      },
-      createdAt: new Date().toISOString(),
-    };
-    return encodeCheckpoint({
-      state,
-      params,
-      moments: { m: moments(optimizerState.m), v: moments(optimizerState.v) },
-      best,
-    });
+    return this.encodeState(await readParams(this.variables), await this.optimizer.getStateAsync());
   }
 
   /**
@@ -644,57 +479,20 @@ export class Trainer {
    */
   restore(blob: Uint8Array): CheckpointState {
     this.assertUsable();
-    const checkpoint = decodeCheckpoint(blob);
-    const { state } = checkpoint;
-    if (state.configSha256 !== this.configSha256) {
-      const theirs = state.config ?? {};
-      const differing = Object.keys({ ...theirs, ...this.config }).filter(
-        (key) => canonicalJson(theirs[key]) !== canonicalJson(this.config[key]),
-      );
-      throw new CheckpointError(
-        `checkpoint belongs to another run configuration (differs in: ${differing.join(', ') || 'unknown'})`,
-      );
-    }
-    if (state.data.trainSha256 !== this.trainSha256) {
-      throw new CheckpointError(
-        'checkpoint was written for different training data (sha256 differs)',
-      );
-    }
-    if (this.options.earlyStopping && state.data.validationSha256 !== this.validationSha256) {
-      throw new CheckpointError(
-        'checkpoint was written for different validation data (sha256 differs)',
-      );
-    }
-    if (state.data.order.length !== this.train.length || state.step > this.totalSteps) {
-      throw new CheckpointError('checkpoint data order or step does not fit this run');
-    }
-    const toHost = (map: Map<string, CheckpointTensor>) => {
-      const out = new Map<string, Float32Array>();
-      for (const [name, tensor] of map) out.set(name, tensor.data);
-      return out;
-    };
-    const params = toHost(checkpoint.params);
-    this.loadParams(params);
-    this.optimizer.setState({
-      iteration: state.optimizer.iteration,
-      m: toHost(checkpoint.moments.m),
-      v: toHost(checkpoint.moments.v),
-    });
-    this.stepCount = state.step;
-    this.epochIndex = state.epoch;
-    this.order = [...state.data.order];
-    this.cursor = state.data.cursor;
-    this.history = [...state.metrics];
-    this.targetTokens = state.counters.targetTokens;
-    this.tokens = state.counters.tokens;
-    this.best = {
-      validLoss: state.earlyStopping.bestValidLoss,
-      step: state.earlyStopping.bestStep,
-      evalsWithoutImprovement: state.earlyStopping.evalsWithoutImprovement,
-      params: checkpoint.best ? toHost(checkpoint.best) : null,
-    };
-    this.lastCheckpoint = { step: state.step, blob };
-    return state;
+    const restored = decodeTrainerState(blob, this.identity());
+    assignParams(this.variables, restored.params);
+    this.optimizer.setState(restored.optimizer);
+    const { loop } = restored;
+    this.stepCount = loop.step;
+    this.epochIndex = loop.epochIndex;
+    this.order = loop.order;
+    this.cursor = loop.cursor;
+    this.history = loop.history;
+    this.targetTokens = loop.targetTokens;
+    this.tokens = loop.tokens;
+    this.best = loop.best;
+    this.lastCheckpoint = { step: loop.step, blob };
+    return restored.state;
   }
 
   dispose(): void {
@@ -715,7 +513,7 @@ export class Trainer {
    * token loss of the group and the summed gradients are the big batch's gradient.
    */
   private forwardBackward(microBatches: number[][], stepNumber: number): ForwardBackwardPass {
-    const seed = this.hyperparameters.seed;
+    const seed = this.spec.seed;
     const groupTargets = microBatches.reduce((n, mb) => n + countTargets(this.train, mb), 0);
     const divisor = Math.max(groupTargets, 1);
     const varList = [...this.variables.values()];
@@ -761,28 +559,53 @@ export class Trainer {
     return { grads, lossSum, correctSum, tokens, groupTargets };
   }
 
-  private loadParams(params: Map<string, Float32Array>): void {
-    for (const [name, variable] of this.variables) {
-      const data = params.get(name);
-      if (!data) throw new CheckpointError(`checkpoint has no values for "${name}"`);
-      if (data.length !== variable.size) {
-        throw new CheckpointError(
-          `checkpoint "${name}" has ${data.length} values, expected ${variable.size}`,
-        );
-      }
-      tf.tidy(() => variable.assign(tf.tensor(data, variable.shape))); // [param shape]
-    }
-    const extra = [...params.keys()].filter((k) => !this.variables.has(k));
-    if (extra.length > 0)
-      throw new CheckpointError(`checkpoint has unknown parameters: ${extra.join(', ')}`);
+  /** What a checkpoint must agree with to belong to this run. */
+  private identity(): RunIdentity {
+    return {
+      config: this.config,
+      configSha256: this.configSha256,
+      trainSha256: this.trainSha256,
+      validationSha256: this.validationSha256,
+      trainExamples: this.train.length,
+      totalSteps: this.totalSteps,
+      stepsPerEpoch: this.stepsPerEpoch,
+      seed: this.spec.seed,
+      checkValidation: this.options.earlyStopping !== undefined,
+    };
   }
 
-  private async snapshotParams(): Promise<Map<string, Float32Array>> {
-    const out = new Map<string, Float32Array>();
-    // Asynchronous reads: webgpu has no synchronous one.
-    for (const [name, variable] of this.variables)
-      out.set(name, new Float32Array(await variable.data<'float32'>()));
-    return out;
+  private encodeState(params: Map<string, Float32Array>, optimizerState: AdamWState): Uint8Array {
+    const loop: LoopState = {
+      step: this.stepCount,
+      epochIndex: this.epochIndex,
+      order: this.order,
+      cursor: this.cursor,
+      history: this.history,
+      targetTokens: this.targetTokens,
+      tokens: this.tokens,
+      best: this.best,
+    };
+    const shapes = new Map<string, number[]>();
+    for (const [name, variable] of this.variables) shapes.set(name, variable.shape);
+    const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
+    return encodeTrainerState({
+      identity: this.identity(),
+      loop,
+      params,
+      shapes,
+      optimizer: optimizerState,
+      optimizerOptions: this.optimizer.options,
+      adapter:
+        adapter === null
+          ? null
+          : { name: adapter, loraConfig: { ...this.model.loraConfig(adapter) } },
+      lineage: {
+        baseModelSha256: this.model.baseModelSha256 ?? null,
+        tfjsVersion: tf.version.tfjs,
+        backend: tf.getBackend(),
+        ...(this.options.lineage ?? {}),
+      },
+    });
   }
 
   /** Validation pass on step metrics; updates the best state. Returns true to stop early. */
@@ -791,17 +614,9 @@ export class Trainer {
     metrics.validLoss = result.loss;
     metrics.validMeanTokenAccuracy = result.meanTokenAccuracy;
     const early = this.options.earlyStopping;
-    const minDelta = early?.minDelta ?? 0;
-    const isBest = this.best.validLoss === null || result.loss < this.best.validLoss - minDelta;
-    if (isBest) {
-      this.best.validLoss = result.loss;
-      this.best.step = this.stepCount;
-      this.best.evalsWithoutImprovement = 0;
-      // Only early stopping needs the weights; snapshots cost a host copy of the adapter.
-      if (early) this.best.params = await this.snapshotParams();
-    } else {
-      this.best.evalsWithoutImprovement += 1;
-    }
+    const isBest = recordValidation(this.best, result.loss, this.stepCount, early?.minDelta ?? 0);
+    // Only early stopping needs the weights; snapshots cost a host copy of the adapter.
+    if (isBest && early) this.best.params = await readParams(this.variables);
     await this.options.onEval?.({ ...result, step: this.stepCount, isBest });
     return early !== undefined && this.best.evalsWithoutImprovement >= early.patience;
   }
@@ -838,7 +653,6 @@ export class Trainer {
     const blob = await this.checkpointAsync();
     await sink.sink({ blob, step: this.stepCount, epoch: this.epoch, metrics, reason });
     this.lastCheckpoint = { step: this.stepCount, blob };
-    this.checkpointRequested = false;
     return blob;
   }
 
@@ -899,52 +713,4 @@ function accumulateGrads(
     }
   }
   return out;
-}
-
-export interface EvaluateOptions {
-  padTokenId: number;
-  batchSize: number;
-  /** Evaluate only the first N examples. */
-  maxExamples?: number;
-}
-
-/** Mean next-token loss and token accuracy of `model` over target tokens of `examples`. */
-export async function evaluateSequences(
-  model: CausalLM,
-  examples: readonly TokenizedSequence[],
-  options: EvaluateOptions,
-): Promise<EvalMetrics> {
-  const count = Math.min(examples.length, options.maxExamples ?? examples.length);
-  const vocab = model.config.vocabSize;
-  let totals = tf.zeros([2]); // [2]: Σ NLL, Σ correct
-  let targets = 0;
-  for (let start = 0; start < count; start += options.batchSize) {
-    const indices = Array.from(
-      { length: Math.min(options.batchSize, count - start) },
-      (_, i) => start + i,
-    );
-    const batch = buildMicroBatch(examples, indices, options.padTokenId, vocab);
-    targets += batch.shifted.count;
-    const next = tf.tidy(() => {
-      const { nll, correct } = model.forwardLoss(
-        batch.inputIds,
-        batch.attentionMask ?? undefined,
-        batch.shifted,
-      ); // [], []
-      return tf.add(totals, tf.stack([nll, correct])); // [2]
-    });
-    totals.dispose();
-    totals = next;
-    disposeMicroBatch(batch);
-    // Evaluation of a large set can take a while; keep the event loop responsive.
-    await yieldToEventLoop();
-  }
-  const [nll, correct] = await totals.data();
-  totals.dispose();
-  return {
-    loss: targets > 0 ? nll / targets : Number.NaN,
-    meanTokenAccuracy: targets > 0 ? correct / targets : Number.NaN,
-    tokens: targets,
-    examples: count,
-  };
 }

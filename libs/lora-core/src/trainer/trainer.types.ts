@@ -1,54 +1,8 @@
 /**
- * Public types of the trainer: hyperparameters, per-step metrics, callbacks and errors.
- * docs/trainer.md documents them for the worker.
+ * Public types of the trainer: the spec it trains from, per-step metrics, callbacks and
+ * errors. docs/trainer.md documents them for the worker.
  */
-import type { LrSchedulerType } from './lr-schedule';
-
-/** Resolved training hyperparameters; `resolveHyperparameters` fills the defaults. */
-export interface TrainingHyperparameters {
-  /** Passes over the training set (OpenAI `n_epochs`). Default 3. */
-  epochs: number;
-  /** Examples per micro-batch (OpenAI `batch_size`). Default 4. */
-  batchSize: number;
-  /** Peak learning rate. Default 2e-4 (DESIGN §4). */
-  learningRate: number;
-  /** Decay after warmup. Default `linear`. */
-  lrScheduler: LrSchedulerType;
-  /** Linear warmup steps (optimizer steps). Default 0. */
-  warmupSteps: number;
-  /** AdamW decoupled weight decay λ. Default 0. */
-  weightDecay: number;
-  /** Micro-batches per optimizer step. Default 1. */
-  gradientAccumulationSteps: number;
-  /** Global-norm gradient clipping threshold; 0 disables. Default 1.0 (HF Trainer's). */
-  maxGradNorm: number;
-  /** Caps the optimizer steps of the run (the schedule decays over the capped run); null = none. */
-  maxSteps: number | null;
-  /** Validation every N optimizer steps; null = only the final full validation. */
-  evalEverySteps: number | null;
-  /** Seeds LoRA init, per-epoch shuffling, adapter dropout and sampling. Default 42. */
-  seed: number;
-  adamBeta1: number;
-  adamBeta2: number;
-  adamEpsilon: number;
-}
-
-export const DEFAULT_HYPERPARAMETERS: TrainingHyperparameters = {
-  epochs: 3,
-  batchSize: 4,
-  learningRate: 2e-4,
-  lrScheduler: 'linear',
-  warmupSteps: 0,
-  weightDecay: 0,
-  gradientAccumulationSteps: 1,
-  maxGradNorm: 1,
-  maxSteps: null,
-  evalEverySteps: null,
-  seed: 42,
-  adamBeta1: 0.9,
-  adamBeta2: 0.999,
-  adamEpsilon: 1e-8,
-};
+import { FineTuneSpecSchema, type FineTuneSpec } from '@lorafleet/contracts';
 
 /** Optional early stopping on validation loss (needs validation data and `evalEverySteps`). */
 export interface EarlyStoppingOptions {
@@ -122,7 +76,7 @@ export interface TrainerCheckpointEvent {
   epoch: number;
   /** The metrics of the step just completed (absent for a step-0 checkpoint). */
   metrics?: StepMetrics;
-  reason: 'interval' | 'requested' | 'abort';
+  reason: 'interval' | 'abort';
 }
 
 export type StopReason = 'completed' | 'max_steps' | 'early_stopping';
@@ -136,6 +90,19 @@ export class TrainingConfigError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * Checks a spec handed to the trainer against the contracts schema (callers other than
+ * libs/data `resolveFineTuneSpec` may build one by hand). A bad field is a
+ * `TrainingConfigError` whose `field` is the spec's path, e.g. `training.learning_rate`.
+ */
+export function checkFineTuneSpec(spec: FineTuneSpec): FineTuneSpec {
+  const parsed = FineTuneSpecSchema.safeParse(spec);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const field = issue.path.join('.');
+  throw new TrainingConfigError(`${field || 'spec'}: ${issue.message}`, field || undefined);
 }
 
 /**

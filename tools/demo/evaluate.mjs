@@ -1,22 +1,22 @@
 #!/usr/bin/env node
 // @ts-check
-// Grapheme-to-phoneme evaluation for the demo: greedy decoding with lora-core on a base model,
-// with or without a PEFT adapter, scored by exact match and phoneme error rate (PER).
+// The demo's evaluation: greedy decoding with lora-core on a base model, with or without a
+// PEFT adapter, scored by the task's metrics (tools/demo/tasks.mjs): accuracy and the chance
+// level for `authorship`, exact match and phoneme error rate (PER) for `g2p`.
 //
-//   node tools/demo/g2p-eval.mjs --model-dir models/lorafleet-tiny-llama \
-//        [--adapter <peft-dir>] [--fewshot demo/g2p/fewshot.json] \
-//        [--data demo/g2p/test.jsonl] [--limit N] [--shard k/n] [--out result.json] [--backend auto]
+//   node tools/demo/evaluate.mjs --model-dir models/lorafleet-tiny-llama [--task authorship] \
+//        [--adapter <peft-dir>] [--fewshot demo/<task>/fewshot.json] \
+//        [--data demo/<task>/test.jsonl] [--limit N] [--shard k/n] [--out result.json] [--backend auto]
 //
 // --shard k/n keeps rows k, k+n, k+2n, … (of the first --limit), so n processes can share the
 // work on n cores; mergeResults() puts their outputs back together.
 //
-// The protocol matches tools/pretrain/g2p_eval.py (the PyTorch reference) and the data card in
-// demo/g2p: the prompt is `prefix + row.prompt` (prefix = the 5 solved training examples of
+// The protocol matches tools/pretrain/g2p_eval.py (the PyTorch reference) and the data cards in
+// demo/: the prompt is `prefix + row.prompt` (prefix = the 5 solved training examples of
 // fewshot.json for the base-model baseline, empty for the adapter), BOS only when the
 // tokenizer adds one (as training does), greedy decoding that stops at the first token whose
 // text holds a newline, or at EOS; the prediction is the text before the first newline,
-// trimmed. Exact match compares phoneme sequences; PER = total edit distance (insertions,
-// deletions, substitutions over phonemes) / total reference phonemes.
+// trimmed, and it is compared with the reference word by word.
 //
 // Needs the built libs (npm run build): it loads @lorafleet/lora-core and @lorafleet/data
 // from their dist/ folders.
@@ -25,10 +25,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { taskNamed } from './tasks.mjs';
+
 const require = createRequire(import.meta.url);
 
 /** @typedef {{ prompt: string, completion: string }} Row */
-/** @typedef {{ exact_match: number, per: number, n: number, edits: number, ref_phonemes: number }} Score */
 
 /** @param {string} path @returns {Row[]} */
 export function readJsonl(path) {
@@ -38,69 +39,26 @@ export function readJsonl(path) {
     .map((line) => JSON.parse(line));
 }
 
-/** Levenshtein distance over two token sequences. @param {string[]} a @param {string[]} b */
-export function editDistance(a, b) {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur.push(
-        Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)),
-      );
-    }
-    prev = cur;
-  }
-  return prev[b.length];
-}
-
-/** @param {string} s */
-const phonemes = (s) => s.trim().split(/\s+/).filter(Boolean);
-
-/** @param {string[]} predictions @param {string[]} references @returns {Score} */
-export function score(predictions, references) {
-  let exact = 0;
-  let edits = 0;
-  let total = 0;
-  predictions.forEach((pred, i) => {
-    const p = phonemes(pred);
-    const r = phonemes(references[i]);
-    if (p.length === r.length && p.every((x, k) => x === r[k])) exact++;
-    edits += editDistance(p, r);
-    total += r.length;
-  });
-  const n = references.length;
-  return {
-    exact_match: n ? exact / n : 0,
-    per: total ? edits / total : 0,
-    n,
-    edits,
-    ref_phonemes: total,
-  };
-}
-
 /**
  * Combines the results of `--shard k/n` runs (in any order) into one result over all rows,
  * examples back in their original order.
  */
 export function mergeResults(parts) {
   if (parts.length === 1) return parts[0];
-  const n = parts.reduce((sum, p) => sum + p.n, 0);
-  const exact = parts.reduce((sum, p) => sum + Math.round(p.exact_match * p.n), 0);
-  const edits = parts.reduce((sum, p) => sum + p.edits, 0);
-  const refPhonemes = parts.reduce((sum, p) => sum + p.ref_phonemes, 0);
   const shards = parts.map((p) => p.shard ?? { index: 0, count: 1 });
   const count = shards[0].count;
-  const examples = new Array(n);
+  const examples = new Array(parts.reduce((sum, p) => sum + p.examples.length, 0));
   parts.forEach((p, i) =>
     p.examples.forEach((e, j) => (examples[shards[i].index + j * count] = e)),
   );
+  // Re-scored from the merged predictions: every metric comes out as over one run.
+  const merged = taskNamed(parts[0].task).score(
+    examples.map((e) => e.prediction),
+    examples.map((e) => e.reference),
+  );
   return {
     ...parts[0],
-    exact_match: n ? exact / n : 0,
-    per: refPhonemes ? edits / refPhonemes : 0,
-    n,
-    edits,
-    ref_phonemes: refPhonemes,
+    ...merged,
     shard: null,
     load_seconds: Math.max(...parts.map((p) => p.load_seconds)),
     decode_seconds: Math.max(...parts.map((p) => p.decode_seconds)),
@@ -125,12 +83,14 @@ function newlineTokenIds(tokenizer) {
 }
 
 /**
- * Loads the base model (and the adapter, if given) once and decodes every row.
- * @param {{ modelDir: string, adapterDir?: string | null, rows: Row[], prefix?: string,
+ * Loads the base model (and the adapter, if given) once, decodes every row and scores the
+ * predictions with the task's metrics.
+ * @param {{ task: string, modelDir: string, adapterDir?: string | null, rows: Row[], prefix?: string,
  *           backend?: string, maxNewTokens?: number,
  *           onProgress?: (done: number, total: number) => void }} options
  */
-export async function evaluateG2p(options) {
+export async function evaluate(options) {
+  const task = taskNamed(options.task);
   const core = require('@lorafleet/lora-core');
   const data = require('@lorafleet/data');
   const backend = await core.selectBackend(options.backend ?? 'auto');
@@ -167,7 +127,8 @@ export async function evaluateG2p(options) {
   }
   const references = options.rows.map((r) => r.completion.trim());
   return {
-    ...score(predictions, references),
+    task: task.name,
+    ...task.score(predictions, references),
     backend,
     adapter: options.adapterDir ?? null,
     shots: prefix ? (prefix.match(/\n\n/g) ?? []).length : 0,
@@ -204,13 +165,14 @@ async function cli() {
   const args = parseArgs(process.argv.slice(2));
   if (args.help || !args['model-dir']) {
     console.log(
-      'Usage: node tools/demo/g2p-eval.mjs --model-dir <dir> [--adapter <dir>] [--fewshot <fewshot.json>]\n' +
-        '         [--data <test.jsonl>] [--limit N] [--shard k/n] [--out <result.json>] [--backend auto]',
+      'Usage: node tools/demo/evaluate.mjs --model-dir <dir> [--task authorship|g2p] [--adapter <dir>]\n' +
+        '         [--fewshot <fewshot.json>] [--data <test.jsonl>] [--limit N] [--shard k/n] [--out <result.json>] [--backend auto]',
     );
     process.exit(args.help ? 0 : 2);
   }
   const root = resolve(fileURLToPath(import.meta.url), '../../..');
-  let rows = readJsonl(args.data ?? resolve(root, 'demo/g2p/test.jsonl'));
+  const task = taskNamed(args.task ?? 'authorship');
+  let rows = readJsonl(args.data ?? resolve(root, task.dataDir, 'test.jsonl'));
   if (args.limit) rows = rows.slice(0, Number(args.limit));
   let shard = null;
   if (args.shard) {
@@ -222,7 +184,8 @@ async function cli() {
   }
   const prefix = args.fewshot ? JSON.parse(readFileSync(args.fewshot, 'utf8')).prefix : '';
   let lastReport = 0;
-  const result = await evaluateG2p({
+  const result = await evaluate({
+    task: task.name,
     modelDir: args['model-dir'],
     adapterDir: args.adapter ?? null,
     rows,
@@ -246,7 +209,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   cli().then(
     () => process.exit(0),
     (error) => {
-      console.error(`g2p-eval: ${error instanceof Error ? error.stack : String(error)}`);
+      console.error(`evaluate: ${error instanceof Error ? error.stack : String(error)}`);
       process.exit(1);
     },
   );
