@@ -79,6 +79,17 @@ export type TrainingOptionsInput = z.input<typeof TrainingOptionsRequestSchema>;
 export const DEFAULT_BASE_LEARNING_RATE = 2e-4;
 
 /**
+ * A base model's registry entry, the optional `lorafleet-model.json` beside its config.json:
+ * lorafleet's own facts about a model that Hugging Face's files don't carry. Today that is its
+ * default learning rate, what `learning_rate_multiplier: 1` means for it (a larger model
+ * usually wants a smaller one); the range is the one a job's `training.learning_rate` has.
+ */
+export const ModelRegistryEntrySchema = z
+  .object({ default_learning_rate: z.number().positive().max(1).optional() })
+  .strict();
+export type ModelRegistryEntry = z.infer<typeof ModelRegistryEntrySchema>;
+
+/**
  * Resolves "auto" hyperparameters with OpenAI's published heuristic (openai-cookbook,
  * "Data preparation and analysis for chat model fine-tuning"): aim for ~3 epochs, but at
  * least 100 and at most 25,000 example passes in total.

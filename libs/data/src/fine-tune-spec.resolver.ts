@@ -19,6 +19,11 @@ export interface FineTuneSpecContext {
   contextLength: number;
   /** Examples in the training file (libs/data's validator counts them): sizes "auto". */
   trainingExamples: number;
+  /**
+   * `ModelFacts.defaultLearningRate`: the learning rate a multiplier of 1 means for this model.
+   * Callers that always give `training.learning_rate` (benches, tests) may leave it out.
+   */
+  baseLearningRate?: number;
 }
 
 /** A request the base model cannot train; `param` names the field, as an OpenAI error does. */
@@ -35,7 +40,7 @@ export class FineTuneSpecError extends Error {
 /**
  * The one place a `FineTuneSpec` is made: the API before it stores a job, `lorafleet train`
  * before it trains. "auto" hyperparameters follow OpenAI's heuristic, `max_seq_length`
- * defaults to `defaultMaxSeqLength`, `learning_rate` to the multiplier × the base rate, and
+ * defaults to `defaultMaxSeqLength`, `learning_rate` to the multiplier × the model's base rate, and
  * everything else to the contracts schemas' defaults. Bad values throw the schemas' ZodError;
  * a `max_seq_length` beyond the context length throws `FineTuneSpecError`.
  */
@@ -67,7 +72,8 @@ export function resolveFineTuneSpec(
       max_seq_length: maxSeqLength,
       learning_rate:
         training.learning_rate ??
-        hyperparameters.learning_rate_multiplier * DEFAULT_BASE_LEARNING_RATE,
+        hyperparameters.learning_rate_multiplier *
+          (context.baseLearningRate ?? DEFAULT_BASE_LEARNING_RATE),
     },
   });
 }

@@ -1,11 +1,16 @@
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { DEFAULT_BASE_LEARNING_RATE } from '@lorafleet/contracts';
 import {
   MODEL_CONFIG_INT_BOUNDS,
+  MODEL_REGISTRY_ENTRY_FILE,
   ModelFactsError,
   configIntBounds,
   defaultMaxSeqLength,
   modelFactsFromConfig,
   readModelFacts,
+  resolveFineTuneSpec,
   unknownTargetModules,
 } from '../src';
 
@@ -56,6 +61,43 @@ describe('model facts from config.json (issue 14, items 8 and 9)', () => {
         'attn',
       ]),
     ).toEqual(['nope', 'h.2048.attn.c_attn', 'x.h.0.attn.c_attn', 'lm_head', 'attn']);
+  });
+
+  it("takes the default learning rate from the model's registry entry, else 2e-4 (DESIGN §4)", () => {
+    expect(readModelFacts(path.join(MODELS, 'tiny-random-gpt2')).defaultLearningRate).toBe(
+      DEFAULT_BASE_LEARNING_RATE,
+    );
+    const dir = mkdtempSync(path.join(tmpdir(), 'lorafleet-model-entry-'));
+    try {
+      copyFileSync(
+        path.join(MODELS, 'tiny-random-gpt2', 'config.json'),
+        path.join(dir, 'config.json'),
+      );
+      const entry = path.join(dir, MODEL_REGISTRY_ENTRY_FILE);
+      writeFileSync(entry, JSON.stringify({ default_learning_rate: 5e-5 }));
+      const facts = readModelFacts(dir);
+      expect(facts.defaultLearningRate).toBe(5e-5);
+      // The resolver turns the multiplier into the model's rate, for the API and the CLI alike.
+      const spec = resolveFineTuneSpec(
+        { seed: 1, hyperparameters: { learning_rate_multiplier: 2 } },
+        {
+          model: 'entry',
+          contextLength: facts.contextLength,
+          trainingExamples: 10,
+          baseLearningRate: facts.defaultLearningRate,
+        },
+      );
+      expect(spec.training.learning_rate).toBe(1e-4);
+      // A bad entry is refused by name, without the server's path.
+      writeFileSync(entry, JSON.stringify({ default_learning_rate: -1 }));
+      expect(() => readModelFacts(dir)).toThrow(/^lorafleet-model\.json: default_learning_rate: /);
+      writeFileSync(entry, JSON.stringify({ learning_rate: 1e-4 }));
+      expect(() => readModelFacts(dir)).toThrow(ModelFactsError);
+      writeFileSync(entry, '{not json');
+      expect(() => readModelFacts(dir)).toThrow('lorafleet-model.json is not valid JSON');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses architectures lorafleet cannot train, and bad context lengths, without paths', () => {

@@ -132,6 +132,7 @@ export class JobsService {
           model: request.model,
           contextLength: facts.contextLength,
           trainingExamples: trainingFile.exampleCount,
+          baseLearningRate: facts.defaultLearningRate,
         },
       );
     } catch (error) {

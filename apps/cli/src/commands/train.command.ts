@@ -81,7 +81,7 @@ Optimisation (n_epochs and batch_size default to OpenAI's "auto" heuristic):
   --max-steps <n>               stop after n optimizer steps (the schedule decays over them)
   --batch-size <n>              examples per micro-batch (default auto: ~0.2% of the data)
   --grad-accum <n>              micro-batches per optimizer step (default 1)
-  --learning-rate <lr>          peak learning rate (default multiplier × 2e-4)
+  --learning-rate <lr>          peak learning rate (default multiplier × the model's base rate: lorafleet-model.json, else 2e-4)
   --learning-rate-multiplier <m>  OpenAI's learning_rate_multiplier (default 1)
   --lr-scheduler <name>         ${LR_SCHEDULERS.join(' | ')} (default linear)
   --warmup-steps <n>            linear warmup (default 0)
@@ -481,6 +481,7 @@ function resolveSpec(
       model: basename(resolve(modelDir)),
       contextLength: facts.contextLength,
       trainingExamples: examples,
+      baseLearningRate: facts.defaultLearningRate,
     });
   } catch (error) {
     if (error instanceof FineTuneSpecError) throw new UsageError(error.message);

@@ -6,6 +6,7 @@
  */
 import { isOutOfMemoryError, truncationWarning } from '@lorafleet/data';
 import {
+  CheckpointError,
   TRUNCATION_WARNING_SHARE,
   TrainingAbortedError,
   memoryLimitMbFromEnv,
@@ -42,15 +43,14 @@ async function run(spec: TrainerSpec): Promise<void> {
   let lastProgress = 0;
   let tokensPerSecond: number | null = null;
   let preflightSeen: FineTunePreflight | null = null;
-  let result: FineTuneResult;
-  try {
-    result = await runFineTune({
+  const train = (resumeFrom: Uint8Array | null): Promise<FineTuneResult> =>
+    runFineTune({
       model: spec.modelDir,
       trainJsonl: spec.trainingJsonl,
       validationJsonl: spec.validationJsonl,
       spec: spec.spec,
       memoryLimitMb: spec.memoryLimitMb,
-      resumeFrom: spec.resumeFrom,
+      resumeFrom,
       signal: stopController.signal,
       checkpoint: {
         everySteps: spec.checkpointEverySteps,
@@ -148,6 +148,9 @@ async function run(spec: TrainerSpec): Promise<void> {
           metrics: { valid_loss: report.loss, valid_mean_token_accuracy: report.meanTokenAccuracy },
         }),
     });
+  let result: FineTuneResult;
+  try {
+    result = await resumeOrRestart(train, spec.resumeFrom);
   } catch (error) {
     if (error instanceof TrainingAbortedError && stopReason !== null) {
       await send({ kind: 'stopped', reason: stopReason });
@@ -195,6 +198,31 @@ async function run(spec: TrainerSpec): Promise<void> {
       tokensPerSecond,
     },
   });
+}
+
+/**
+ * Trains from the job's checkpoint, or from step 0 when it has none. A checkpoint this code
+ * cannot resume (written by an older lorafleet whose run configuration hashed differently, or
+ * damaged) must not fail the job on every attempt: training is deterministic from step 0, so
+ * starting over gives the adapter the resumed run would have (R6), only later. The job's
+ * events say so.
+ */
+async function resumeOrRestart(
+  train: (resumeFrom: Uint8Array | null) => Promise<FineTuneResult>,
+  resumeFrom: Uint8Array | null,
+): Promise<FineTuneResult> {
+  if (!resumeFrom) return train(null);
+  try {
+    return await train(resumeFrom);
+  } catch (error) {
+    if (!(error instanceof CheckpointError)) throw error;
+    await send({
+      kind: 'warning',
+      message: `The job's checkpoint could not be resumed (${error.message}); training restarts from step 0.`,
+      data: {},
+    });
+    return train(null);
+  }
 }
 
 /** Boot-time check (R17): can this machine run the configured backend at all? */

@@ -1,5 +1,11 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+
+import {
+  DEFAULT_BASE_LEARNING_RATE,
+  ModelRegistryEntrySchema,
+  type ModelRegistryEntry,
+} from '@lorafleet/contracts';
 
 import { MODEL_CONFIG_INT_BOUNDS, configIntProblem } from './model-config-bounds';
 import {
@@ -35,7 +41,16 @@ export interface ModelFacts {
   moduleNames: string[];
   /** Module path templates; `{i}` stands for the layer index (0 … numLayers − 1). */
   modulePaths: string[];
+  /**
+   * The learning rate a `learning_rate_multiplier` of 1 means for this model (DESIGN §4): the
+   * model registry entry's `default_learning_rate` ({@link MODEL_REGISTRY_ENTRY_FILE}), else
+   * `DEFAULT_BASE_LEARNING_RATE`.
+   */
+  defaultLearningRate: number;
 }
+
+/** The optional registry entry beside a model's config.json (contracts' `ModelRegistryEntry`). */
+export const MODEL_REGISTRY_ENTRY_FILE = 'lorafleet-model.json';
 
 /** The architectures lorafleet trains (lora-core's `ModelType`). */
 export type ModelFactsType = ArchitectureType;
@@ -245,10 +260,14 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     parameters: countBaseParameters(shape),
     moduleNames: [...new Set(modulePaths.map((p) => p.slice(p.lastIndexOf('.') + 1)))],
     modulePaths,
+    defaultLearningRate: DEFAULT_BASE_LEARNING_RATE,
   };
 }
 
-/** Facts of the model directory `dir` (reads `dir/config.json` only). */
+/**
+ * Facts of the model directory `dir`: `dir/config.json`, and the optional registry entry
+ * {@link MODEL_REGISTRY_ENTRY_FILE} for the default learning rate.
+ */
 export function readModelFacts(dir: string): ModelFacts {
   let json: unknown;
   try {
@@ -257,7 +276,31 @@ export function readModelFacts(dir: string): ModelFacts {
     // The message names the file, not `dir`: it may reach a client, and paths are the server's.
     throw new ModelFactsError('config.json is missing or is not valid JSON');
   }
-  return modelFactsFromConfig(json);
+  const facts = modelFactsFromConfig(json);
+  const entry = readRegistryEntry(dir);
+  return entry?.default_learning_rate === undefined
+    ? facts
+    : { ...facts, defaultLearningRate: entry.default_learning_rate };
+}
+
+/** The registry entry beside config.json, or null when the model has none. */
+function readRegistryEntry(dir: string): ModelRegistryEntry | null {
+  const file = path.join(dir, MODEL_REGISTRY_ENTRY_FILE);
+  if (!existsSync(file)) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    throw new ModelFactsError(`${MODEL_REGISTRY_ENTRY_FILE} is not valid JSON`);
+  }
+  const parsed = ModelRegistryEntrySchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ModelFactsError(
+      `${MODEL_REGISTRY_ENTRY_FILE}: ${issue.path.join('.') || 'entry'}: ${issue.message}`,
+    );
+  }
+  return parsed.data;
 }
 
 /** The entries of `targetModules` that select no linear module of the model. */
