@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { percentile, sleep } from './bench-helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const root = path.resolve(import.meta.dirname, '../..');
@@ -29,13 +30,6 @@ const jobsArg = args.indexOf('--jobs');
 const jobCount = jobsArg >= 0 ? Number(args[jobsArg + 1]) : smoke ? 6 : 100;
 const stepsPerJob = smoke ? 4 : 10;
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (values, p) => {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-};
 
 function startApp(app, env) {
   const child = spawn(process.execPath, [path.join(root, `apps/${app}/dist/main.js`)], {

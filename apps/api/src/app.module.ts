@@ -5,6 +5,9 @@ import { AdaptersController } from './adapters/adapters.controller';
 import { AdaptersService } from './adapters/adapters.service';
 import { AdminGuard } from './auth/admin.guard';
 import { ApiKeyGuard } from './auth/api-key.guard';
+import { CompletionsController } from './completions/completions.controller';
+import { CompletionsService } from './completions/completions.service';
+import { ServingGateway } from './completions/serving.gateway';
 import { WorkersController } from './fleet/workers.controller';
 import { ReconcilerService } from './jobs/reconciler.service';
 import { API_ENV } from './config/api-env.token';
@@ -40,6 +43,7 @@ export class AppModule {
         JobsController,
         AdaptersController,
         WorkersController,
+        CompletionsController,
       ],
       providers: [
         { provide: APP_FILTER, useClass: OpenAiExceptionFilter },
@@ -51,6 +55,8 @@ export class AppModule {
         ModelsService,
         JobsService,
         OutboxRelayService,
+        CompletionsService,
+        ServingGateway,
       ],
     };
   }

@@ -2,10 +2,13 @@
 export interface CliIo {
   out(text: string): void;
   err(text: string): void;
+  /** Writes `text` to stdout as it is, no newline added (streamed tokens). */
+  write?(text: string): void;
 }
 
 export const processIo: CliIo = {
   out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
+  write: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text.endsWith('\n') ? text : `${text}\n`),
 };
 

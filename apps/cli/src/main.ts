@@ -27,6 +27,7 @@ Remote commands (talk to the REST API: --api-url/LORAFLEET_API_URL, --api-key/LO
                                    fine-tuning jobs; watch shows a progress bar until the end
   adapters <get|download>          trained PEFT adapters (download --out <dir>)
   models <list|get>                base and fine-tuned models
+  chat --model <name> [prompt]     one chat turn with a served model, streamed (stdin without prompt)
 
 Run "lorafleet <command> --help" for a command's options.`;
 
@@ -89,6 +90,10 @@ async function route(
         return { handler: m.runRevokeKey, args: rest, usage: m.REVOKE_KEY_USAGE };
       }
       return { handler: usageOnly(ADMIN_USAGE, sub), args: [], usage: '' };
+    case 'chat': {
+      const m = await import('./commands/remote-chat.command');
+      return { handler: m.runChat, args: argv.slice(1), usage: m.CHAT_USAGE };
+    }
     case 'files':
     case 'jobs':
     case 'adapters':

@@ -85,6 +85,7 @@ describe('usage', () => {
     const result = await runCli(['--help']);
     expect(result.stdout).toMatch(/jobs <create\|list\|get\|watch/);
     expect(result.stdout).toMatch(/adapters <get\|download>/);
+    expect(result.stdout).toMatch(/chat --model <name> \[prompt\]/);
   });
 
   it.each([
@@ -111,6 +112,13 @@ describe('usage', () => {
     [['jobs', 'watch', 'ftjob-x', '--interval=-1'], /--interval must be a positive number/],
     [['adapters', 'download', 'adapter-x'], /--out <dir> is required/],
     [['models', 'list', '--bogus'], /Unknown option '--bogus'/],
+    [['chat', 'hi'], /--model is required/],
+    [
+      ['chat', '--model', 'm', 'hi', '--max-tokens', 'x'],
+      /--max-tokens must be a positive integer/,
+    ],
+    [['chat', '--model', 'm', 'hi', '--temperature', 'warm'], /--temperature must be a number/],
+    [['chat', '--model', 'm', 'a', 'b'], /give the prompt as one argument/],
   ])('exits 2 on bad input %j', async (argv, message) => {
     const result = await cli(...argv);
     expect(result.code).toBe(2);

@@ -14,6 +14,7 @@ import {
   JobEventsRepository,
   JobsRepository,
   RedisClients,
+  ServingAdaptersRepository,
   WorkersRepository,
   createDataSource,
 } from '@lorafleet/db';
@@ -22,6 +23,7 @@ import type { DataSource } from 'typeorm';
 import { attemptJobs } from './processor/attempt-ports';
 import { FineTuneProcessor } from './processor/fine-tune.processor';
 import { QueueConsumerService } from './processor/queue-consumer.service';
+import { ServeConsumerService } from './serving/serve-consumer.service';
 import { forkTrainerChild } from './trainer/trainer-process';
 import {
   ATTEMPT_JOBS,
@@ -40,6 +42,7 @@ const repositoryClasses = [
   FilesRepository,
   JobEventsRepository,
   JobsRepository,
+  ServingAdaptersRepository,
   WorkersRepository,
 ] as const;
 
@@ -92,6 +95,10 @@ export class WorkerModule implements OnApplicationShutdown {
           useFactory: attemptJobs,
         },
         FineTuneProcessor,
+        // Before the queue consumer: Nest boots providers in this order, and the registration
+        // that the queue consumer writes last is what says the worker is up (tests, fleet).
+        ...(env.LORAFLEET_WORKER_ROLES.includes('serve') ? [ServeConsumerService] : []),
+        // Registration and heartbeats for every role; it consumes BullMQ only with `train`.
         QueueConsumerService,
       ],
     };

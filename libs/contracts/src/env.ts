@@ -79,6 +79,13 @@ export const apiEnvShape = {
    * the process exits 1. Below Docker's default 10 s stop timeout.
    */
   LORAFLEET_SHUTDOWN_GRACE_MS: intFromEnv(100, 3_600_000).default(8000),
+  /**
+   * Completions (issue 19): longest wait for a serving worker's first token. It covers a
+   * base model's lazy load on its first request, so it is generous.
+   */
+  LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS: intFromEnv(100, 3_600_000).default(120_000),
+  /** Longest silence between two tokens before the worker is presumed dead (504). */
+  LORAFLEET_SERVE_TOKEN_TIMEOUT_MS: intFromEnv(100, 3_600_000).default(30_000),
 };
 export type ApiEnv = z.infer<z.ZodObject<typeof apiEnvShape>>;
 
@@ -105,6 +112,22 @@ export const REQUESTED_BACKENDS = [
   'cpu',
 ] as const;
 export type RequestedBackend = (typeof REQUESTED_BACKENDS)[number];
+
+export const WORKER_ROLES = ['train', 'serve'] as const;
+export type WorkerRole = (typeof WORKER_ROLES)[number];
+
+/** A comma-separated list of roles, each at most once: `train`, `serve` or `train,serve`. */
+const workerRoles = z
+  .string()
+  .transform((value) => value.split(',').map((role) => role.trim()))
+  .pipe(
+    z
+      .array(
+        z.enum(WORKER_ROLES, { message: `each role must be one of ${WORKER_ROLES.join(', ')}` }),
+      )
+      .min(1)
+      .refine((roles) => new Set(roles).size === roles.length, 'a role is listed twice'),
+  );
 
 export const workerEnvShape = {
   ...commonEnvShape,
@@ -136,5 +159,11 @@ export const workerEnvShape = {
    * of RAM (lora-core `memoryLimitMbFromEnv`, which reads it with this same rule).
    */
   LORAFLEET_MEMORY_LIMIT_MB: memoryLimitMb.optional(),
+  /** What this worker does (issue 19): `train` (the BullMQ queue), `serve` (completions), or both. */
+  LORAFLEET_WORKER_ROLES: workerRoles.default(['train', 'serve']),
+  /** Budget of the serving adapter cache (LRU by bytes of adapter tensors), per loaded base. */
+  LORAFLEET_SERVE_ADAPTER_CACHE_MB: intFromEnv(1, 1_048_576).default(512),
+  /** Most completion requests decoded together in one batch, per loaded base. */
+  LORAFLEET_SERVE_MAX_BATCH: intFromEnv(1, 256).default(16),
 };
 export type WorkerEnv = z.infer<z.ZodObject<typeof workerEnvShape>>;

@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   idempotency_mismatch: { status: 422, type: 'invalid_request_error' },
   rate_limit_exceeded: { status: 429, type: 'rate_limit_error' },
   service_unavailable: { status: 503, type: 'server_error' },
+  /** A serving worker stopped answering mid-request (issue 19): retrying may reach another. */
+  gateway_timeout: { status: 504, type: 'server_error' },
   internal_error: { status: 500, type: 'server_error' },
 } as const satisfies Record<string, { status: number; type: string }>;
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -11,3 +11,4 @@ export * from './jobs';
 export * from './lineage';
 export * from './lora';
 export * from './queues';
+export * from './serving';

@@ -1,6 +1,6 @@
 import { renderChat, renderChatSegments } from './chat-template.renderer';
 import type { TextTokenizer } from './text-tokenizer';
-import type { TrainingExample } from './training-example.types';
+import type { TemplateMessage, TrainingExample } from './training-example.types';
 
 /**
  * A tokenized example. `lossMask` is aligned with `inputIds` (same length, same positions):
@@ -126,8 +126,7 @@ export function encodeExample(
     budget -= kept.length;
     if (kept.length > 0) push(tokenizer.encode(kept), target);
   };
-  const bos =
-    tokenizer.addBosToken && tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [];
+  const bos = bosIds(tokenizer);
   const eos = tokenizer.eosTokenId !== undefined ? [tokenizer.eosTokenId] : [];
   const pushEos = (): void => {
     // EOS ends the example: a cut example has no end, as with right truncation.
@@ -175,6 +174,32 @@ function cutChars(text: string, count: number): string {
   return text.slice(0, last >= 0xd800 && last <= 0xdbff ? end - 1 : end);
 }
 
+/** [BOS] when the model's tokenizer adds it to plain text (`addBosToken`), else nothing. */
+function bosIds(tokenizer: TextTokenizer): number[] {
+  return tokenizer.addBosToken && tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [];
+}
+
+/**
+ * The ids a model sees for chat `messages` at inference: the chat template's rendering with
+ * the generation prompt (the header opening an assistant turn). BOS comes from the template,
+ * as in `transformers`. Shared by sample generations and the serving API (issue 19), so a
+ * served chat sees exactly the prompt training scored.
+ */
+export function encodeChatPrompt(
+  messages: readonly TemplateMessage[],
+  tokenizer: TextTokenizer,
+): number[] {
+  return tokenizer.encode(renderChat(messages, tokenizer, { addGenerationPrompt: true }));
+}
+
+/**
+ * The ids a model sees for a plain-text prompt at inference: [BOS] prompt, encoded exactly as
+ * a prompt/completion example's prompt is in training.
+ */
+export function encodeTextPrompt(prompt: string, tokenizer: TextTokenizer): number[] {
+  return [...bosIds(tokenizer), ...tokenizer.encode(prompt)];
+}
+
 /** A prompt to generate from and the text the dataset expects back (for sample generations). */
 export interface GenerationPrompt {
   promptIds: number[];
@@ -190,8 +215,6 @@ export function buildGenerationPrompt(
   example: TrainingExample,
   tokenizer: TextTokenizer,
 ): GenerationPrompt {
-  const bos =
-    tokenizer.addBosToken && tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [];
   switch (example.format) {
     case 'chat': {
       let last = example.messages.length - 1;
@@ -201,23 +224,21 @@ export function buildGenerationPrompt(
       ) {
         last -= 1;
       }
-      const context = example.messages.slice(0, Math.max(last, 0));
-      const text = renderChat(context, tokenizer, { addGenerationPrompt: true });
       return {
-        promptIds: tokenizer.encode(text),
+        promptIds: encodeChatPrompt(example.messages.slice(0, Math.max(last, 0)), tokenizer),
         reference: example.messages[last]?.content ?? '',
       };
     }
     case 'prompt_completion':
       return {
-        promptIds: [...bos, ...tokenizer.encode(example.prompt)],
+        promptIds: encodeTextPrompt(example.prompt, tokenizer),
         reference: example.completion,
       };
     case 'text': {
       const ids = tokenizer.encode(example.text);
       const half = Math.max(1, Math.floor(ids.length / 2));
       return {
-        promptIds: [...bos, ...ids.slice(0, half)],
+        promptIds: [...bosIds(tokenizer), ...ids.slice(0, half)],
         reference: tokenizer.decode(ids.slice(half)),
       };
     }

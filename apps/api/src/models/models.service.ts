@@ -20,6 +20,8 @@ export interface ModelObject {
   object: 'model';
   created: number;
   owned_by: string;
+  /** Fine-tuned models only: the base model the adapter applies to (as vLLM lists adapters). */
+  parent?: string;
   /** lorafleet extensions, base models only: config.json facts (null when it is unusable). */
   architecture?: string | null;
   parameters?: number | null;
@@ -92,6 +94,7 @@ export class ModelsService {
       object: 'model',
       created: Math.floor(adapter.createdAt.getTime() / 1000),
       owned_by: adapter.tenantId,
+      parent: adapter.baseModel,
     };
   }
 

@@ -1,4 +1,6 @@
 import {
+  ChatCompletionRequestSchema,
+  CompletionRequestSchema,
   CreateFineTuningJobRequestSchema,
   FILE_PURPOSES,
   FileObjectSchema,
@@ -12,6 +14,7 @@ import { z } from 'zod';
 import { ADAPTER_FILES } from '../adapters/adapters.service';
 import {
   AdapterObjectSchema,
+  ChatCompletionSchema,
   CheckpointListSchema,
   CheckpointSchema,
   DeletedSchema,
@@ -21,6 +24,7 @@ import {
   ModelListSchema,
   ModelObjectSchema,
   ReadinessSchema,
+  TextCompletionSchema,
   WorkerListSchema,
   WorkerObjectSchema,
 } from './response.schemas';
@@ -42,7 +46,7 @@ interface Operation {
   operationId: string;
   summary: string;
   description?: string;
-  tag: 'Files' | 'Models' | 'Fine-tuning' | 'Adapters' | 'Fleet' | 'Ops';
+  tag: 'Files' | 'Models' | 'Completions' | 'Fine-tuning' | 'Adapters' | 'Fleet' | 'Ops';
   auth: Auth;
   parameters?: JsonSchema[];
   requestBody?: JsonSchema;
@@ -101,6 +105,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   422: 'Idempotency-Key reused with a different body',
   429: 'Too many active jobs for this tenant',
   503: 'Postgres (or, for ops probes, Redis) is unreachable; nothing was stored',
+  504: 'No serving worker answered in time (it may have died); retrying may reach another',
 };
 
 const json = (schema: JsonSchema) => ({ 'application/json': { schema } });
@@ -268,6 +273,33 @@ const OPERATIONS: Operation[] = [
     response: json(ref('ModelDeleted')),
     errors: [401, 403, 404, 503],
   },
+  ...(
+    [
+      ['/v1/chat/completions', 'createChatCompletion', 'Chat', 'ChatCompletion'],
+      ['/v1/completions', 'createCompletion', 'Text', 'TextCompletion'],
+    ] as const
+  ).map(([path, operationId, kind, schema]): Operation => ({
+    method: 'post',
+    path,
+    operationId,
+    summary: `${kind} completion from a base or ft: model, served by workers`,
+    description:
+      "OpenAI-compatible. `model` is a base model or one of this tenant's `ft:` models " +
+      "(another tenant's is a 404). Parameters: `max_tokens` (chat: also `max_completion_tokens`), " +
+      '`temperature`, `top_p`, `stop` (up to 4), `seed`, `n` = 1 only. With `stream: true` the ' +
+      'answer is `text/event-stream`: `data: {chunk}` events, a final usage chunk when ' +
+      '`stream_options.include_usage` is set, then `data: [DONE]`; a failure after the first ' +
+      'event is an `data: {"error": …}` event.',
+    tag: 'Completions',
+    auth: 'bearer',
+    requestBody: { required: true, content: json(ref(`${schema}Request`)) },
+    status: 200,
+    response: {
+      ...json(ref(schema)),
+      'text/event-stream': { schema: { type: 'string', description: 'server-sent events' } },
+    },
+    errors: [400, 401, 404, 503, 504],
+  })),
   {
     method: 'post',
     path: '/v1/fine_tuning/jobs',
@@ -583,6 +615,8 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       ['Model', ModelObjectSchema],
       ['ModelList', ModelListSchema],
       ['ModelDeleted', DeletedSchema('model')],
+      ['ChatCompletion', ChatCompletionSchema],
+      ['TextCompletion', TextCompletionSchema],
       ['FineTuningJob', FineTuningJobSchema],
       ['FineTuningJobList', FineTuningJobListSchema],
       ['FineTuningJobEvent', FineTuningJobEventSchema],
@@ -598,7 +632,11 @@ export function buildOpenApiDocument(): Record<string, unknown> {
     'output',
   );
   const requests = componentSchemas(
-    [['CreateFineTuningJobRequest', CreateFineTuningJobRequestSchema]],
+    [
+      ['CreateFineTuningJobRequest', CreateFineTuningJobRequestSchema],
+      ['ChatCompletionRequest', ChatCompletionRequestSchema],
+      ['TextCompletionRequest', CompletionRequestSchema],
+    ],
     'input',
   );
 
@@ -652,7 +690,9 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: '/' }],
-    tags: ['Files', 'Models', 'Fine-tuning', 'Adapters', 'Fleet', 'Ops'].map((name) => ({ name })),
+    tags: ['Files', 'Models', 'Completions', 'Fine-tuning', 'Adapters', 'Fleet', 'Ops'].map(
+      (name) => ({ name }),
+    ),
     paths,
     components: {
       schemas: { ...responses, ...requests },

@@ -21,6 +21,12 @@ export const ModelObjectSchema = z.object({
   object: z.literal('model'),
   created: z.number().int(),
   owned_by: z.string(),
+  parent: z
+    .string()
+    .optional()
+    .describe(
+      'Fine-tuned models only: the base model the adapter applies to, as vLLM lists adapters.',
+    ),
   // lorafleet extensions, on base models only (OpenAI's model object has none of these); null
   // when the model's config.json cannot be read or names an architecture lorafleet cannot train.
   architecture: z
@@ -117,6 +123,51 @@ export const WorkerListSchema = z.object({
   data: z.array(WorkerObjectSchema),
   /** BullMQ job counts by state; null while Redis is unreachable. */
   queue: z.record(z.string(), z.number().int()).nullable(),
+});
+
+const CompletionUsageSchema = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+});
+const FinishReasonSchema = z.enum(['stop', 'length']);
+
+/** `POST /v1/chat/completions` without `stream` (issue 19); streamed, each event is a chunk. */
+export const ChatCompletionSchema = z.object({
+  id: z.string().describe('`chatcmpl-…`'),
+  object: z.literal('chat.completion'),
+  created: z.number().int(),
+  model: z.string().describe('As requested: a base model or an `ft:` model'),
+  choices: z.array(
+    z.object({
+      index: z.literal(0),
+      message: z.object({
+        role: z.literal('assistant'),
+        content: z.string(),
+        refusal: z.null(),
+      }),
+      logprobs: z.null(),
+      finish_reason: FinishReasonSchema,
+    }),
+  ),
+  usage: CompletionUsageSchema,
+});
+
+/** `POST /v1/completions` without `stream` (issue 19). */
+export const TextCompletionSchema = z.object({
+  id: z.string().describe('`cmpl-…`'),
+  object: z.literal('text_completion'),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.literal(0),
+      text: z.string(),
+      logprobs: z.null(),
+      finish_reason: FinishReasonSchema,
+    }),
+  ),
+  usage: CompletionUsageSchema,
 });
 
 export const HealthSchema = z.object({ status: z.literal('ok') });

@@ -94,6 +94,44 @@ export class RemoteClient {
     return (await this.parseJson(response)) as T;
   }
 
+  /**
+   * A POST answered with server-sent events (`stream: true` completions): yields each
+   * `data:` payload parsed as JSON until `data: [DONE]`. An `error` event (the API's way to
+   * fail after the first byte) throws an `ApiRequestError`, as an error status does.
+   */
+  async *events(path: string, body: unknown): AsyncGenerator<unknown> {
+    const response = await this.send('POST', path, {
+      headers: { accept: 'text/event-stream', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      // A long answer streams for longer than one request's timeout; the API bounds the
+      // silence between tokens itself.
+      timeoutMs: TRANSFER_TIMEOUT_MS,
+    });
+    if (!response.body) throw new ApiConnectionError(`POST ${path} answered without a body`);
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const bytes of response.body as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(bytes, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = event
+          .split('\n')
+          .filter((line) => line.startsWith('data:'))
+          .map((line) => line.slice(5).trimStart())
+          .join('\n');
+        if (data === '') continue;
+        if (data === '[DONE]') return;
+        const parsed = JSON.parse(data) as unknown;
+        const error = openAiErrorFrom(response.status, parsed);
+        if (error) throw error;
+        yield parsed;
+      }
+    }
+    throw new ApiConnectionError(`the stream of POST ${path} ended before [DONE]`);
+  }
+
   /** GET with `If-None-Match`: a 304 resolves with `notModified` and no body. */
   async conditional<T>(
     path: string,
@@ -173,17 +211,8 @@ export class RemoteClient {
     } catch {
       parsed = undefined;
     }
-    const error = (parsed as { error?: Record<string, unknown> } | undefined)?.error;
-    if (error && typeof error === 'object' && typeof error.message === 'string') {
-      const str = (v: unknown) => (typeof v === 'string' ? v : null);
-      return new ApiRequestError(
-        response.status,
-        error.message,
-        str(error.type),
-        str(error.param),
-        str(error.code),
-      );
-    }
+    const error = openAiErrorFrom(response.status, parsed);
+    if (error) return error;
     // Not an OpenAI error body: a proxy, or something else listening on that port.
     const snippet = text.replace(/\s+/g, ' ').trim().slice(0, 200);
     return new ApiRequestError(
@@ -205,6 +234,20 @@ export class RemoteClient {
       );
     }
   }
+}
+
+/** An OpenAI error body (`{"error": {"message", …}}`) as an `ApiRequestError`, else null. */
+function openAiErrorFrom(status: number, body: unknown): ApiRequestError | null {
+  const error = (body as { error?: Record<string, unknown> } | undefined)?.error;
+  if (!error || typeof error !== 'object' || typeof error.message !== 'string') return null;
+  const str = (v: unknown) => (typeof v === 'string' ? v : null);
+  return new ApiRequestError(
+    status,
+    error.message,
+    str(error.type),
+    str(error.param),
+    str(error.code),
+  );
 }
 
 function describeFetchError(error: unknown): string {

@@ -17,6 +17,8 @@ export interface ModelObject {
   object: 'model';
   created: number;
   owned_by: string;
+  /** Fine-tuned models only: the base model the adapter applies to. */
+  parent?: string;
   /** lorafleet extensions, base models only; null when the API cannot read config.json. */
   architecture?: string | null;
   parameters?: number | null;

@@ -2,7 +2,7 @@ import {
   CreateFineTuningJobRequestSchema,
   HyperparametersSchema,
   LoraConfigSchema,
-  TrainingOptionsSchema,
+  TrainingOptionsRequestSchema,
 } from '@lorafleet/contracts';
 import type { z } from 'zod';
 import {
@@ -31,8 +31,8 @@ const SCHEMA_OF: Record<Exclude<NumericField, 'seed'>, [z.ZodType, string]> = {
   n_epochs: [HyperparametersSchema, 'n_epochs'],
   batch_size: [HyperparametersSchema, 'batch_size'],
   learning_rate_multiplier: [HyperparametersSchema, 'learning_rate_multiplier'],
-  max_steps: [TrainingOptionsSchema, 'max_steps'],
-  max_seq_length: [TrainingOptionsSchema, 'max_seq_length'],
+  max_steps: [TrainingOptionsRequestSchema, 'max_steps'],
+  max_seq_length: [TrainingOptionsRequestSchema, 'max_seq_length'],
 };
 
 describe('job form', () => {

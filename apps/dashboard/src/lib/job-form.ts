@@ -6,7 +6,7 @@ import type {
 
 /**
  * The new-job form: string values as typed, bounds from the request contract
- * (libs/contracts: LoraConfigSchema, HyperparametersSchema, TrainingOptionsSchema,
+ * (libs/contracts: LoraConfigSchema, HyperparametersSchema, TrainingOptionsRequestSchema,
  * CreateFineTuningJobRequestSchema), validation, and the request body. A unit test checks
  * these bounds against the zod schemas, so the form cannot drift from what the API accepts.
  */

@@ -74,6 +74,8 @@ export class QueueConsumerService implements OnApplicationBootstrap, OnApplicati
       () => this.processor.reportStatus(this.worker?.isRunning() === false),
       this.env.LORAFLEET_HEARTBEAT_MS,
     );
+    // A serve-only worker (issue 19) registers and heartbeats but takes no training jobs.
+    if (!this.env.LORAFLEET_WORKER_ROLES.includes('train')) return;
     this.worker = new Worker(
       QUEUE_NAMES.fineTune,
       (job, token) => this.track(this.processor.process(job, token)),

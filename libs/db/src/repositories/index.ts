@@ -37,3 +37,4 @@ export {
 export { OutboxRepository, type NewOutboxEntry } from './outbox.repository';
 export { TenantsRepository } from './tenants.repository';
 export { WorkersRepository, type WorkerRegistration } from './workers.repository';
+export { ServingAdaptersRepository, type ServingAdapterRow } from './serving-adapters.repository';
