@@ -134,11 +134,11 @@ async function main() {
     if (seed.status !== 201) throw new Error(`seed job: ${seed.status} ${await seed.text()}`);
     const template = (await seed.json()).id;
     await dataSource.query(
-      `INSERT INTO fine_tuning_jobs (id, tenant_id, model, status, training_file_id, seed,
-              hyperparameters, lora, training, learning_rate, metadata, created_at, updated_at, finished_at)
+      `INSERT INTO fine_tuning_jobs (id, tenant_id, model, status, training_file_id, spec,
+              metadata, created_at, updated_at, finished_at)
        SELECT 'ftjob-bench' || lpad(g::text, 8, '0'), j.tenant_id, j.model,
-              (ARRAY['succeeded','failed','cancelled'])[1 + g % 3], j.training_file_id, g,
-              j.hyperparameters, j.lora, j.training, j.learning_rate,
+              (ARRAY['succeeded','failed','cancelled'])[1 + g % 3], j.training_file_id,
+              jsonb_set(j.spec, '{seed}', to_jsonb(g)),
               jsonb_build_object('batch', (g % 10)::text),
               now() - (g * interval '1 second'), now(), now()
          FROM fine_tuning_jobs j, generate_series(1, $2) g

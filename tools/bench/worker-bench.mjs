@@ -183,6 +183,8 @@ const median = (values) => percentile(values, 50);
  */
 async function referenceCheckpointCost() {
   const lc = require(path.join(root, 'libs/lora-core/dist/index.js'));
+  const data = require(path.join(root, 'libs/data/dist/index.js'));
+  const contracts = require(path.join(root, 'libs/contracts/dist/index.js'));
   const backend = await lc.selectBackend('cpu');
   // tools/bench/bench-train.ts REFERENCE. The vocabulary does not enter the checkpoint: only
   // the adapter, its AdamW moments, the step, RNG and data cursor do.
@@ -213,12 +215,22 @@ async function referenceCheckpointCost() {
   // A short sequence is enough: one real step creates the optimizer moments, and the
   // checkpoint's size does not depend on the batch.
   const ids = Array.from({ length: 16 }, (_, t) => (t * 104729) % reference.vocab_size);
+  // The one resolver every run goes through (issue 15): seed 1, learning rate 1e-4.
+  const spec = data.resolveFineTuneSpec(
+    {
+      seed: 1,
+      hyperparameters: { batch_size: 1, n_epochs: 50 },
+      lora: { r: reference.r, alpha: 2 * reference.r, target_modules: ['c_attn'] },
+      training: { learning_rate: 1e-4, max_seq_length: 16 },
+    },
+    { model: 'bench', contextLength: reference.n_positions, trainingExamples: 1 },
+  );
   const trainer = new lc.Trainer({
     model,
     train: [{ inputIds: ids, lossMask: ids.map((_, t) => (t === 0 ? 0 : 1)) }],
     padTokenId: 0,
     shuffle: false,
-    hyperparameters: { batchSize: 1, epochs: 100, learningRate: 1e-4, seed: 1 },
+    spec,
   });
   const repeats = smoke ? 3 : 15;
   const encodeMs = [];
@@ -250,23 +262,12 @@ async function referenceCheckpointCost() {
         trainingFileId: 'file-bench',
         validationFileId: null,
         suffix: null,
-        seed: 1,
         metadata: null,
-        hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 },
-        lora: { r: reference.r, alpha: 2 * reference.r, dropout: 0, use_rslora: false },
-        training: {
-          max_seq_length: 16,
-          lr_scheduler: 'linear',
-          warmup_steps: 0,
-          weight_decay: 0,
-          gradient_accumulation_steps: 1,
-        },
-        learningRate: 1e-4,
+        spec,
         idempotencyKey: null,
         requestHash: null,
       },
-      'bench',
-      (id) => ({ jobId: id }),
+      (id) => contracts.fineTuneDelivery({ id, tenantId: tenant.id }),
     );
     const claim = await new db.AttemptsRepository(ds).claimAttempt(job.id, 'bench', backend);
     const checkpoints = new db.CheckpointsRepository(ds);
