@@ -310,8 +310,12 @@ export {
   type ServingAdapter,
   type ServingAdapterModule,
 } from './serving/adapter.registry';
-export { RowAdapterBatch } from './serving/row-adapter.batch';
-export { BatchedKvDecoder, type DecodeRow } from './serving/batched-kv.decoder';
+export { RowAdapterBatch, type RowAdapterLayout } from './serving/row-adapter.batch';
+export {
+  BatchedKvDecoder,
+  type BatchedKvDecoderOptions,
+  type DecodeRow,
+} from './serving/batched-kv.decoder';
 export { StopSequenceMatcher } from './serving/stop-sequence.matcher';
 export {
   CompletionCancelledError,

@@ -4,7 +4,8 @@
  * The reference is independent of the batched path: each adapter is also imported into the
  * model itself and decoded by the single-sequence `KvCacheDecoder` (LoraLinear's own branch,
  * which generation.spec.ts checks against the full forward), while the batch reads the
- * registry's copies through `RowAdapterBatch`'s gather. Four adapters of different ranks,
+ * registry's copies through `RowAdapterBatch`, in both of its layouts (rank-concatenated with
+ * a per-row mask, and per-row stacks) and its own per-module choice. Four adapters of different ranks,
  * scalings (one rsLoRA) and target modules (Llama's lm_head included) share a batch with a
  * base row; prompts have different lengths, and rows leave and join between steps. Llama
  * (RoPE at per-row positions, GQA) and GPT-2 (learned positions), on cpu, wasm and wasm-blas
@@ -23,6 +24,7 @@ import {
   type CausalLM,
   type ExportedPeftAdapter,
   type RequestedBackend,
+  type RowAdapterLayout,
   type ServingAdapter,
 } from '../src';
 import { maxAbsDiff } from './fixture.helpers';
@@ -97,14 +99,33 @@ describe.each(CASES)('heterogeneous batched decoding on %s: %s', (backend, famil
       const base = decodeAlone(model, null, r.prompt, 1).logits[0];
       expect(maxAbsDiff(base, alone.get(r.id)!.logits[0])).toBeGreaterThan(0.05);
     }
+    // Both of RowAdapterBatch's layouts, forced, and the per-module choice it makes itself.
+    for (const layout of ['auto', 'rank-concat', 'row-stacked'] as RowAdapterLayout[]) {
+      const tokens = decodeMixedBatch(layout, (r, step, row) => {
+        const diff = maxAbsDiff(row, alone.get(r.id)!.logits[step]);
+        const key = `${backend} / ${family} / ${layout}: worst logit difference batched vs alone`;
+        figures[key] = Math.max(figures[key] ?? 0, diff);
+        expect(diff).toBeLessThanOrEqual(LOGIT_TOLERANCE);
+      });
+      for (const r of REQUESTS) expect(tokens.get(r.id)).toEqual(alone.get(r.id)!.tokens);
+    }
+  });
+
+  /**
+   * Decodes REQUESTS in one batched decoder (rows joining and leaving), handing each row's
+   * logits to `check`, and returns each request's greedy tokens. Leaves no tensor behind.
+   */
+  function decodeMixedBatch(
+    layout: RowAdapterLayout,
+    check: (r: Request, step: number, logits: Float32Array) => void,
+  ): Map<string, number[]> {
     const tensorsBefore = tf.memory().numTensors;
-    const decoder = new BatchedKvDecoder(model);
+    const decoder = new BatchedKvDecoder(model, { adapterLayout: layout });
     const adapters = new Map<string, ServingAdapter | null>(
       REQUESTS.map((r) => [r.id, r.adapter === null ? null : registry.acquire(r.adapter)]),
     );
     const done = new Map<string, number>(); // steps taken
     const tokens = new Map<string, number[]>(REQUESTS.map((r) => [r.id, []]));
-    let worst = 0;
     for (let step = 0; ; step++) {
       const active = REQUESTS.filter((r) => r.joins <= step && (done.get(r.id) ?? 0) < r.steps);
       if (active.length === 0) break;
@@ -120,21 +141,18 @@ describe.each(CASES)('heterogeneous batched decoding on %s: %s', (backend, famil
       active.forEach((r, b) => {
         const taken = done.get(r.id) ?? 0;
         const row = data.subarray(b * vocab, (b + 1) * vocab);
-        const diff = maxAbsDiff(row, alone.get(r.id)!.logits[taken]);
-        worst = Math.max(worst, diff);
-        expect(diff).toBeLessThanOrEqual(LOGIT_TOLERANCE);
+        check(r, taken, row);
         tokens.get(r.id)!.push(argmaxOf(row));
         done.set(r.id, taken + 1);
         if (taken + 1 === r.steps) decoder.release(r.id);
       });
     }
-    figures[`${backend} / ${family}: worst logit difference batched vs alone`] = worst;
-    for (const r of REQUESTS) expect(tokens.get(r.id)).toEqual(alone.get(r.id)!.tokens);
     expect(decoder.sequenceIds).toEqual([]);
     decoder.dispose();
     for (const r of REQUESTS) if (r.adapter !== null) registry.release(r.adapter);
     expect(tf.memory().numTensors).toBe(tensorsBefore);
-  });
+    return tokens;
+  }
 });
 
 describe('adapter registry', () => {

@@ -4,7 +4,8 @@
  *
  * - **Shared frozen product.** Every linear layer computes x·W0 once for the whole batch
  *   (on the host-weight path of `wasm-blas` too); each row adds its own adapter's branch
- *   through `RowAdapterBatch`'s gather (Punica / S-LoRA).
+ *   through `RowAdapterBatch` (Punica / S-LoRA), whose per-module layouts are built once per
+ *   row set and reused by every step until it changes.
  * - **Per-row positions.** Rows sit at different lengths. The cache is one tensor per layer,
  *   [B, KV, W, D], each row's keys right-aligned with left padding; the attention bias masks
  *   the padding (and any other invalid column) per row, and RoPE uses each row's own
@@ -25,7 +26,7 @@ import { MASKED_SCORE, type CausalLM } from '../models/causal-lm.model';
 import type { LoraForwardContext } from '../models/lora-linear.layer';
 import { contextLength } from '../models/model.config';
 import type { ServingAdapter } from './adapter.registry';
-import { RowAdapterBatch } from './row-adapter.batch';
+import { RowAdapterBatch, type RowAdapterLayout } from './row-adapter.batch';
 
 /** One row of a decode step. */
 export interface DecodeRow {
@@ -35,6 +36,11 @@ export interface DecodeRow {
   tokens: readonly number[];
   /** The sequence's adapter, fixed for its life; null = the base model. */
   adapter: ServingAdapter | null;
+}
+
+export interface BatchedKvDecoderOptions {
+  /** `RowAdapterBatch`'s layout; default `auto` (the cheaper one per module and backend). */
+  adapterLayout?: RowAdapterLayout;
 }
 
 /** Keys and values of one layer, [rows, KV, width, D] each. */
@@ -66,7 +72,13 @@ export class BatchedKvDecoder {
   /** The longest sequence the model decodes: `max_position_embeddings` within any window. */
   readonly maxLength: number;
 
-  constructor(private readonly model: CausalLM) {
+  private readonly adapterLayout: RowAdapterLayout;
+
+  constructor(
+    private readonly model: CausalLM,
+    options: BatchedKvDecoderOptions = {},
+  ) {
+    this.adapterLayout = options.adapterLayout ?? 'auto';
     this.decodeHidden = decodeHiddenFor(model);
     const merged = model.adapterNames().filter((name) => model.isMerged(name));
     if (merged.length > 0) {
@@ -265,7 +277,10 @@ export class BatchedKvDecoder {
     this.order = rows.map((r) => r.id);
     this.stale = false;
     this.rowAdapters?.dispose();
-    this.rowAdapters = new RowAdapterBatch(rows.map((r) => this.sequences.get(r.id)!.adapter));
+    this.rowAdapters = new RowAdapterBatch(
+      rows.map((r) => this.sequences.get(r.id)!.adapter),
+      this.adapterLayout,
+    );
   }
 
   /** Row b's valid keys and values per layer, [1, KV, length, D], compacted. */
