@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Serving benchmarks (issue 19, ADR 0006), `npm run bench:serve`. Needs the built apps and libs
 // (`npx nx run-many -t build`) and redis-server on PATH (the benchmark starts a private one, so
-// its command and CPU counts are its own). Greedy decoding on lorafleet-tiny-llama, cpu backend.
+// its command and CPU counts are its own). Greedy decoding on lorafleet-tiny-llama, on the cpu
+// backend unless --backend names another (both sides use it).
 // Sections:
 // 1. Transport overhead: one streamed completion at a time through the built api and one
 //    serve-only worker (Redis Streams both ways), against lora-core's CompletionEngine
@@ -14,7 +15,7 @@
 // A fixed number of tokens: stop tokens are disabled in process; through the API the prompt
 // is chosen so that the model does not stop early, and tokens are counted from usage.
 //   npm run bench:serve [-- --smoke] [-- --requests N] [-- --tokens N] [-- --concurrency N]
-//                       [-- --rounds N] [-- --batch-tokens N] [-- --json]
+//                       [-- --rounds N] [-- --batch-tokens N] [-- --backend NAME] [-- --json]
 // A benchmark prints figures; it asserts nothing about speed.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -46,15 +47,22 @@ const option = (name, fallback) => {
 const smoke = args.includes('--smoke');
 const requests = option('--requests', smoke ? 2 : 20);
 const tokens = option('--tokens', smoke ? 4 : 32);
-const concurrency = option('--concurrency', 16);
+// Smoke mode keeps the concurrent section small: 4 requests over 1 and 4 adapters.
+const concurrency = option('--concurrency', smoke ? 4 : 16);
 const rounds = option('--rounds', smoke ? 1 : 3);
 const batchTokens = option('--batch-tokens', smoke ? 4 : 32);
 const json = args.includes('--json');
+const backendAt = args.indexOf('--backend');
+/** The tfjs backend of both sides (the worker's LORAFLEET_BACKEND); cpu as the first figures. */
+const BACKEND = backendAt >= 0 ? args[backendAt + 1] : 'cpu';
 const MODEL = 'lorafleet-tiny-llama';
 const MODEL_DIR = path.join(root, 'models', MODEL);
 const PROMPT = 'It was the best of times, it was the';
-/** Distinct adapters the concurrent requests are spread over (request i uses adapter i mod k). */
-const ADAPTER_COUNTS = [1, 4, 16];
+/**
+ * Distinct adapters the concurrent requests are spread over (request i uses adapter i mod k);
+ * no more than there are requests.
+ */
+const ADAPTER_COUNTS = [1, 4, 16].filter((count) => count <= concurrency);
 
 const summary = (values) => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
 const median = (values) => percentile(values, 50);
@@ -259,7 +267,7 @@ async function throughApi(adapters, baseSha256) {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
   const worker = start('worker', {
-    LORAFLEET_BACKEND: 'cpu',
+    LORAFLEET_BACKEND: BACKEND,
     LORAFLEET_WORKER_ROLES: 'serve',
     LORAFLEET_SERVE_MAX_BATCH: String(concurrency),
   });
@@ -333,7 +341,7 @@ async function throughApi(adapters, baseSha256) {
 }
 
 const loadAtStart = loadavg()[0];
-await core.selectBackend('cpu');
+await core.selectBackend(BACKEND);
 const model = await core.loadCausalLM(MODEL_DIR);
 const tokenizer = await data.loadTokenizer(MODEL_DIR);
 // The serving worker checks an adapter's lineage against the hash of the weights it loaded.
@@ -359,7 +367,7 @@ const ratio = (rows, count) =>
 const most = Math.max(...ADAPTER_COUNTS);
 const result = {
   model: MODEL,
-  backend: 'cpu',
+  backend: BACKEND,
   requests,
   tokens,
   loadAverage: loadAtStart,
@@ -388,7 +396,7 @@ if (json) console.log(JSON.stringify(result, null, 2));
 else {
   const f = (n) => (n === null || n === undefined ? '?' : n.toFixed(1));
   console.log(
-    `serving, ${MODEL}, cpu (load ${f(result.loadAverage)} at start, ${f(result.loadAverageAtEnd)} at end)`,
+    `serving, ${MODEL}, ${BACKEND} (load ${f(result.loadAverage)} at start, ${f(result.loadAverageAtEnd)} at end)`,
   );
   console.log(`1. ${requests} sequential streamed requests of ${tokens} tokens`);
   console.log(
@@ -401,7 +409,7 @@ else {
     `  overhead     first token +${f(result.ttftOverheadMsP50)} ms p50; tokens/s ×${result.tokensPerSecondRatioP50.toFixed(2)}`,
   );
   console.log(
-    `2. ${concurrency} concurrent requests of ${batchTokens} tokens over 1/4/16 adapters (r=8, all-linear), ${rounds} round(s) each, median aggregate tokens/s`,
+    `2. ${concurrency} concurrent requests of ${batchTokens} tokens over ${ADAPTER_COUNTS.join('/')} adapters (r=8, all-linear), ${rounds} round(s) each, median aggregate tokens/s`,
   );
   for (const [label, rows] of [
     ['in-process ', localBatched],

@@ -53,16 +53,69 @@ describe('benchmarks in --smoke mode', () => {
     expect(report.checkpoint_reference.bytes).toBeGreaterThan(0);
   }, 300_000);
 
-  it('bench:serve streams through the API and in process, and compares the two', () => {
+  it('bench:serve streams through the API and in process, concurrently over several adapters, and times both transports', () => {
+    interface ConcurrentFigures {
+      adapters: number;
+      tokensPerSecond: number;
+      completionTokens: number;
+      ttftMs: { p50: number; p99: number };
+    }
+    interface Transport {
+      firstTokenMs: { p50: number };
+      requestMs: { p50: number };
+    }
     const report = smokeReport('serve') as {
       tokens: number;
       throughApi: { tokensPerSecond: { p50: number } };
       inProcess: { tokensPerSecond: { p50: number } };
       tokensPerSecondRatioP50: number;
+      heterogeneous: {
+        concurrency: number;
+        tokens: number;
+        rounds: number;
+        inProcess: (ConcurrentFigures & { peakRssMb: number })[];
+        throughApi: (ConcurrentFigures & {
+          servingChildPeakRssMb: number;
+          redisCommandsPerToken: number;
+        })[];
+        ratioMostToOneAdapter: { adapters: number; inProcess: number; throughApi: number };
+      };
+      transport: { redisStreams: Transport; bullmq: Transport };
     };
     expect(report.tokens).toBeGreaterThan(0);
     expect(report.throughApi.tokensPerSecond.p50).toBeGreaterThan(0);
     expect(report.inProcess.tokensPerSecond.p50).toBeGreaterThan(0);
     expect(report.tokensPerSecondRatioP50).toBeGreaterThan(0);
+
+    // Smoke mode: 4 concurrent requests over 1 and 4 adapters, one round each.
+    const { heterogeneous } = report;
+    expect(heterogeneous.concurrency).toBe(4);
+    for (const side of [heterogeneous.inProcess, heterogeneous.throughApi]) {
+      expect(side.map((row) => row.adapters)).toEqual([1, 4]);
+      for (const row of side) {
+        expect(row.tokensPerSecond).toBeGreaterThan(0);
+        // Every request produced its tokens (in process no stop token can end one early).
+        expect(row.completionTokens).toBeGreaterThan(0);
+        expect(row.ttftMs.p99).toBeGreaterThanOrEqual(row.ttftMs.p50);
+      }
+    }
+    for (const row of heterogeneous.inProcess) {
+      expect(row.completionTokens).toBe(
+        heterogeneous.concurrency * heterogeneous.tokens * heterogeneous.rounds,
+      );
+      expect(row.peakRssMb).toBeGreaterThan(0);
+    }
+    for (const row of heterogeneous.throughApi) {
+      // The worker's serving child was found and measured; every token cost Redis commands.
+      expect(row.servingChildPeakRssMb).toBeGreaterThan(0);
+      expect(row.redisCommandsPerToken).toBeGreaterThan(0);
+    }
+    expect(heterogeneous.ratioMostToOneAdapter).toMatchObject({ adapters: 4 });
+    expect(heterogeneous.ratioMostToOneAdapter.inProcess).toBeGreaterThan(0);
+    expect(heterogeneous.ratioMostToOneAdapter.throughApi).toBeGreaterThan(0);
+    for (const transport of [report.transport.redisStreams, report.transport.bullmq]) {
+      expect(transport.firstTokenMs.p50).toBeGreaterThan(0);
+      expect(transport.requestMs.p50).toBeGreaterThanOrEqual(transport.firstTokenMs.p50);
+    }
   }, 300_000);
 });
