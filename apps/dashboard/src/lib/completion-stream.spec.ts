@@ -81,7 +81,11 @@ describe('chunkUpdates', () => {
     expect(chunkUpdates('{not json', 'chat')).toEqual([
       {
         kind: 'error',
-        error: { status: null, code: null, message: 'The API sent an event that is not JSON: {not json' },
+        error: {
+          status: null,
+          code: null,
+          message: 'The API sent an event that is not JSON: {not json',
+        },
       },
     ]);
   });
@@ -183,13 +187,12 @@ describe('streamCompletion', () => {
     signal = new AbortController().signal,
   ) {
     const requests: { url: string; init: RequestInit }[] = [];
-    const api = new ApiClient({
-      getKey: () => 'sk-test',
-      fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
-        requests.push({ url: String(input), init: init ?? {} });
-        return respond(init ?? {});
-      }) as typeof fetch,
-    });
+    // The client always calls fetch with a path string.
+    const fakeFetch = (input: string, init?: RequestInit) => {
+      requests.push({ url: input, init: init ?? {} });
+      return Promise.resolve(respond(init ?? {}));
+    };
+    const api = new ApiClient({ getKey: () => 'sk-test', fetch: fakeFetch as typeof fetch });
     const updates: StreamUpdate[] = [];
     const body = toCompletionBody('chat', 'ft:m:o:s:ftjob-1', {
       ...defaultPlaygroundForm(),
@@ -208,7 +211,7 @@ describe('streamCompletion', () => {
     const headers = new Headers(requests[0].init.headers);
     expect(headers.get('authorization')).toBe('Bearer sk-test');
     expect(headers.get('accept')).toBe('text/event-stream');
-    expect(JSON.parse(String(requests[0].init.body))).toMatchObject({
+    expect(JSON.parse(requests[0].init.body as string)).toMatchObject({
       model: 'ft:m:o:s:ftjob-1',
       stream: true,
       stream_options: { include_usage: true },

@@ -37,7 +37,8 @@ describe('SseParser', () => {
     for (let size = 1; size <= text.length; size += 1) {
       const parser = new SseParser();
       const events: SseEvent[] = [];
-      for (let i = 0; i < text.length; i += size) events.push(...parser.push(text.slice(i, i + size)));
+      for (let i = 0; i < text.length; i += size)
+        events.push(...parser.push(text.slice(i, i + size)));
       expect(events).toEqual(expected);
     }
   });

@@ -206,8 +206,8 @@ export function PlaygroundPage({ selection }: { selection: PlaygroundSelection }
                   'Loading…'
                 ) : (
                   <>
-                    No fine-tuned models for this base yet. <Link href="/jobs/new">Start a job</Link>{' '}
-                    to train one.
+                    No fine-tuned models for this base yet.{' '}
+                    <Link href="/jobs/new">Start a job</Link> to train one.
                   </>
                 )}
               </p>
@@ -248,7 +248,9 @@ export function PlaygroundPage({ selection }: { selection: PlaygroundSelection }
                 checked={selection.mode === 'chat'}
                 onChange={() => select({ mode: 'chat' })}
               />
-              Chat (<code>/v1/chat/completions</code>)
+              <span>
+                Chat (<code>/v1/chat/completions</code>)
+              </span>
             </label>
             <label class="checkbox">
               <input
@@ -258,7 +260,9 @@ export function PlaygroundPage({ selection }: { selection: PlaygroundSelection }
                 checked={selection.mode === 'completion'}
                 onChange={() => select({ mode: 'completion' })}
               />
-              Completion (<code>/v1/completions</code>)
+              <span>
+                Completion (<code>/v1/completions</code>)
+              </span>
             </label>
           </fieldset>
           <div class="field">

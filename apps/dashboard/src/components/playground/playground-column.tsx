@@ -46,10 +46,7 @@ export function PlaygroundColumnCard({
         </div>
         <div>
           <dt>Tokens/s</dt>
-          <dd
-            class="playground-rate"
-            data-tokens-per-second={stats.tokensPerSecond ?? undefined}
-          >
+          <dd class="playground-rate" data-tokens-per-second={stats.tokensPerSecond ?? undefined}>
             {rate}
           </dd>
         </div>
@@ -67,8 +64,12 @@ export function PlaygroundColumnCard({
           {describeColumnError(state.error)}
         </p>
       ) : null}
+      {/* A read-only text box: focusable to scroll a long answer, named, but not a live region. */}
       <pre
         class="playground-output"
+        role="textbox"
+        aria-readonly="true"
+        aria-multiline="true"
         aria-label={`Answer of ${column.model}`}
         aria-busy={busy ? 'true' : 'false'}
         tabIndex={0}
@@ -84,8 +85,8 @@ export function PlaygroundColumnCard({
           ) : null}
           {state.usage !== null ? (
             <>
-              {state.finishReason !== null ? ' · ' : ''}usage: {state.usage.prompt_tokens} prompt
-              + {state.usage.completion_tokens} completion = {state.usage.total_tokens} tokens
+              {state.finishReason !== null ? ' · ' : ''}usage: {state.usage.prompt_tokens} prompt +{' '}
+              {state.usage.completion_tokens} completion = {state.usage.total_tokens} tokens
             </>
           ) : null}
         </p>
