@@ -415,6 +415,24 @@ describe('dashboard in a browser', () => {
     await page.getByRole('button', { name: 'Send' }).click();
     await page.getByText('Type a prompt.').waitFor();
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('playground-prompt');
+    // The API's refusal shows in each column: more tokens than the 64-token context leaves.
+    await page.fill('#playground-prompt', PLAYGROUND_PROMPT);
+    await page.fill('#playground-max-tokens', '100');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await waitFor(
+      'both columns to show the refusal',
+      async () =>
+        (await page.locator('.playground-column[data-status="error"]').count()) === 2
+          ? true
+          : undefined,
+      15_000,
+      50,
+    );
+    for (const alert of await page.locator('.playground-column .playground-error').all()) {
+      expect(await alert.textContent()).toMatch(
+        /^400 invalid_request: This model's maximum context length is 64 tokens/,
+      );
+    }
 
     const phone = await newPage(375, 812);
     await signIn(phone.page, stack.keys.alice);
