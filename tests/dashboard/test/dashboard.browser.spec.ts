@@ -358,22 +358,25 @@ describe('dashboard in a browser', () => {
     await page.getByRole('button', { name: 'Send' }).click();
 
     const columns = page.locator('.playground-column');
-    await waitFor(
+    // A failed column ends the wait at once (waitFor retries a probe that throws).
+    const outcome = await waitFor(
       'both columns to finish streaming',
       async () => {
         const statuses = await columns.evaluateAll((nodes) =>
           nodes.map((n) => `${n.getAttribute('data-status')}: ${n.textContent ?? ''}`),
         );
         const failed = statuses.find((s) => s.startsWith('error') || s.startsWith('stopped'));
-        if (failed)
-          throw new Error(`a column failed: ${failed}\n${stack.workerOutput().slice(-2000)}`);
+        if (failed) return failed;
         return statuses.length === 2 && statuses.every((s) => s.startsWith('done:'))
-          ? true
+          ? 'done'
           : undefined;
       },
       60_000,
       100,
     );
+    if (outcome !== 'done') {
+      throw new Error(`a column failed: ${outcome}\n${stack.workerOutput().slice(-2000)}`);
+    }
     console.log(`playground: both answers streamed in ${Date.now() - started} ms`);
     expect(await columns.nth(0).getAttribute('data-model')).toBe('tiny-random-gpt2');
     expect(await columns.nth(1).getAttribute('data-model')).toBe(adapterModel);
