@@ -12,7 +12,9 @@ import {
   AdapterRegistryError,
   CompletionCancelledError,
   CompletionEngine,
+  KvCacheBudgetError,
   loadCausalLM,
+  memoryLimitMbFromEnv,
   selectBackend,
   type AdapterSource,
 } from '@lorafleet/lora-core';
@@ -24,6 +26,16 @@ import type {
 } from './serving-protocol';
 
 process.on('disconnect', () => process.exit(1));
+
+/** Share of the memory limit the decode batch's key/value cache may take by default. */
+const KV_CACHE_SHARE_OF_MEMORY_LIMIT = 0.25;
+
+/**
+ * TEST ONLY (tests/e2e serving.spec.ts): holds every request this long before it reaches the
+ * engine, as a very long prefill would, so a test can kill the worker while it holds a
+ * request that has no token yet. Never set it in production.
+ */
+const TEST_PREFILL_DELAY_MS = Number(process.env.LORAFLEET_TEST_SERVE_PREFILL_DELAY_MS ?? 0);
 
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ServingChildToParent): Promise<void> {
@@ -56,6 +68,9 @@ async function load(spec: ServingChildSpec): Promise<Loaded> {
     registry,
     tokenizer,
     maxBatchSize: spec.maxBatchSize,
+    kvCacheBytes:
+      spec.kvCacheBytes ??
+      Math.floor(memoryLimitMbFromEnv() * 2 ** 20 * KV_CACHE_SHARE_OF_MEMORY_LIMIT),
   });
   void send({ kind: 'ready', backend, baseModelHash: sha256 });
   return { engine, registry, tokenizer, baseModelHash: sha256 };
@@ -81,6 +96,15 @@ function errorReply(error: unknown): ServeReply {
     }
     // A base mismatch or a cache too small for the adapter: not the client's doing.
     return { kind: 'error', code: 'service_unavailable', message, param: 'model' };
+  }
+  if (error instanceof KvCacheBudgetError) {
+    // The client can fix it: fewer tokens. Larger than the whole budget, it would never run.
+    return {
+      kind: 'error',
+      code: 'invalid_request',
+      message: `This request is too large for the server's key/value cache: ${message}.`,
+      param: 'max_tokens',
+    };
   }
   if (error instanceof CompletionCancelledError) {
     // Nobody reads it (the client is gone); it ends the request for the parent's bookkeeping.
@@ -122,6 +146,9 @@ async function serve(request: ServeRequest): Promise<void> {
   }
   if (request.adapterId !== null)
     await registry.load(request.adapterId, () => fetchAdapter(request.adapterId!));
+  if (TEST_PREFILL_DELAY_MS > 0) {
+    await new Promise((resolve) => setTimeout(resolve, TEST_PREFILL_DELAY_MS));
+  }
   const done = engine.submit(
     {
       id: request.requestId,
