@@ -38,7 +38,7 @@ const MAX_TOKENS = 12;
 describe('completions served by workers (openai client)', () => {
   const fleet = new Fleet({
     apiEnv: {
-      LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS: '60000',
+      LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS: '120000',
       LORAFLEET_SERVE_TOKEN_TIMEOUT_MS: '3000',
     },
   });
@@ -370,6 +370,92 @@ describe('completions served by workers (openai client)', () => {
       expect(last).toMatchObject({
         kind: 'error',
         message: expect.stringMatching(/was cancelled/),
+      });
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('hands a request whose worker died before its first token to another worker, which answers it', async () => {
+    const CLAIM_IDLE_MS = 2000;
+    const serveEnv = { LORAFLEET_WORKER_ROLES: 'serve', LORAFLEET_SERVE_CLAIM_IDLE_MS: '2000' };
+    const stream = `${fleet.queuePrefix}:serve:req:${BASE}`;
+    const redis = new Redis(fleet.redisUrl);
+    /** [id, consumer, idle ms, deliveries] of each request read and not yet answered. */
+    const pending = () =>
+      redis.xpending(stream, 'serving-workers', '-', '+', 10) as Promise<
+        [string, string, number, number][]
+      >;
+    try {
+      await fleet.stopWorkers();
+      // The holder takes one request at a time and never reaches its first token (a prefill
+      // that never ends), so its request stays read and unanswered until it dies.
+      const holder = fleet.startWorker('serve-holder', {
+        ...serveEnv,
+        LORAFLEET_SERVE_MAX_BATCH: '1',
+        LORAFLEET_TEST_SERVE_PREFILL_DELAY_MS: '600000',
+      });
+      const prompt = 'Count:';
+      const answer = client.completions.create({
+        model: BASE,
+        prompt,
+        max_tokens: 6,
+        temperature: 0,
+      });
+      const [[held]] = await waitFor(
+        'the holder to read the request',
+        async () => {
+          const entries = await pending();
+          return entries.length === 1 && entries[0][1] === 'serve-holder' ? entries : undefined;
+        },
+        60_000,
+        50,
+      );
+      const heldSince = Date.now();
+      // A second worker, warmed up on the same base (the holder is full, so it takes this one).
+      const taker = fleet.startWorker('serve-taker', {
+        ...serveEnv,
+        LORAFLEET_SERVE_KV_CACHE_MB: '1',
+      });
+      const warm = await client.completions.create({
+        model: BASE,
+        prompt,
+        max_tokens: 2,
+        temperature: 0,
+      });
+      expect(warm.choices[0].text).toBe(
+        (await reference(encodeTextPrompt(prompt, tokenizer), null, 2)).text,
+      );
+      // While the holder lives, its heartbeat keeps the request its own, however long it holds
+      // it: the taker has been scanning for idle requests all along.
+      const twoClaimPeriods = heldSince + 2 * CLAIM_IDLE_MS - Date.now();
+      if (twoClaimPeriods > 0) await new Promise((resolve) => setTimeout(resolve, twoClaimPeriods));
+      const [stillHeld] = await pending();
+      expect(stillHeld).toEqual([held, 'serve-holder', expect.any(Number), 1]);
+      expect(stillHeld[2]).toBeLessThan(CLAIM_IDLE_MS);
+
+      holder.signal('SIGKILL');
+      const diedAt = Date.now();
+      const completion = await answer;
+      const deathToAnswerMs = Date.now() - diedAt;
+      const expected = await reference(encodeTextPrompt(prompt, tokenizer), null, 6);
+      expect(completion.choices[0].text).toBe(expected.text);
+      expect(completion.usage?.completion_tokens).toBe(expected.completionTokens);
+      expect(await pending()).toEqual([]);
+      expect(taker.text).toMatch(new RegExp(`taking over serving request ${held}`));
+      // The claim waits out the idle time; a claim scan runs every quarter of it.
+      expect(deathToAnswerMs).toBeLessThan(CLAIM_IDLE_MS * 1.25 + 20_000);
+      console.info(`serving takeover: worker SIGKILLed → answer in ${deathToAnswerMs} ms`);
+
+      // The taker's key/value cache budget (1 MiB: 256 tokens of this model) refuses a request
+      // that could never fit, with a 400 naming max_tokens, instead of running out of memory.
+      const refused = await client.completions
+        .create({ model: BASE, prompt, max_tokens: 400, temperature: 0 })
+        .catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(refused).toMatchObject({
+        param: 'max_tokens',
+        message: expect.stringMatching(/key\/value cache.*max_tokens at most \d+/),
       });
     } finally {
       redis.disconnect();
