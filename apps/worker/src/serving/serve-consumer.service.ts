@@ -35,6 +35,14 @@ const REPLY_TTL_SECONDS = 60;
 /** A reply stream holds at most about this many entries; the API reads them as they come. */
 const REPLY_MAXLEN = 1024;
 
+/**
+ * TEST ONLY (tests/e2e serving.spec.ts): the worker holds every request this long before it
+ * hands it to a serving child, as a base load or prefill that does not end would, so a test
+ * can kill a worker that holds a request with no token yet. Read from the environment, not
+ * the validated WorkerEnv, to keep it out of the documented settings; never set in production.
+ */
+const TEST_HOLD_MS = Number(process.env.LORAFLEET_TEST_SERVE_HOLD_MS ?? 0);
+
 type StreamEntries = [key: string, entries: [id: string, fields: string[]][]][];
 
 /** A request this worker read (or claimed) and has not finished. */
@@ -318,6 +326,12 @@ export class ServeConsumerService implements OnApplicationBootstrap, OnApplicati
     // Claimed back from itself (its heartbeat was late): it is already being served here.
     if (this.entries.has(request.requestId)) return;
     this.entries.set(request.requestId, { stream, id, state: 'pending', held: [] });
+    if (TEST_HOLD_MS > 0) {
+      setTimeout(() => {
+        if (this.entries.has(request.requestId)) this.processFor(request)?.submit(request);
+      }, TEST_HOLD_MS).unref();
+      return;
+    }
     const process = this.processFor(request);
     if (process) process.submit(request);
   }

@@ -30,13 +30,6 @@ process.on('disconnect', () => process.exit(1));
 /** Share of the memory limit the decode batch's key/value cache may take by default. */
 const KV_CACHE_SHARE_OF_MEMORY_LIMIT = 0.25;
 
-/**
- * TEST ONLY (tests/e2e serving.spec.ts): holds every request this long before it reaches the
- * engine, as a very long prefill would, so a test can kill the worker while it holds a
- * request that has no token yet. Never set it in production.
- */
-const TEST_PREFILL_DELAY_MS = Number(process.env.LORAFLEET_TEST_SERVE_PREFILL_DELAY_MS ?? 0);
-
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ServingChildToParent): Promise<void> {
   return new Promise((resolve) => {
@@ -146,9 +139,6 @@ async function serve(request: ServeRequest): Promise<void> {
   }
   if (request.adapterId !== null)
     await registry.load(request.adapterId, () => fetchAdapter(request.adapterId!));
-  if (TEST_PREFILL_DELAY_MS > 0) {
-    await new Promise((resolve) => setTimeout(resolve, TEST_PREFILL_DELAY_MS));
-  }
   const done = engine.submit(
     {
       id: request.requestId,
