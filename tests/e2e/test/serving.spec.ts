@@ -353,8 +353,9 @@ describe('completions served by workers (openai client)', () => {
         if (!(error instanceof OpenAI.APIUserAbortError)) throw error;
       });
       expect(requestId).not.toBe('');
-      // The worker ends it at its next decode round: acknowledged, and its last reply is the
-      // cancellation, not a finished answer (400 tokens take far longer than this wait).
+      // The worker ends it at its next decode round: nothing left pending (its entry was
+      // acknowledged at its first reply), and its last reply, once one ends it, is the
+      // cancellation, not a finished answer.
       const replies = `${fleet.queuePrefix}:serve:tok:${requestId}`;
       const last = await waitFor(
         'the cancelled request to end on the worker',
@@ -367,7 +368,8 @@ describe('completions served by workers (openai client)', () => {
             string,
             string[],
           ][];
-          return pending[0] === 0 && entry ? (JSON.parse(entry[1][1]) as object) : undefined;
+          const reply = entry ? (JSON.parse(entry[1][1]) as { kind: string }) : undefined;
+          return pending[0] === 0 && reply && reply.kind !== 'delta' ? reply : undefined;
         },
         10_000,
         50,
