@@ -6,6 +6,8 @@ import { FineTuningJobEntity } from './fine-tuning-job.entity';
 import { JobEventEntity } from './job-event.entity';
 import { OutboxEntity } from './outbox.entity';
 import { TenantEntity } from './tenant.entity';
+import { WebhookDeliveryEntity } from './webhook-delivery.entity';
+import { WebhookEndpointEntity } from './webhook-endpoint.entity';
 import { WorkerEntity } from './worker.entity';
 
 export {
@@ -17,6 +19,8 @@ export {
   JobEventEntity,
   OutboxEntity,
   TenantEntity,
+  WebhookDeliveryEntity,
+  WebhookEndpointEntity,
   WorkerEntity,
 };
 export type { JobErrorRecord } from './fine-tuning-job.entity';
@@ -33,5 +37,7 @@ export const ALL_ENTITIES = [
   AdapterEntity,
   WorkerEntity,
   OutboxEntity,
+  WebhookEndpointEntity,
+  WebhookDeliveryEntity,
 ];
 export type { JsonObject, JsonValue } from './json';
