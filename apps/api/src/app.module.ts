@@ -22,6 +22,9 @@ import { OutboxRelayService } from './jobs/outbox-relay.service';
 import { ModelsController } from './models/models.controller';
 import { ModelsService } from './models/models.service';
 import { OpsModule } from './ops/ops.module';
+import { WebhookDispatcherService } from './webhooks/webhook-dispatcher.service';
+import { WebhooksController } from './webhooks/webhooks.controller';
+import { WebhooksService } from './webhooks/webhooks.service';
 
 @Module({})
 export class AppModule {
@@ -44,6 +47,7 @@ export class AppModule {
         AdaptersController,
         WorkersController,
         CompletionsController,
+        WebhooksController,
       ],
       providers: [
         { provide: APP_FILTER, useClass: OpenAiExceptionFilter },
@@ -57,6 +61,8 @@ export class AppModule {
         OutboxRelayService,
         CompletionsService,
         ServingGateway,
+        WebhooksService,
+        WebhookDispatcherService,
       ],
     };
   }
