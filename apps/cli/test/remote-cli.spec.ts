@@ -3,6 +3,8 @@
  * the real api (and one worker training the tiny shipped GPT-2), with Postgres and Redis.
  */
 import { createHash } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -75,6 +77,8 @@ describe('usage', () => {
     ['adapters', 'download'],
     ['models', 'list'],
     ['models', 'get'],
+    ['webhooks', 'create'],
+    ['webhooks', 'redeliver'],
   ])('%s %s --help exits 0 without an API key', async (...command) => {
     const result = await runCli([...command, '--help']);
     expect(result.code).toBe(0);
@@ -86,6 +90,7 @@ describe('usage', () => {
     expect(result.stdout).toMatch(/jobs <create\|list\|get\|watch/);
     expect(result.stdout).toMatch(/adapters <get\|download>/);
     expect(result.stdout).toMatch(/chat --model <name> \[prompt\]/);
+    expect(result.stdout).toMatch(/webhooks <create\|list\|get\|delete\|deliveries\|redeliver>/);
   });
 
   it.each([
@@ -516,5 +521,104 @@ describe('jobs and adapters', () => {
     expect(download.code).toBe(1);
     expect(download.stderr).toMatch(`job ${cancelledWhileQueued} is cancelled and has no adapter`);
     expect(existsSync(path.join(scratch, 'none'))).toBe(false);
+  });
+});
+
+describe('webhooks', () => {
+  it('creates, lists, shows, logs, redelivers and deletes an endpoint', async () => {
+    const received: { headers: IncomingHttpHeaders; body: string }[] = [];
+    const receiver = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      request.on('end', () => {
+        received.push({ headers: request.headers, body });
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+    // The job whose cancel emits the event is made over REST directly: not what is tested here.
+    const api = async (method: string, route: string, body?: unknown) => {
+      const response = await fetch(`${fx.baseUrl}${route}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${fx.apiKey}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return (await response.json()) as Record<string, any>;
+    };
+    try {
+      const bad = await cli('webhooks', 'create', '--url', 'ftp://example.com/x');
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/\(param: url\) \[HTTP 400 invalid_request\]/);
+
+      // Without --event: all three events.
+      const created = await cli('webhooks', 'create', '--url', url);
+      expect(created.code).toBe(0);
+      expect(created.stdout).toMatch(
+        /events: +fine_tuning.job.succeeded, fine_tuning.job.failed, fine_tuning.job.cancelled/,
+      );
+      expect(created.stdout).toMatch(/secret: +whsec_[A-Za-z0-9+/]{43}=/);
+      expect(created.stderr).toMatch(/shown only now/);
+      const endpointId = /id: +(we_\w+)/.exec(created.stdout)![1];
+
+      const listed = await cli('webhooks', 'list');
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toMatch(new RegExp(`^${endpointId} .* ${url}$`, 'm'));
+      const shown = await cli('webhooks', 'get', endpointId, '--json');
+      expect(json(shown.stdout)).toMatchObject({ id: endpointId, url });
+      expect(shown.stdout).not.toContain('whsec_');
+
+      const form = new FormData();
+      form.append('purpose', 'fine-tune');
+      form.append('file', new Blob([GOOD_JSONL]), 'train.jsonl');
+      const file = (await fetch(`${fx.baseUrl}/v1/files`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${fx.apiKey}` },
+        body: form,
+      }).then((r) => r.json())) as { id: string };
+      const job = await api('POST', '/v1/fine_tuning/jobs', {
+        model: 'tiny-random-gpt2',
+        training_file: file.id,
+      });
+      expect((await api('POST', `/v1/fine_tuning/jobs/${job.id as string}/cancel`)).status).toBe(
+        'cancelled',
+      );
+      const delivery = await until('the cancel event is delivered', async () => {
+        const log = await api('GET', `/v1/webhook_endpoints/${endpointId}/deliveries`);
+        const first = log.data?.[0] as { id: string; status: string; event_id: string } | undefined;
+        return first?.status === 'delivered' ? first : undefined;
+      });
+      expect(received).toHaveLength(1);
+      expect(received[0].headers['webhook-id']).toBe(delivery.event_id);
+      expect(JSON.parse(received[0].body)).toMatchObject({
+        type: 'fine_tuning.job.cancelled',
+        data: { id: job.id },
+      });
+      const log = await cli('webhooks', 'deliveries', endpointId);
+      expect(log.stdout).toMatch(
+        new RegExp(
+          `^${delivery.id} +fine_tuning.job.cancelled +${job.id as string} +delivered +1 +204 `,
+          'm',
+        ),
+      );
+
+      const again = await cli('webhooks', 'redeliver', endpointId, delivery.id);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toMatch(`event_id:        ${delivery.event_id}`);
+      await until('the redelivery arrives', async () => (received.length === 2 ? true : undefined));
+      expect(received[1].headers['webhook-id']).toBe(delivery.event_id);
+
+      const deleted = await cli('webhooks', 'delete', endpointId);
+      expect(deleted).toMatchObject({ code: 0, stdout: `deleted ${endpointId}\n` });
+      expect((await api('GET', `/v1/webhook_endpoints/${endpointId}`)).error).toMatchObject({
+        code: 'not_found',
+      });
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
   });
 });
