@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { listPage } from './jobs';
 import type { JobStatus } from './job-status';
 
 /**
@@ -65,39 +66,62 @@ export const CreateWebhookEndpointRequestSchema = z
   .strict();
 export type CreateWebhookEndpointRequest = z.infer<typeof CreateWebhookEndpointRequestSchema>;
 
+const unixSeconds = z.number().int();
+
 /** `GET /v1/webhook_endpoints/{id}`: never carries the secret. */
-export interface WebhookEndpointObject {
-  id: string;
-  object: 'webhook_endpoint';
-  url: string;
-  events: WebhookEventType[];
-  /** Unix seconds. */
-  created_at: number;
-}
+export const WebhookEndpointObjectSchema = z.object({
+  id: z.string().describe('`we_…`'),
+  object: z.literal('webhook_endpoint'),
+  url: z.string(),
+  events: z.array(z.enum(WEBHOOK_EVENT_TYPES)),
+  created_at: unixSeconds,
+});
+export type WebhookEndpointObject = z.infer<typeof WebhookEndpointObjectSchema>;
 
 /** The create response: the only place the signing secret (`whsec_…`) is ever shown. */
-export interface CreatedWebhookEndpointObject extends WebhookEndpointObject {
-  secret: string;
-}
+export const CreatedWebhookEndpointObjectSchema = WebhookEndpointObjectSchema.extend({
+  secret: z
+    .string()
+    .describe(
+      '`whsec_` + base64 of 32 random bytes; the HMAC key (base64-decoded). Shown only in this response.',
+    ),
+});
+export type CreatedWebhookEndpointObject = z.infer<typeof CreatedWebhookEndpointObjectSchema>;
 
 export const WEBHOOK_DELIVERY_STATUSES = ['pending', 'delivered', 'failed'] as const;
 export type WebhookDeliveryStatus = (typeof WEBHOOK_DELIVERY_STATUSES)[number];
 
 /** One entry of an endpoint's delivery log. Times are unix seconds. */
-export interface WebhookDeliveryObject {
-  id: string;
-  object: 'webhook_delivery';
-  endpoint_id: string;
-  /** The event id, also sent as `webhook-id`: the same on every attempt and redelivery. */
-  event_id: string;
-  event_type: WebhookEventType;
-  job_id: string;
-  status: WebhookDeliveryStatus;
-  attempts: number;
-  last_status_code: number | null;
-  last_error: string | null;
-  last_attempt_at: number | null;
-  next_attempt_at: number | null;
-  delivered_at: number | null;
-  created_at: number;
-}
+export const WebhookDeliveryObjectSchema = z.object({
+  id: z.string().describe('`whdel_…`'),
+  object: z.literal('webhook_delivery'),
+  endpoint_id: z.string(),
+  event_id: z
+    .string()
+    .describe('`evt_…`, sent as `webhook-id`: the same on every attempt and every redelivery'),
+  event_type: z.enum(WEBHOOK_EVENT_TYPES),
+  job_id: z.string(),
+  status: z
+    .enum(WEBHOOK_DELIVERY_STATUSES)
+    .describe('`pending` (retrying), `delivered` (a 2xx answer), `failed` (retries exhausted)'),
+  attempts: z.number().int(),
+  last_status_code: z.number().int().nullable().describe('HTTP status of the last answer'),
+  last_error: z
+    .string()
+    .nullable()
+    .describe(
+      'Why the last attempt failed: `HTTP 500`, a network error, a timeout, a refused address',
+    ),
+  last_attempt_at: unixSeconds.nullable(),
+  next_attempt_at: unixSeconds.nullable().describe('When the next retry is due; null once settled'),
+  delivered_at: unixSeconds.nullable(),
+  created_at: unixSeconds,
+});
+export type WebhookDeliveryObject = z.infer<typeof WebhookDeliveryObjectSchema>;
+
+/** A page of an OpenAI-style list, with the cursors of its first and last entries. */
+const cursorPage = <T extends z.ZodTypeAny>(item: T) =>
+  listPage(item).extend({ first_id: z.string().nullable(), last_id: z.string().nullable() });
+
+export const WebhookEndpointListSchema = cursorPage(WebhookEndpointObjectSchema);
+export const WebhookDeliveryListSchema = cursorPage(WebhookDeliveryObjectSchema);
