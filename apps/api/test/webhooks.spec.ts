@@ -248,8 +248,8 @@ describe('webhooks', () => {
         attempts: 0,
       });
       expect(redelivered.body.id).not.toBe(delivery.id);
-      await until('the redelivery arrives', async () =>
-        receiver.received.length === 5 ? true : undefined,
+      await until('the redelivery arrives', () =>
+        Promise.resolve(receiver.received.length === 5 ? true : undefined),
       );
       await expectVerified(secret, receiver.received[4]);
       expect(receiver.received[4].headers['webhook-id']).toBe(eventId);
@@ -363,8 +363,8 @@ describe('webhooks', () => {
         (await client.request('POST', `/v1/fine_tuning/jobs/${sentWhileSending}/cancel`)).body
           .status,
       ).toBe('cancelled');
-      await until('the first attempt is in flight', async () =>
-        receiver.received.length === 1 ? true : undefined,
+      await until('the first attempt is in flight', () =>
+        Promise.resolve(receiver.received.length === 1 ? true : undefined),
       );
       apiProcess.signal('SIGKILL');
       await apiProcess.waitForExit();

@@ -608,7 +608,9 @@ describe('webhooks', () => {
       const again = await cli('webhooks', 'redeliver', endpointId, delivery.id);
       expect(again.code).toBe(0);
       expect(again.stdout).toMatch(`event_id:        ${delivery.event_id}`);
-      await until('the redelivery arrives', async () => (received.length === 2 ? true : undefined));
+      await until('the redelivery arrives', () =>
+        Promise.resolve(received.length === 2 ? true : undefined),
+      );
       expect(received[1].headers['webhook-id']).toBe(delivery.event_id);
 
       const deleted = await cli('webhooks', 'delete', endpointId);
