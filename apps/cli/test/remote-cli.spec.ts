@@ -78,7 +78,6 @@ describe('usage', () => {
     ['models', 'list'],
     ['models', 'get'],
     ['webhooks', 'create'],
-    ['webhooks', 'redeliver'],
   ])('%s %s --help exits 0 without an API key', async (...command) => {
     const result = await runCli([...command, '--help']);
     expect(result.code).toBe(0);
@@ -537,7 +536,7 @@ describe('webhooks', () => {
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
-    // The job whose cancel emits the event is made over REST directly: not what is tested here.
+    // The job that emits the event is made over REST directly: not what is tested here.
     const api = async (method: string, route: string, body?: unknown) => {
       const response = await fetch(`${fx.baseUrl}${route}`, {
         method,
@@ -579,28 +578,35 @@ describe('webhooks', () => {
         headers: { authorization: `Bearer ${fx.apiKey}` },
         body: form,
       }).then((r) => r.json())) as { id: string };
+      // A two-step job the fixture's worker trains: its completion, in the worker, emits the
+      // event in the same transaction.
       const job = await api('POST', '/v1/fine_tuning/jobs', {
         model: 'tiny-random-gpt2',
         training_file: file.id,
+        hyperparameters: { n_epochs: 1, batch_size: 1 },
+        training: { max_steps: 2 },
       });
-      expect((await api('POST', `/v1/fine_tuning/jobs/${job.id as string}/cancel`)).status).toBe(
-        'cancelled',
+      expect(job.status).toBe('queued');
+      const delivery = await until(
+        'the success event is delivered',
+        async () => {
+          const log = await api('GET', `/v1/webhook_endpoints/${endpointId}/deliveries`);
+          const first = log.data?.[0] as
+            { id: string; status: string; event_id: string } | undefined;
+          return first?.status === 'delivered' ? first : undefined;
+        },
+        90_000,
       );
-      const delivery = await until('the cancel event is delivered', async () => {
-        const log = await api('GET', `/v1/webhook_endpoints/${endpointId}/deliveries`);
-        const first = log.data?.[0] as { id: string; status: string; event_id: string } | undefined;
-        return first?.status === 'delivered' ? first : undefined;
-      });
       expect(received).toHaveLength(1);
       expect(received[0].headers['webhook-id']).toBe(delivery.event_id);
       expect(JSON.parse(received[0].body)).toMatchObject({
-        type: 'fine_tuning.job.cancelled',
+        type: 'fine_tuning.job.succeeded',
         data: { id: job.id },
       });
       const log = await cli('webhooks', 'deliveries', endpointId);
       expect(log.stdout).toMatch(
         new RegExp(
-          `^${delivery.id} +fine_tuning.job.cancelled +${job.id as string} +delivered +1 +204 `,
+          `^${delivery.id} +fine_tuning.job.succeeded +${job.id as string} +delivered +1 +204 `,
           'm',
         ),
       );
