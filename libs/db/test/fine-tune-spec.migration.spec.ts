@@ -52,6 +52,7 @@ const MIGRATIONS = [
   'FineTuneSpec1796515902332',
   'LineageSpec1796516200000',
   'FileKind1796520296176',
+  'WorkerThroughput1796524791437',
 ];
 
 describe('the FineTuneSpec migration', () => {
@@ -145,6 +146,7 @@ describe('the FineTuneSpec migration', () => {
       });
     }
 
+    await ds.undoLastMigration({ transaction: 'each' }); // WorkerThroughput
     await ds.undoLastMigration({ transaction: 'each' }); // FileKind
     await ds.undoLastMigration({ transaction: 'each' });
     const [oldLineage] = await ds.query<{ lineage: Record<string, unknown> }[]>(
@@ -179,17 +181,19 @@ describe('the FineTuneSpec migration', () => {
 
   it('adds files.kind, null for the files stored before it, and drops it going back', async () => {
     const tenantId = (await new TenantsRepository(ds).createTenant('kinds')).id;
+    await ds.undoLastMigration({ transaction: 'each' }); // WorkerThroughput
     await ds.undoLastMigration({ transaction: 'each' });
     await ds.query(
       `INSERT INTO files (id, tenant_id, filename, purpose, bytes, sha256, content, status)
        VALUES ('file-old', $1, 'old.jsonl', 'fine-tune', 1, $2, '\\x0a', 'processed')`,
       [tenantId, SHA('f')],
     );
-    expect(await runMigrations(ds)).toEqual(['FileKind1796520296176']);
+    expect(await runMigrations(ds)).toEqual(MIGRATIONS.slice(-2));
     expect(await ds.query("SELECT kind FROM files WHERE id = 'file-old'")).toEqual([
       { kind: null },
     ]);
     await ds.query("UPDATE files SET kind = 'preference' WHERE id = 'file-old'");
+    await ds.undoLastMigration({ transaction: 'each' }); // WorkerThroughput
     await ds.undoLastMigration({ transaction: 'each' });
     const columns = await ds.query<{ column_name: string }[]>(
       "SELECT column_name FROM information_schema.columns WHERE table_name = 'files'",
@@ -198,6 +202,6 @@ describe('the FineTuneSpec migration', () => {
     expect(await ds.query("SELECT id, status FROM files WHERE id = 'file-old'")).toEqual([
       { id: 'file-old', status: 'processed' },
     ]);
-    expect(await runMigrations(ds)).toEqual(['FileKind1796520296176']);
+    expect(await runMigrations(ds)).toEqual(MIGRATIONS.slice(-2));
   });
 });

@@ -7,6 +7,7 @@ import { JobEventEntity } from './job-event.entity';
 import { OutboxEntity } from './outbox.entity';
 import { TenantEntity } from './tenant.entity';
 import { WorkerEntity } from './worker.entity';
+import { WorkerThroughputEntity } from './worker-throughput.entity';
 
 export {
   AdapterEntity,
@@ -18,6 +19,7 @@ export {
   OutboxEntity,
   TenantEntity,
   WorkerEntity,
+  WorkerThroughputEntity,
 };
 export type { JobErrorRecord } from './fine-tuning-job.entity';
 export type { JobEventLevel, JobEventType } from './job-event.entity';
@@ -32,6 +34,7 @@ export const ALL_ENTITIES = [
   CheckpointEntity,
   AdapterEntity,
   WorkerEntity,
+  WorkerThroughputEntity,
   OutboxEntity,
 ];
 export type { JsonObject, JsonValue } from './json';
