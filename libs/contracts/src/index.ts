@@ -12,3 +12,4 @@ export * from './lineage';
 export * from './lora';
 export * from './queues';
 export * from './serving';
+export * from './job-estimate';
