@@ -16,6 +16,8 @@ import { FilesController } from './files/files.controller';
 import { FilesService } from './files/files.service';
 import { HealthController } from './health/health.controller';
 import { InfraModule } from './infra/infra.module';
+import { JobEstimateController } from './jobs/job-estimate.controller';
+import { JobEstimateService } from './jobs/job-estimate.service';
 import { JobsController } from './jobs/jobs.controller';
 import { JobsService } from './jobs/jobs.service';
 import { OutboxRelayService } from './jobs/outbox-relay.service';
@@ -44,6 +46,7 @@ export class AppModule {
         FilesController,
         ModelsController,
         JobsController,
+        JobEstimateController,
         AdaptersController,
         WorkersController,
         CompletionsController,
@@ -58,6 +61,7 @@ export class AppModule {
         FilesService,
         ModelsService,
         JobsService,
+        JobEstimateService,
         OutboxRelayService,
         CompletionsService,
         ServingGateway,

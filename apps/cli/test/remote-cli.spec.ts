@@ -112,6 +112,10 @@ describe('usage', () => {
       ['jobs', 'create', '--model', 'm', '--training-file', 'f', '--metadata', 'novalue'],
       /key=value/,
     ],
+    [
+      ['jobs', 'create', '--model', 'm', '--training-file', 'f', '--dry-run', '--watch'],
+      /--dry-run creates nothing/,
+    ],
     [['jobs', 'list', '--limit', '0'], /--limit must be a positive integer/],
     [['jobs', 'watch', 'ftjob-x', '--interval=-1'], /--interval must be a positive number/],
     [['adapters', 'download', 'adapter-x'], /--out <dir> is required/],
@@ -346,6 +350,70 @@ describe('jobs and adapters', () => {
     const again = await cli('jobs', 'wait', succeededJob, '--json', '--quiet');
     expect(again.code).toBe(0);
     expect(json(again.stdout)).toMatchObject({ id: succeededJob, status: 'succeeded' });
+  });
+
+  it('create --dry-run prints the estimate the finished job bears out, and exits 1 on a 4xx', async () => {
+    const flags = [
+      '--model',
+      'tiny-random-gpt2',
+      '--training-file',
+      trainingFile,
+      '--n-epochs',
+      '2',
+      '--batch-size',
+      '2',
+      '--lora-r',
+      '4',
+      '--target-modules',
+      'c_attn',
+      '--max-steps',
+      '3',
+      '--max-seq-length',
+      '32',
+    ];
+    const dry = await cli('jobs', 'create', ...flags, '--dry-run', '--json');
+    expect(dry.code).toBe(0);
+    const estimate = json<Record<string, any>>(dry.stdout);
+    const finished = json<Record<string, any>>(
+      (await cli('jobs', 'get', succeededJob, '--json')).stdout,
+    );
+    // The same body trained for real: its steps and tokens are what the estimate said
+    // (6 examples at batch 2 are 3 steps an epoch; max_steps 3 stops after exactly one).
+    expect(estimate).toMatchObject({
+      object: 'fine_tuning.job.estimate',
+      total_steps: finished.progress.total_steps,
+      trained_tokens: finished.trained_tokens,
+      trained_tokens_exact: true,
+      epochs: 1,
+    });
+    // The worker recorded the finished job's speed: its backend has a wall time.
+    expect(estimate.backends).toEqual([
+      expect.objectContaining({
+        backend: finished.backend,
+        workers: 1,
+        fits_memory: true,
+        tokens_per_second: expect.any(Number),
+        estimated_seconds: expect.any(Number),
+        reason: null,
+      }),
+    ]);
+    expect(estimate.backends[0].tokens_per_second).toBeGreaterThan(0);
+    expect(estimate.backends[0].samples).toBeGreaterThanOrEqual(1);
+
+    const text = await cli('jobs', 'create', ...flags, '--dry-run');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`trained tokens:\\s+${finished.trained_tokens} \\(`));
+    expect(text.stdout).toMatch(/steps:\s+3 \(3 per epoch, 1 epochs\)/);
+    expect(text.stdout).toMatch(/peak memory:\s+~\d+ MiB/);
+    expect(text.stdout).toMatch(/quota:\s+fits/);
+    expect(text.stdout).toMatch(
+      new RegExp(`^${finished.backend}\\s+1\\s+\\d+ MiB\\s+yes\\s+\\d+\\s+\\d+:\\d\\d`, 'm'),
+    );
+    expect(text.stdout).toMatch(/Nothing was created \(dry run\)\./);
+
+    const bad = await cli('jobs', 'create', ...flags, '--lora-r', '100000', '--dry-run');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/\(param: lora\.r\) \[HTTP 400/);
   });
 
   it('gets, lists and prints the events of the job', async () => {

@@ -13,3 +13,4 @@ export * from './lora';
 export * from './queues';
 export * from './serving';
 export * from './webhooks';
+export * from './job-estimate';

@@ -217,6 +217,14 @@ describe('dashboard in a browser', () => {
       ['#field-max-seq-length', '32'],
     ];
     for (const [selector, value] of fill) await page.fill(selector, value);
+    // The form shows the API's estimate once it is valid (issue 20): the trainer's step count
+    // (8 examples at batch 2 are 4 steps an epoch; 50 epochs meet max_steps 200 exactly) and a
+    // line for the fleet's one worker backend.
+    await page
+      .locator('#estimate-figures')
+      .getByText('200 steps: 4 per epoch × 50 epochs')
+      .waitFor();
+    expect(await page.locator('#estimate-backends tbody tr').count()).toBe(1);
     await capture(page, 'new-job');
 
     const jobPolls: Request[] = [];

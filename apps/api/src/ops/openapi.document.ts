@@ -6,6 +6,7 @@ import {
   CreatedWebhookEndpointObjectSchema,
   FILE_PURPOSES,
   FileObjectSchema,
+  FineTuningJobEstimateSchema,
   FineTuningJobEventSchema,
   FineTuningJobSchema,
   JOB_STATUSES,
@@ -443,6 +444,24 @@ const OPERATIONS: Operation[] = [
     errors: [400, 401, 404, 413, 415, 422, 429, 503],
   },
   {
+    method: 'post',
+    path: '/v1/fine_tuning/jobs/estimate',
+    operationId: 'estimateFineTuningJob',
+    summary: 'Estimate a job before creating it (lorafleet extension)',
+    description:
+      "Takes create's body and runs create's checks, so a bad body gets the same 4xx; creates nothing. " +
+      "Answers the trainer's own token, step and epoch figures for the training file, the pre-flight peak " +
+      'memory estimate, the wall time on each backend of the live fleet from the tokens/s workers recorded ' +
+      'on this base model (`null` with a `reason` where none is recorded yet), and whether the tenant quota ' +
+      'admits another job now.',
+    tag: 'Fine-tuning',
+    auth: 'bearer',
+    requestBody: { required: true, content: json(ref('CreateFineTuningJobRequest')) },
+    status: 200,
+    response: json(ref('FineTuningJobEstimate')),
+    errors: [400, 401, 404, 413, 415, 503],
+  },
+  {
     method: 'get',
     path: '/v1/fine_tuning/jobs',
     operationId: 'listFineTuningJobs',
@@ -737,6 +756,7 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       ['TextCompletion', TextCompletionSchema],
       ['FineTuningJob', FineTuningJobSchema],
       ['FineTuningJobList', FineTuningJobListSchema],
+      ['FineTuningJobEstimate', FineTuningJobEstimateSchema],
       ['FineTuningJobEvent', FineTuningJobEventSchema],
       ['FineTuningJobEventList', listPage(FineTuningJobEventSchema)],
       ['Checkpoint', CheckpointSchema],

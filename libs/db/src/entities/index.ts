@@ -9,6 +9,7 @@ import { TenantEntity } from './tenant.entity';
 import { WebhookDeliveryEntity } from './webhook-delivery.entity';
 import { WebhookEndpointEntity } from './webhook-endpoint.entity';
 import { WorkerEntity } from './worker.entity';
+import { WorkerThroughputEntity } from './worker-throughput.entity';
 
 export {
   AdapterEntity,
@@ -22,6 +23,7 @@ export {
   WebhookDeliveryEntity,
   WebhookEndpointEntity,
   WorkerEntity,
+  WorkerThroughputEntity,
 };
 export type { JobErrorRecord } from './fine-tuning-job.entity';
 export type { JobEventLevel, JobEventType } from './job-event.entity';
@@ -36,6 +38,7 @@ export const ALL_ENTITIES = [
   CheckpointEntity,
   AdapterEntity,
   WorkerEntity,
+  WorkerThroughputEntity,
   OutboxEntity,
   WebhookEndpointEntity,
   WebhookDeliveryEntity,

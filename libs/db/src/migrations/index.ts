@@ -8,6 +8,7 @@ import { FineTuneSpec1796515902332 } from './1796515902332-fine-tune-spec.migrat
 import { LineageSpec1796516200000 } from './1796516200000-lineage-spec.migration';
 import { FileKind1796520296176 } from './1796520296176-file-kind.migration';
 import { WebhookDeliveries1796524634492 } from './1796524634492-webhook-deliveries.migration';
+import { WorkerThroughput1796524791437 } from './1796524791437-worker-throughput.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
@@ -21,4 +22,5 @@ export const ALL_MIGRATIONS: MixedList<Function> = [
   LineageSpec1796516200000,
   FileKind1796520296176,
   WebhookDeliveries1796524634492,
+  WorkerThroughput1796524791437,
 ];

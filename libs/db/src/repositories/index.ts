@@ -36,7 +36,13 @@ export {
 } from './jobs.repository';
 export { OutboxRepository, type NewOutboxEntry } from './outbox.repository';
 export { TenantsRepository } from './tenants.repository';
-export { WorkersRepository, type WorkerRegistration } from './workers.repository';
+export {
+  WorkersRepository,
+  type BackendThroughput,
+  type FleetBackend,
+  type ThroughputSample,
+  type WorkerRegistration,
+} from './workers.repository';
 export { ServingAdaptersRepository, type ServingAdapterRow } from './serving-adapters.repository';
 export {
   WebhooksRepository,

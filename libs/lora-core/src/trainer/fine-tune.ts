@@ -14,6 +14,7 @@ import {
   parseJsonlExamples,
   preflightSummary,
   tokenizeExample,
+  trainingMemoryInput,
   type PreflightSummary,
   type TextTokenizer,
   type TrainingExample,
@@ -252,16 +253,8 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
   }
   const loraConfig = loraConfigOf(spec.lora, config);
   const gradientCheckpointing = spec.training.gradient_checkpointing;
-  const memoryInput: MemoryEstimateInput = {
-    config,
-    batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, summary.examples)),
-    seqLength: Math.max(1, summary.longestKeptTokens),
-    lora: loraConfig,
-    // Frozen weights are kept in float32 whatever the checkpoint stores: Debian's OpenBLAS
-    // 0.3.21 has no bf16 GEMM, and upcasting per product would cost speed on every step.
-    weightBytesPerParameter: 4,
-    gradientCheckpointing,
-  };
+  // libs/data builds it, so the API's job estimate (issue 20) sizes the same run the same way.
+  const memoryInput: MemoryEstimateInput = trainingMemoryInput(spec, summary, config);
   const memoryEstimate = estimateTrainingMemory(memoryInput);
   const memoryEstimateMb = Math.ceil(memoryEstimate.totalBytes / (1024 * 1024));
   const memoryLimitMb = options.memoryLimitMb ?? null;
