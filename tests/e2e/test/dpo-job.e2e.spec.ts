@@ -103,21 +103,20 @@ describe('a DPO job through the openai client and a real worker', () => {
     const events: OpenAI.FineTuning.FineTuningJobEvent[] = [];
     for await (const event of client.fineTuning.jobs.listEvents(created.id, { limit: 100 }))
       events.push(event);
-    const metrics = events
-      .filter((e) => e.type === 'metrics' && e.data && 'train_loss' in (e.data as object))
-      .map((e) => e.data as Record<string, number>);
+    const metricsData = events
+      .filter((e) => e.type === 'metrics')
+      .map((e) => (e.data ?? {}) as Record<string, number | undefined>);
+    const metrics = metricsData.filter((d) => d.train_loss !== undefined);
     expect(metrics.length).toBeGreaterThan(0);
     const lastStep = metrics.find((m) => m.step === 6);
     expect(lastStep).toBeDefined();
     for (const field of REWARD_FIELDS) expect(typeof lastStep![field]).toBe('number');
     expect(lastStep!.train_mean_token_accuracy).toBeUndefined();
     expect(lastStep!.train_rewards_margin).toBeCloseTo(
-      lastStep!.train_rewards_chosen - lastStep!.train_rewards_rejected,
+      lastStep!.train_rewards_chosen! - lastStep!.train_rewards_rejected!,
       5,
     );
-    const validationEvents = events
-      .filter((e) => e.type === 'metrics' && e.data && 'valid_loss' in (e.data as object))
-      .map((e) => e.data as Record<string, number>);
+    const validationEvents = metricsData.filter((d) => d.valid_loss !== undefined);
     expect(validationEvents.map((m) => m.step).sort()).toEqual([3, 6]);
     expect(typeof validationEvents[0].valid_rewards_accuracy).toBe('number');
 
