@@ -9,6 +9,7 @@ import { JobDetailPage } from './pages/job-detail';
 import { JobsPage } from './pages/jobs';
 import { NewJobPage } from './pages/new-job';
 import { NotFoundPage } from './pages/not-found';
+import { PlaygroundPage } from './pages/playground';
 import { SignInPage } from './pages/sign-in';
 
 const TITLES: Record<Route['page'], string> = {
@@ -17,6 +18,7 @@ const TITLES: Record<Route['page'], string> = {
   'new-job': 'New job',
   job: 'Job',
   fleet: 'Fleet',
+  playground: 'Playground',
   'not-found': 'Not found',
 };
 
@@ -33,6 +35,12 @@ function Page({ route }: { route: Route }) {
       return <JobDetailPage key={route.id} id={route.id} />;
     case 'fleet':
       return <FleetPage />;
+    case 'playground':
+      return (
+        <PlaygroundPage
+          selection={{ base: route.base, adapters: route.adapters, mode: route.mode }}
+        />
+      );
     case 'not-found':
       return <NotFoundPage path={route.path} />;
   }
@@ -105,6 +113,9 @@ export function App() {
             </NavLink>
             <NavLink href="/jobs/new" current={route.page === 'new-job'}>
               New job
+            </NavLink>
+            <NavLink href="/playground" current={section === 'playground'}>
+              Playground
             </NavLink>
             <NavLink href="/fleet" current={section === 'fleet'}>
               Fleet

@@ -66,6 +66,10 @@ const PREFERENCE_JSONL = `${[
 /** RGB of the reward-margin line of a DPO job's rewards chart (training-curves-card.tsx). */
 const REWARD_MARGIN_RGB: [number, number, number] = [0x1d, 0x4e, 0xd8];
 
+/** A training prompt (GOOD_JSONL) for the playground, and a short answer. */
+const PLAYGROUND_PROMPT = 'Say hi: ';
+const PLAYGROUND_MAX_TOKENS = 8;
+
 /** RGB of the train-loss line (apps/dashboard/src/components/job-detail/training-curves-card.tsx). */
 const TRAIN_LOSS_RGB: [number, number, number] = [0x1d, 0x4e, 0xd8];
 
@@ -99,6 +103,7 @@ describe('dashboard in a browser', () => {
   let firstJobId = '';
   let secondJobId = '';
   let adapterId = '';
+  let adapterModel = '';
 
   const url = (path: string) => `${stack.baseUrl}${path}`;
 
@@ -343,6 +348,122 @@ describe('dashboard in a browser', () => {
     expect(tar).toContain(`${adapterId}/lorafleet.json`);
   });
 
+  it('tries the adapter from its job page: the playground streams base and adapter side by side', async () => {
+    const job = await alice.request('GET', `/v1/fine_tuning/jobs/${firstJobId}`);
+    adapterModel = job.fine_tuned_model;
+    // "Try it" on the succeeded job opens the playground with its base and adapter preselected.
+    await page.getByRole('link', { name: 'Try it in the playground' }).click();
+    await page.waitForURL(/\/playground\?/);
+    const params = new URL(page.url()).searchParams;
+    expect(params.get('base')).toBe('tiny-random-gpt2');
+    expect(params.getAll('adapter')).toEqual([adapterModel]);
+    const adapterBox = page.getByRole('checkbox', { name: adapterModel });
+    await adapterBox.waitFor();
+    expect(await adapterBox.isChecked()).toBe(true);
+    expect(await page.locator('#playground-base').inputValue()).toBe('tiny-random-gpt2');
+    expect(
+      await page
+        .getByRole('navigation', { name: 'Main' })
+        .getByRole('link', { name: 'Playground' })
+        .getAttribute('aria-current'),
+    ).toBe('page');
+
+    // A training prompt as a plain completion, greedy (the default), short.
+    await page.getByRole('radio', { name: /Completion/ }).check();
+    await page.waitForURL(/mode=completion/);
+    await page.fill('#playground-prompt', PLAYGROUND_PROMPT);
+    await page.fill('#playground-max-tokens', String(PLAYGROUND_MAX_TOKENS));
+    const started = Date.now();
+    await page.getByRole('button', { name: 'Send' }).click();
+
+    const columns = page.locator('.playground-column');
+    // A failed column ends the wait at once (waitFor retries a probe that throws).
+    const outcome = await waitFor(
+      'both columns to finish streaming',
+      async () => {
+        const statuses = await columns.evaluateAll((nodes) =>
+          nodes.map((n) => `${n.getAttribute('data-status')}: ${n.textContent ?? ''}`),
+        );
+        const failed = statuses.find((s) => s.startsWith('error') || s.startsWith('stopped'));
+        if (failed) return failed;
+        return statuses.length === 2 && statuses.every((s) => s.startsWith('done:'))
+          ? 'done'
+          : undefined;
+      },
+      60_000,
+      100,
+    );
+    if (outcome !== 'done') {
+      throw new Error(`a column failed: ${outcome}\n${stack.workerOutput().slice(-2000)}`);
+    }
+    console.log(`playground: both answers streamed in ${Date.now() - started} ms`);
+    expect(await columns.nth(0).getAttribute('data-model')).toBe('tiny-random-gpt2');
+    expect(await columns.nth(1).getAttribute('data-model')).toBe(adapterModel);
+    const answers: string[] = [];
+    for (const column of [columns.nth(0), columns.nth(1)]) {
+      const text = (await column.locator('.playground-output').textContent()) ?? '';
+      expect(text.length).toBeGreaterThan(0);
+      answers.push(text);
+      const rate = Number(
+        await column.locator('.playground-rate').getAttribute('data-tokens-per-second'),
+      );
+      expect(rate).toBeGreaterThan(0);
+      expect(await column.locator('.playground-rate').textContent()).toMatch(/^\d+(\.\d)?$/);
+      expect(
+        Number(await column.locator('.playground-ttft').getAttribute('data-ms')),
+      ).toBeGreaterThan(0);
+      expect(await column.locator('.playground-usage').textContent()).toMatch(
+        /finish_reason (stop|length).*usage: \d+ prompt \+ \d+ completion = \d+ tokens/,
+      );
+      console.log(
+        `playground ${await column.getAttribute('data-model')}: ${JSON.stringify(text)}, ` +
+          `first token ${await column.locator('.playground-ttft').textContent()}, ${rate.toFixed(1)} tokens/s`,
+      );
+    }
+    // Each streamed answer is the model's own greedy answer, as the API gives it unstreamed.
+    for (const [index, model] of ['tiny-random-gpt2', adapterModel].entries()) {
+      const direct = await alice.request('POST', '/v1/completions', {
+        model,
+        prompt: PLAYGROUND_PROMPT,
+        max_tokens: PLAYGROUND_MAX_TOKENS,
+        temperature: 0,
+      });
+      expect(answers[index]).toBe(direct.choices[0].text);
+    }
+    await capture(page, 'playground');
+
+    // A prompt-less send is refused on the page, with the focus on the prompt.
+    await page.fill('#playground-prompt', '');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByText('Type a prompt.').waitFor();
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('playground-prompt');
+    // The API's refusal shows in each column: more tokens than the 64-token context leaves.
+    await page.fill('#playground-prompt', PLAYGROUND_PROMPT);
+    await page.fill('#playground-max-tokens', '100');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await waitFor(
+      'both columns to show the refusal',
+      async () =>
+        (await page.locator('.playground-column[data-status="error"]').count()) === 2
+          ? true
+          : undefined,
+      15_000,
+      50,
+    );
+    for (const alert of await page.locator('.playground-column .playground-error').all()) {
+      expect(await alert.textContent()).toMatch(
+        /^400 invalid_request: This model's maximum context length is 64 tokens/,
+      );
+    }
+
+    const phone = await newPage(375, 812);
+    await signIn(phone.page, stack.keys.alice);
+    await phone.page.goto(url(new URL(page.url()).pathname + new URL(page.url()).search));
+    await phone.page.getByRole('checkbox', { name: adapterModel }).waitFor();
+    await capture(phone.page, 'playground-phone');
+    await phone.context.close();
+  });
+
   it('pauses, resumes and cancels a second job, each after confirmation', async () => {
     const file = await alice.upload('long.jsonl', LONG_JSONL);
     const created = await alice.request('POST', '/v1/fine_tuning/jobs', {
@@ -545,6 +666,15 @@ describe('dashboard in a browser', () => {
     await bob.page.goto(url(`/jobs/${firstJobId}`));
     await bob.page.getByText(`No job ${firstJobId} in your organization.`).waitFor();
     expect(await bob.page.getByRole('button', { name: /Download/ }).count()).toBe(0);
+    // Alice's adapter is not Bob's to try: the playground says so and leaves it out.
+    await bob.page.goto(
+      url(`/playground?base=tiny-random-gpt2&adapter=${encodeURIComponent(adapterModel)}`),
+    );
+    await bob.page
+      .locator('#playground-selection-problems')
+      .getByText(`${adapterModel} is not one of your fine-tuned models.`)
+      .waitFor();
+    expect(await bob.page.getByRole('checkbox').count()).toBe(0);
 
     // Not an admin: the fleet page explains instead of failing.
     await bob.page

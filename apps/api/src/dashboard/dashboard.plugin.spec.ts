@@ -98,6 +98,8 @@ describe('dashboard static serving', () => {
     '/jobs/new',
     '/jobs/ftjob-abc',
     '/fleet',
+    '/playground',
+    '/playground?base=tiny-random-gpt2&adapter=ft%3Atiny-random-gpt2%3Aorg%3Ax%3Aftjob-1',
   ])('serves index.html for the client route %s', async (url) => {
     const response = await get(url);
     expect(response.statusCode).toBe(200);

@@ -17,7 +17,14 @@ import path from 'node:path';
 export const DEFAULT_DASHBOARD_DIST = path.resolve(__dirname, '../../../dashboard/dist');
 
 /** Client-side routes (apps/dashboard/src/lib/routes.ts); keep the two lists in step. */
-export const DASHBOARD_CLIENT_ROUTES = ['/', '/sign-in', '/jobs', '/jobs/*', '/fleet'] as const;
+export const DASHBOARD_CLIENT_ROUTES = [
+  '/',
+  '/sign-in',
+  '/jobs',
+  '/jobs/*',
+  '/fleet',
+  '/playground',
+] as const;
 
 /** Prefixes the dashboard must never answer (asserted by the API and browser tests). */
 export const RESERVED_PREFIXES = [

@@ -12,6 +12,12 @@ describe('routes', () => {
     ['/jobs/new', '', { page: 'new-job' }],
     ['/jobs/ftjob-abc123', '', { page: 'job', id: 'ftjob-abc123' }],
     ['/fleet', '', { page: 'fleet' }],
+    ['/playground', '', { page: 'playground', base: null, adapters: [], mode: 'chat' }],
+    [
+      '/playground',
+      '?base=b&adapter=ft%3Ab%3Ao%3As%3Aftjob-1&mode=completion',
+      { page: 'playground', base: 'b', adapters: ['ft:b:o:s:ftjob-1'], mode: 'completion' },
+    ],
     ['/sign-in', '?next=%2Fjobs%2Fftjob-1', { page: 'sign-in', next: '/jobs/ftjob-1' }],
     ['/elsewhere', '', { page: 'not-found', path: '/elsewhere' }],
   ])('%s%s', (path, search, route) => expect(matchRoute(path, search)).toEqual(route));

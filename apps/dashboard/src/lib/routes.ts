@@ -1,3 +1,5 @@
+import { parsePlaygroundSearch, type PlaygroundSelection } from './playground-url';
+
 /**
  * Client routes. The API serves index.html for exactly these paths
  * (apps/api/src/dashboard/dashboard-static.ts, CLIENT_ROUTES); keep the two lists in step.
@@ -8,6 +10,7 @@ export type Route =
   | { page: 'new-job' }
   | { page: 'job'; id: string }
   | { page: 'fleet' }
+  | ({ page: 'playground' } & PlaygroundSelection)
   | { page: 'not-found'; path: string };
 
 export function matchRoute(pathname: string, search: string): Route {
@@ -27,6 +30,7 @@ export function matchRoute(pathname: string, search: string): Route {
   const job = /^\/jobs\/([A-Za-z0-9_.:-]+)$/.exec(path);
   if (job) return { page: 'job', id: decodeURIComponent(job[1]) };
   if (path === '/fleet') return { page: 'fleet' };
+  if (path === '/playground') return { page: 'playground', ...parsePlaygroundSearch(search) };
   return { page: 'not-found', path };
 }
 

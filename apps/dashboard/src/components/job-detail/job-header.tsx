@@ -1,5 +1,6 @@
 import type { FineTuningJob } from '@lorafleet/contracts';
 import type { JobAction } from '../../hooks/use-job-action';
+import { playgroundUrl } from '../../lib/playground-url';
 import { Link } from '../link';
 import { StatusBadge } from '../status-badge';
 import { JobActions } from './job-actions';
@@ -30,6 +31,16 @@ export function JobHeader({
           <span class="mono">{id}</span> {job ? <StatusBadge status={job.status} /> : null}
         </h1>
         {job && showActions ? <JobActions status={job.status} onAction={onAction} /> : null}
+        {job?.status === 'succeeded' && job.fine_tuned_model ? (
+          // The base and this job's adapter, preselected side by side.
+          <Link
+            href={playgroundUrl({ base: job.model, adapters: [job.fine_tuned_model] })}
+            class="button button-primary"
+            id="try-it"
+          >
+            Try it in the playground
+          </Link>
+        ) : null}
       </div>
     </>
   );
