@@ -16,6 +16,10 @@ jest.setTimeout(60_000);
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const CHILD = path.join(REPO_ROOT, 'apps/worker/dist/serving/serving-child.js');
 const MODEL_DIR = path.join(REPO_ROOT, 'models/tiny-random-gpt2');
+/** tiny-random-gpt2's key/value cache per token: 2 layers × (K, V) × 2 heads × 16 × 4 bytes. */
+const KV_BYTES_PER_TOKEN = 2 * 2 * 2 * 16 * 4;
+/** The children's cache budget, in tokens of one request (its context is 64). */
+const KV_CACHE_TOKENS = 16;
 
 interface Run {
   replies: ServeReply[];
@@ -32,7 +36,14 @@ function start(
   const adaptersAsked: string[] = [];
   let exited!: (reason: string) => void;
   const process = new ServingProcess(
-    { baseModel: 'tiny', modelDir, backend: 'cpu', adapterCacheBytes: 1 << 20, maxBatchSize: 4 },
+    {
+      baseModel: 'tiny',
+      modelDir,
+      backend: 'cpu',
+      adapterCacheBytes: 1 << 20,
+      maxBatchSize: 4,
+      kvCacheBytes: KV_CACHE_TOKENS * KV_BYTES_PER_TOKEN,
+    },
     {
       adapter: (adapterId) => {
         adaptersAsked.push(adapterId);
@@ -88,10 +99,12 @@ describe('ServingProcess with the real serving child', () => {
     hash = (await hashBaseModel(MODEL_DIR)).sha256;
   });
 
-  it("answers requests, refuses a base that differs from the API's and a deleted adapter", async () => {
+  it("answers requests, refuses a base that differs from the API's, a deleted adapter, and a request over the cache budget", async () => {
     const run = start(MODEL_DIR);
     try {
       run.process.submit(request('ok', { baseModelHash: hash }));
+      // 3 prompt + 20 tokens: more than the 16 tokens of cache the child may hold.
+      run.process.submit(request('too-long', { baseModelHash: hash, maxTokens: 20 }));
       run.process.submit(request('other-base', { baseModelHash: 'f'.repeat(64) }));
       run.process.submit(request('gone', { baseModelHash: hash, adapterId: 'adapter-x' }));
       const ok = await run.wait('ok');
@@ -120,6 +133,16 @@ describe('ServingProcess with the real serving child', () => {
           code: 'model_not_found',
           message: 'adapter adapter-x no longer exists',
           param: 'model',
+        },
+      ]);
+      expect(await run.wait('too-long')).toEqual([
+        {
+          kind: 'error',
+          code: 'invalid_request',
+          message: expect.stringMatching(
+            /too large for the server's key\/value cache: .*max_tokens at most 13 with this prompt/,
+          ) as string,
+          param: 'max_tokens',
         },
       ]);
       expect(run.adaptersAsked).toEqual(['adapter-x']);

@@ -165,5 +165,17 @@ export const workerEnvShape = {
   LORAFLEET_SERVE_ADAPTER_CACHE_MB: intFromEnv(1, 1_048_576).default(512),
   /** Most completion requests decoded together in one batch, per loaded base. */
   LORAFLEET_SERVE_MAX_BATCH: intFromEnv(1, 256).default(16),
+  /**
+   * Key/value cache budget of the decode batch in MiB, per loaded base: a request waits until
+   * the batch's cache fits, and one that alone exceeds it is a 400. Unset: a quarter of the
+   * memory limit (LORAFLEET_MEMORY_LIMIT_MB as resolved).
+   */
+  LORAFLEET_SERVE_KV_CACHE_MB: intFromEnv(1, 1_048_576).optional(),
+  /**
+   * A serving request read by a worker that has been silent this long (no heartbeat on its
+   * pending entry) is taken over by another serving worker, if it had no reply yet (ADR 0006).
+   * Live workers refresh their pending entries every quarter of this.
+   */
+  LORAFLEET_SERVE_CLAIM_IDLE_MS: intFromEnv(200, 3_600_000).default(10_000),
 };
 export type WorkerEnv = z.infer<z.ZodObject<typeof workerEnvShape>>;

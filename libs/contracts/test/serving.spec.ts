@@ -34,6 +34,31 @@ describe('LORAFLEET_WORKER_ROLES', () => {
   );
 });
 
+describe('serving takeover and KV-cache settings', () => {
+  it('default to a 10 s claim idle time and a budget derived from the memory limit', () => {
+    const env = parseEnv(workerEnvShape, DB);
+    expect(env.LORAFLEET_SERVE_CLAIM_IDLE_MS).toBe(10_000);
+    expect(env.LORAFLEET_SERVE_KV_CACHE_MB).toBeUndefined();
+    const set = parseEnv(workerEnvShape, {
+      ...DB,
+      LORAFLEET_SERVE_CLAIM_IDLE_MS: '2000',
+      LORAFLEET_SERVE_KV_CACHE_MB: '64',
+    });
+    expect([set.LORAFLEET_SERVE_CLAIM_IDLE_MS, set.LORAFLEET_SERVE_KV_CACHE_MB]).toEqual([
+      2000, 64,
+    ]);
+  });
+
+  it.each([
+    ['LORAFLEET_SERVE_CLAIM_IDLE_MS', '50'],
+    ['LORAFLEET_SERVE_CLAIM_IDLE_MS', 'soon'],
+    ['LORAFLEET_SERVE_KV_CACHE_MB', '0'],
+    ['LORAFLEET_SERVE_KV_CACHE_MB', '1.5'],
+  ])('refuses %s=%j, naming the variable', (name, value) => {
+    expect(() => parseEnv(workerEnvShape, { ...DB, [name]: value })).toThrow(new RegExp(name));
+  });
+});
+
 describe('completion request schemas', () => {
   it('normalises stop, content parts and the developer role', () => {
     const body = ChatCompletionRequestSchema.parse({

@@ -325,7 +325,10 @@ export { StopSequenceMatcher } from './serving/stop-sequence.matcher';
 export {
   CompletionCancelledError,
   CompletionEngine,
+  KvCacheBudgetError,
   MAX_STOP_SEQUENCES,
+  kvCacheBytesOf,
+  kvCacheBytesPerToken,
   type CompletionDelta,
   type CompletionEngineOptions,
   type CompletionRequest,

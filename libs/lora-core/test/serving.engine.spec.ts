@@ -8,10 +8,13 @@ import * as tf from '@tensorflow/tfjs';
 import { loadTokenizer, type TextTokenizer } from '@lorafleet/data';
 
 import {
+  BatchedKvDecoder,
   CompletionCancelledError,
   CompletionEngine,
+  KvCacheBudgetError,
   StopSequenceMatcher,
   generateTokens,
+  kvCacheBytesPerToken,
   loadCausalLM,
   selectBackend,
   type AdapterRegistry,
@@ -73,9 +76,19 @@ describe('completion engine: sampling and finish reasons', () => {
 
   async function run(
     requests: CompletionRequest[],
-    options: { maxBatchSize?: number; joinLate?: string } = {},
+    options: {
+      maxBatchSize?: number;
+      joinLate?: string;
+      kvCacheBytes?: number;
+      /** Called after each round with the engine's running count. */
+      observe?: (running: number) => void;
+    } = {},
   ): Promise<Map<string, CompletionResult>> {
-    const engine = new CompletionEngine(model, { registry, maxBatchSize: options.maxBatchSize });
+    const engine = new CompletionEngine(model, {
+      registry,
+      maxBatchSize: options.maxBatchSize,
+      kvCacheBytes: options.kvCacheBytes,
+    });
     const results = new Map<string, CompletionResult>();
     const submit = (r: CompletionRequest) =>
       engine.submit(r).then((result) => results.set(r.id, result));
@@ -83,6 +96,8 @@ describe('completion engine: sampling and finish reasons', () => {
     // The late request joins after two rounds, next to requests already mid-generation.
     for (let round = 0; (await engine.step()) || settled.length < requests.length; round++) {
       expect(engine.running).toBeLessThanOrEqual(options.maxBatchSize ?? 16);
+      expect(engine.kvCacheBytesReserved).toBeLessThanOrEqual(options.kvCacheBytes ?? Infinity);
+      options.observe?.(engine.running);
       const late = requests.find((r) => r.id === options.joinLate);
       if (round === 1 && late) settled.push(submit(late));
     }
@@ -165,6 +180,74 @@ describe('completion engine: sampling and finish reasons', () => {
       safetensors: peft.adapterSafetensors,
       baseModelSha256: BASE_SHA,
     });
+    engine.dispose();
+  });
+
+  it('counts key/value cache bytes per token as the decoder allocates them', () => {
+    // tinyLlama: 2 layers × (K, V) × 2 KV heads (GQA 4:2) × head_dim 8 × 4 bytes.
+    const perToken = kvCacheBytesPerToken(model.config);
+    expect(perToken).toBe(2 * 2 * 2 * 8 * 4);
+    // The real cache grows by exactly that per token appended (after the first step, which
+    // also builds the batch's row bookkeeping).
+    const decoder = new BatchedKvDecoder(model);
+    const row = (tokens: number[]) =>
+      decoder.step([{ id: 'row', tokens, adapter: null }]).dispose();
+    row([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const before = tf.memory().numBytes;
+    row([11]);
+    expect(tf.memory().numBytes - before).toBe(perToken);
+    row([12, 13, 14]);
+    expect(tf.memory().numBytes - before).toBe(4 * perToken);
+    decoder.dispose();
+  });
+
+  it('admits waiting requests only while the batch cache fits its byte budget, tokens unchanged', async () => {
+    const perToken = kvCacheBytesPerToken(model.config);
+    // Reservations (prompt + maxTokens): x 14, m1 9, m2 14, m3 13, m4 6. Rows are padded to
+    // the longest, so room for 28 tokens admits x and m1 together (2 × 14) but not m2 too.
+    const kvCacheBytes = 28 * perToken;
+    const running: number[] = [];
+    const results = await run(SAMPLED, { kvCacheBytes, observe: (n) => running.push(n) });
+    expect(Math.max(...running)).toBe(2);
+    expect(running.length).toBeGreaterThan(SAMPLED[0].maxTokens); // they took turns
+    for (const r of SAMPLED) expect(results.get(r.id)?.tokenIds).toEqual(reference.get(r.id));
+  });
+
+  it('refuses a request whose cache alone exceeds the budget, naming the max_tokens that fit', async () => {
+    const perToken = kvCacheBytesPerToken(model.config);
+    const engine = new CompletionEngine(model, { registry, kvCacheBytes: 20 * perToken });
+    const request: CompletionRequest = {
+      id: 'big',
+      promptIds: [5, 17, 42, 8],
+      adapterId: 'qv',
+      maxTokens: 17, // 21 tokens
+      temperature: 0,
+    };
+    const refusal = (() => {
+      try {
+        void engine.submit(request);
+      } catch (error) {
+        return error;
+      }
+      return undefined;
+    })();
+    expect(refusal).toBeInstanceOf(KvCacheBudgetError);
+    expect(refusal).toBeInstanceOf(RangeError);
+    expect(refusal).toMatchObject({
+      requiredBytes: 21 * perToken,
+      budgetBytes: 20 * perToken,
+      maxTotalTokens: 20,
+      message: expect.stringMatching(/max_tokens at most 16 with this prompt/),
+    });
+    expect(() => engine.submit({ ...request, promptIds: new Array<number>(30).fill(1) })).toThrow(
+      /the prompt alone, 30 tokens, does not fit/,
+    );
+    // Nothing was queued or pinned; one that fits runs.
+    expect(engine.waiting).toBe(0);
+    const fits = engine.submit({ ...request, maxTokens: 16 });
+    await engine.runUntilIdle();
+    expect((await fits).usage.totalTokens).toBeLessThanOrEqual(20);
+    expect(() => new CompletionEngine(model, { kvCacheBytes: 0 })).toThrow(/kvCacheBytes/);
     engine.dispose();
   });
 

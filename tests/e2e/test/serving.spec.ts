@@ -18,7 +18,7 @@ import {
   selectBackend,
   type CausalLM,
 } from '@lorafleet/lora-core';
-import { REPO_ROOT, waitFor } from '@lorafleet/testing';
+import { REPO_ROOT, waitFor, type AppProcess } from '@lorafleet/testing';
 import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import { spawn } from 'node:child_process';
@@ -38,7 +38,7 @@ const MAX_TOKENS = 12;
 describe('completions served by workers (openai client)', () => {
   const fleet = new Fleet({
     apiEnv: {
-      LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS: '60000',
+      LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS: '120000',
       LORAFLEET_SERVE_TOKEN_TIMEOUT_MS: '3000',
     },
   });
@@ -47,6 +47,9 @@ describe('completions served by workers (openai client)', () => {
   let model: CausalLM;
   let tokenizer: TextTokenizer;
   let fineTuned = '';
+  /** The suite's serving worker; a short claim idle time for the takeover test. */
+  let server: AppProcess;
+  const CLAIM_IDLE_MS = 2000;
 
   /** lora-core's own greedy answer, in this process: the reference every served answer meets. */
   async function reference(promptIds: number[], adapter: string | null, maxTokens = MAX_TOKENS) {
@@ -69,7 +72,9 @@ describe('completions served by workers (openai client)', () => {
     await selectBackend('cpu');
     [model, tokenizer] = await Promise.all([loadCausalLM(MODEL_DIR), loadTokenizer(MODEL_DIR)]);
     await fleet.start();
-    fleet.startWorker('serve-1');
+    server = fleet.startWorker('serve-1', {
+      LORAFLEET_SERVE_CLAIM_IDLE_MS: String(CLAIM_IDLE_MS),
+    });
     client = new OpenAI({ apiKey: fleet.apiKey, baseURL: `${fleet.baseUrl}/v1`, maxRetries: 0 });
     const tenants = new TenantsRepository(fleet.dataSource);
     const other = await tenants.createTenant('stranger');
@@ -348,8 +353,9 @@ describe('completions served by workers (openai client)', () => {
         if (!(error instanceof OpenAI.APIUserAbortError)) throw error;
       });
       expect(requestId).not.toBe('');
-      // The worker ends it at its next decode round: acknowledged, and its last reply is the
-      // cancellation, not a finished answer (400 tokens take far longer than this wait).
+      // The worker ends it at its next decode round: nothing left pending (its entry was
+      // acknowledged at its first reply), and its last reply, once one ends it, is the
+      // cancellation, not a finished answer.
       const replies = `${fleet.queuePrefix}:serve:tok:${requestId}`;
       const last = await waitFor(
         'the cancelled request to end on the worker',
@@ -362,7 +368,8 @@ describe('completions served by workers (openai client)', () => {
             string,
             string[],
           ][];
-          return pending[0] === 0 && entry ? (JSON.parse(entry[1][1]) as object) : undefined;
+          const reply = entry ? (JSON.parse(entry[1][1]) as { kind: string }) : undefined;
+          return pending[0] === 0 && reply && reply.kind !== 'delta' ? reply : undefined;
         },
         10_000,
         50,
@@ -372,6 +379,84 @@ describe('completions served by workers (openai client)', () => {
         message: expect.stringMatching(/was cancelled/),
       });
     } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('hands a request whose worker died before its first token to another worker, which answers it', async () => {
+    const stream = `${fleet.queuePrefix}:serve:req:${BASE}`;
+    const redis = new Redis(fleet.redisUrl);
+    /** [id, consumer, idle ms, deliveries] of each request read and not yet answered. */
+    const pending = () =>
+      redis.xpending(stream, 'serving-workers', '-', '+', 10) as Promise<
+        [string, string, number, number][]
+      >;
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+    const startedAt = Date.now();
+    try {
+      const prompt = 'Count:';
+      // serve-1 has the base loaded (a no-op after the earlier tests), so the time from the
+      // holder's death to the answer is the takeover's, not a lazy load's.
+      await client.completions.create({ model: BASE, prompt, max_tokens: 1, temperature: 0 });
+      const warmMs = Date.now() - startedAt;
+      // serve-1 is frozen while the holder reads the request;
+      // a frozen reader's block times out within a second, after which it reads nothing.
+      server.signal('SIGSTOP');
+      await pause(1500);
+      // The holder takes the request and never hands it to a serving child (as if its base
+      // load never ended), so the request stays read and unanswered until the holder dies.
+      const holder = fleet.startWorker('serve-holder', {
+        LORAFLEET_WORKER_ROLES: 'serve',
+        LORAFLEET_SERVE_CLAIM_IDLE_MS: String(CLAIM_IDLE_MS),
+        LORAFLEET_TEST_SERVE_HOLD_MS: '600000',
+      });
+      const answer = client.completions.create({
+        model: BASE,
+        prompt,
+        max_tokens: 6,
+        temperature: 0,
+      });
+      let held: string;
+      try {
+        [[held]] = await waitFor(
+          'the holder to read the request',
+          async () => {
+            const entries = await pending();
+            return entries.length === 1 && entries[0][1] === 'serve-holder' ? entries : undefined;
+          },
+          60_000,
+          50,
+        );
+      } finally {
+        server.signal('SIGCONT');
+      }
+      const heldSince = Date.now();
+      const holderReadMs = heldSince - startedAt - warmMs;
+      // While the holder lives, its heartbeat keeps the request its own however long it holds
+      // it, though serve-1 scans for idle requests every half second.
+      await pause(2 * CLAIM_IDLE_MS);
+      const [stillHeld] = await pending();
+      expect(stillHeld).toEqual([held, 'serve-holder', expect.any(Number), 1]);
+      expect(stillHeld[2]).toBeLessThan(CLAIM_IDLE_MS);
+      expect(Date.now() - heldSince).toBeGreaterThanOrEqual(2 * CLAIM_IDLE_MS);
+
+      holder.signal('SIGKILL');
+      const diedAt = Date.now();
+      const completion = await answer;
+      const deathToAnswerMs = Date.now() - diedAt;
+      const expected = await reference(encodeTextPrompt(prompt, tokenizer), null, 6);
+      expect(completion.choices[0].text).toBe(expected.text);
+      expect(completion.usage?.completion_tokens).toBe(expected.completionTokens);
+      expect(await pending()).toEqual([]);
+      expect(server.text).toMatch(new RegExp(`taking over serving request ${held}`));
+      // The claim waits out the idle time; a claim scan runs every quarter of it.
+      expect(deathToAnswerMs).toBeLessThan(CLAIM_IDLE_MS * 1.25 + 20_000);
+      console.info(
+        `serving takeover: worker SIGKILLed → answer in ${deathToAnswerMs} ms ` +
+          `(serve-1 warm-up ${warmMs} ms, holder start → read ${holderReadMs} ms)`,
+      );
+    } finally {
+      server.signal('SIGCONT');
       redis.disconnect();
     }
   });

@@ -12,7 +12,9 @@ import {
   AdapterRegistryError,
   CompletionCancelledError,
   CompletionEngine,
+  KvCacheBudgetError,
   loadCausalLM,
+  memoryLimitMbFromEnv,
   selectBackend,
   type AdapterSource,
 } from '@lorafleet/lora-core';
@@ -24,6 +26,9 @@ import type {
 } from './serving-protocol';
 
 process.on('disconnect', () => process.exit(1));
+
+/** Share of the memory limit the decode batch's key/value cache may take by default. */
+const KV_CACHE_SHARE_OF_MEMORY_LIMIT = 0.25;
 
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ServingChildToParent): Promise<void> {
@@ -56,6 +61,9 @@ async function load(spec: ServingChildSpec): Promise<Loaded> {
     registry,
     tokenizer,
     maxBatchSize: spec.maxBatchSize,
+    kvCacheBytes:
+      spec.kvCacheBytes ??
+      Math.floor(memoryLimitMbFromEnv() * 2 ** 20 * KV_CACHE_SHARE_OF_MEMORY_LIMIT),
   });
   void send({ kind: 'ready', backend, baseModelHash: sha256 });
   return { engine, registry, tokenizer, baseModelHash: sha256 };
@@ -81,6 +89,15 @@ function errorReply(error: unknown): ServeReply {
     }
     // A base mismatch or a cache too small for the adapter: not the client's doing.
     return { kind: 'error', code: 'service_unavailable', message, param: 'model' };
+  }
+  if (error instanceof KvCacheBudgetError) {
+    // The client can fix it: fewer tokens. Larger than the whole budget, it would never run.
+    return {
+      kind: 'error',
+      code: 'invalid_request',
+      message: `This request is too large for the server's key/value cache: ${message}.`,
+      param: 'max_tokens',
+    };
   }
   if (error instanceof CompletionCancelledError) {
     // Nobody reads it (the client is gone); it ends the request for the parent's bookkeeping.

@@ -13,6 +13,8 @@ export interface ServingChildSpec {
   backend: string;
   adapterCacheBytes: number;
   maxBatchSize: number;
+  /** The decode batch's key/value cache budget; null: a quarter of the memory limit. */
+  kvCacheBytes: number | null;
 }
 
 /** An adapter as stored in Postgres, or why it cannot be had. */

@@ -5,8 +5,11 @@
  *
  * Scheduling, one `step()` at a time:
  * 1. Waiting requests are admitted up to `maxBatchSize` running ones (first come, first
- *    served) and prefilled together in a step of their own, so a long prompt never pads the
- *    running rows' one-token steps; each samples its first token.
+ *    served, none skipping the head of the queue) while the batch's key/value cache stays
+ *    within `kvCacheBytes` (see `kvCacheBytesOf`), and prefilled together in a step of their
+ *    own, so a long prompt never pads the running rows' one-token steps; each samples its
+ *    first token. A request whose cache alone exceeds the budget is refused at `submit`
+ *    (`KvCacheBudgetError`), so an empty batch always admits the head and nothing waits for ever.
  * 2. One decode step advances every running request by a token.
  * A request leaves the batch as soon as it finishes; its cache and adapter pin are released.
  *
@@ -21,6 +24,7 @@ import type { TextTokenizer } from '@lorafleet/data';
 
 import { sampleToken } from '../generation/sampling';
 import type { CausalLM } from '../models/causal-lm.model';
+import type { ModelConfig } from '../models/model.config';
 import { SeededRandom } from '../util/rng.util';
 import type { AdapterRegistry, ServingAdapter } from './adapter.registry';
 import { BatchedKvDecoder, type DecodeRow } from './batched-kv.decoder';
@@ -33,6 +37,58 @@ export class CompletionCancelledError extends Error {
   constructor(readonly requestId: string) {
     super(`completion request "${requestId}" was cancelled`);
   }
+}
+
+/**
+ * A request whose key/value cache alone exceeds the engine's budget: it could never be
+ * admitted. `maxTotalTokens` is the most prompt + completion tokens that fit.
+ */
+export class KvCacheBudgetError extends RangeError {
+  override readonly name = 'KvCacheBudgetError';
+
+  constructor(
+    readonly requiredBytes: number,
+    readonly budgetBytes: number,
+    readonly promptTokens: number,
+    readonly maxTotalTokens: number,
+  ) {
+    const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+    super(
+      `the request needs ${mib(requiredBytes)} of key/value cache for its prompt and max_tokens; ` +
+        `the serving budget is ${mib(budgetBytes)}, room for ${maxTotalTokens} tokens in all ` +
+        (maxTotalTokens > promptTokens
+          ? `(max_tokens at most ${maxTotalTokens - promptTokens} with this prompt)`
+          : `(the prompt alone, ${promptTokens} tokens, does not fit)`),
+    );
+  }
+}
+
+/** Bytes of one float32 key or value element: the decoder's cache dtype. */
+const KV_BYTES_PER_ELEMENT = 4;
+
+/**
+ * Key/value cache bytes one token takes in every layer: layers × 2 (K and V) × KV heads ×
+ * head_dim × 4 bytes (float32). GPT-2 has as many KV heads as heads; the rotary families may
+ * have fewer (GQA).
+ */
+export function kvCacheBytesPerToken(config: ModelConfig): number {
+  const [kvHeads, headDim] =
+    config.modelType === 'gpt2'
+      ? [config.numHeads, config.hiddenSize / config.numHeads]
+      : [config.numKeyValueHeads, config.headDim];
+  return config.numLayers * 2 * kvHeads * headDim * KV_BYTES_PER_ELEMENT;
+}
+
+/**
+ * The most key/value cache a batch of rows can hold: `BatchedKvDecoder` lays the cache out as
+ * [rows, KV, width, D] per layer with every row padded to the longest, and a row's length
+ * never exceeds its reservation (prompt + max_tokens, capped at the context), so the bound is
+ * rows × the longest reservation × bytes per token. Counting each row's own length instead
+ * would miss the padding.
+ */
+export function kvCacheBytesOf(reservedTokens: readonly number[], bytesPerToken: number): number {
+  if (reservedTokens.length === 0) return 0;
+  return reservedTokens.length * Math.max(...reservedTokens) * bytesPerToken;
 }
 
 /** OpenAI's cap on `stop` strings per request. */
@@ -97,10 +153,18 @@ export interface CompletionEngineOptions {
   tokenizer?: TextTokenizer;
   /** Most requests decoded together. Default 16. */
   maxBatchSize?: number;
+  /**
+   * Most bytes of key/value cache the running batch may reserve (`kvCacheBytesOf`): a waiting
+   * request joins only while the batch stays within it. Default: no limit. A decode step holds
+   * the old and the new cache for a moment, so the peak is about twice this.
+   */
+  kvCacheBytes?: number;
 }
 
 interface RunningRequest {
   request: CompletionRequest;
+  /** Prompt + max_tokens, capped at the context: the most cache positions it can hold. */
+  reservedTokens: number;
   adapter: ServingAdapter | null;
   rng: SeededRandom;
   stopTokens: ReadonlySet<number>;
@@ -117,6 +181,8 @@ export class CompletionEngine {
   private readonly registry: AdapterRegistry | undefined;
   private readonly tokenizer: TextTokenizer | undefined;
   private readonly maxBatchSize: number;
+  private readonly kvCacheBudget: number;
+  private readonly kvBytesPerToken: number;
   private readonly waitingQueue: RunningRequest[] = [];
   private readonly runningRequests: RunningRequest[] = [];
   private stepping = false;
@@ -132,6 +198,11 @@ export class CompletionEngine {
     if (!Number.isSafeInteger(this.maxBatchSize) || this.maxBatchSize < 1) {
       throw new RangeError(`maxBatchSize must be an integer >= 1 (got ${this.maxBatchSize})`);
     }
+    this.kvCacheBudget = options.kvCacheBytes ?? Infinity;
+    if (!(this.kvCacheBudget > 0)) {
+      throw new RangeError(`kvCacheBytes must be > 0 (got ${this.kvCacheBudget})`);
+    }
+    this.kvBytesPerToken = kvCacheBytesPerToken(model.config);
   }
 
   /** Requests admitted and not finished. */
@@ -144,6 +215,14 @@ export class CompletionEngine {
     return this.waitingQueue.length;
   }
 
+  /** Key/value cache bytes the running batch reserves (`kvCacheBytesOf`). */
+  get kvCacheBytesReserved(): number {
+    return kvCacheBytesOf(
+      this.runningRequests.map((r) => r.reservedTokens),
+      this.kvBytesPerToken,
+    );
+  }
+
   /**
    * Queues `request`; it joins the batch at a coming `step()`. Invalid parameters, an unknown
    * adapter or a duplicate id throw here; the promise settles when the request finishes.
@@ -154,10 +233,21 @@ export class CompletionEngine {
     onDelta?: (delta: CompletionDelta) => void,
   ): Promise<CompletionResult> {
     this.validate(request);
+    const reservedTokens = this.reservedTokens(request);
+    const required = kvCacheBytesOf([reservedTokens], this.kvBytesPerToken);
+    if (required > this.kvCacheBudget) {
+      throw new KvCacheBudgetError(
+        required,
+        this.kvCacheBudget,
+        request.promptIds.length,
+        Math.floor(this.kvCacheBudget / this.kvBytesPerToken),
+      );
+    }
     const adapter = request.adapterId === null ? null : this.acquire(request.adapterId);
     return new Promise<CompletionResult>((resolve, reject) => {
       this.waitingQueue.push({
         request,
+        reservedTokens,
         adapter,
         rng: new SeededRandom(request.seed ?? randomInt(2 ** 31)),
         stopTokens: new Set(request.stopTokenIds ?? this.tokenizer?.stopTokenIds ?? []),
@@ -189,10 +279,7 @@ export class CompletionEngine {
   }
 
   private async round(): Promise<void> {
-    const admitted = this.waitingQueue.splice(
-      0,
-      Math.max(0, this.maxBatchSize - this.runningRequests.length),
-    );
+    const admitted = this.admit();
     if (admitted.length > 0) {
       this.runningRequests.push(...admitted);
       await this.decodeStep(admitted, (r) => r.request.promptIds);
@@ -200,6 +287,29 @@ export class CompletionEngine {
     if (this.runningRequests.length > 0) {
       await this.decodeStep([...this.runningRequests], (r) => [r.tokenIds[r.tokenIds.length - 1]]);
     }
+  }
+
+  /**
+   * Takes waiting requests, first come first served, while the batch has a slot and its
+   * reserved cache stays within the budget. The head blocks those behind it (no skipping), so
+   * a long request is not starved by short ones; submit refused any that never fits alone.
+   */
+  private admit(): RunningRequest[] {
+    const admitted: RunningRequest[] = [];
+    const reserved = this.runningRequests.map((r) => r.reservedTokens);
+    while (this.waitingQueue.length > 0 && reserved.length < this.maxBatchSize) {
+      const next = this.waitingQueue[0];
+      const bytes = kvCacheBytesOf([...reserved, next.reservedTokens], this.kvBytesPerToken);
+      if (bytes > this.kvCacheBudget) break;
+      this.waitingQueue.shift();
+      admitted.push(next);
+      reserved.push(next.reservedTokens);
+    }
+    return admitted;
+  }
+
+  private reservedTokens(request: CompletionRequest): number {
+    return Math.min(request.promptIds.length + request.maxTokens, this.decoder.maxLength);
   }
 
   /** Steps until every submitted request has finished. */
