@@ -259,15 +259,6 @@ export class JobsService {
         throw new ApiError('invalid_request', error.message, error.param);
       throw error;
     }
-    if (spec.method.type === 'dpo') {
-      // The DPO loss exists in lora-core, but the trainer loop does not run it yet: a stored
-      // DPO job would fail on every worker. Refuse it until the worker can train it.
-      throw new ApiError(
-        'invalid_request',
-        'method.type "dpo": DPO training is not available yet on this lorafleet; use "supervised"',
-        'method.type',
-      );
-    }
     return { request, baseModel, baseModelHash, facts, trainingFile, spec, requestHash };
   }
 

@@ -27,13 +27,18 @@ import {
  * step, so the trainer keeps them in f32.
  */
 export function trainingMemoryInput<Shape extends TrainingMemoryShape>(
-  spec: Pick<FineTuneSpec, 'hyperparameters' | 'lora' | 'training'>,
+  spec: Pick<FineTuneSpec, 'hyperparameters' | 'lora' | 'training' | 'method'>,
   summary: Pick<PreflightSummary, 'examples' | 'longestKeptTokens'>,
   shape: Shape,
 ): MemoryEstimateInput & { config: Shape } {
+  // A DPO micro-batch holds both sides of each pair (`examples` counts pairs): twice the rows.
+  // The reference pass runs first, outside the tape, and frees its activations before the
+  // policy pass, so it adds no rows of its own.
+  const rowsPerExample = spec.method.type === 'dpo' ? 2 : 1;
   return {
     config: shape,
-    batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, summary.examples)),
+    batchSize:
+      Math.min(spec.hyperparameters.batch_size, Math.max(1, summary.examples)) * rowsPerExample,
     seqLength: Math.max(1, summary.longestKeptTokens),
     lora: {
       r: spec.lora.r,
@@ -74,7 +79,7 @@ export interface FineTuneRunEstimate {
 export function estimateFineTuneRun(
   examples: readonly TrainingExample[],
   tokenizer: TextTokenizer,
-  spec: Pick<FineTuneSpec, 'hyperparameters' | 'lora' | 'training'>,
+  spec: Pick<FineTuneSpec, 'hyperparameters' | 'lora' | 'training' | 'method'>,
   shape: TrainingMemoryShape,
 ): FineTuneRunEstimate {
   const epochs = spec.hyperparameters.n_epochs;
