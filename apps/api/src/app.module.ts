@@ -16,12 +16,17 @@ import { FilesController } from './files/files.controller';
 import { FilesService } from './files/files.service';
 import { HealthController } from './health/health.controller';
 import { InfraModule } from './infra/infra.module';
+import { JobEstimateController } from './jobs/job-estimate.controller';
+import { JobEstimateService } from './jobs/job-estimate.service';
 import { JobsController } from './jobs/jobs.controller';
 import { JobsService } from './jobs/jobs.service';
 import { OutboxRelayService } from './jobs/outbox-relay.service';
 import { ModelsController } from './models/models.controller';
 import { ModelsService } from './models/models.service';
 import { OpsModule } from './ops/ops.module';
+import { WebhookDispatcherService } from './webhooks/webhook-dispatcher.service';
+import { WebhooksController } from './webhooks/webhooks.controller';
+import { WebhooksService } from './webhooks/webhooks.service';
 
 @Module({})
 export class AppModule {
@@ -41,9 +46,11 @@ export class AppModule {
         FilesController,
         ModelsController,
         JobsController,
+        JobEstimateController,
         AdaptersController,
         WorkersController,
         CompletionsController,
+        WebhooksController,
       ],
       providers: [
         { provide: APP_FILTER, useClass: OpenAiExceptionFilter },
@@ -54,9 +61,12 @@ export class AppModule {
         FilesService,
         ModelsService,
         JobsService,
+        JobEstimateService,
         OutboxRelayService,
         CompletionsService,
         ServingGateway,
+        WebhooksService,
+        WebhookDispatcherService,
       ],
     };
   }

@@ -218,7 +218,7 @@ describe('official openai client', () => {
     expect(unknownModel).toMatchObject({ code: 'model_not_found', param: 'model' });
 
     // OpenAI's `method` shapes as the client sends them: a preference file for a supervised
-    // job, DPO (refused until the trainer loop runs it) and reinforcement.
+    // job, DPO (created; tests/e2e trains one on a worker) and reinforcement.
     const pairs = await client.files.create({
       file: await toFile(Buffer.from(PREFERENCE_JSONL), 'pairs.jsonl'),
       purpose: 'fine-tune',
@@ -229,16 +229,16 @@ describe('official openai client', () => {
       .catch((e: unknown) => e);
     expect(mismatch).toBeInstanceOf(OpenAI.BadRequestError);
     expect(mismatch).toMatchObject({ code: 'invalid_file', param: 'training_file' });
-    const dpo = await client.fineTuning.jobs
-      .create({
-        model: 'tiny-random-gpt2',
-        training_file: pairs.id,
-        method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1 } } },
-      })
-      .catch((e: unknown) => e);
-    expect(dpo).toBeInstanceOf(OpenAI.BadRequestError);
-    expect(dpo).toMatchObject({ param: 'method.type' });
-    expect((dpo as Error).message).toMatch(/DPO training is not available yet/);
+    const dpo = await client.fineTuning.jobs.create({
+      model: 'tiny-random-gpt2',
+      training_file: pairs.id,
+      method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1 } } },
+    });
+    expect(dpo).toMatchObject({
+      status: 'queued',
+      method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1 } } },
+    });
+    await client.fineTuning.jobs.cancel(dpo.id);
     const reinforcement = await client.fineTuning.jobs
       .create({
         model: 'tiny-random-gpt2',

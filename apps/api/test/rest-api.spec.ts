@@ -588,7 +588,40 @@ describe('REST API', () => {
       expect((await alice.request('GET', `/v1/files/${old}`)).body.kind).toBe('preference');
     });
 
-    it('answers reinforcement, and DPO until the trainer runs it, with a 400 naming the method', async () => {
+    it('creates a DPO job with its β in the spec, echoed as OpenAI does', async () => {
+      const dpo = await create(
+        jobBody({
+          hyperparameters: undefined,
+          training_file: preferenceFile,
+          method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.2, n_epochs: 2 } } },
+        }),
+      );
+      expect(dpo.status).toBe(201);
+      expect(dpo.body).toMatchObject({
+        status: 'queued',
+        training_file: preferenceFile,
+        method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.2, n_epochs: 2 } } },
+      });
+      const [row] = await api.dataSource.query<{ spec: { method: unknown } }[]>(
+        'SELECT spec FROM fine_tuning_jobs WHERE id = $1',
+        [dpo.body.id],
+      );
+      expect(row.spec.method).toEqual({ type: 'dpo', beta: 0.2 });
+      // β left out is 0.1, TRL's and OpenAI's default.
+      const defaulted = await create(
+        jobBody({
+          hyperparameters: undefined,
+          training_file: preferenceFile,
+          method: { type: 'dpo' },
+        }),
+      );
+      expect(defaulted.status).toBe(201);
+      expect(defaulted.body.method.dpo.hyperparameters.beta).toBe(0.1);
+      for (const id of [dpo.body.id, defaulted.body.id] as string[])
+        expect((await alice.request('POST', `/v1/fine_tuning/jobs/${id}/cancel`)).status).toBe(200);
+    });
+
+    it('answers reinforcement with a 400 naming the method, and bad DPO settings naming the field', async () => {
       const before = await jobCount();
       const reinforcement = await create(
         jobBody({
@@ -602,16 +635,6 @@ describe('REST API', () => {
         param: 'method.type',
       });
       expect(reinforcement.body.error.message).toMatch(/"reinforcement" is not supported/);
-      const dpo = await create(
-        jobBody({
-          hyperparameters: undefined,
-          training_file: preferenceFile,
-          method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.2 } } },
-        }),
-      );
-      expect(dpo.status).toBe(400);
-      expect(dpo.body.error).toMatchObject({ param: 'method.type' });
-      expect(dpo.body.error.message).toMatch(/DPO training is not available yet/);
       const unknown = await create(jobBody({ method: { type: 'ppo' } }));
       expect(unknown.status).toBe(400);
       expect(unknown.body.error.param).toBe('method.type');

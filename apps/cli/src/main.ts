@@ -27,6 +27,8 @@ Remote commands (talk to the REST API: --api-url/LORAFLEET_API_URL, --api-key/LO
                                    fine-tuning jobs; watch shows a progress bar until the end
   adapters <get|download>          trained PEFT adapters (download --out <dir>)
   models <list|get>                base and fine-tuned models
+  webhooks <create|list|get|delete|deliveries|redeliver>
+                                   signed job-event webhooks and their delivery logs
   chat --model <name> [prompt]     one chat turn with a served model, streamed (stdin without prompt)
 
 Run "lorafleet <command> --help" for a command's options.`;
@@ -98,6 +100,7 @@ async function route(
     case 'jobs':
     case 'adapters':
     case 'models':
+    case 'webhooks':
       return { handler: await remoteGroup(command), args: argv.slice(1), usage: '' };
     default:
       return undefined;
@@ -105,7 +108,9 @@ async function route(
 }
 
 /** The remote command groups (each prints its own usage on bad input). */
-async function remoteGroup(command: 'files' | 'jobs' | 'adapters' | 'models'): Promise<Handler> {
+async function remoteGroup(
+  command: 'files' | 'jobs' | 'adapters' | 'models' | 'webhooks',
+): Promise<Handler> {
   switch (command) {
     case 'files':
       return (await import('./commands/remote-files.command')).runFiles;
@@ -115,6 +120,8 @@ async function remoteGroup(command: 'files' | 'jobs' | 'adapters' | 'models'): P
       return (await import('./commands/remote-adapters.command')).runAdapters;
     case 'models':
       return (await import('./commands/remote-models.command')).runModels;
+    case 'webhooks':
+      return (await import('./commands/remote-webhooks.command')).runWebhooks;
   }
 }
 

@@ -3,6 +3,8 @@
  * the real api (and one worker training the tiny shipped GPT-2), with Postgres and Redis.
  */
 import { createHash } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -75,6 +77,7 @@ describe('usage', () => {
     ['adapters', 'download'],
     ['models', 'list'],
     ['models', 'get'],
+    ['webhooks', 'create'],
   ])('%s %s --help exits 0 without an API key', async (...command) => {
     const result = await runCli([...command, '--help']);
     expect(result.code).toBe(0);
@@ -86,6 +89,7 @@ describe('usage', () => {
     expect(result.stdout).toMatch(/jobs <create\|list\|get\|watch/);
     expect(result.stdout).toMatch(/adapters <get\|download>/);
     expect(result.stdout).toMatch(/chat --model <name> \[prompt\]/);
+    expect(result.stdout).toMatch(/webhooks <create\|list\|get\|delete\|deliveries\|redeliver>/);
   });
 
   it.each([
@@ -107,6 +111,10 @@ describe('usage', () => {
     [
       ['jobs', 'create', '--model', 'm', '--training-file', 'f', '--metadata', 'novalue'],
       /key=value/,
+    ],
+    [
+      ['jobs', 'create', '--model', 'm', '--training-file', 'f', '--dry-run', '--watch'],
+      /--dry-run creates nothing/,
     ],
     [['jobs', 'list', '--limit', '0'], /--limit must be a positive integer/],
     [['jobs', 'watch', 'ftjob-x', '--interval=-1'], /--interval must be a positive number/],
@@ -344,6 +352,70 @@ describe('jobs and adapters', () => {
     expect(json(again.stdout)).toMatchObject({ id: succeededJob, status: 'succeeded' });
   });
 
+  it('create --dry-run prints the estimate the finished job bears out, and exits 1 on a 4xx', async () => {
+    const flags = [
+      '--model',
+      'tiny-random-gpt2',
+      '--training-file',
+      trainingFile,
+      '--n-epochs',
+      '2',
+      '--batch-size',
+      '2',
+      '--lora-r',
+      '4',
+      '--target-modules',
+      'c_attn',
+      '--max-steps',
+      '3',
+      '--max-seq-length',
+      '32',
+    ];
+    const dry = await cli('jobs', 'create', ...flags, '--dry-run', '--json');
+    expect(dry.code).toBe(0);
+    const estimate = json<Record<string, any>>(dry.stdout);
+    const finished = json<Record<string, any>>(
+      (await cli('jobs', 'get', succeededJob, '--json')).stdout,
+    );
+    // The same body trained for real: its steps and tokens are what the estimate said
+    // (6 examples at batch 2 are 3 steps an epoch; max_steps 3 stops after exactly one).
+    expect(estimate).toMatchObject({
+      object: 'fine_tuning.job.estimate',
+      total_steps: finished.progress.total_steps,
+      trained_tokens: finished.trained_tokens,
+      trained_tokens_exact: true,
+      epochs: 1,
+    });
+    // The worker recorded the finished job's speed: its backend has a wall time.
+    expect(estimate.backends).toEqual([
+      expect.objectContaining({
+        backend: finished.backend,
+        workers: 1,
+        fits_memory: true,
+        tokens_per_second: expect.any(Number),
+        estimated_seconds: expect.any(Number),
+        reason: null,
+      }),
+    ]);
+    expect(estimate.backends[0].tokens_per_second).toBeGreaterThan(0);
+    expect(estimate.backends[0].samples).toBeGreaterThanOrEqual(1);
+
+    const text = await cli('jobs', 'create', ...flags, '--dry-run');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`trained tokens:\\s+${finished.trained_tokens} \\(`));
+    expect(text.stdout).toMatch(/steps:\s+3 \(3 per epoch, 1 epochs\)/);
+    expect(text.stdout).toMatch(/peak memory:\s+~\d+ MiB/);
+    expect(text.stdout).toMatch(/quota:\s+fits/);
+    expect(text.stdout).toMatch(
+      new RegExp(`^${finished.backend}\\s+1\\s+\\d+ MiB\\s+yes\\s+\\d+\\s+\\d+:\\d\\d`, 'm'),
+    );
+    expect(text.stdout).toMatch(/Nothing was created \(dry run\)\./);
+
+    const bad = await cli('jobs', 'create', ...flags, '--lora-r', '100000', '--dry-run');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/\(param: lora\.r\) \[HTTP 400/);
+  });
+
   it('gets, lists and prints the events of the job', async () => {
     const get = await cli('jobs', 'get', succeededJob);
     expect(get.stdout).toMatch(/status:\s+succeeded/);
@@ -516,5 +588,113 @@ describe('jobs and adapters', () => {
     expect(download.code).toBe(1);
     expect(download.stderr).toMatch(`job ${cancelledWhileQueued} is cancelled and has no adapter`);
     expect(existsSync(path.join(scratch, 'none'))).toBe(false);
+  });
+});
+
+describe('webhooks', () => {
+  it('creates, lists, shows, logs, redelivers and deletes an endpoint', async () => {
+    const received: { headers: IncomingHttpHeaders; body: string }[] = [];
+    const receiver = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      request.on('end', () => {
+        received.push({ headers: request.headers, body });
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+    // The job that emits the event is made over REST directly: not what is tested here.
+    const api = async (method: string, route: string, body?: unknown) => {
+      const response = await fetch(`${fx.baseUrl}${route}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${fx.apiKey}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return (await response.json()) as Record<string, any>;
+    };
+    try {
+      const bad = await cli('webhooks', 'create', '--url', 'ftp://example.com/x');
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/\(param: url\) \[HTTP 400 invalid_request\]/);
+
+      // Without --event: all three events.
+      const created = await cli('webhooks', 'create', '--url', url);
+      expect(created.code).toBe(0);
+      expect(created.stdout).toMatch(
+        /events: +fine_tuning.job.succeeded, fine_tuning.job.failed, fine_tuning.job.cancelled/,
+      );
+      expect(created.stdout).toMatch(/secret: +whsec_[A-Za-z0-9+/]{43}=/);
+      expect(created.stderr).toMatch(/shown only now/);
+      const endpointId = /id: +(we_\w+)/.exec(created.stdout)![1];
+
+      const listed = await cli('webhooks', 'list');
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toMatch(new RegExp(`^${endpointId} .* ${url}$`, 'm'));
+      const shown = await cli('webhooks', 'get', endpointId, '--json');
+      expect(json(shown.stdout)).toMatchObject({ id: endpointId, url });
+      expect(shown.stdout).not.toContain('whsec_');
+
+      const form = new FormData();
+      form.append('purpose', 'fine-tune');
+      form.append('file', new Blob([GOOD_JSONL]), 'train.jsonl');
+      const file = (await fetch(`${fx.baseUrl}/v1/files`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${fx.apiKey}` },
+        body: form,
+      }).then((r) => r.json())) as { id: string };
+      // A two-step job the fixture's worker trains: its completion, in the worker, emits the
+      // event in the same transaction.
+      const job = await api('POST', '/v1/fine_tuning/jobs', {
+        model: 'tiny-random-gpt2',
+        training_file: file.id,
+        hyperparameters: { n_epochs: 1, batch_size: 1 },
+        training: { max_steps: 2 },
+      });
+      expect(job.status).toBe('queued');
+      const delivery = await until(
+        'the success event is delivered',
+        async () => {
+          const log = await api('GET', `/v1/webhook_endpoints/${endpointId}/deliveries`);
+          const first = log.data?.[0] as
+            { id: string; status: string; event_id: string } | undefined;
+          return first?.status === 'delivered' ? first : undefined;
+        },
+        90_000,
+      );
+      expect(received).toHaveLength(1);
+      expect(received[0].headers['webhook-id']).toBe(delivery.event_id);
+      expect(JSON.parse(received[0].body)).toMatchObject({
+        type: 'fine_tuning.job.succeeded',
+        data: { id: job.id },
+      });
+      const log = await cli('webhooks', 'deliveries', endpointId);
+      expect(log.stdout).toMatch(
+        new RegExp(
+          `^${delivery.id} +fine_tuning.job.succeeded +${job.id as string} +delivered +1 +204 `,
+          'm',
+        ),
+      );
+
+      const again = await cli('webhooks', 'redeliver', endpointId, delivery.id);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toMatch(`event_id:        ${delivery.event_id}`);
+      await until('the redelivery arrives', () =>
+        Promise.resolve(received.length === 2 ? true : undefined),
+      );
+      expect(received[1].headers['webhook-id']).toBe(delivery.event_id);
+
+      const deleted = await cli('webhooks', 'delete', endpointId);
+      expect(deleted).toMatchObject({ code: 0, stdout: `deleted ${endpointId}\n` });
+      expect((await api('GET', `/v1/webhook_endpoints/${endpointId}`)).error).toMatchObject({
+        code: 'not_found',
+      });
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
   });
 });

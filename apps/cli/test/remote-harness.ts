@@ -119,6 +119,8 @@ export async function startRemoteFixture(
     PORT: String(port),
     HOST: '127.0.0.1',
     LORAFLEET_OUTBOX_POLL_MS: '100',
+    // The webhook tests' receiver listens on loopback.
+    LORAFLEET_WEBHOOK_ALLOW_PRIVATE: '1',
   });
   const worker = options.worker
     ? new AppProcess('worker', {

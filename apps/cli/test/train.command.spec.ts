@@ -256,6 +256,77 @@ describe('lorafleet train', () => {
   });
 });
 
+describe('lorafleet train --method dpo (issue 20)', () => {
+  const PREFERENCES = `${[
+    ['Say hi', 'hi', 'no'],
+    ['Sky color?', 'blue', 'green'],
+    ['The quick brown', 'fox', 'cat'],
+    ['Two plus two', 'four', 'five'],
+  ]
+    .map(([prompt, chosen, rejected]) =>
+      JSON.stringify({
+        input: { messages: [{ role: 'user', content: prompt }] },
+        preferred_output: [{ role: 'assistant', content: chosen }],
+        non_preferred_output: [{ role: 'assistant', content: rejected }],
+      }),
+    )
+    .join('\n')}\n`;
+
+  it('trains on preference pairs with --beta and reports DPO metrics; wrong data or flags are refused', async () => {
+    const pairsFile = join(scratch, 'pairs.jsonl');
+    await writeFile(pairsFile, PREFERENCES);
+    const out = join(scratch, 'dpo-out');
+    const trained = await run(
+      'train',
+      '--model', MODEL,
+      '--train', pairsFile,
+      '--validation', pairsFile,
+      '--out', out,
+      '--method', 'dpo',
+      '--beta', '0.2',
+      '--epochs', '2',
+      '--batch-size', '2',
+      '--learning-rate', '2e-2',
+      '--seed', '3',
+      '--backend', 'wasm',
+    ); // prettier-ignore
+    expect({ code: trained.code, err: trained.err }).toEqual({ code: 0, err: expect.any(String) });
+    expect(trained.err).toMatch(/pre-flight: 4 examples/);
+    expect(trained.err).toMatch(/margin -?\d+\.\d{4} reward acc \d+\.\d%/);
+    expect(trained.out).toMatch(/validation DPO loss \d\.\d{4}, reward margin/);
+    const lineage = JSON.parse(readFileSync(join(out, 'lorafleet.json'), 'utf8')) as {
+      spec: { method: unknown };
+    };
+    expect(lineage.spec.method).toEqual({ type: 'dpo', beta: 0.2 });
+    const csv = readFileSync(join(out, 'training_metrics.csv'), 'utf8').split('\n');
+    expect(csv[0]).toMatch(/,train_rewards_chosen,train_rewards_rejected,train_rewards_margin,/);
+    expect(csv.filter((line) => line !== '')).toHaveLength(1 + 4);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+
+    // SFT lines for a DPO run: exit 1 with the validator's line-numbered message.
+    const sft = await run(
+      'train', '--model', MODEL, '--train', trainFile, '--out', join(scratch, 'dpo-bad'),
+      '--method', 'dpo', '--backend', 'wasm',
+    ); // prettier-ignore
+    expect(sft.code).toBe(1);
+    expect(sft.err).toMatch(/line 1/);
+    for (const [flags, message] of [
+      [['--beta', '0.2'], /--beta needs --method dpo/],
+      [['--method', 'ppo'], /--method must be supervised or dpo/],
+      [['--method', 'dpo', '--beta', '0'], /--beta must be/],
+    ] as const) {
+      const bad = await run(
+        'train', '--model', MODEL, '--train', pairsFile, '--out', join(scratch, 'dpo-bad'),
+        ...flags,
+      ); // prettier-ignore
+      expect({ code: bad.code, err: bad.err }).toEqual({
+        code: 2,
+        err: expect.stringMatching(message),
+      });
+    }
+  });
+});
+
 describe('lorafleet train pre-flight (issue 13)', () => {
   const withEnv = async <T>(value: string, body: () => Promise<T>): Promise<T> => {
     const before = process.env.LORAFLEET_MEMORY_LIMIT_MB;

@@ -23,6 +23,7 @@ import {
   type ClaimedAttempt,
   type JsonObject,
   type NewJobEvent,
+  type ThroughputSample,
   type TransitionRequest,
 } from '@lorafleet/db';
 import { UnrecoverableError } from 'bullmq';
@@ -206,6 +207,14 @@ class InMemoryJobs implements AttemptJobs {
 /** The other workers of the fleet, as the registry reports them. */
 class FleetRegistry implements AttemptWorkers {
   ableWorkers: { id: string; memoryLimitMb: number }[] = [];
+  throughput: ThroughputSample[] = [];
+  throughputError: Error | null = null;
+
+  recordThroughput(sample: ThroughputSample): Promise<void> {
+    if (this.throughputError) return Promise.reject(this.throughputError);
+    this.throughput.push(sample);
+    return Promise.resolve();
+  }
 
   heartbeat(): Promise<void> {
     return Promise.resolve();
@@ -292,7 +301,7 @@ const statusTrail = (jobs: InMemoryJobs) =>
 
 describe('FineTuneProcessor: each trainer outcome decides the attempt', () => {
   it('succeeded: stores the checkpoint, then the adapter, and the job succeeds', async () => {
-    const { jobs, deliver } = harness([
+    const { jobs, fleet, deliver } = harness([
       ready,
       {
         kind: 'progress',
@@ -322,6 +331,26 @@ describe('FineTuneProcessor: each trainer outcome decides the attempt', () => {
       expect.arrayContaining(['Trainer started on backend cpu', 'Step 1/4: training loss=1.5000']),
     );
     expect(jobs.outbox).toEqual([]);
+    // The attempt's speed, for the job estimate's wall times (issue 20).
+    expect(fleet.throughput).toEqual([
+      {
+        baseModel: MODEL,
+        backend: 'cpu',
+        workerId: 'worker-a',
+        jobId: JOB_ID,
+        attempt: 1,
+        tokensPerSecond: 12,
+        trainedTokens: trainerResult().trainedTokens,
+      },
+    ]);
+  });
+
+  it('succeeded, but its speed cannot be recorded: the job still succeeds', async () => {
+    const { jobs, fleet, deliver } = harness([ready, { kind: 'result', result: trainerResult() }]);
+    fleet.throughputError = new Error('relation "worker_throughput" does not exist');
+    await deliver();
+    expect(jobs.row).toMatchObject({ status: 'succeeded', failures: 0 });
+    expect(fleet.throughput).toEqual([]);
   });
 
   it('succeeded, but the result cannot be stored: the attempt fails and is retried', async () => {

@@ -86,6 +86,17 @@ export const apiEnvShape = {
   LORAFLEET_SERVE_FIRST_TOKEN_TIMEOUT_MS: intFromEnv(100, 3_600_000).default(120_000),
   /** Longest silence between two tokens before the worker is presumed dead (504). */
   LORAFLEET_SERVE_TOKEN_TIMEOUT_MS: intFromEnv(100, 3_600_000).default(30_000),
+  /** Webhooks (issue 20): delay before the first retry of a failed delivery; each later one doubles. */
+  LORAFLEET_WEBHOOK_RETRY_BASE_MS: intFromEnv(10, 3_600_000).default(5000),
+  /** How long a delivery keeps being retried, from its creation; then it is marked failed. */
+  LORAFLEET_WEBHOOK_MAX_AGE_MS: intFromEnv(1000, 30 * 24 * 3_600_000).default(72 * 3_600_000),
+  /** One delivery attempt's limit (connect, send, response); longer counts as a failure. */
+  LORAFLEET_WEBHOOK_TIMEOUT_MS: intFromEnv(100, 120_000).default(10_000),
+  /**
+   * `1` lets webhook URLs resolve to private, loopback, link-local and other non-public
+   * addresses (tests, private deployments). Off by default: a webhook is a server-side request.
+   */
+  LORAFLEET_WEBHOOK_ALLOW_PRIVATE: z.enum(['0', '1']).default('0'),
 };
 export type ApiEnv = z.infer<z.ZodObject<typeof apiEnvShape>>;
 

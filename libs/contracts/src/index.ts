@@ -12,3 +12,5 @@ export * from './lineage';
 export * from './lora';
 export * from './queues';
 export * from './serving';
+export * from './webhooks';
+export * from './job-estimate';

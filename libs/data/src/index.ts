@@ -15,3 +15,5 @@ export * from './models/model-parameters';
 export * from './models/model-config-bounds';
 export * from './trainer-warnings';
 export * from './fine-tune-spec.resolver';
+export * from './memory/training-memory.estimate';
+export * from './memory/fine-tune-run.estimate';

@@ -14,3 +14,14 @@ export function newId(kind: IdKind): string {
 export function sha256Hex(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
+
+/**
+ * `evt_<24 base62 chars>`: the underscore style of OpenAI's webhook objects (`evt_…`), used
+ * for webhook events, endpoints and deliveries (issue 20).
+ */
+export function newUnderscoreId(prefix: 'evt' | 'we' | 'whdel'): string {
+  const bytes = randomBytes(24);
+  let body = '';
+  for (const byte of bytes) body += ALPHABET[byte % 62];
+  return `${prefix}_${body}`;
+}

@@ -52,6 +52,8 @@ describe('libs/db against a real Postgres', () => {
       'FineTuneSpec1796515902332',
       'LineageSpec1796516200000',
       'FileKind1796520296176',
+      'WebhookDeliveries1796524634492',
+      'WorkerThroughput1796524791437',
     ]);
     jobs = new JobsRepository(ds);
     attempts = new AttemptsRepository(ds);

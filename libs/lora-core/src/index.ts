@@ -156,6 +156,7 @@ export {
   loraConfigOf,
   NoTrainableTokensError,
   TRUNCATION_WARNING_SHARE,
+  preferencePreflightSummary,
   type FineTuneLineage,
   type FineTuneOptions,
   type FineTunePreflight,
@@ -185,9 +186,11 @@ export {
   TrainingAbortedError,
   TrainingConfigError,
   type EarlyStoppingOptions,
+  type DpoRewardMetrics,
   type EvalMetrics,
   type EvalReport,
   type StepMetrics,
+  type TokenEvalMetrics,
   type StopReason,
   type TrainerCheckpointEvent,
   type TrainingProgress,
@@ -217,7 +220,13 @@ export {
   weightedTokenNllSum,
   type ShiftedTargets,
 } from './trainer/token-loss';
-export { METRICS_CSV_COLUMNS, metricsToCsv } from './trainer/metrics-csv';
+export { DPO_METRICS_CSV_COLUMNS, METRICS_CSV_COLUMNS, metricsToCsv } from './trainer/metrics-csv';
+export {
+  evaluatePairs,
+  hashPairs,
+  preferenceForwardBackward,
+  type TokenizedPair,
+} from './trainer/preference-pass';
 export {
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,

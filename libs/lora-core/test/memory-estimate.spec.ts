@@ -30,6 +30,7 @@ import {
   type MemoryEstimateInput,
 } from '../src';
 import { TINY_GPT2_DIR, testSpec } from './trainer.helpers';
+import { modelFactsFromConfig, trainingMemoryInput } from '@lorafleet/data';
 
 const MIB = 1024 * 1024;
 
@@ -104,6 +105,30 @@ describe('memory estimate', () => {
     );
     expect(memoryLimitMbFromEnv({})).toBeGreaterThan(0);
   });
+});
+
+describe('one estimator for the trainer and the API (issue 20)', () => {
+  it.each(Object.keys(MODEL_SHAPES) as (keyof typeof MODEL_SHAPES)[])(
+    '%s: config.json facts (libs/data, no tfjs) estimate exactly what the parsed config does',
+    (shape) => {
+      const json = MODEL_SHAPES[shape].config;
+      const spec = testSpec({
+        hyperparameters: { batch_size: 3 },
+        training: { max_seq_length: 256, gradient_checkpointing: shape !== 'gpt2-small' },
+      });
+      const summary = { examples: 10, longestKeptTokens: 200 };
+      const fromFacts = trainingMemoryInput(
+        spec,
+        summary,
+        modelFactsFromConfig(json).trainingShape,
+      );
+      const fromTrainer = trainingMemoryInput(spec, summary, parseModelConfig(json));
+      expect(fromFacts.batchSize).toBe(3);
+      expect(fromFacts.seqLength).toBe(200);
+      expect(estimateTrainingMemory(fromFacts)).toEqual(estimateTrainingMemory(fromTrainer));
+      expect(estimateTrainingMemory(fromFacts).totalBytes).toBeGreaterThan(400 * MIB);
+    },
+  );
 });
 
 describe('webgpu pre-flight: binding limit and GPU memory', () => {

@@ -2,8 +2,8 @@
  * The dashboard in a real browser (headless Debian Chromium via playwright-core) against the
  * real built API and a real worker: sign in, upload, submit, watch a job train to `succeeded`
  * (moving progress bar, drawn loss curve), download the adapter, pause/resume/cancel a second
- * job, tenant isolation, the fleet view, paging, the connection banner, hidden-tab polling,
- * phone width and WCAG AA contrast. Screenshots of every page land in SCREENSHOTS_DIR.
+ * job, a DPO job's reward curves, tenant isolation, the fleet view, paging, the connection
+ * banner, hidden-tab polling, phone width and WCAG AA contrast. Screenshots of every page land in SCREENSHOTS_DIR.
  */
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
@@ -46,6 +46,25 @@ const LONG_JSONL = Array.from(
   { length: 400 },
   (_, i) => JSON.stringify({ prompt: `Echo ${i}: `, completion: `${i}` }) + '\n',
 ).join('');
+
+/** OpenAI's preference (DPO) lines: four pairs, LORAFLEET_MIN_EXAMPLES here. */
+const PREFERENCE_JSONL = `${[
+  ['Say hi', 'hi', 'no'],
+  ['Sky color?', 'blue', 'green'],
+  ['The quick brown', 'fox', 'cat'],
+  ['Two plus two', 'four', 'five'],
+]
+  .map(([prompt, chosen, rejected]) =>
+    JSON.stringify({
+      input: { messages: [{ role: 'user', content: prompt }] },
+      preferred_output: [{ role: 'assistant', content: chosen }],
+      non_preferred_output: [{ role: 'assistant', content: rejected }],
+    }),
+  )
+  .join('\n')}\n`;
+
+/** RGB of the reward-margin line of a DPO job's rewards chart (training-curves-card.tsx). */
+const REWARD_MARGIN_RGB: [number, number, number] = [0x1d, 0x4e, 0xd8];
 
 /** A training prompt (GOOD_JSONL) for the playground, and a short answer. */
 const PLAYGROUND_PROMPT = 'Say hi: ';
@@ -217,6 +236,14 @@ describe('dashboard in a browser', () => {
       ['#field-max-seq-length', '32'],
     ];
     for (const [selector, value] of fill) await page.fill(selector, value);
+    // The form shows the API's estimate once it is valid (issue 20): the trainer's step count
+    // (8 examples at batch 2 are 4 steps an epoch; 50 epochs meet max_steps 200 exactly) and a
+    // line for the fleet's one worker backend.
+    await page
+      .locator('#estimate-figures')
+      .getByText('200 steps: 4 per epoch × 50 epochs')
+      .waitFor();
+    expect(await page.locator('#estimate-backends tbody tr').count()).toBe(1);
     await capture(page, 'new-job');
 
     const jobPolls: Request[] = [];
@@ -672,6 +699,58 @@ describe('dashboard in a browser', () => {
     await bob.page.goto(url('/jobs'));
     await bob.page.waitForURL(/\/sign-in/);
     await bob.context.close();
+  });
+
+  it("shows a DPO job's loss, rewards and reward accuracy instead of token accuracy", async () => {
+    const file = await alice.upload('pairs.jsonl', PREFERENCE_JSONL);
+    expect(file.status).toBe('processed');
+    const created = await alice.request<{ id: string }>('POST', '/v1/fine_tuning/jobs', {
+      model: 'tiny-random-gpt2',
+      training_file: file.id,
+      seed: 5,
+      method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.1, n_epochs: 3, batch_size: 2 } } },
+      lora: { r: 4, alpha: 8 },
+      training: { max_seq_length: 48 },
+    });
+    const status = await waitFor(
+      'the DPO job to finish',
+      async () => {
+        const job = await alice.request<{ status: string }>(
+          'GET',
+          `/v1/fine_tuning/jobs/${created.id}`,
+        );
+        return ['succeeded', 'failed', 'cancelled'].includes(job.status) ? job.status : undefined;
+      },
+      120_000,
+      200,
+    );
+    if (status !== 'succeeded') {
+      throw new Error(`DPO job ended ${status}\n${stack.workerOutput().slice(-3000)}`);
+    }
+    await page.goto(url(`/jobs/${created.id}`));
+    await page.getByRole('heading', { name: 'Training curves (DPO)' }).waitFor();
+    for (const chart of ['#loss-chart', '#rewards-chart', '#reward-accuracy-chart']) {
+      await waitFor(
+        `${chart} points`,
+        async () =>
+          Number(await page.locator(chart).getAttribute('data-points')) >= 2 ? true : undefined,
+        10_000,
+      );
+    }
+    expect(await page.locator('#accuracy-chart').count()).toBe(0);
+    expect(await page.locator('#rewards-chart').getAttribute('aria-label')).toMatch(
+      /^Rewards: chosen .* at step \d+; rejected .*; margin /,
+    );
+    const pixels = await waitFor(
+      'the reward margin curve on the canvas',
+      async () => {
+        const n = await countCanvasPixels(page, '#rewards-chart', REWARD_MARGIN_RGB);
+        return n > 30 ? n : undefined;
+      },
+      10_000,
+    );
+    expect(pixels).toBeGreaterThan(30);
+    await capture(page, 'job-dpo');
   });
 
   it('shows the fleet to an admin: workers, heartbeats, queue depth and the queue admin link', async () => {

@@ -11,6 +11,7 @@ import {
   OutboxRepository,
   RedisClients,
   TenantsRepository,
+  WebhooksRepository,
   WorkersRepository,
   createDataSource,
 } from '@lorafleet/db';
@@ -29,6 +30,7 @@ const repositoryClasses = [
   JobsRepository,
   OutboxRepository,
   TenantsRepository,
+  WebhooksRepository,
   WorkersRepository,
 ] as const;
 

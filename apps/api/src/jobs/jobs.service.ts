@@ -4,7 +4,9 @@ import {
   JobStatusSchema,
   fineTuneDelivery,
   type ApiEnv,
+  type CreateFineTuningJobRequest,
   type FileKind,
+  type FineTuneSpec,
   type FineTuningJob,
   type FineTuningJobEvent,
   type LoraConfigDto,
@@ -14,6 +16,7 @@ import {
   resolveFineTuneSpec,
   validateJsonl,
   unknownTargetModules,
+  type BaseModelEntry,
   type ModelFacts,
 } from '@lorafleet/data';
 import {
@@ -61,6 +64,18 @@ const KIND_NAMES: Record<FileKind, string> = {
 /** How many of a job's newest checkpoints a checkpoint cursor (`after`) is looked up among. */
 const CHECKPOINT_CURSOR_SCAN = 1000;
 
+/** A create body that passed every check `create` makes, resolved; nothing is stored yet. */
+export interface ResolvedJobRequest {
+  request: CreateFineTuningJobRequest;
+  baseModel: BaseModelEntry;
+  baseModelHash: string;
+  facts: ModelFacts;
+  trainingFile: FileEntity;
+  spec: FineTuneSpec;
+  /** The body's hash, when an Idempotency-Key came with it. */
+  requestHash: string | null;
+}
+
 export interface ListJobsQuery {
   after?: string;
   limit?: string;
@@ -91,6 +106,70 @@ export class JobsService {
     body: unknown,
     idempotencyKey?: string,
   ): Promise<{ job: FineTuningJob; replayed: boolean }> {
+    const resolved = await this.resolveRequest(tenantId, body, idempotencyKey);
+    if ('replay' in resolved) return { job: resolved.replay, replayed: true };
+    const { request, baseModelHash, spec, requestHash } = resolved;
+    let job;
+    try {
+      job = await this.jobs.createWithOutbox(
+        {
+          tenantId,
+          model: request.model,
+          baseModelHash,
+          trainingFileId: request.training_file,
+          validationFileId: request.validation_file ?? null,
+          suffix: request.suffix ?? null,
+          metadata: request.metadata ?? null,
+          spec,
+          idempotencyKey: idempotencyKey ?? null,
+          requestHash,
+        },
+        (jobId) => fineTuneDelivery({ id: jobId, tenantId }),
+        // Counted under a lock on the tenant's row, in the insert's transaction (R21).
+        { maxActiveJobs: this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT },
+      );
+    } catch (error) {
+      if (error instanceof ActiveJobQuotaError) {
+        // A concurrent duplicate of this request may be the job that filled the quota.
+        const replay = idempotencyKey
+          ? await this.replay(tenantId, idempotencyKey, requestHash!)
+          : null;
+        if (replay) return { job: replay, replayed: true };
+        throw new ApiError(
+          'rate_limit_exceeded',
+          `This organization already has ${error.limit} active fine-tuning jobs; wait for one to finish or cancel one`,
+        );
+      }
+      // A concurrent request with the same key won the unique index: replay its job.
+      if (idempotencyKey && isUniqueViolation(error)) {
+        const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
+        if (replay) return { job: replay, replayed: true };
+      }
+      throw error;
+    }
+    // The row and outbox entry are committed; enqueue now for low latency. If Redis is down
+    // the relay's next pass retries, so the 201 stands either way (R1, R4).
+    this.relay.kick();
+    return { job: presentJob(job), replayed: false };
+  }
+
+  /**
+   * Every check `create` makes, and the body resolved into the job's spec, with nothing
+   * stored: `POST /v1/fine_tuning/jobs/estimate` (issue 20) answers the same 4xx for the same
+   * body because it runs this same code.
+   */
+  async validate(tenantId: string, body: unknown): Promise<ResolvedJobRequest> {
+    const resolved = await this.resolveRequest(tenantId, body);
+    if ('replay' in resolved) throw new Error('unreachable: a replay needs an Idempotency-Key');
+    return resolved;
+  }
+
+  /** `create`'s checks and resolution; with an Idempotency-Key seen before, the first job. */
+  private async resolveRequest(
+    tenantId: string,
+    body: unknown,
+    idempotencyKey?: string,
+  ): Promise<ResolvedJobRequest | { replay: FineTuningJob }> {
     const request = CreateFineTuningJobRequestSchema.parse(body);
     assertWellFormedText(request);
     const method = request.method ?? { type: 'supervised' as const };
@@ -132,7 +211,7 @@ export class JobsService {
     const requestHash = idempotencyKey ? sha256Hex(canonicalJson(request)) : null;
     if (idempotencyKey) {
       const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
-      if (replay) return { job: replay, replayed: true };
+      if (replay) return { replay };
     }
     const baseModel = this.models.resolve(request.model, 'model');
     const baseModelHash = await this.models.contentHash(baseModel);
@@ -180,57 +259,7 @@ export class JobsService {
         throw new ApiError('invalid_request', error.message, error.param);
       throw error;
     }
-    if (spec.method.type === 'dpo') {
-      // The DPO loss exists in lora-core, but the trainer loop does not run it yet: a stored
-      // DPO job would fail on every worker. Refuse it until the worker can train it.
-      throw new ApiError(
-        'invalid_request',
-        'method.type "dpo": DPO training is not available yet on this lorafleet; use "supervised"',
-        'method.type',
-      );
-    }
-    let job;
-    try {
-      job = await this.jobs.createWithOutbox(
-        {
-          tenantId,
-          model: request.model,
-          baseModelHash,
-          trainingFileId: request.training_file,
-          validationFileId: request.validation_file ?? null,
-          suffix: request.suffix ?? null,
-          metadata: request.metadata ?? null,
-          spec,
-          idempotencyKey: idempotencyKey ?? null,
-          requestHash,
-        },
-        (jobId) => fineTuneDelivery({ id: jobId, tenantId }),
-        // Counted under a lock on the tenant's row, in the insert's transaction (R21).
-        { maxActiveJobs: this.env.LORAFLEET_MAX_ACTIVE_JOBS_PER_TENANT },
-      );
-    } catch (error) {
-      if (error instanceof ActiveJobQuotaError) {
-        // A concurrent duplicate of this request may be the job that filled the quota.
-        const replay = idempotencyKey
-          ? await this.replay(tenantId, idempotencyKey, requestHash!)
-          : null;
-        if (replay) return { job: replay, replayed: true };
-        throw new ApiError(
-          'rate_limit_exceeded',
-          `This organization already has ${error.limit} active fine-tuning jobs; wait for one to finish or cancel one`,
-        );
-      }
-      // A concurrent request with the same key won the unique index: replay its job.
-      if (idempotencyKey && isUniqueViolation(error)) {
-        const replay = await this.replay(tenantId, idempotencyKey, requestHash!);
-        if (replay) return { job: replay, replayed: true };
-      }
-      throw error;
-    }
-    // The row and outbox entry are committed; enqueue now for low latency. If Redis is down
-    // the relay's next pass retries, so the 201 stands either way (R1, R4).
-    this.relay.kick();
-    return { job: presentJob(job), replayed: false };
+    return { request, baseModel, baseModelHash, facts, trainingFile, spec, requestHash };
   }
 
   private async replay(

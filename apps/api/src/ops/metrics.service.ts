@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { JOB_STATUSES, QUEUE_NAMES } from '@lorafleet/contracts';
 import type { Queue } from 'bullmq';
-import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DataSource } from 'typeorm';
 import { DATA_SOURCE, FINE_TUNE_QUEUE } from '../infra/tokens';
 import { withTimeout } from './with-timeout';
@@ -83,6 +83,19 @@ export class MetricsService {
     registers: [this.registry],
   });
 
+  private readonly webhookAttempts = new Counter({
+    name: 'lorafleet_webhook_delivery_attempts_total',
+    help: 'Webhook delivery attempts by outcome: delivered, failed (will retry), gave_up (retries exhausted)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly webhooksPending = new Gauge({
+    name: 'lorafleet_webhook_deliveries_pending',
+    help: 'Webhook deliveries not yet delivered and still being retried',
+    registers: [this.registry],
+  });
+
   private readonly dependencyUp = new Gauge({
     name: 'lorafleet_dependency_up',
     help: '1 when the last scrape reached the dependency, else 0',
@@ -104,6 +117,11 @@ export class MetricsService {
       { method, route: route ?? UNMATCHED_ROUTE, status_code: String(statusCode) },
       ms / 1000,
     );
+  }
+
+  /** Counts one webhook delivery attempt sent by this process's dispatcher. */
+  observeWebhookAttempt(outcome: 'delivered' | 'failed' | 'gave_up'): void {
+    this.webhookAttempts.inc({ outcome });
   }
 
   /** Refreshes the state gauges, then renders process and API metrics as one text page. */
@@ -132,7 +150,7 @@ export class MetricsService {
   private async refreshDatabase(): Promise<void> {
     this.jobsByStatus.reset();
     try {
-      const [byStatus, outbox] = await withTimeout(
+      const [byStatus, outbox, webhooks] = await withTimeout(
         Promise.all([
           this.dataSource.query<{ status: string; n: number }[]>(
             'SELECT status, count(*)::int AS n FROM fine_tuning_jobs GROUP BY status',
@@ -143,6 +161,10 @@ export class MetricsService {
                     EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS age
                FROM outbox WHERE dispatched_at IS NULL`,
           ),
+          // The partial index idx_webhook_deliveries_due holds exactly these rows.
+          this.dataSource.query<{ n: number }[]>(
+            "SELECT count(*)::int AS n FROM webhook_deliveries WHERE status = 'pending'",
+          ),
         ]),
         PROBE_TIMEOUT_MS,
         'metrics queries',
@@ -152,6 +174,7 @@ export class MetricsService {
       for (const status of JOB_STATUSES) this.jobsByStatus.set({ status }, counts.get(status) ?? 0);
       this.outboxPending.set(outbox[0]?.n ?? 0);
       this.outboxOldestAge.set(Math.max(0, outbox[0]?.age ?? 0));
+      this.webhooksPending.set(webhooks[0]?.n ?? 0);
       this.dependencyUp.set({ dependency: 'postgres' }, 1);
     } catch {
       this.dependencyUp.set({ dependency: 'postgres' }, 0);

@@ -2,12 +2,19 @@ import {
   ChatCompletionRequestSchema,
   CompletionRequestSchema,
   CreateFineTuningJobRequestSchema,
+  CreateWebhookEndpointRequestSchema,
+  CreatedWebhookEndpointObjectSchema,
   FILE_PURPOSES,
   FileObjectSchema,
+  FineTuningJobEstimateSchema,
   FineTuningJobEventSchema,
   FineTuningJobSchema,
   JOB_STATUSES,
   OpenAiErrorSchema,
+  WebhookDeliveryListSchema,
+  WebhookDeliveryObjectSchema,
+  WebhookEndpointListSchema,
+  WebhookEndpointObjectSchema,
   listPage,
 } from '@lorafleet/contracts';
 import { z } from 'zod';
@@ -46,7 +53,8 @@ interface Operation {
   operationId: string;
   summary: string;
   description?: string;
-  tag: 'Files' | 'Models' | 'Completions' | 'Fine-tuning' | 'Adapters' | 'Fleet' | 'Ops';
+  tag:
+    'Files' | 'Models' | 'Completions' | 'Fine-tuning' | 'Webhooks' | 'Adapters' | 'Fleet' | 'Ops';
   auth: Auth;
   parameters?: JsonSchema[];
   requestBody?: JsonSchema;
@@ -99,7 +107,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   401: 'Missing, unknown or revoked API key',
   403: 'The key may not do this (admin-only route, or a base model)',
   404: "No such object for this tenant (another tenant's ids also answer 404)",
-  409: 'The job is in a state that does not allow this',
+  409: 'The job (or webhook delivery) is in a state that does not allow this',
   413: 'Body or upload over the configured limit',
   415: 'A request body that is present is not application/json (bodiless POSTs are fine)',
   422: 'Idempotency-Key reused with a different body',
@@ -141,6 +149,116 @@ const modelId = pathParam(
   'model',
   'A base model name, or a fine-tuned model `ft:<base>:<tenant>:<suffix>:<job>`; may hold `/`',
 );
+
+const endpointId = pathParam('webhook_endpoint_id', 'A webhook endpoint id (`we_…`)');
+const deliveryId = pathParam('delivery_id', 'A webhook delivery id (`whdel_…`)');
+const afterParam = (what: string): JsonSchema => ({
+  name: 'after',
+  in: 'query',
+  required: false,
+  description: `The id of the last ${what} of the previous page`,
+  schema: { type: 'string' },
+});
+
+const WEBHOOK_OPERATIONS: Operation[] = [
+  {
+    method: 'post',
+    path: '/v1/webhook_endpoints',
+    operationId: 'createWebhookEndpoint',
+    summary: 'Add a webhook endpoint for job events',
+    description:
+      'Events: `fine_tuning.job.succeeded`, `.failed`, `.cancelled`, signed per Standard Webhooks ' +
+      '(`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`). The answer ' +
+      'carries the signing `secret`, shown only here. The URL must be http(s) and resolve to public ' +
+      'addresses only (400 naming `url` otherwise) unless the server sets LORAFLEET_WEBHOOK_ALLOW_PRIVATE=1.',
+    tag: 'Webhooks',
+    auth: 'bearer',
+    requestBody: { required: true, content: json(ref('CreateWebhookEndpointRequest')) },
+    status: 201,
+    response: json(ref('CreatedWebhookEndpoint')),
+    errors: [400, 401, 415, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/webhook_endpoints',
+    operationId: 'listWebhookEndpoints',
+    summary: "List this tenant's webhook endpoints, newest first",
+    tag: 'Webhooks',
+    auth: 'bearer',
+    parameters: [afterParam('endpoint'), limitParam()],
+    status: 200,
+    response: json(ref('WebhookEndpointList')),
+    errors: [400, 401, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/webhook_endpoints/{webhook_endpoint_id}',
+    operationId: 'retrieveWebhookEndpoint',
+    summary: 'Retrieve a webhook endpoint (without its secret)',
+    tag: 'Webhooks',
+    auth: 'bearer',
+    parameters: [endpointId],
+    status: 200,
+    response: json(ref('WebhookEndpoint')),
+    errors: [401, 404, 503],
+  },
+  {
+    method: 'delete',
+    path: '/v1/webhook_endpoints/{webhook_endpoint_id}',
+    operationId: 'deleteWebhookEndpoint',
+    summary: 'Delete a webhook endpoint and its delivery log; pending retries stop',
+    tag: 'Webhooks',
+    auth: 'bearer',
+    parameters: [endpointId],
+    status: 200,
+    response: json(ref('WebhookEndpointDeleted')),
+    errors: [401, 404, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries',
+    operationId: 'listWebhookDeliveries',
+    summary: "An endpoint's delivery log, newest first",
+    description:
+      'Each delivery: event id and type, job, attempts, last status code or error, next attempt ' +
+      'time, delivered_at. A failed attempt is retried after 5 s, doubling, for up to 72 h ' +
+      '(LORAFLEET_WEBHOOK_RETRY_BASE_MS, LORAFLEET_WEBHOOK_MAX_AGE_MS), then marked `failed`.',
+    tag: 'Webhooks',
+    auth: 'bearer',
+    parameters: [endpointId, afterParam('delivery'), limitParam()],
+    status: 200,
+    response: json(ref('WebhookDeliveryList')),
+    errors: [400, 401, 404, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries/{delivery_id}',
+    operationId: 'retrieveWebhookDelivery',
+    summary: 'Retrieve one delivery of an endpoint',
+    tag: 'Webhooks',
+    auth: 'bearer',
+    parameters: [endpointId, deliveryId],
+    status: 200,
+    response: json(ref('WebhookDelivery')),
+    errors: [401, 404, 503],
+  },
+  {
+    method: 'post',
+    path: '/v1/webhook_endpoints/{webhook_endpoint_id}/deliveries/{delivery_id}/redeliver',
+    operationId: 'redeliverWebhookDelivery',
+    summary: "Send a delivered or failed delivery's event again",
+    description:
+      'Creates a new delivery of the same event (same `webhook-id` and body, so receivers can ' +
+      'deduplicate), due at once, with a fresh retry window; answers it. A delivery still `pending` ' +
+      'is retried on its own: 409.',
+    tag: 'Webhooks',
+    auth: 'bearer',
+    parameters: [endpointId, deliveryId],
+    status: 202,
+    response: json(ref('WebhookDelivery')),
+    errors: [401, 404, 409, 415, 503],
+  },
+];
 
 const jobControl = (
   action: 'cancel' | 'pause' | 'resume',
@@ -326,6 +444,24 @@ const OPERATIONS: Operation[] = [
     errors: [400, 401, 404, 413, 415, 422, 429, 503],
   },
   {
+    method: 'post',
+    path: '/v1/fine_tuning/jobs/estimate',
+    operationId: 'estimateFineTuningJob',
+    summary: 'Estimate a job before creating it (lorafleet extension)',
+    description:
+      "Takes create's body and runs create's checks, so a bad body gets the same 4xx; creates nothing. " +
+      "Answers the trainer's own token, step and epoch figures for the training file, the pre-flight peak " +
+      'memory estimate, the wall time on each backend of the live fleet from the tokens/s workers recorded ' +
+      'on this base model (`null` with a `reason` where none is recorded yet), and whether the tenant quota ' +
+      'admits another job now.',
+    tag: 'Fine-tuning',
+    auth: 'bearer',
+    requestBody: { required: true, content: json(ref('CreateFineTuningJobRequest')) },
+    status: 200,
+    response: json(ref('FineTuningJobEstimate')),
+    errors: [400, 401, 404, 413, 415, 503],
+  },
+  {
     method: 'get',
     path: '/v1/fine_tuning/jobs',
     operationId: 'listFineTuningJobs',
@@ -430,6 +566,7 @@ const OPERATIONS: Operation[] = [
     'Resume a paused job',
     'The job is queued again and resumes from its checkpoint.',
   ),
+  ...WEBHOOK_OPERATIONS,
   {
     method: 'get',
     path: '/v1/adapters/{adapter_id}',
@@ -619,6 +756,7 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       ['TextCompletion', TextCompletionSchema],
       ['FineTuningJob', FineTuningJobSchema],
       ['FineTuningJobList', FineTuningJobListSchema],
+      ['FineTuningJobEstimate', FineTuningJobEstimateSchema],
       ['FineTuningJobEvent', FineTuningJobEventSchema],
       ['FineTuningJobEventList', listPage(FineTuningJobEventSchema)],
       ['Checkpoint', CheckpointSchema],
@@ -626,6 +764,12 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       ['Adapter', AdapterObjectSchema],
       ['Worker', WorkerObjectSchema],
       ['WorkerList', WorkerListSchema],
+      ['WebhookEndpoint', WebhookEndpointObjectSchema],
+      ['CreatedWebhookEndpoint', CreatedWebhookEndpointObjectSchema],
+      ['WebhookEndpointList', WebhookEndpointListSchema],
+      ['WebhookEndpointDeleted', DeletedSchema('webhook_endpoint.deleted')],
+      ['WebhookDelivery', WebhookDeliveryObjectSchema],
+      ['WebhookDeliveryList', WebhookDeliveryListSchema],
       ['Health', HealthSchema],
       ['Readiness', ReadinessSchema],
     ],
@@ -636,6 +780,7 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       ['CreateFineTuningJobRequest', CreateFineTuningJobRequestSchema],
       ['ChatCompletionRequest', ChatCompletionRequestSchema],
       ['TextCompletionRequest', CompletionRequestSchema],
+      ['CreateWebhookEndpointRequest', CreateWebhookEndpointRequestSchema],
     ],
     'input',
   );
@@ -690,9 +835,16 @@ export function buildOpenApiDocument(): Record<string, unknown> {
       license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: '/' }],
-    tags: ['Files', 'Models', 'Completions', 'Fine-tuning', 'Adapters', 'Fleet', 'Ops'].map(
-      (name) => ({ name }),
-    ),
+    tags: [
+      'Files',
+      'Models',
+      'Completions',
+      'Fine-tuning',
+      'Webhooks',
+      'Adapters',
+      'Fleet',
+      'Ops',
+    ].map((name) => ({ name })),
     paths,
     components: {
       schemas: { ...responses, ...requests },

@@ -2,13 +2,17 @@
  * `lorafleet jobs create|list|get|watch|wait|cancel|pause|resume|events`: fine-tuning jobs
  * over REST (`/v1/fine_tuning/jobs`).
  */
-import type { FineTuningJob, FineTuningJobEvent } from '@lorafleet/contracts';
+import type {
+  FineTuningJob,
+  FineTuningJobEstimate,
+  FineTuningJobEvent,
+} from '@lorafleet/contracts';
 import { readFile } from 'node:fs/promises';
 
 import { parsePositiveInt, parsePositiveNumber, parseList } from '../cli-args.util';
 import { EXIT_FAILURE, EXIT_OK, UsageError, type CliIo } from '../cli.io';
 import type { RemoteClient } from '../remote/client';
-import { eventLine, isoTime, jobLines, progressText, table } from '../remote/format';
+import { estimateLines, eventLine, isoTime, jobLines, progressText, table } from '../remote/format';
 import {
   CONNECTION_HELP,
   dispatchGroup,
@@ -60,6 +64,12 @@ Training:
   --gradient-checkpointing       less activation memory for about one more forward pass
 After creating:
   --watch                        follow the job as "jobs watch" does (and exit as it does)
+Instead of creating:
+  --dry-run                      create nothing: print what the job would train (tokens, steps,
+                                 epochs), its peak memory, its wall time on each backend of the
+                                 fleet and whether the quota admits it (POST
+                                 /v1/fine_tuning/jobs/estimate); a body the API would refuse
+                                 exits 1 with its message
 
 ${CONNECTION_HELP}`;
 
@@ -175,6 +185,7 @@ const CREATE_OPTIONS = {
   'eval-every-steps': { type: 'string' },
   'gradient-checkpointing': { type: 'boolean' },
   watch: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
   interval: { type: 'string' },
   timeout: { type: 'string' },
   quiet: { type: 'boolean' },
@@ -370,6 +381,20 @@ async function create(args: string[], io: CliIo): Promise<number> {
     const v = ctx.values as Record<string, string | string[] | boolean | undefined>;
     const body = await buildCreateBody(v);
     const key = v['idempotency-key'] as string | undefined;
+    if (v['dry-run'] === true) {
+      if (v.watch === true || key !== undefined) {
+        throw new UsageError(
+          '--dry-run creates nothing: --watch and --idempotency-key do not apply',
+        );
+      }
+      const estimate = await ctx.client.json<FineTuningJobEstimate>(
+        'POST',
+        '/v1/fine_tuning/jobs/estimate',
+        { body },
+      );
+      print(io, ctx.json, estimate, () => estimateLines(estimate));
+      return EXIT_OK;
+    }
     const job = await ctx.client.json<FineTuningJob>('POST', '/v1/fine_tuning/jobs', {
       body,
       headers: key ? { 'idempotency-key': key } : {},

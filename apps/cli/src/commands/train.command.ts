@@ -14,6 +14,7 @@ import {
   isOutOfMemoryError,
   outOfMemoryMessage,
   parseJsonlExamples,
+  parsePreferenceJsonl,
   readModelFacts,
   resolveFineTuneSpec,
   truncationWarning,
@@ -55,7 +56,9 @@ export const TRAIN_USAGE = `Usage: lorafleet train --model <dir> --train <jsonl>
 
 Fine-tunes a LoRA adapter on a JSONL dataset ({"prompt","completion"}, {"messages":[...]}
 or {"text"} lines; the loss covers completion/assistant tokens only) and writes a PEFT
-adapter directory plus lorafleet.json (lineage) and training_metrics.csv.
+adapter directory plus lorafleet.json (lineage) and training_metrics.csv. With --method dpo
+it trains on preference pairs instead (OpenAI's DPO lines: {"input":{"messages":[...]},
+"preferred_output":[...],"non_preferred_output":[...]}).
 
 The flags build the same spec a REST job resolves (the same names, ranges and defaults), so a
 run here and a job with the same inputs train the same adapter on the same backend.
@@ -64,6 +67,10 @@ Data and model:
   --model <dir>                 base model (config.json, model.safetensors, tokenizer.json)
   --train <jsonl>               training data
   --validation <jsonl>          validation data: final loss/accuracy and sample generations
+  --method <supervised|dpo>     what to optimise (default supervised); dpo: Direct
+                                Preference Optimization, the reference policy being the
+                                base model with the adapter switched off
+  --beta <b>                    DPO's beta, 0 < b <= 10 (default 0.1; only with --method dpo)
   --out <dir>                   output directory (must be empty or absent unless --force)
   --max-seq-length <n>          longest example kept, tail cut (default min(1024, context))
   --gradient-checkpointing      recompute each block's activations in backward: less memory,
@@ -144,9 +151,13 @@ function formatDuration(seconds: number): string {
 export function progressLine(p: TrainingProgress, width = 24): string {
   const filled = Math.round((p.step / p.totalSteps) * width);
   const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
+  // DPO: the reward margin and the share of pairs ranked right, instead of token accuracy.
+  const accuracy = p.dpo
+    ? `margin ${p.dpo.rewardsMargin.toFixed(4)} reward acc ${(p.dpo.rewardsAccuracy * 100).toFixed(1)}%`
+    : `acc ${((p.meanTokenAccuracy ?? Number.NaN) * 100).toFixed(1)}%`;
   return (
     `[${bar}] ${p.step}/${p.totalSteps} epoch ${p.epoch.toFixed(2)}/${p.totalEpochs.toFixed(2)} ` +
-    `loss ${p.loss.toFixed(4)} acc ${(p.meanTokenAccuracy * 100).toFixed(1)}% lr ${p.learningRate.toExponential(2)} ` +
+    `loss ${p.loss.toFixed(4)} ${accuracy} lr ${p.learningRate.toExponential(2)} ` +
     `${Math.round(p.tokensPerSecond)} tok/s ETA ${formatDuration(p.etaSeconds)}`
   );
 }
@@ -162,10 +173,17 @@ function summaryText(
     `  train loss ${result.finalTrainLoss.toFixed(4)}, ${result.trainedTokens} tokens (${result.trainedTargetTokens} trained targets)`,
   ];
   if (result.resumedFromStep !== null) lines.push(`  resumed from step ${result.resumedFromStep}`);
-  if (result.validation) {
+  if (result.validation?.dpo) {
+    const { dpo } = result.validation;
+    lines.push(
+      `  validation DPO loss ${result.validation.loss.toFixed(4)}, reward margin ${dpo.rewardsMargin.toFixed(4)} ` +
+        `(chosen ${dpo.rewardsChosen.toFixed(4)}, rejected ${dpo.rewardsRejected.toFixed(4)}), ` +
+        `reward accuracy ${(dpo.rewardsAccuracy * 100).toFixed(1)}% over ${result.validation.examples} pairs`,
+    );
+  } else if (result.validation) {
     lines.push(
       `  validation loss ${result.validation.loss.toFixed(4)} (perplexity ${Math.exp(result.validation.loss).toFixed(2)}), ` +
-        `mean token accuracy ${(result.validation.meanTokenAccuracy * 100).toFixed(1)}% over ${result.validation.tokens} tokens`,
+        `mean token accuracy ${((result.validation.meanTokenAccuracy ?? Number.NaN) * 100).toFixed(1)}% over ${result.validation.tokens} tokens`,
     );
   }
   if (result.bestStep !== null && result.restoredBest) {
@@ -187,6 +205,8 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
     model: { type: 'string' },
     train: { type: 'string' },
     validation: { type: 'string' },
+    method: { type: 'string' },
+    beta: { type: 'string' },
     out: { type: 'string' },
     'max-seq-length': { type: 'string' },
     'gradient-checkpointing': { type: 'boolean' },
@@ -238,10 +258,21 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       `--lr-scheduler must be one of ${LR_SCHEDULERS.join(', ')} (got "${scheduler}")`,
     );
   }
+  const method = values.method ?? 'supervised';
+  if (method !== 'supervised' && method !== 'dpo') {
+    throw new UsageError(`--method must be supervised or dpo (got "${method}")`);
+  }
+  if (values.beta !== undefined && method !== 'dpo') {
+    throw new UsageError('--beta needs --method dpo');
+  }
   const targets = values['target-modules'];
   // The REST request's shape: the flags resolve into the spec exactly as a job's body does.
   const request: FineTuneSpecRequest = {
     seed: opt(values.seed, parseNonNegativeInt, '--seed'),
+    method:
+      method === 'dpo'
+        ? { type: 'dpo', beta: opt(values.beta, parsePositiveNumber, '--beta') }
+        : { type: 'supervised' },
     hyperparameters: {
       n_epochs: opt(values.epochs, parsePositiveInt, '--epochs'),
       batch_size: opt(values['batch-size'], parsePositiveInt, '--batch-size'),
@@ -403,8 +434,11 @@ export async function runTrain(args: string[], io: CliIo): Promise<number> {
       },
       onEval: (e) => {
         if (values.quiet) return;
+        const accuracy = e.dpo
+          ? `reward margin ${e.dpo.rewardsMargin.toFixed(4)}, reward accuracy ${(e.dpo.rewardsAccuracy * 100).toFixed(1)}%`
+          : `accuracy ${((e.meanTokenAccuracy ?? Number.NaN) * 100).toFixed(1)}%`;
         io.err(
-          `${tty ? '\n' : ''}eval at step ${e.step}: loss ${e.loss.toFixed(4)}, accuracy ${(e.meanTokenAccuracy * 100).toFixed(1)}%${e.isBest ? ' (best)' : ''}`,
+          `${tty ? '\n' : ''}eval at step ${e.step}: loss ${e.loss.toFixed(4)}, ${accuracy}${e.isBest ? ' (best)' : ''}`,
         );
       },
     });
@@ -475,7 +509,13 @@ function resolveSpec(
   trainJsonl: Uint8Array,
 ): FineTuneSpec {
   const facts = readModelFacts(modelDir);
-  const examples = parseJsonlExamples(new TextDecoder('utf-8').decode(trainJsonl)).length;
+  const text = new TextDecoder('utf-8').decode(trainJsonl);
+  // "auto" sizes by examples, or by pairs for DPO; a file of the other kind fails here, with
+  // the validator's line-numbered message.
+  const examples =
+    request.method?.type === 'dpo'
+      ? parsePreferenceJsonl(text).length
+      : parseJsonlExamples(text).length;
   try {
     return resolveFineTuneSpec(request, {
       model: basename(resolve(modelDir)),
@@ -507,7 +547,9 @@ async function outOfMemoryText(
     const config = await readModelConfig(modelDir);
     advice = memoryAdvice({
       config,
-      batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, preflight.examples)),
+      batchSize:
+        Math.min(spec.hyperparameters.batch_size, Math.max(1, preflight.examples)) *
+        (spec.method.type === 'dpo' ? 2 : 1),
       seqLength: Math.max(1, preflight.longestKeptTokens),
       lora: loraConfigOf(spec.lora, config),
       weightBytesPerParameter: 4,

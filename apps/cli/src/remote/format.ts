@@ -1,5 +1,9 @@
 /** Plain-text rendering for the remote commands (tables, durations, progress bars). */
-import type { FineTuningJob, FineTuningJobEvent } from '@lorafleet/contracts';
+import type {
+  FineTuningJob,
+  FineTuningJobEstimate,
+  FineTuningJobEvent,
+} from '@lorafleet/contracts';
 
 /** A left-aligned text table; `null`/`undefined` cells print as `-`. */
 export function table(
@@ -132,4 +136,57 @@ export function progressLine(state: ProgressState): string {
   parts.push(`elapsed ${duration(state.elapsedSeconds)}`);
   parts.push(job.status);
   return parts.join('  ');
+}
+
+/** `jobs create --dry-run`: the API's estimate (POST /v1/fine_tuning/jobs/estimate) as text. */
+export function estimateLines(estimate: FineTuningJobEstimate): string {
+  const parts = estimate.memory_parts_mb;
+  const { quota } = estimate;
+  const summary = keyValues([
+    ['model', estimate.model],
+    ['training file', estimate.training_file],
+    ['method', estimate.method],
+    ['examples', estimate.examples],
+    [
+      'trained tokens',
+      `${estimate.trained_tokens_exact ? '' : '~'}${estimate.trained_tokens} (${estimate.trained_tokens_per_epoch} per epoch; ${estimate.target_tokens_per_epoch} of them loss targets)`,
+    ],
+    [
+      'steps',
+      `${estimate.total_steps} (${estimate.steps_per_epoch} per epoch, ${Number(estimate.epochs.toFixed(2))} epochs)`,
+    ],
+    [
+      'truncated',
+      `${estimate.truncated_examples} examples at max_seq_length ${estimate.training.max_seq_length}` +
+        (estimate.examples_without_targets > 0
+          ? `, ${estimate.examples_without_targets} left with nothing to train on`
+          : ''),
+    ],
+    [
+      'peak memory',
+      `~${estimate.estimated_peak_memory_mb} MiB (weights ${parts.frozen_weights}, adapter and optimizer ${parts.adapter_and_optimizer}, activations ${parts.activations}, head ${parts.head}, runtime ${parts.runtime})`,
+    ],
+    [
+      'quota',
+      quota.fits
+        ? `fits (${quota.active_jobs} of ${quota.limit} active jobs, ${quota.rule})`
+        : `does not fit: ${quota.message ?? quota.rule}`,
+    ],
+  ]);
+  const backends =
+    estimate.backends.length === 0
+      ? 'No live training worker: no wall time to estimate.'
+      : table(
+          ['BACKEND', 'WORKERS', 'MEMORY LIMIT', 'FITS', 'TOKENS/S', 'WALL TIME', 'NOTE'],
+          estimate.backends.map((b) => [
+            b.backend,
+            b.workers,
+            b.memory_limit_mb === null ? null : `${b.memory_limit_mb} MiB`,
+            b.fits_memory === null ? '?' : b.fits_memory ? 'yes' : 'no',
+            b.tokens_per_second === null ? null : Math.round(b.tokens_per_second),
+            b.estimated_seconds === null ? null : duration(b.estimated_seconds),
+            b.reason,
+          ]),
+        );
+  return `${summary}\n\n${backends}\nNothing was created (dry run).`;
 }

@@ -6,6 +6,7 @@ import {
   fetchNewEvents,
   mergeEvents,
   metricSeries,
+  DPO_CHART_METRICS,
   newestSeq,
   visibleEvents,
   type EventPageFetcher,
@@ -91,6 +92,38 @@ describe('events', () => {
     expect(series.steps).toEqual([1]);
     expect(series.values.train_loss).toEqual([null]);
     expect(series.counts.train_loss).toBe(0);
+  });
+});
+
+describe('metricSeries of a DPO job', () => {
+  it('builds the reward series from metrics events and checkpoints', () => {
+    const series = metricSeries(
+      [
+        event(3, 'metrics', {
+          step: 2,
+          train_loss: 0.6,
+          valid_loss: 0.65,
+          valid_rewards_margin: 0.1,
+        }),
+        event(2, 'metrics', {
+          step: 1,
+          train_loss: 0.69,
+          train_rewards_chosen: 0.02,
+          train_rewards_rejected: -0.01,
+          train_rewards_margin: 0.03,
+          train_rewards_accuracy: 0.5,
+        }),
+      ],
+      [{ step: 2, metrics: { train_rewards_accuracy: 1, train_loss: 9 } }],
+      DPO_CHART_METRICS,
+    );
+    expect(series.steps).toEqual([1, 2]);
+    expect(series.values.train_loss).toEqual([0.69, 0.6]);
+    expect(series.values.train_rewards_margin).toEqual([0.03, null]);
+    expect(series.values.train_rewards_accuracy).toEqual([0.5, 1]);
+    expect(series.values.valid_rewards_margin).toEqual([null, 0.1]);
+    expect(series.counts.train_rewards_chosen).toBe(1);
+    expect(Object.keys(series.values)).toEqual([...DPO_CHART_METRICS]);
   });
 });
 

@@ -44,11 +44,28 @@ export const CHART_METRICS = [
 ] as const;
 export type ChartMetric = (typeof CHART_METRICS)[number];
 
-export interface MetricSeries {
+/**
+ * A DPO job's metrics (issue 20, docs/trainer.md §4a): the loss is the DPO loss, and the
+ * rewards are TRL's `rewards/chosen`, `rewards/rejected`, `rewards/margins` and
+ * `rewards/accuracies`, for training steps and validation passes.
+ */
+export const DPO_CHART_METRICS = [
+  'train_loss',
+  'valid_loss',
+  'train_rewards_chosen',
+  'train_rewards_rejected',
+  'train_rewards_margin',
+  'train_rewards_accuracy',
+  'valid_rewards_margin',
+  'valid_rewards_accuracy',
+] as const;
+export type DpoChartMetric = (typeof DPO_CHART_METRICS)[number];
+
+export interface MetricSeries<M extends string = ChartMetric> {
   steps: number[];
-  values: Record<ChartMetric, (number | null)[]>;
+  values: Record<M, (number | null)[]>;
   /** How many points each metric has (non-null values). */
-  counts: Record<ChartMetric, number>;
+  counts: Record<M, number>;
 }
 
 const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
@@ -62,20 +79,22 @@ export interface StepMetrics {
 /**
  * Step-indexed metric series from `type: "metrics"` events. A step reported twice (a resumed
  * attempt replays steps after its last checkpoint) keeps the latest value. `extra` (checkpoint
- * metrics) fills only values the events do not have for that step.
+ * metrics) fills only values the events do not have for that step. `names` picks the metrics
+ * (default: the supervised ones; a DPO job's are {@link DPO_CHART_METRICS}).
  */
-export function metricSeries(
+export function metricSeries<M extends string = ChartMetric>(
   events: readonly FineTuningJobEvent[],
   extra: readonly StepMetrics[] = [],
-): MetricSeries {
-  const byStep = new Map<number, Partial<Record<ChartMetric, number>>>();
+  names: readonly M[] = CHART_METRICS as unknown as readonly M[],
+): MetricSeries<M> {
+  const byStep = new Map<number, Partial<Record<M, number>>>();
   const chronological = [...events].sort((a, b) => eventSeq(a.id) - eventSeq(b.id));
   for (const event of chronological) {
     if (event.type !== 'metrics' || !event.data) continue;
     const step = event.data.step;
     if (!finite(step)) continue;
-    const row = byStep.get(step) ?? {};
-    for (const metric of CHART_METRICS) {
+    const row: Partial<Record<M, number>> = byStep.get(step) ?? {};
+    for (const metric of names) {
       const value = event.data[metric];
       if (finite(value)) row[metric] = value;
     }
@@ -83,8 +102,8 @@ export function metricSeries(
   }
   for (const { step, metrics } of extra) {
     if (!finite(step)) continue;
-    const row = byStep.get(step) ?? {};
-    for (const metric of CHART_METRICS) {
+    const row: Partial<Record<M, number>> = byStep.get(step) ?? {};
+    for (const metric of names) {
       const value = metrics[metric];
       if (row[metric] === undefined && finite(value)) row[metric] = value;
     }
@@ -92,12 +111,12 @@ export function metricSeries(
   }
   const steps = [...byStep.keys()].sort((a, b) => a - b);
   const values = Object.fromEntries(
-    CHART_METRICS.map((m) => [m, [] as (number | null)[]]),
-  ) as MetricSeries['values'];
-  const counts = Object.fromEntries(CHART_METRICS.map((m) => [m, 0])) as MetricSeries['counts'];
+    names.map((m) => [m, [] as (number | null)[]]),
+  ) as MetricSeries<M>['values'];
+  const counts = Object.fromEntries(names.map((m) => [m, 0])) as MetricSeries<M>['counts'];
   for (const step of steps) {
     const row = byStep.get(step)!;
-    for (const metric of CHART_METRICS) {
+    for (const metric of names) {
       const value = row[metric];
       values[metric].push(value ?? null);
       if (value !== undefined) counts[metric] += 1;

@@ -58,6 +58,7 @@ export function JobDetailPage({ id }: { id: string }) {
       <JobProgressCard job={job} now={now} />
       <TrainingCurvesCard
         status={job.status}
+        method={job.method.type}
         events={detail.events}
         checkpoints={detail.checkpoints}
         historyLimit={detail.truncatedHistory ? MAX_HISTORY_EVENTS : null}

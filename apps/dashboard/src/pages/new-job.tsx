@@ -1,5 +1,6 @@
-import type { FileObject, FineTuningJob } from '@lorafleet/contracts';
+import type { FileObject, FineTuningJob, FineTuningJobEstimate } from '@lorafleet/contracts';
 import { useEffect, useRef, useState } from 'preact/hooks';
+import { KeyValues } from '../components/key-values';
 import { ApiError } from '../lib/api-client';
 import type { ListPage, ModelObject } from '../lib/api-types';
 import { describeBaseModel, formatBytes, parseStatusDetails } from '../lib/format';
@@ -14,6 +15,7 @@ import {
   type JobFormValues,
   type NumericField,
 } from '../lib/job-form';
+import { ESTIMATE_DEBOUNCE_MS, estimateView } from '../lib/job-estimate';
 import { jobUrl } from '../lib/routes';
 import { navigate } from '../hooks/router';
 import { api } from '../hooks/session';
@@ -66,6 +68,13 @@ function modelLabel(model: ModelObject): string {
 
 const inputId = (field: JobFormField) => `field-${field.replace(/_/g, '-')}`;
 
+/** The estimate panel: what the API answered for the form's current body. */
+type EstimateState =
+  | { kind: 'idle' }
+  | { kind: 'loading' }
+  | { kind: 'ready'; estimate: FineTuningJobEstimate }
+  | { kind: 'error'; message: string };
+
 interface UploadState {
   busy: boolean;
   file: FileObject | null;
@@ -82,6 +91,7 @@ export function NewJobPage() {
   const [upload, setUpload] = useState<UploadState>({ busy: false, file: null, error: null });
   const [submitting, setSubmitting] = useState(false);
   const [submitError, setSubmitError] = useState<string | null>(null);
+  const [estimate, setEstimate] = useState<EstimateState>({ kind: 'idle' });
   const idempotencyKey = useRef(newIdempotencyKey());
   const formRef = useRef<HTMLFormElement>(null);
 
@@ -114,6 +124,35 @@ export function NewJobPage() {
   // After the first submit, errors follow every edit (server-reported ones clear on the next edit).
   useEffect(() => {
     if (submitted) setErrors(validateJobForm(values));
+  }, [values]);
+
+  // As soon as the form is valid, and again after each pause in editing, ask the API what the
+  // job would train, need and take (POST /v1/fine_tuning/jobs/estimate; it creates nothing).
+  useEffect(() => {
+    if (Object.keys(validateJobForm(values)).length > 0) {
+      setEstimate({ kind: 'idle' });
+      return;
+    }
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      setEstimate({ kind: 'loading' });
+      api
+        .post<FineTuningJobEstimate>('/v1/fine_tuning/jobs/estimate', toCreateBody(values), {
+          signal: controller.signal,
+        })
+        .then((answer) => setEstimate({ kind: 'ready', estimate: answer }))
+        .catch((error: unknown) => {
+          if ((error as Error).name === 'AbortError') return;
+          setEstimate({
+            kind: 'error',
+            message: error instanceof Error ? error.message : String(error),
+          });
+        });
+    }, ESTIMATE_DEBOUNCE_MS);
+    return () => {
+      clearTimeout(timer);
+      controller.abort();
+    };
   }, [values]);
 
   const onFileChosen = async (input: HTMLInputElement) => {
@@ -409,6 +448,11 @@ export function NewJobPage() {
           </div>
         </fieldset>
 
+        <section class="card job-estimate" id="job-estimate" aria-labelledby="job-estimate-title">
+          <h2 id="job-estimate-title">Estimate</h2>
+          <div aria-live="polite">{estimatePanel(estimate)}</div>
+        </section>
+
         {submitted && errorCount > 0 ? (
           <p class="alert" role="alert">
             Please fix{' '}
@@ -428,4 +472,51 @@ export function NewJobPage() {
       </form>
     </section>
   );
+}
+
+function estimatePanel(state: EstimateState) {
+  switch (state.kind) {
+    case 'idle':
+      return <p class="muted">Fill in the form to see what the job would train and take.</p>;
+    case 'loading':
+      return <p class="muted">Estimating…</p>;
+    case 'error':
+      return <p class="alert">The API would refuse this job: {state.message}</p>;
+    case 'ready': {
+      const view = estimateView(state.estimate);
+      return (
+        <>
+          <KeyValues items={view.rows} id="estimate-figures" />
+          {view.quotaProblem ? <p class="alert">{view.quotaProblem}</p> : null}
+          {view.noBackends ? (
+            <p class="muted">{view.noBackends}</p>
+          ) : (
+            <div class="table-wrap">
+              <table class="table" id="estimate-backends">
+                <caption>Wall time on each backend of the fleet</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Backend</th>
+                    <th scope="col">Training time</th>
+                    <th scope="col">Memory</th>
+                    <th scope="col">Note</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {view.backends.map((b) => (
+                    <tr key={b.backend}>
+                      <th scope="row">{b.backend}</th>
+                      <td>{b.time}</td>
+                      <td>{b.memory}</td>
+                      <td>{b.note}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        </>
+      );
+    }
+  }
 }

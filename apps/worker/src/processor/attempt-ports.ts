@@ -21,7 +21,10 @@ export type AttemptJobs = Pick<JobsRepository, 'findById' | 'transition' | 'requ
   Pick<CheckpointsRepository, 'latestCheckpoint' | 'saveCheckpoint'> &
   Pick<AdaptersRepository, 'completeWithAdapter'>;
 export type AttemptFiles = Pick<FilesRepository, 'getContent'>;
-export type AttemptWorkers = Pick<WorkersRepository, 'heartbeat' | 'liveWithMemoryAtLeast'>;
+export type AttemptWorkers = Pick<
+  WorkersRepository,
+  'heartbeat' | 'liveWithMemoryAtLeast' | 'recordThroughput'
+>;
 
 /** The worker's `AttemptJobs`: each method from the repository of its aggregate. */
 export function attemptJobs(

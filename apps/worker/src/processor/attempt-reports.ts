@@ -1,7 +1,7 @@
 import type { Logger } from '@nestjs/common';
 import type { FineTuningJobEntity } from '@lorafleet/db';
 import type { KillReason, TrainerHandlers } from '../trainer/trainer-process';
-import type { TrainerPreflight } from '../trainer/trainer-protocol';
+import { rewardMetricFields, type TrainerPreflight } from '../trainer/trainer-protocol';
 import { retryWhileDatabaseDown } from './db-retry';
 import type { AttemptJobs } from './attempt-ports';
 
@@ -83,13 +83,21 @@ export function attemptReports({
         });
         await jobs.appendFencedEvent(job.id, leaseToken, {
           type: 'metrics',
-          message: `Step ${progress.step}/${progress.totalSteps}: training loss=${progress.loss.toFixed(4)}`,
+          message:
+            `Step ${progress.step}/${progress.totalSteps}: training loss=${progress.loss.toFixed(4)}` +
+            (progress.dpo
+              ? `, reward margin=${progress.dpo.rewardsMargin.toFixed(4)}, reward accuracy=${progress.dpo.rewardsAccuracy.toFixed(2)}`
+              : ''),
           data: {
             step: progress.step,
             total_steps: progress.totalSteps,
             epoch: progress.epoch,
             train_loss: progress.loss,
-            train_mean_token_accuracy: progress.meanTokenAccuracy,
+            // A DPO step reports reward metrics instead of token accuracy (trainer-protocol.ts).
+            ...(progress.meanTokenAccuracy === undefined
+              ? {}
+              : { train_mean_token_accuracy: progress.meanTokenAccuracy }),
+            ...rewardMetricFields('train', progress.dpo),
             learning_rate: progress.learningRate,
             tokens_per_second: progress.tokensPerSecond,
           },

@@ -313,8 +313,32 @@ export class FineTuneProcessor {
       this.logger.log(
         `job ${job.id} succeeded: adapter ${adapter.id} (${result.steps} steps on ${result.backend})`,
       );
+      await this.recordThroughput(job, result);
     } else {
       this.logger.warn(`job ${job.id}: attempt is stale; its adapter was discarded`);
+    }
+  }
+
+  /**
+   * The speed this attempt trained at, per (base model, backend), for the API's job estimate
+   * (issue 20). A measurement is advice, not a result: failing to store it only logs.
+   */
+  private async recordThroughput(job: FineTuningJobEntity, result: TrainerResult): Promise<void> {
+    if (result.tokensPerSecond === null || !(result.tokensPerSecond > 0)) return;
+    try {
+      await this.workers.recordThroughput({
+        baseModel: job.model,
+        backend: result.backend,
+        workerId: this.identity.id,
+        jobId: job.id,
+        attempt: job.attempt,
+        tokensPerSecond: result.tokensPerSecond,
+        trainedTokens: result.trainedTokens,
+      });
+    } catch (error) {
+      this.logger.warn(
+        `job ${job.id}: its training speed was not recorded: ${error instanceof Error ? error.message : String(error)}`,
+      );
     }
   }
 

@@ -23,7 +23,13 @@ import {
   outOfMemoryFailure,
   peakMemoryMb,
 } from './trainer-failures';
-import type { ChildToParent, ParentToChild, StopReason, TrainerSpec } from './trainer-protocol';
+import {
+  rewardMetricFields,
+  type ChildToParent,
+  type ParentToChild,
+  type StopReason,
+  type TrainerSpec,
+} from './trainer-protocol';
 
 /** Resolves once the message is handed to the IPC channel, so exiting after it loses nothing. */
 function send(message: ChildToParent): Promise<void> {
@@ -65,13 +71,17 @@ async function run(spec: TrainerSpec): Promise<void> {
               metrics: checkpoint.metrics
                 ? {
                     train_loss: checkpoint.metrics.trainLoss,
-                    train_mean_token_accuracy: checkpoint.metrics.trainMeanTokenAccuracy,
+                    ...(checkpoint.metrics.trainMeanTokenAccuracy === undefined
+                      ? {}
+                      : { train_mean_token_accuracy: checkpoint.metrics.trainMeanTokenAccuracy }),
+                    ...rewardMetricFields('train', checkpoint.metrics.dpo),
                     ...(checkpoint.metrics.validLoss === undefined
                       ? {}
                       : { valid_loss: checkpoint.metrics.validLoss }),
                     ...(checkpoint.metrics.validMeanTokenAccuracy === undefined
                       ? {}
                       : { valid_mean_token_accuracy: checkpoint.metrics.validMeanTokenAccuracy }),
+                    ...rewardMetricFields('valid', checkpoint.metrics.validDpo),
                   }
                 : {},
               blob: checkpoint.blob,
@@ -134,7 +144,9 @@ async function run(spec: TrainerSpec): Promise<void> {
             totalSteps: progress.totalSteps,
             epoch: progress.epoch,
             loss: progress.loss,
-            meanTokenAccuracy: progress.meanTokenAccuracy,
+            ...(progress.dpo
+              ? { dpo: progress.dpo }
+              : { meanTokenAccuracy: progress.meanTokenAccuracy }),
             learningRate: progress.learningRate,
             tokensPerSecond: progress.tokensPerSecond,
             etaSeconds: progress.etaSeconds,
@@ -145,7 +157,13 @@ async function run(spec: TrainerSpec): Promise<void> {
         send({
           kind: 'eval',
           step: report.step,
-          metrics: { valid_loss: report.loss, valid_mean_token_accuracy: report.meanTokenAccuracy },
+          metrics: {
+            valid_loss: report.loss,
+            ...(report.meanTokenAccuracy === undefined
+              ? {}
+              : { valid_mean_token_accuracy: report.meanTokenAccuracy }),
+            ...rewardMetricFields('valid', report.dpo),
+          },
         }),
     });
   let result: FineTuneResult;
@@ -175,7 +193,10 @@ async function run(spec: TrainerSpec): Promise<void> {
         ...(result.validation
           ? {
               valid_loss: result.validation.loss,
-              valid_mean_token_accuracy: result.validation.meanTokenAccuracy,
+              ...(result.validation.meanTokenAccuracy === undefined
+                ? {}
+                : { valid_mean_token_accuracy: result.validation.meanTokenAccuracy }),
+              ...rewardMetricFields('valid', result.validation.dpo),
             }
           : {}),
       },

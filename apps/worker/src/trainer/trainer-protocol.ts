@@ -36,12 +36,45 @@ export type ParentToChild =
   /** Checkpoint at the next step boundary, report it, then stop with `stopped`. */
   | { kind: 'stop'; reason: StopReason };
 
+/**
+ * A DPO run's reward metrics (lora-core `DpoRewardMetrics`): TRL's `rewards/chosen`,
+ * `rewards/rejected`, `rewards/margins` and `rewards/accuracies`.
+ */
+export interface TrainerRewardMetrics {
+  rewardsChosen: number;
+  rewardsRejected: number;
+  rewardsMargin: number;
+  rewardsAccuracy: number;
+}
+
+/**
+ * The reward metrics under their event, checkpoint and CSV names: `<prefix>_rewards_chosen`,
+ * `_rejected`, `_margin`, `_accuracy` (prefix `train`, `valid` or `full_valid`); nothing for a
+ * supervised run.
+ */
+export function rewardMetricFields(
+  prefix: 'train' | 'valid' | 'full_valid',
+  rewards: TrainerRewardMetrics | undefined,
+): Record<string, number> {
+  if (!rewards) return {};
+  return {
+    [`${prefix}_rewards_chosen`]: rewards.rewardsChosen,
+    [`${prefix}_rewards_rejected`]: rewards.rewardsRejected,
+    [`${prefix}_rewards_margin`]: rewards.rewardsMargin,
+    [`${prefix}_rewards_accuracy`]: rewards.rewardsAccuracy,
+  };
+}
+
 export interface TrainerProgress {
   step: number;
   totalSteps: number;
   epoch: number;
+  /** Mean token NLL (supervised) or mean DPO loss over the step's pairs. */
   loss: number;
-  meanTokenAccuracy: number;
+  /** Supervised only. */
+  meanTokenAccuracy?: number;
+  /** DPO only. */
+  dpo?: TrainerRewardMetrics;
   learningRate: number;
   tokensPerSecond: number;
   etaSeconds: number;

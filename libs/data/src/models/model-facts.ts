@@ -15,8 +15,8 @@ import {
   templateLayersMatched,
   type ArchitectureType,
   type DecoderFamily,
-  type ParameterShape,
 } from './model-parameters';
+import type { TrainingMemoryShape } from '../memory/training-memory.estimate';
 
 /**
  * What a job needs to know about a base model before it is queued, read from config.json
@@ -47,6 +47,11 @@ export interface ModelFacts {
    * `DEFAULT_BASE_LEARNING_RATE`.
    */
   defaultLearningRate: number;
+  /**
+   * The sizes the memory estimator reads (../memory/training-memory.estimate), so the API can
+   * estimate a run's peak memory from config.json as the trainer does from its parsed config.
+   */
+  trainingShape: TrainingMemoryShape;
 }
 
 /** The optional registry entry beside a model's config.json (contracts' `ModelRegistryEntry`). */
@@ -209,7 +214,7 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     const value = config.tie_word_embeddings ?? fallback;
     return value === true;
   };
-  let shape: ParameterShape;
+  let shape: TrainingMemoryShape;
   let contextLength: number;
   if (config.model_type === 'gpt2') {
     const hiddenSize = boundedInt(config, 'n_embd', 768);
@@ -220,6 +225,7 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
       hiddenSize,
       numLayers: boundedInt(config, 'n_layer', 12),
       maxPositions: contextLength,
+      numHeads: boundedInt(config, 'n_head', 12),
       innerSize: boundedInt(config, 'n_inner', 4 * hiddenSize),
       tieWordEmbeddings: tied(true),
     };
@@ -250,6 +256,15 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
       // Gemma 2's head is tied unless the config says otherwise.
       tieWordEmbeddings: tied(family === 'gemma2'),
       ...decoderParameterFlags(family, config.attention_bias === true, config.mlp_bias === true),
+      // Gemma 2 soft-caps its logits (30 unless the config says otherwise, null turns it off).
+      finalLogitSoftcap:
+        family !== 'gemma2'
+          ? null
+          : config.final_logit_softcapping === null
+            ? null
+            : typeof config.final_logit_softcapping === 'number'
+              ? config.final_logit_softcapping
+              : 30,
     };
   }
   const modulePaths = linearModuleTemplates(shape).map((t) => t.path);
@@ -261,6 +276,7 @@ export function modelFactsFromConfig(json: unknown): ModelFacts {
     moduleNames: [...new Set(modulePaths.map((p) => p.slice(p.lastIndexOf('.') + 1)))],
     modulePaths,
     defaultLearningRate: DEFAULT_BASE_LEARNING_RATE,
+    trainingShape: shape,
   };
 }
 

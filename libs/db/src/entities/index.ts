@@ -6,7 +6,10 @@ import { FineTuningJobEntity } from './fine-tuning-job.entity';
 import { JobEventEntity } from './job-event.entity';
 import { OutboxEntity } from './outbox.entity';
 import { TenantEntity } from './tenant.entity';
+import { WebhookDeliveryEntity } from './webhook-delivery.entity';
+import { WebhookEndpointEntity } from './webhook-endpoint.entity';
 import { WorkerEntity } from './worker.entity';
+import { WorkerThroughputEntity } from './worker-throughput.entity';
 
 export {
   AdapterEntity,
@@ -17,7 +20,10 @@ export {
   JobEventEntity,
   OutboxEntity,
   TenantEntity,
+  WebhookDeliveryEntity,
+  WebhookEndpointEntity,
   WorkerEntity,
+  WorkerThroughputEntity,
 };
 export type { JobErrorRecord } from './fine-tuning-job.entity';
 export type { JobEventLevel, JobEventType } from './job-event.entity';
@@ -32,6 +38,9 @@ export const ALL_ENTITIES = [
   CheckpointEntity,
   AdapterEntity,
   WorkerEntity,
+  WorkerThroughputEntity,
   OutboxEntity,
+  WebhookEndpointEntity,
+  WebhookDeliveryEntity,
 ];
 export type { JsonObject, JsonValue } from './json';

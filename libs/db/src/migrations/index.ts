@@ -7,6 +7,8 @@ import { WorkerMemoryUsage1796505208846 } from './1796505208846-worker-memory-us
 import { FineTuneSpec1796515902332 } from './1796515902332-fine-tune-spec.migration';
 import { LineageSpec1796516200000 } from './1796516200000-lineage-spec.migration';
 import { FileKind1796520296176 } from './1796520296176-file-kind.migration';
+import { WebhookDeliveries1796524634492 } from './1796524634492-webhook-deliveries.migration';
+import { WorkerThroughput1796524791437 } from './1796524791437-worker-throughput.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
@@ -19,4 +21,6 @@ export const ALL_MIGRATIONS: MixedList<Function> = [
   FineTuneSpec1796515902332,
   LineageSpec1796516200000,
   FileKind1796520296176,
+  WebhookDeliveries1796524634492,
+  WorkerThroughput1796524791437,
 ];

@@ -6,6 +6,7 @@ import { newId, sha256Hex } from '../ids';
 import { lockLeasedJob } from './attempts.repository';
 import { newFileRow } from './files.repository';
 import { insertJobEvent } from './job-events.repository';
+import { insertJobWebhookEvent } from './webhooks.repository';
 
 export interface NewAdapter {
   adapterConfig: JsonObject;
@@ -127,6 +128,8 @@ export class AdaptersRepository {
         message: `Fine-tuning job succeeded: ${adapter.fineTunedModel}`,
         data: { status: 'succeeded', from: 'running', adapter_id: adapterId },
       });
+      // The webhook event commits with the status change (issue 20).
+      await insertJobWebhookEvent(manager, jobId, 'succeeded');
       return manager.findOneByOrFail(AdapterEntity, { id: adapterId });
     });
   }

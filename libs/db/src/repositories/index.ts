@@ -36,5 +36,17 @@ export {
 } from './jobs.repository';
 export { OutboxRepository, type NewOutboxEntry } from './outbox.repository';
 export { TenantsRepository } from './tenants.repository';
-export { WorkersRepository, type WorkerRegistration } from './workers.repository';
+export {
+  WorkersRepository,
+  type BackendThroughput,
+  type FleetBackend,
+  type ThroughputSample,
+  type WorkerRegistration,
+} from './workers.repository';
 export { ServingAdaptersRepository, type ServingAdapterRow } from './serving-adapters.repository';
+export {
+  WebhooksRepository,
+  type DueWebhookDelivery,
+  type WebhookAttemptFailure,
+  type WebhookPage,
+} from './webhooks.repository';

@@ -13,6 +13,7 @@ import { preparedQuery } from '../pg-pool';
 import { insertJobEvent } from './job-events.repository';
 import { hydrateJob, jobSelect, returningRows } from './job-rows';
 import { insertOutboxEntry } from './outbox.repository';
+import { insertJobWebhookEvent } from './webhooks.repository';
 
 export interface NewJob {
   tenantId: string;
@@ -229,6 +230,8 @@ export class JobsRepository {
         message: request.message,
         data: { ...request.eventData, status: request.to, from: previous[0]?.status ?? null },
       });
+      // Terminal statuses emit a webhook event in this same transaction (issue 20).
+      await insertJobWebhookEvent(manager, jobId, request.to);
       return true;
     });
   }

@@ -16,6 +16,7 @@
  * optimizer state; the weights can be as large as host memory allows.
  */
 import * as tf from '@tensorflow/tfjs';
+import { HEAD_BLOCK_FLOATS } from '@lorafleet/data';
 
 import { blasKernelsActive } from './blas.kernels';
 import { runHostKernel, type HostKernelBackend } from './host-kernel.util';
@@ -38,12 +39,9 @@ export class HostMatrix {
   }
 }
 
-/**
- * Logits computed at once by the fused head: [rows, V] ≤ this many floats (128 MiB). Larger
- * blocks keep OpenBLAS on efficient shapes (measured on GPT-2 small at batch 4: 8 Mi floats →
- * 32 Mi, 223 → 245 tokens/s, for about 100 MB more peak RSS).
- */
-export const HEAD_BLOCK_FLOATS = 32 * 1024 * 1024;
+// Logits computed at once by the fused head: [rows, V] ≤ HEAD_BLOCK_FLOATS floats. The constant
+// lives beside the memory estimator in libs/data, which sizes the head's block with it.
+export { HEAD_BLOCK_FLOATS };
 
 /** Grow-only scratch buffers, reused across calls (kernels run one at a time). */
 const scratch = new Map<string, Float32Array>();

@@ -1,118 +1,39 @@
 /**
- * Pre-flight memory estimate of a LoRA training run, from config.json and the run's shape
- * alone (issue 13): the run is refused before step 1 when it cannot fit
- * `LORAFLEET_MEMORY_LIMIT_MB`, instead of dying in the middle with a wasm abort.
- *
- * The model of memory follows where the trainer keeps things (docs/trainer.md, "Memory"):
- * - frozen base weights on the host, outside the wasm heap (f32, or bf16/f16 as stored);
- * - LoRA parameters, their gradients and AdamW's two moments (4 copies, f32);
- * - activations saved for backward, per block, for B·T tokens; with gradient checkpointing
- *   only each block's input is kept, plus one block's activations while it is recomputed;
- * - the fused LM-head/cross-entropy works on one chunk of rows at a time, so `[B·T, V]`
- *   logits never exist whole;
- * - a fixed runtime overhead (Node, tfjs, the wasm module).
- * The per-block coefficients were measured with `npm run bench:train -- --model-shape …`
- * (docs/benchmarks.md) and round up, so a run that the estimate admits fits.
+ * The trainer's memory checks before step 1 (issue 13): the wasm heap, webgpu's binding and
+ * device limits, and `LORAFLEET_MEMORY_LIMIT_MB`. The estimate itself is config-only arithmetic
+ * and lives in libs/data (`estimateTrainingMemory`), so the API's job estimate (issue 20) and
+ * these checks use one estimator; its names are re-exported here so lora-core's callers and
+ * exports are unchanged.
  */
 import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 
-import type { LoraConfig } from '../lora/lora.config';
-import type { ModelConfig } from '../models/model.config';
-import { HEAD_BLOCK_FLOATS } from '../backend/host-weight.kernels';
-import { linearModuleTemplates } from '@lorafleet/data';
 import {
-  countBaseParameters,
-  countLoraTargets,
-  loraTargetSpecs,
-} from '../params/parameter-count.util';
+  WASM_HEAP_BUDGET_BYTES,
+  estimateTrainingMemory,
+  linearModuleTemplates,
+  webgpuDeviceBytes,
+  type MemoryEstimate,
+  type MemoryEstimateInput as ConfigMemoryEstimateInput,
+} from '@lorafleet/data';
+import type { ModelConfig } from '../models/model.config';
+import { loraTargetSpecs } from '../params/parameter-count.util';
 import { TrainingConfigError } from '../trainer/trainer.types';
+
+export {
+  HEAD_BLOCK_FLOATS,
+  WASM_HEAP_BUDGET_BYTES,
+  estimateTrainingMemory,
+  wasmHeapBytes,
+  webgpuDeviceBytes,
+  type MemoryEstimate,
+} from '@lorafleet/data';
 
 const MIB = 1024 * 1024;
 
-export interface MemoryEstimateInput {
+/** The estimate's input with lora-core's parsed config (a superset of the shape it reads). */
+export interface MemoryEstimateInput extends ConfigMemoryEstimateInput {
   config: ModelConfig;
-  batchSize: number;
-  /** Longest sequence of a micro-batch (max_seq_length, or less when every example is shorter). */
-  seqLength: number;
-  lora: Pick<LoraConfig, 'r' | 'targetModules' | 'excludeModules'>;
-  /** Bytes each frozen weight takes where it is kept: 4 (f32) or 2 (bf16/f16 kept as stored). */
-  weightBytesPerParameter: number;
-  gradientCheckpointing: boolean;
-}
-
-export interface MemoryEstimate {
-  totalBytes: number;
-  /** Named parts of the total (bytes), for the pre-flight line and the docs. */
-  parts: {
-    frozenWeights: number;
-    adapterAndOptimizer: number;
-    activations: number;
-    head: number;
-    runtime: number;
-  };
-}
-
-/** Bytes of activations one block saves for backward, per token, in f32. */
-function blockActivationBytesPerToken(config: ModelConfig, seqLength: number): number {
-  const C = config.hiddenSize;
-  if (config.modelType === 'gpt2') {
-    const H = config.numHeads;
-    // Norm inputs/outputs, q/k/v and their head layouts, the attention output, MLP input,
-    // hidden and activation, residuals: about 14·C + 3·inner floats a token, plus the
-    // attention probabilities (H·T a token) kept by the fused attention.
-    return 4 * (14 * C + 3 * config.innerSize + 2 * H * seqLength);
-  }
-  const { numHeads: H, numKeyValueHeads: KV, headDim: D, intermediateSize: I } = config;
-  // Norm inputs and outputs, q (H·D) and k/v (KV·D) before and after RoPE, the attention
-  // output, SwiGLU's gate and up and the down projection's input (4·I with the gradients in
-  // flight), residuals; plus the attention probabilities recomputed in backward. Fitted to
-  // the measured peaks (test/memory-estimate.spec.ts), rounding up.
-  return 4 * (6 * C + 3 * H * D + 4 * KV * D + 4 * I + 2 * H * seqLength);
-}
-
-/** The estimate for one run; pure arithmetic on the config (no weights are touched). */
-export function estimateTrainingMemory(input: MemoryEstimateInput): MemoryEstimate {
-  const { config, batchSize, seqLength, lora } = input;
-  const tokens = batchSize * seqLength;
-  const C = config.hiddenSize;
-  const frozenWeights = countBaseParameters(config) * input.weightBytesPerParameter;
-  const loraParameters = countLoraTargets(config, lora).parameters;
-  // Parameter, gradient (and its accumulation), AdamW m and v.
-  const adapterAndOptimizer = loraParameters * 4 * 5;
-  const perBlock = tokens * blockActivationBytesPerToken(config, seqLength);
-  const residualStream = tokens * C * 4;
-  const activations = input.gradientCheckpointing
-    ? config.numLayers * residualStream + 2 * perBlock
-    : config.numLayers * perBlock + 2 * perBlock; // + the gradients in flight during backward
-  // One block of logits (backend/host-weight.kernels.ts; the tensor path's chunks are
-  // smaller), plus the final hidden states and their gradient.
-  // A soft-capped head (Gemma 2) runs through autodiff on whole logits instead (models/
-  // causal-lm.model.ts `fusedHeadFor`): raw and capped logits, the log-softmax and the gradient.
-  const softcapped = config.modelType !== 'gpt2' && config.finalLogitSoftcap !== null;
-  const head =
-    (softcapped
-      ? 4 * tokens * config.vocabSize
-      : Math.min(tokens, Math.max(1, Math.floor(HEAD_BLOCK_FLOATS / config.vocabSize))) *
-        config.vocabSize) *
-      4 +
-    2 * residualStream;
-  const runtime = 400 * MIB;
-  const parts = { frozenWeights, adapterAndOptimizer, activations, head, runtime };
-  const totalBytes = Object.values(parts).reduce((a, b) => a + b, 0);
-  return { totalBytes, parts };
-}
-
-/** The wasm backend's address space (tfjs-backend-wasm's `maximum` memory), minus headroom. */
-export const WASM_HEAP_BUDGET_BYTES = 4 * 1024 * MIB - 256 * MIB;
-
-/**
- * The part of the estimate that lives in the wasm heap when training runs on the wasm
- * backend: everything but the frozen weights when those are in host memory (`*-blas`).
- */
-export function wasmHeapBytes(estimate: MemoryEstimate, hostWeights: boolean): number {
-  const { frozenWeights, adapterAndOptimizer, activations, head } = estimate.parts;
-  return adapterAndOptimizer + activations + head + (hostWeights ? 0 : frozenWeights);
 }
 
 /**
@@ -201,16 +122,6 @@ export class DeviceBufferLimitError extends TrainingConfigError {
       'memory',
     );
   }
-}
-
-/**
- * The part of the estimate that lives in GPU memory on webgpu: everything but the runtime
- * (Node, tfjs and Dawn stay on the host). tfjs-webgpu pools released buffers for reuse and
- * does not hand them back, so the device's peak is at least this.
- */
-export function webgpuDeviceBytes(estimate: MemoryEstimate): number {
-  const { frozenWeights, adapterAndOptimizer, activations, head } = estimate.parts;
-  return frozenWeights + adapterAndOptimizer + activations + head;
 }
 
 /**

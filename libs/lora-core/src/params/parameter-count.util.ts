@@ -8,6 +8,8 @@ import {
   countLoraTargets,
   linearModuleSpecs,
   type LinearModuleSpec,
+  type LoraTargetSelection,
+  type ParameterShape,
 } from '@lorafleet/data';
 
 import type { ModelConfig } from '../models/model.config';
@@ -38,14 +40,14 @@ export interface ParameterCount {
 
 /** Linear layers a LoRA config selects, by PEFT's rules (all-linear skips lm_head). */
 export function loraTargetSpecs(
-  config: ModelConfig,
-  lora: Pick<LoraConfig, 'targetModules' | 'excludeModules'>,
+  config: ParameterShape,
+  lora: Pick<LoraTargetSelection, 'targetModules' | 'excludeModules'>,
 ): LinearModuleSpec[] {
   const specs = linearModuleSpecs(config);
   const candidates =
     lora.targetModules === 'all-linear'
       ? specs.filter((s) => s.path !== 'lm_head')
-      : specs.filter((s) => moduleNameMatches(s.path, lora.targetModules as string[]));
+      : specs.filter((s) => moduleNameMatches(s.path, lora.targetModules as readonly string[]));
   return candidates.filter((s) => !moduleNameMatches(s.path, lora.excludeModules ?? []));
 }
 

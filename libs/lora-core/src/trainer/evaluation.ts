@@ -13,7 +13,7 @@ import { sequenceLimit } from '../models/model.config';
 import { yieldToEventLoop } from '../util/event-loop.util';
 import type { TokenizedSequence } from './data-order';
 import { buildMicroBatch, disposeMicroBatch } from './micro-batch';
-import type { EvalMetrics } from './trainer.types';
+import type { TokenEvalMetrics } from './trainer.types';
 
 export interface EvaluateOptions {
   padTokenId: number;
@@ -27,7 +27,7 @@ export async function evaluateSequences(
   model: CausalLM,
   examples: readonly TokenizedSequence[],
   options: EvaluateOptions,
-): Promise<EvalMetrics> {
+): Promise<TokenEvalMetrics> {
   const count = Math.min(examples.length, options.maxExamples ?? examples.length);
   const vocab = model.config.vocabSize;
   let totals = tf.zeros([2]); // [2]: Σ NLL, Σ correct

@@ -2,6 +2,7 @@
  * `runFineTune`: the one call the worker's trainer child (and `lorafleet train`) makes. JSONL
  * in, PEFT adapter out, with the pre-flight, progress, evaluation, checkpoints, resume,
  * final validation, sample generations and the step-metrics CSV (DESIGN §6, issue 4).
+ * A DPO spec (issue 20) reads preference JSONL and trains on pairs (trainer.ts).
  * docs/trainer.md is its manual.
  */
 import { createHash } from 'node:crypto';
@@ -10,10 +11,16 @@ import * as tf from '@tensorflow/tfjs';
 
 import type { FineTuneSpec, Lineage, LoraConfigDto } from '@lorafleet/contracts';
 import {
+  computeStepsPerEpoch,
   loadTokenizer,
   parseJsonlExamples,
+  parsePreferenceJsonl,
+  preferenceChats,
   preflightSummary,
   tokenizeExample,
+  tokenizePreferencePair,
+  trainingMemoryInput,
+  type PreferenceExample,
   type PreflightSummary,
   type TextTokenizer,
   type TrainingExample,
@@ -40,6 +47,7 @@ import { loadCausalLM, readModelConfig } from '../models/hf-model.loader';
 import { contextLength, type ModelConfig } from '../models/model.config';
 import { generateSamples, type SampleGeneration } from './evaluation';
 import { metricsToCsv } from './metrics-csv';
+import type { TokenizedPair } from './preference-pass';
 import { Trainer, type CheckpointOptions } from './trainer';
 import {
   TrainingConfigError,
@@ -221,11 +229,21 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     options.validationJsonl === undefined || options.validationJsonl === null
       ? null
       : decodeJsonl(options.validationJsonl);
-  const trainExamples = parseJsonlExamples(trainText);
-  const validationExamples: TrainingExample[] =
-    validationText === null ? [] : parseJsonlExamples(validationText);
-
   const spec = checkFineTuneSpec(options.spec);
+  const dpo = spec.method.type === 'dpo';
+  // A DPO run reads preference pairs (OpenAI's DPO JSONL); a file of the other kind is a
+  // DatasetValidationError naming it, never a silent run of the wrong method.
+  const trainPairs: PreferenceExample[] = dpo ? parsePreferenceJsonl(trainText) : [];
+  const validationPairs: PreferenceExample[] =
+    dpo && validationText !== null ? parsePreferenceJsonl(validationText) : [];
+  const trainExamples: TrainingExample[] = dpo ? [] : parseJsonlExamples(trainText);
+  // Supervised validation examples; for DPO, the validation pairs' preferred chats, which the
+  // sample generations prompt with.
+  const validationExamples: TrainingExample[] = dpo
+    ? validationPairs.map((pair) => preferenceChats(pair).chosen)
+    : validationText === null
+      ? []
+      : parseJsonlExamples(validationText);
   const maxSeqLength = spec.training.max_seq_length;
   // The resolver held it to the same context length (libs/data facts); a hand-made spec
   // or a changed model is refused here.
@@ -236,12 +254,15 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
       'training.max_seq_length',
     );
   }
-  const summary = preflightSummary(trainExamples, tokenizer, {
+  const preflightOptions = {
     maxSeqLength,
     batchSize: spec.hyperparameters.batch_size,
     epochs: spec.hyperparameters.n_epochs,
     gradientAccumulationSteps: spec.training.gradient_accumulation_steps,
-  });
+  };
+  const summary = dpo
+    ? preferencePreflightSummary(trainPairs, tokenizer, preflightOptions)
+    : preflightSummary(trainExamples, tokenizer, preflightOptions);
   if (summary.trainableTokens === 0) {
     throw new NoTrainableTokensError(
       summary.examples,
@@ -252,16 +273,9 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
   }
   const loraConfig = loraConfigOf(spec.lora, config);
   const gradientCheckpointing = spec.training.gradient_checkpointing;
-  const memoryInput: MemoryEstimateInput = {
-    config,
-    batchSize: Math.min(spec.hyperparameters.batch_size, Math.max(1, summary.examples)),
-    seqLength: Math.max(1, summary.longestKeptTokens),
-    lora: loraConfig,
-    // Frozen weights are kept in float32 whatever the checkpoint stores: Debian's OpenBLAS
-    // 0.3.21 has no bf16 GEMM, and upcasting per product would cost speed on every step.
-    weightBytesPerParameter: 4,
-    gradientCheckpointing,
-  };
+  // libs/data builds it, so the API's job estimate (issue 20) sizes the same run the same way
+  // (a DPO micro-batch holds both sides of each pair: twice the rows).
+  const memoryInput: MemoryEstimateInput = trainingMemoryInput(spec, summary, config);
   const memoryEstimate = estimateTrainingMemory(memoryInput);
   const memoryEstimateMb = Math.ceil(memoryEstimate.totalBytes / (1024 * 1024));
   const memoryLimitMb = options.memoryLimitMb ?? null;
@@ -311,10 +325,15 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
 
     const tokenize = (examples: TrainingExample[]) =>
       examples.map((example) => tokenizeExample(example, tokenizer, { maxSeqLength }));
+    const tokenizePairs = (pairs: PreferenceExample[]): TokenizedPair[] =>
+      pairs.map((pair) => tokenizePreferencePair(pair, tokenizer, { maxSeqLength }));
     trainer = new Trainer({
       model,
-      train: tokenize(trainExamples),
-      validation: tokenize(validationExamples),
+      ...(dpo
+        ? {
+            pairs: { train: tokenizePairs(trainPairs), validation: tokenizePairs(validationPairs) },
+          }
+        : { train: tokenize(trainExamples), validation: tokenize(validationExamples) }),
       padTokenId: tokenizer.padTokenId,
       spec,
       earlyStopping: options.earlyStopping,
@@ -336,7 +355,7 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     const preflight: FineTunePreflight = {
       ...summary,
       totalSteps: trainer.totalSteps,
-      validationExamples: validationExamples.length,
+      validationExamples: dpo ? validationPairs.length : validationExamples.length,
       resumeStep: resumedFromStep ?? 0,
       memoryEstimateMb,
       memoryEstimate,
@@ -407,4 +426,64 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     if (owned) model.dispose();
     else if (adapterAdded && !options.keepAdapter) model.deleteAdapter(adapterName);
   }
+}
+
+/**
+ * The pre-flight of a DPO run, counted in pairs: `examples` is the number of pairs, and a pair
+ * counts as truncated (or without trainable tokens, or with truncated targets) when either side
+ * is. Tokens count both sides, each tokenized as the trainer does (prompt + completion chats,
+ * libs/data `preferenceChats`). Steps are libs/data's formula over pairs.
+ */
+export function preferencePreflightSummary(
+  pairs: readonly PreferenceExample[],
+  tokenizer: TextTokenizer,
+  options: {
+    maxSeqLength: number;
+    batchSize: number;
+    epochs: number;
+    gradientAccumulationSteps: number;
+  },
+): PreflightSummary {
+  const stepsPerEpoch = computeStepsPerEpoch(
+    pairs.length,
+    options.batchSize,
+    options.gradientAccumulationSteps,
+  );
+  const summary: PreflightSummary = {
+    examples: pairs.length,
+    tokens: 0,
+    trainableTokens: 0,
+    truncatedExamples: 0,
+    examplesWithoutTrainableTokens: 0,
+    examplesWithTruncatedTargets: 0,
+    longestKeptTokens: 0,
+    longestExampleTokens: 0,
+    stepsPerEpoch,
+    totalSteps: stepsPerEpoch * options.epochs,
+  };
+  pairs.forEach((pair, index) => {
+    const chats = preferenceChats(pair);
+    let sides: PreflightSummary;
+    try {
+      sides = preflightSummary([chats.chosen, chats.rejected], tokenizer, {
+        maxSeqLength: options.maxSeqLength,
+        batchSize: 1,
+        epochs: 1,
+      });
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new Error(`pair ${index + 1}: ${detail}`, { cause: error });
+    }
+    summary.tokens += sides.tokens;
+    summary.trainableTokens += sides.trainableTokens;
+    if (sides.truncatedExamples > 0) summary.truncatedExamples += 1;
+    if (sides.examplesWithoutTrainableTokens > 0) summary.examplesWithoutTrainableTokens += 1;
+    if (sides.examplesWithTruncatedTargets > 0) summary.examplesWithTruncatedTargets += 1;
+    summary.longestKeptTokens = Math.max(summary.longestKeptTokens, sides.longestKeptTokens);
+    summary.longestExampleTokens = Math.max(
+      summary.longestExampleTokens,
+      sides.longestExampleTokens,
+    );
+  });
+  return summary;
 }

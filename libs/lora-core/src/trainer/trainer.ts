@@ -15,6 +15,11 @@
  * from a checkpoint ends with the same adapter bytes as an uninterrupted run on the same
  * backend (R6). What a checkpoint holds, and how it is checked on resume, is
  * trainer-state.ts; the validation pass and early stopping's bookkeeping are evaluation.ts.
+ *
+ * A DPO spec (`spec.method.type === "dpo"`, issue 20) trains on preference pairs instead of
+ * sequences: the data order, micro-batches and accumulation run over pairs, and each
+ * micro-batch's loss is Σ pair DPO losses / (pairs of the group) (preference-pass.ts). The
+ * rest of the step (the NaN guard, clipping, AdamW, the schedule, checkpoints) is shared.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -29,6 +34,13 @@ import { evaluateSequences, noValidationYet, recordValidation } from './evaluati
 import { clipByGlobalNorm, squaredGlobalNorm } from './gradient-clip';
 import { learningRateAt } from './lr-schedule';
 import { buildMicroBatch, countTargets, disposeMicroBatch } from './micro-batch';
+import {
+  evaluatePairs,
+  hashPairs,
+  preferenceForwardBackward,
+  rewardMetrics,
+  type TokenizedPair,
+} from './preference-pass';
 import {
   assignParams,
   decodeTrainerState,
@@ -51,6 +63,7 @@ import {
   type StopReason,
   type TrainerCheckpointEvent,
   type TrainingProgress,
+  type DpoRewardMetrics,
   checkFineTuneSpec,
 } from './trainer.types';
 
@@ -68,8 +81,11 @@ export interface CheckpointOptions {
 export interface TrainerOptions {
   /** A model whose trainable variables are what to train (an active LoRA adapter, or full mode). */
   model: CausalLM;
-  train: readonly TokenizedSequence[];
+  /** Supervised: the tokenized training sequences. */
+  train?: readonly TokenizedSequence[];
   validation?: readonly TokenizedSequence[];
+  /** DPO (`spec.method.type === "dpo"`): the tokenized preference pairs, instead of `train`. */
+  pairs?: { train: readonly TokenizedPair[]; validation?: readonly TokenizedPair[] };
   /** Id written into padding positions (never attended, never scored). */
   padTokenId: number;
   /** What to train with (`seed`, `hyperparameters` and `training`; the adapter is already on the model). */
@@ -120,6 +136,12 @@ export class Trainer {
   private readonly model: CausalLM;
   private readonly train: readonly TokenizedSequence[];
   private readonly validation: readonly TokenizedSequence[];
+  private readonly trainPairs: readonly TokenizedPair[];
+  private readonly validationPairs: readonly TokenizedPair[];
+  /** β when the spec's method is DPO, else null (supervised). */
+  private readonly dpoBeta: number | null;
+  /** Training examples (supervised) or pairs (DPO): what the data order permutes. */
+  private readonly exampleCount: number;
   private readonly variables: Map<string, tf.Variable>;
   /** tfjs variable name → our stable name (variableGrads keys gradients by the former). */
   private readonly stableNames = new Map<string, string>();
@@ -143,16 +165,36 @@ export class Trainer {
   constructor(private readonly options: TrainerOptions) {
     this.model = options.model;
     this.spec = checkFineTuneSpec(options.spec);
-    const { hyperparameters, training, seed } = this.spec;
-    this.train = options.train;
+    const { hyperparameters, training, seed, method } = this.spec;
+    this.dpoBeta = method.type === 'dpo' ? method.beta : null;
+    if (this.dpoBeta === null && options.pairs) {
+      throw new TrainingConfigError(
+        'preference pairs train only with method.type "dpo"',
+        'method.type',
+      );
+    }
+    if (this.dpoBeta !== null && (options.train?.length ?? 0) > 0) {
+      throw new TrainingConfigError(
+        'a DPO run trains on preference pairs (options.pairs), not on sequences',
+        'method.type',
+      );
+    }
+    this.train = options.train ?? [];
     this.validation = options.validation ?? [];
+    this.trainPairs = options.pairs?.train ?? [];
+    this.validationPairs = options.pairs?.validation ?? [];
+    this.exampleCount = this.dpoBeta === null ? this.train.length : this.trainPairs.length;
     this.shuffle = options.shuffle ?? true;
-    if (this.train.length === 0)
+    if (this.exampleCount === 0)
       throw new TrainingConfigError('the training set is empty', 'train');
     const maxLength = sequenceLimit(this.model.config);
+    const sides = (pairs: readonly TokenizedPair[]) =>
+      pairs.flatMap((pair) => [pair.chosen, pair.rejected]);
     for (const [name, set] of [
       ['train', this.train],
       ['validation', this.validation],
+      ['train pair side', sides(this.trainPairs)],
+      ['validation pair side', sides(this.validationPairs)],
     ] as const) {
       set.forEach((sequence, index) => {
         if (sequence.inputIds.length === 0 || sequence.inputIds.length > maxLength) {
@@ -165,7 +207,7 @@ export class Trainer {
       });
     }
     if (options.earlyStopping) {
-      if (this.validation.length === 0 || training.eval_every_steps === undefined) {
+      if (this.validationCount === 0 || training.eval_every_steps === undefined) {
         throw new TrainingConfigError(
           'early stopping needs validation data and training.eval_every_steps',
           'earlyStopping',
@@ -191,7 +233,7 @@ export class Trainer {
     for (const [name, variable] of this.variables) this.stableNames.set(variable.name, name);
 
     this.schedule = new DataSchedule(
-      this.train.length,
+      this.exampleCount,
       hyperparameters.batch_size,
       training.gradient_accumulation_steps,
     );
@@ -200,16 +242,25 @@ export class Trainer {
       this.stepsPerEpoch * hyperparameters.n_epochs,
       training.max_steps ?? Number.MAX_SAFE_INTEGER,
     );
-    this.order = epochOrder(seed, 0, this.train.length, this.shuffle);
+    this.order = epochOrder(seed, 0, this.exampleCount, this.shuffle);
     // β1, β2 and ε stay torch's defaults: no request or flag sets them.
     this.optimizer = new AdamW(this.variables, { weightDecay: training.weight_decay });
 
-    this.trainSha256 = hashSequences(this.train);
-    this.validationSha256 = this.validation.length > 0 ? hashSequences(this.validation) : null;
+    if (this.dpoBeta === null) {
+      this.trainSha256 = hashSequences(this.train);
+      this.validationSha256 = this.validation.length > 0 ? hashSequences(this.validation) : null;
+    } else {
+      this.trainSha256 = hashPairs(this.trainPairs);
+      this.validationSha256 =
+        this.validationPairs.length > 0 ? hashPairs(this.validationPairs) : null;
+    }
     const adapter = this.model.mode === 'lora' ? this.model.activeAdapter : null;
     // Only what shapes the trajectory goes into the hash: evaluation settings matter only
     // when early stopping acts on them; the LoRA settings are the adapter's, below.
     this.config = {
+      // DPO only: a supervised run's hash stays what it was before methods existed, so its
+      // older checkpoints still resume exactly. β shapes the trajectory, so it is hashed.
+      ...(this.dpoBeta === null ? {} : { method: { type: 'dpo', beta: this.dpoBeta } }),
       seed,
       hyperparameters: {
         n_epochs: hyperparameters.n_epochs,
@@ -239,6 +290,11 @@ export class Trainer {
       baseModelSha256: this.model.baseModelSha256 ?? null,
     };
     this.configSha256 = runConfigSha256(this.config);
+  }
+
+  /** Validation examples (supervised) or pairs (DPO). */
+  private get validationCount(): number {
+    return this.dpoBeta === null ? this.validation.length : this.validationPairs.length;
   }
 
   /** Optimizer steps completed. */
@@ -277,7 +333,7 @@ export class Trainer {
     const stepNumber = this.stepCount + 1;
     const plan = this.schedule.plan(this.order, this.cursor);
     const learningRate = learningRateAt(stepNumber, { ...training, totalSteps: this.totalSteps });
-    const pass = this.forwardBackward(plan.microBatches, stepNumber);
+    const pass = await this.forwardBackward(plan.microBatches, stepNumber);
     const { groupTargets, tokens } = pass;
     try {
       const gradients = pass.grads;
@@ -304,7 +360,7 @@ export class Trainer {
       this.cursor = plan.nextCursor;
       if (this.cursor >= this.order.length) {
         this.epochIndex += 1;
-        this.order = epochOrder(seed, this.epochIndex, this.train.length, this.shuffle);
+        this.order = epochOrder(seed, this.epochIndex, this.exampleCount, this.shuffle);
         this.cursor = 0;
       }
       this.targetTokens += groupTargets;
@@ -314,7 +370,9 @@ export class Trainer {
         step: stepNumber,
         epoch: stepNumber / this.stepsPerEpoch,
         trainLoss: loss,
-        trainMeanTokenAccuracy: groupTargets > 0 ? correctCount / groupTargets : 0,
+        ...(pass.dpo
+          ? { dpo: pass.dpo }
+          : { trainMeanTokenAccuracy: groupTargets > 0 ? correctCount / groupTargets : 0 }),
         learningRate,
         gradNorm,
         targetTokens: groupTargets,
@@ -337,7 +395,7 @@ export class Trainer {
     microBatches: number[][],
   ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
     this.assertUsable();
-    const pass = this.forwardBackward(microBatches, this.stepCount + 1);
+    const pass = await this.forwardBackward(microBatches, this.stepCount + 1);
     try {
       const gradients = new Map<string, Float32Array>();
       for (const [name, g] of pass.grads) gradients.set(name, new Float32Array(await g.data()));
@@ -349,16 +407,26 @@ export class Trainer {
 
   /**
    * Mean token loss and accuracy over `examples` (default: the validation set, capped at
-   * `evalMaxExamples` when `maxExamples` is not given). No dropout, no state change.
+   * `evalMaxExamples` when `maxExamples` is not given). No dropout, no state change. A DPO run
+   * evaluates its validation pairs instead: mean DPO loss and reward metrics.
    */
   async evaluate(
     examples: readonly TokenizedSequence[] = this.validation,
     maxExamples: number | undefined = this.options.evalMaxExamples,
   ): Promise<EvalMetrics> {
     this.assertUsable();
+    const batchSize = this.options.evalBatchSize ?? this.spec.hyperparameters.batch_size;
+    if (this.dpoBeta !== null) {
+      return evaluatePairs(this.model, this.validationPairs, {
+        beta: this.dpoBeta,
+        padTokenId: this.options.padTokenId,
+        batchSize,
+        maxExamples,
+      });
+    }
     return evaluateSequences(this.model, examples, {
       padTokenId: this.options.padTokenId,
-      batchSize: this.options.evalBatchSize ?? this.spec.hyperparameters.batch_size,
+      batchSize,
       maxExamples,
     });
   }
@@ -391,7 +459,7 @@ export class Trainer {
       let stop = false;
       if (
         training.eval_every_steps !== undefined &&
-        this.validation.length > 0 &&
+        this.validationCount > 0 &&
         this.stepCount % training.eval_every_steps === 0
       ) {
         stop = await this.evaluateAndTrack(metrics);
@@ -403,7 +471,9 @@ export class Trainer {
         epoch: metrics.epoch,
         totalEpochs: this.totalSteps / this.stepsPerEpoch,
         loss: metrics.trainLoss,
-        meanTokenAccuracy: metrics.trainMeanTokenAccuracy,
+        ...(metrics.dpo
+          ? { dpo: metrics.dpo }
+          : { meanTokenAccuracy: metrics.trainMeanTokenAccuracy }),
         learningRate: metrics.learningRate,
         gradNorm: metrics.gradNorm,
         tokensPerSecond: attemptSeconds > 0 ? attemptTokens / attemptSeconds : 0,
@@ -512,7 +582,11 @@ export class Trainer {
    * Σ token NLL / (targets of the whole group), so the sum over micro-batches is the mean
    * token loss of the group and the summed gradients are the big batch's gradient.
    */
-  private forwardBackward(microBatches: number[][], stepNumber: number): ForwardBackwardPass {
+  private async forwardBackward(
+    microBatches: number[][],
+    stepNumber: number,
+  ): Promise<ForwardBackwardPass> {
+    if (this.dpoBeta !== null) return this.preferencePass(microBatches, stepNumber, this.dpoBeta);
     const seed = this.spec.seed;
     const groupTargets = microBatches.reduce((n, mb) => n + countTargets(this.train, mb), 0);
     const divisor = Math.max(groupTargets, 1);
@@ -556,7 +630,34 @@ export class Trainer {
     }
     if (!grads || !lossSum || !correctSum)
       throw new Error('a training step needs at least one micro-batch');
-    return { grads, lossSum, correctSum, tokens, groupTargets };
+    return { grads, lossSum, correctSum, tokens, groupTargets, dpo: null };
+  }
+
+  /** The DPO counterpart of the supervised pass: micro-batches of pairs (preference-pass.ts). */
+  private async preferencePass(
+    microBatches: number[][],
+    stepNumber: number,
+    beta: number,
+  ): Promise<ForwardBackwardPass> {
+    const pass = await preferenceForwardBackward(this.model, this.trainPairs, microBatches, {
+      beta,
+      padTokenId: this.options.padTokenId,
+      seed: this.spec.seed,
+      stepNumber,
+      variables: [...this.variables.values()],
+    });
+    const grads = new Map<string, tf.Tensor>();
+    for (const [variableName, grad] of pass.grads)
+      grads.set(this.stableNames.get(variableName)!, grad);
+    return {
+      grads,
+      lossSum: pass.lossSum,
+      // DPO scores whole completions: no token accuracy (the packed read needs a value).
+      correctSum: tf.scalar(0),
+      tokens: pass.tokens,
+      groupTargets: pass.targets,
+      dpo: rewardMetrics(pass.metrics),
+    };
   }
 
   /** What a checkpoint must agree with to belong to this run. */
@@ -566,7 +667,7 @@ export class Trainer {
       configSha256: this.configSha256,
       trainSha256: this.trainSha256,
       validationSha256: this.validationSha256,
-      trainExamples: this.train.length,
+      trainExamples: this.exampleCount,
       totalSteps: this.totalSteps,
       stepsPerEpoch: this.stepsPerEpoch,
       seed: this.spec.seed,
@@ -612,7 +713,9 @@ export class Trainer {
   private async evaluateAndTrack(metrics: StepMetrics): Promise<boolean> {
     const result = await this.evaluate();
     metrics.validLoss = result.loss;
-    metrics.validMeanTokenAccuracy = result.meanTokenAccuracy;
+    if (result.meanTokenAccuracy !== undefined)
+      metrics.validMeanTokenAccuracy = result.meanTokenAccuracy;
+    if (result.dpo) metrics.validDpo = result.dpo;
     const early = this.options.earlyStopping;
     const isBest = recordValidation(this.best, result.loss, this.stepCount, early?.minDelta ?? 0);
     // Only early stopping needs the weights; snapshots cost a host copy of the adapter.
@@ -679,6 +782,8 @@ interface ForwardBackwardPass {
   tokens: number;
   /** Target tokens scored. */
   groupTargets: number;
+  /** DPO steps: the reward metrics of the step's pairs. */
+  dpo: DpoRewardMetrics | null;
 }
 
 function disposePass(pass: ForwardBackwardPass): void {

@@ -14,16 +14,36 @@ export interface EarlyStoppingOptions {
   restoreBest?: boolean;
 }
 
+/**
+ * TRL's DPO reward metrics (`rewards/chosen`, `rewards/rejected`, `rewards/margins`,
+ * `rewards/accuracies`), means over a step's or a validation pass's pairs. A reward is
+ * β·(log π(y|x) − log π_ref(y|x)) of one completion (train/dpo.loss.ts).
+ */
+export interface DpoRewardMetrics {
+  rewardsChosen: number;
+  rewardsRejected: number;
+  /** rewardsChosen − rewardsRejected. */
+  rewardsMargin: number;
+  /** Share of pairs whose chosen reward exceeds the rejected one. */
+  rewardsAccuracy: number;
+}
+
 /** One row of the step-metrics CSV (OpenAI `result_files` plus lorafleet's extras). */
 export interface StepMetrics {
   step: number;
   /** Fractional epochs completed after this step. */
   epoch: number;
+  /** The mean token NLL (supervised), or the mean DPO loss −log σ(β·z) over the step's pairs. */
   trainLoss: number;
-  trainMeanTokenAccuracy: number;
+  /** Supervised only: DPO scores whole completions, not tokens. */
+  trainMeanTokenAccuracy?: number;
+  /** DPO only: the step's reward metrics. */
+  dpo?: DpoRewardMetrics;
   /** Set on steps that ran a validation pass. */
   validLoss?: number;
   validMeanTokenAccuracy?: number;
+  /** DPO only, on steps that ran a validation pass. */
+  validDpo?: DpoRewardMetrics;
   learningRate: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
@@ -43,7 +63,10 @@ export interface TrainingProgress {
   epoch: number;
   totalEpochs: number;
   loss: number;
-  meanTokenAccuracy: number;
+  /** Supervised only. */
+  meanTokenAccuracy?: number;
+  /** DPO only: this step's reward metrics. */
+  dpo?: DpoRewardMetrics;
   learningRate: number;
   gradNorm: number;
   /** Real tokens per second, averaged over this attempt's steps. */
@@ -55,12 +78,21 @@ export interface TrainingProgress {
 }
 
 export interface EvalMetrics {
-  /** Mean next-token NLL over validation targets. */
+  /** Mean next-token NLL over validation targets (supervised), or the mean DPO loss over pairs. */
   loss: number;
-  meanTokenAccuracy: number;
+  /** Supervised only. */
+  meanTokenAccuracy?: number;
+  /** DPO only: reward metrics over the validation pairs. */
+  dpo?: DpoRewardMetrics;
   /** Target tokens scored. */
   tokens: number;
+  /** Examples (supervised) or pairs (DPO) evaluated. */
   examples: number;
+}
+
+/** A supervised validation pass: token accuracy is always measured. */
+export interface TokenEvalMetrics extends EvalMetrics {
+  meanTokenAccuracy: number;
 }
 
 export interface EvalReport extends EvalMetrics {
@@ -95,22 +127,11 @@ export class TrainingConfigError extends Error {
 /**
  * Checks a spec handed to the trainer against the contracts schema (callers other than
  * libs/data `resolveFineTuneSpec` may build one by hand). A bad field is a
- * `TrainingConfigError` whose `field` is the spec's path, e.g. `training.learning_rate`; so is a
- * method the loop does not run yet (`method.type`).
+ * `TrainingConfigError` whose `field` is the spec's path, e.g. `training.learning_rate`.
  */
 export function checkFineTuneSpec(spec: FineTuneSpec): FineTuneSpec {
   const parsed = FineTuneSpecSchema.safeParse(spec);
-  if (parsed.success) {
-    if (parsed.data.method.type !== 'supervised') {
-      // dpoStep exists, but this loop trains next-token cross-entropy only; training a DPO
-      // spec as SFT would silently produce the wrong adapter (the API refuses such jobs too).
-      throw new TrainingConfigError(
-        `method.type "${parsed.data.method.type}" is not supported by the trainer loop yet; only "supervised" trains`,
-        'method.type',
-      );
-    }
-    return parsed.data;
-  }
+  if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   const field = issue.path.join('.');
   throw new TrainingConfigError(`${field || 'spec'}: ${issue.message}`, field || undefined);
