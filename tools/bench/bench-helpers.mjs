@@ -52,3 +52,15 @@ export const childPids = (pid) => {
     return [];
   }
 };
+
+/** CPU time a Linux process has used so far (user + system), ms; null where /proc cannot tell. */
+export const processCpuMs = (pid) => {
+  try {
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return null;
+  }
+};

@@ -22,7 +22,14 @@ import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { childPids, peakRssMb, percentile, resetPeakRss, sleep } from './bench-helpers.mjs';
+import {
+  childPids,
+  peakRssMb,
+  percentile,
+  processCpuMs,
+  resetPeakRss,
+  sleep,
+} from './bench-helpers.mjs';
 import { makeBenchAdapters, storeBenchAdapters } from './serve-adapters.mjs';
 import { transportBaseline } from './serve-transport.mjs';
 
@@ -88,6 +95,41 @@ function countFigures(adapters, measured, extra) {
     ttftMs: summary(measured.flatMap((r) => r.ttftMs)),
     ...extra,
   };
+}
+
+/**
+ * Runs `rounds` rounds of every adapter count, interleaved (1, 4, 16, 1, 4, 16, …) so that a
+ * change in the shared machine's load falls on every count alike. Around each round it samples
+ * `counters()` (numbers, or null where unknown; summed per count) and, after `resetPeaks()`,
+ * `peaks()` (peak RSS figures; the largest per count).
+ */
+async function interleavedRounds(runRound, { counters, resetPeaks, peaks }) {
+  const perCount = new Map(
+    ADAPTER_COUNTS.map((count) => [count, { measured: [], sums: {}, peaks: {} }]),
+  );
+  for (let r = 0; r < rounds; r++) {
+    for (const count of ADAPTER_COUNTS) {
+      const entry = perCount.get(count);
+      resetPeaks();
+      const before = await counters();
+      entry.measured.push(await runRound(count, r));
+      const after = await counters();
+      for (const [name, value] of Object.entries(after)) {
+        const known = value !== null && before[name] !== null && entry.sums[name] !== null;
+        entry.sums[name] = known ? (entry.sums[name] ?? 0) + value - before[name] : null;
+      }
+      for (const [name, value] of Object.entries(peaks())) {
+        entry.peaks[name] = value === null ? null : Math.max(entry.peaks[name] ?? 0, value);
+      }
+    }
+  }
+  return ADAPTER_COUNTS.map((count) => {
+    const { measured, sums, peaks: peak } = perCount.get(count);
+    const generated = measured.reduce((n, r) => n + r.completionTokens, 0);
+    const perToken = (name, scale = 1) =>
+      sums[name] === null ? null : (sums[name] * scale) / generated;
+    return { count, measured, peak, perToken };
+  });
 }
 
 async function inProcess(model, tokenizer) {
@@ -168,14 +210,19 @@ async function inProcessBatched(model, tokenizer, adapters, baseSha256) {
   };
   try {
     await round(adapters.length, 'warm-up');
-    const results = [];
-    for (const count of ADAPTER_COUNTS) {
-      resetPeakRss(process.pid);
-      const measured = [];
-      for (let r = 0; r < rounds; r++) measured.push(await round(count, `k${count}-r${r}`));
-      results.push(countFigures(count, measured, { peakRssMb: peakRssMb(process.pid) }));
-    }
-    return results;
+    // CPU time as well as wall time: it moves less with the other sessions' load.
+    const cpuMs = () => {
+      const { user, system } = process.cpuUsage();
+      return (user + system) / 1000;
+    };
+    const counts = await interleavedRounds((count, r) => round(count, `k${count}-r${r}`), {
+      counters: async () => ({ cpuMs: cpuMs() }),
+      resetPeaks: () => resetPeakRss(process.pid),
+      peaks: () => ({ rss: peakRssMb(process.pid) }),
+    });
+    return counts.map(({ count, measured, peak, perToken }) =>
+      countFigures(count, measured, { peakRssMb: peak.rss, cpuMsPerToken: perToken('cpuMs') }),
+    );
   } finally {
     engine.dispose();
     registry.dispose();
@@ -306,23 +353,28 @@ async function throughApi(adapters, baseSha256) {
     // Warm-up: every adapter is fetched from Postgres into the worker's registry once.
     await round(fineTuned.length);
     const servingChild = childPids(worker.pid)[0];
-    const batched = [];
-    for (const count of ADAPTER_COUNTS) {
-      for (const pid of [servingChild, worker.pid]) if (pid) resetPeakRss(pid);
-      const before = await redisCounters(redis);
-      const measured = [];
-      for (let r = 0; r < rounds; r++) measured.push(await round(count));
-      const after = await redisCounters(redis);
-      const generated = measured.reduce((n, r) => n + r.completionTokens, 0);
-      batched.push(
-        countFigures(count, measured, {
-          servingChildPeakRssMb: servingChild ? peakRssMb(servingChild) : null,
-          workerPeakRssMb: peakRssMb(worker.pid),
-          redisCommandsPerToken: (after.commands - before.commands) / generated,
-          redisCpuMsPerToken: ((after.cpuSeconds - before.cpuSeconds) * 1000) / generated,
-        }),
-      );
-    }
+    const counts = await interleavedRounds(round, {
+      counters: async () => ({
+        ...(await redisCounters(redis)),
+        childCpuMs: servingChild ? processCpuMs(servingChild) : null,
+      }),
+      resetPeaks: () => {
+        for (const pid of [servingChild, worker.pid]) if (pid) resetPeakRss(pid);
+      },
+      peaks: () => ({
+        child: servingChild ? peakRssMb(servingChild) : null,
+        worker: peakRssMb(worker.pid),
+      }),
+    });
+    const batched = counts.map(({ count, measured, peak, perToken }) =>
+      countFigures(count, measured, {
+        servingChildPeakRssMb: peak.child,
+        workerPeakRssMb: peak.worker,
+        servingChildCpuMsPerToken: perToken('childCpuMs'),
+        redisCommandsPerToken: perToken('commands'),
+        redisCpuMsPerToken: perToken('cpuSeconds', 1000),
+      }),
+    );
     return { sequential, batched };
   } finally {
     for (const child of processes) child.kill('SIGTERM');
@@ -364,6 +416,11 @@ try {
 const ratio = (rows, count) =>
   rows.find((r) => r.adapters === count).tokensPerSecond /
   rows.find((r) => r.adapters === 1).tokensPerSecond;
+const cpuRatio = (rows, field, count) => {
+  const one = rows.find((r) => r.adapters === 1)[field];
+  const many = rows.find((r) => r.adapters === count)[field];
+  return one === null || many === null ? null : one / many;
+};
 const most = Math.max(...ADAPTER_COUNTS);
 const result = {
   model: MODEL,
@@ -388,6 +445,12 @@ const result = {
       inProcess: ratio(localBatched, most),
       throughApi: ratio(served.batched, most),
       target: 0.7,
+    },
+    // The same ratio from CPU time per token (1-adapter CPU ms over most-adapter CPU ms): what
+    // the decoding costs, without the other sessions' share of the machine.
+    cpuRatioMostToOneAdapter: {
+      inProcess: cpuRatio(localBatched, 'cpuMsPerToken', most),
+      servingChild: cpuRatio(served.batched, 'servingChildCpuMsPerToken', most),
     },
   },
   transport,
@@ -418,8 +481,8 @@ else {
     for (const row of rows) {
       const memory =
         row.peakRssMb !== undefined
-          ? `peak RSS ${row.peakRssMb} MiB`
-          : `serving child peak RSS ${row.servingChildPeakRssMb} MiB, worker ${row.workerPeakRssMb} MiB; Redis ${f(row.redisCommandsPerToken)} commands, ${row.redisCpuMsPerToken.toFixed(3)} CPU ms per token`;
+          ? `peak RSS ${row.peakRssMb} MiB; ${row.cpuMsPerToken.toFixed(2)} CPU ms per token`
+          : `serving child peak RSS ${row.servingChildPeakRssMb} MiB, worker ${row.workerPeakRssMb} MiB; serving child ${f(row.servingChildCpuMsPerToken)} CPU ms per token; Redis ${f(row.redisCommandsPerToken)} commands, ${row.redisCpuMsPerToken.toFixed(3)} CPU ms per token`;
       console.log(
         `  ${label} ${String(row.adapters).padStart(2)} adapter(s): ${f(row.tokensPerSecond)} tokens/s; first token p50 ${f(row.ttftMs.p50)} ms p99 ${f(row.ttftMs.p99)} ms; ${memory}`,
       );
@@ -428,6 +491,10 @@ else {
   const r = result.heterogeneous.ratioMostToOneAdapter;
   console.log(
     `  ${most} adapters / 1 adapter: in-process ×${r.inProcess.toFixed(2)}, through API ×${r.throughApi.toFixed(2)} (target ≥ ${r.target})`,
+  );
+  const c = result.heterogeneous.cpuRatioMostToOneAdapter;
+  console.log(
+    `  the same from CPU time per token: in-process ×${c.inProcess?.toFixed(2) ?? '?'}, serving child ×${c.servingChild?.toFixed(2) ?? '?'}`,
   );
   console.log(
     `3. transport alone, ${transport.requests} sequential requests of ${transport.tokens} tokens, no model`,
