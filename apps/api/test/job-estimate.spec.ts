@@ -1,13 +1,15 @@
 /**
  * `POST /v1/fine_tuning/jobs/estimate` (issue 20 item 3) against the real Postgres and Redis:
- * the same 4xx as create for the same bad body, the trainer's own token and step figures,
- * wall times from the speeds workers recorded (null with a reason where none exists), the
- * memory fit per backend, the tenant's quota, and nothing created.
+ * the same 4xx as create for the same bad body, the trainer's own token and step figures
+ * (over preference pairs for DPO), wall times from the speeds workers recorded for the job's
+ * method (null with a reason where none exists), the memory fit per backend, the tenant's
+ * quota, and nothing created.
  */
 import {
   estimateFineTuneRun,
   loadTokenizer,
   parseJsonlExamples,
+  parsePreferenceJsonl,
   readModelFacts,
   resolveFineTuneSpec,
 } from '@lorafleet/data';
@@ -125,6 +127,7 @@ describe('job estimate', () => {
     for (const tokensPerSecond of [90, 110, 100]) {
       await workers.recordThroughput({
         baseModel: MODEL,
+        method: 'supervised',
         backend: 'wasm-blas',
         workerId: 'w-blas',
         jobId: 'ftjob-earlier',
@@ -221,5 +224,73 @@ describe('job estimate', () => {
     const bobs = await bob.request('POST', ESTIMATE, body({ training_file: bobFile }));
     expect(bobs.body.quota).toMatchObject({ fits: true, active_jobs: 0 });
     expect(await count('fine_tuning_jobs')).toBe(2);
+  });
+
+  it('sizes a DPO body over its pairs, and prices it only with DPO speeds', async () => {
+    const dpoBody = body({
+      training_file: preferenceFile,
+      hyperparameters: undefined,
+      method: { type: 'dpo', dpo: { hyperparameters: { n_epochs: 2, batch_size: 2 } } },
+    });
+    // The earlier test registered a wasm-blas worker and recorded supervised speeds only;
+    // a heartbeat keeps it live however long that test took.
+    const workers = new WorkersRepository(api.dataSource);
+    await workers.heartbeat('w-blas', 'idle', null);
+    const response = await alice.request('POST', ESTIMATE, dpoBody);
+    expect(response.status).toBe(200);
+    const modelDir = path.join(MODELS_DIR, MODEL);
+    const expected = estimateFineTuneRun(
+      parsePreferenceJsonl(PREFERENCE_JSONL),
+      await loadTokenizer(modelDir),
+      resolveFineTuneSpec(
+        {
+          method: { type: 'dpo' },
+          hyperparameters: { n_epochs: 2, batch_size: 2 },
+          training: { max_seq_length: 32 },
+        },
+        { model: MODEL, contextLength: 64, trainingExamples: 3 },
+      ),
+      readModelFacts(modelDir).trainingShape,
+    );
+    expect(response.body).toMatchObject({
+      method: 'dpo',
+      examples: 3,
+      trained_tokens_per_epoch: expected.tokensPerEpoch,
+      trained_tokens: 2 * expected.tokensPerEpoch,
+      steps_per_epoch: 2,
+      total_steps: 4,
+      estimated_peak_memory_mb: Math.ceil(expected.memory.totalBytes / 2 ** 20),
+    });
+    const dpoOn = (estimate: typeof response.body, backend: string) =>
+      (estimate.backends as { backend: string }[]).find((b) => b.backend === backend);
+    expect(dpoOn(response.body, 'wasm-blas')).toMatchObject({
+      tokens_per_second: null,
+      samples: 0,
+      estimated_seconds: null,
+      reason: expect.stringMatching(
+        /no DPO job on tiny-random-gpt2 has finished on wasm-blas yet, so its DPO speed is unknown/,
+      ),
+    });
+
+    await workers.recordThroughput({
+      baseModel: MODEL,
+      method: 'dpo',
+      backend: 'wasm-blas',
+      workerId: 'w-blas',
+      jobId: 'ftjob-earlier-dpo',
+      attempt: 1,
+      tokensPerSecond: 40,
+      trainedTokens: 1000,
+    });
+    const measured = (await alice.request('POST', ESTIMATE, dpoBody)).body;
+    expect(dpoOn(measured, 'wasm-blas')).toMatchObject({
+      tokens_per_second: 40,
+      samples: 1,
+      estimated_seconds: Math.ceil(measured.trained_tokens / 40),
+      reason: null,
+    });
+    // The supervised estimate still reads only supervised speeds.
+    const supervised = (await alice.request('POST', ESTIMATE, body())).body;
+    expect(dpoOn(supervised, 'wasm-blas')).toMatchObject({ tokens_per_second: 100, samples: 3 });
   });
 });

@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
-import type { FineTuningJob } from '@lorafleet/contracts';
+import type { FineTuningJob, FineTuningJobEstimate } from '@lorafleet/contracts';
 
 import { buildCreateBody } from '../src/commands/remote-jobs.command';
 import { ApiConnectionError, ApiRequestError, RemoteClient } from '../src/remote/client';
-import { bar, duration, jobLines, progressLine, table } from '../src/remote/format';
+import { bar, duration, estimateLines, jobLines, progressLine, table } from '../src/remote/format';
 import { TarError, readTarGz, safeRelativePath } from '../src/remote/tar';
 import { ProgressPrinter, WatchTimeoutError, watchJob } from '../src/remote/watch';
 
@@ -169,6 +169,65 @@ describe('formatting', () => {
     plain.update({ ...state, job: job({ status: 'succeeded' }) }); // status changes always print
     expect(log).toHaveLength(2);
     expect(log[1]).toMatch(/succeeded\n$/);
+  });
+});
+
+describe('estimateLines', () => {
+  const estimate: FineTuningJobEstimate = {
+    object: 'fine_tuning.job.estimate',
+    model: 'tiny-random-gpt2',
+    training_file: 'file-1',
+    method: 'supervised',
+    hyperparameters: { n_epochs: 2, batch_size: 2, learning_rate_multiplier: 1 },
+    lora: { r: 8, alpha: 16, dropout: 0, use_rslora: false },
+    training: {
+      learning_rate: 2e-4,
+      max_seq_length: 32,
+      lr_scheduler: 'linear',
+      warmup_steps: 0,
+      weight_decay: 0,
+      gradient_accumulation_steps: 1,
+      max_grad_norm: 1,
+      gradient_checkpointing: false,
+    },
+    examples: 4,
+    trained_tokens_per_epoch: 120,
+    trained_tokens: 240,
+    trained_tokens_exact: true,
+    target_tokens_per_epoch: 30,
+    target_tokens: 60,
+    steps_per_epoch: 2,
+    total_steps: 4,
+    epochs: 2,
+    truncated_examples: 1,
+    examples_without_targets: 0,
+    estimated_peak_memory_mb: 400,
+    memory_parts_mb: {
+      frozen_weights: 1,
+      adapter_and_optimizer: 1,
+      activations: 1,
+      head: 1,
+      runtime: 396,
+    },
+    backends: [],
+    quota: {
+      fits: true,
+      rule: 'max_active_jobs_per_tenant',
+      limit: 2,
+      active_jobs: 0,
+      message: null,
+    },
+  };
+
+  it('counts a DPO estimate in pairs, its tokens over both sides of each pair', () => {
+    const sft = estimateLines(estimate);
+    expect(sft).toMatch(/^examples: +4$/m);
+    expect(sft).toMatch(/^truncated: +1 examples at max_seq_length 32$/m);
+    const dpo = estimateLines({ ...estimate, method: 'dpo' });
+    expect(dpo).toMatch(/^pairs: +4$/m);
+    expect(dpo).toMatch(/^trained tokens: +240 \(120 per epoch, both sides of each pair; 30 of/m);
+    expect(dpo).toMatch(/^truncated: +1 pairs at max_seq_length 32$/m);
+    expect(dpo).not.toMatch(/examples/);
   });
 });
 

@@ -335,6 +335,7 @@ describe('FineTuneProcessor: each trainer outcome decides the attempt', () => {
     expect(fleet.throughput).toEqual([
       {
         baseModel: MODEL,
+        method: 'supervised',
         backend: 'cpu',
         workerId: 'worker-a',
         jobId: JOB_ID,

@@ -1,6 +1,7 @@
 import { encodeExample, maxExampleChars, type EncodedExample } from './example.tokenizer';
+import { preferenceChats } from './preference.batch';
 import type { TextTokenizer } from './text-tokenizer';
-import type { TrainingExample } from './training-example.types';
+import type { PreferenceExample, TrainingExample } from './training-example.types';
 
 export interface PreflightOptions {
   maxSeqLength: number;
@@ -103,6 +104,65 @@ export function preflightSummary(
     }
     if (targets === 0) summary.examplesWithoutTrainableTokens += 1;
     summary.longestExampleTokens = Math.max(summary.longestExampleTokens, encoded.inputIds.length);
+  });
+  return summary;
+}
+
+/**
+ * The pre-flight of a DPO run, counted in pairs: `examples` is the number of pairs, and a pair
+ * counts as truncated (or without trainable tokens, or with truncated targets) when either side
+ * is. Tokens count both sides, each tokenized as the trainer does (prompt + completion chats,
+ * {@link preferenceChats}): the DPO trainer's `trained_tokens` reads both sides of every pair in
+ * its policy pass. Steps are {@link computeStepsPerEpoch} over pairs, as the trainer's schedule.
+ * Pure (no tfjs): lora-core's pre-flight and the API's job estimate both call it.
+ */
+export function preferencePreflightSummary(
+  pairs: readonly PreferenceExample[],
+  tokenizer: TextTokenizer,
+  options: PreflightOptions,
+): PreflightSummary {
+  requirePositiveInteger('maxSeqLength', options.maxSeqLength);
+  requirePositiveInteger('epochs', options.epochs);
+  const stepsPerEpoch = computeStepsPerEpoch(
+    pairs.length,
+    options.batchSize,
+    options.gradientAccumulationSteps ?? 1,
+  );
+  const summary: PreflightSummary = {
+    examples: pairs.length,
+    tokens: 0,
+    trainableTokens: 0,
+    truncatedExamples: 0,
+    examplesWithoutTrainableTokens: 0,
+    examplesWithTruncatedTargets: 0,
+    longestKeptTokens: 0,
+    longestExampleTokens: 0,
+    stepsPerEpoch,
+    totalSteps: stepsPerEpoch * options.epochs,
+  };
+  pairs.forEach((pair, index) => {
+    const chats = preferenceChats(pair);
+    let sides: PreflightSummary;
+    try {
+      sides = preflightSummary([chats.chosen, chats.rejected], tokenizer, {
+        maxSeqLength: options.maxSeqLength,
+        batchSize: 1,
+        epochs: 1,
+      });
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new Error(`pair ${index + 1}: ${detail}`, { cause: error });
+    }
+    summary.tokens += sides.tokens;
+    summary.trainableTokens += sides.trainableTokens;
+    if (sides.truncatedExamples > 0) summary.truncatedExamples += 1;
+    if (sides.examplesWithoutTrainableTokens > 0) summary.examplesWithoutTrainableTokens += 1;
+    if (sides.examplesWithTruncatedTargets > 0) summary.examplesWithTruncatedTargets += 1;
+    summary.longestKeptTokens = Math.max(summary.longestKeptTokens, sides.longestKeptTokens);
+    summary.longestExampleTokens = Math.max(
+      summary.longestExampleTokens,
+      sides.longestExampleTokens,
+    );
   });
   return summary;
 }

@@ -54,6 +54,7 @@ describe('libs/db against a real Postgres', () => {
       'FileKind1796520296176',
       'WebhookDeliveries1796524634492',
       'WorkerThroughput1796524791437',
+      'WorkerThroughputMethod1796528697644',
     ]);
     jobs = new JobsRepository(ds);
     attempts = new AttemptsRepository(ds);

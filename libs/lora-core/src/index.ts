@@ -156,13 +156,15 @@ export {
   loraConfigOf,
   NoTrainableTokensError,
   TRUNCATION_WARNING_SHARE,
-  preferencePreflightSummary,
   type FineTuneLineage,
   type FineTuneOptions,
   type FineTunePreflight,
   type FineTuneResult,
   type LoadedModel,
 } from './trainer/fine-tune';
+// Pure (no tfjs), so it lives in libs/data beside `preflightSummary` for the API's job estimate;
+// re-exported so lora-core's public API keeps it.
+export { preferencePreflightSummary } from '@lorafleet/data';
 export {
   DeviceBufferLimitError,
   DeviceMemoryLimitError,

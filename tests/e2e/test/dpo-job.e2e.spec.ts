@@ -4,9 +4,11 @@
  * the built api; a real worker process trains it (wasm backend, the shipped tiny GPT-2) to
  * `succeeded`. The job's metrics events and checkpoints carry the DPO metrics, and the
  * downloadable adapter is byte-identical to lora-core's `runFineTune` on the same spec in this
- * process (same backend), so it is the DPO-trained adapter and no other.
+ * process (same backend), so it is the DPO-trained adapter and no other. The job estimate
+ * (item 3) of the same body, asked before the create, foretells the finished job's steps and
+ * trained tokens; it has no DPO speed to price the run with until the job records one.
  */
-import type { FineTuneSpec } from '@lorafleet/contracts';
+import type { FineTuneSpec, FineTuningJobEstimate } from '@lorafleet/contracts';
 import { loadTokenizer } from '@lorafleet/data';
 import { loadCausalLM, runFineTune, selectBackend } from '@lorafleet/lora-core';
 import { REPO_ROOT } from '@lorafleet/testing';
@@ -66,7 +68,7 @@ describe('a DPO job through the openai client and a real worker', () => {
       purpose: 'fine-tune',
     });
     expect(training).toMatchObject({ status: 'processed', kind: 'preference' });
-    const created = await client.fineTuning.jobs.create({
+    const body: OpenAI.FineTuning.JobCreateParams = {
       model: BASE,
       training_file: training.id,
       validation_file: validation.id,
@@ -82,7 +84,22 @@ describe('a DPO job through the openai client and a real worker', () => {
         lora: { r: 4, alpha: 8 },
         training: { max_seq_length: 48, eval_every_steps: 3 },
       } as object),
-    });
+    };
+    // The estimate (a lorafleet extension) through the client's generic post, before the job
+    // exists: the worker is live, but no DPO run has measured its speed.
+    await fleet.workerReady('dpo-1');
+    const estimate = (request: object) =>
+      client.post<FineTuningJobEstimate>('/fine_tuning/jobs/estimate', { body: request });
+    const before = await estimate(body);
+    expect(before).toMatchObject({ method: 'dpo', examples: PREFERENCES.length, epochs: 3 });
+    expect(before.backends).toEqual([
+      expect.objectContaining({
+        backend: 'wasm',
+        estimated_seconds: null,
+        reason: expect.stringContaining('no DPO job on tiny-random-gpt2 has finished on wasm yet'),
+      }),
+    ]);
+    const created = await client.fineTuning.jobs.create(body);
     expect(created.method).toEqual({
       type: 'dpo',
       dpo: {
@@ -97,6 +114,33 @@ describe('a DPO job through the openai client and a real worker', () => {
     const finished = await client.fineTuning.jobs.retrieve(created.id);
     expect(finished).toMatchObject({ status: 'succeeded', trained_tokens: expect.any(Number) });
     expect(finished.fine_tuned_model).toMatch(/^ft:tiny-random-gpt2:/);
+    // The estimate foretold the run: the trainer's steps, and its tokens over both sides of
+    // every pair (2 pairs a step, 2 steps an epoch, 3 epochs).
+    expect(before).toMatchObject({
+      total_steps: done.progress.total_steps,
+      trained_tokens: finished.trained_tokens,
+      trained_tokens_exact: true,
+    });
+    expect(before.total_steps).toBe(6);
+    // The finished attempt recorded its DPO speed, so the same body now has a wall time on wasm.
+    const samples = await fleet.dataSource.query<{ method: string; backend: string }[]>(
+      'SELECT method, backend FROM worker_throughput WHERE job_id = $1',
+      [created.id],
+    );
+    expect(samples).toEqual([{ method: 'dpo', backend: 'wasm' }]);
+    const after = await estimate(body);
+    expect(after.backends).toEqual([
+      expect.objectContaining({
+        backend: 'wasm',
+        samples: 1,
+        tokens_per_second: expect.any(Number),
+        estimated_seconds: expect.any(Number),
+        reason: null,
+      }),
+    ]);
+    expect(after.backends[0].estimated_seconds).toBe(
+      Math.ceil(after.trained_tokens / after.backends[0].tokens_per_second!),
+    );
 
     // Metrics events: every step's DPO loss and rewards, no token accuracy (2 pairs a step,
     // 2 steps an epoch, 3 epochs).

@@ -4,12 +4,14 @@ import {
   type ApiEnv,
   type BackendEstimate,
   type FineTuningJobEstimate,
+  type MethodType,
 } from '@lorafleet/contracts';
 import {
   WASM_HEAP_BUDGET_BYTES,
   estimateFineTuneRun,
   loadTokenizer,
   parseJsonlExamples,
+  parsePreferenceJsonl,
   wasmHeapBytes,
   type BaseModelEntry,
   type FineTuneRunEstimate,
@@ -33,8 +35,9 @@ const toMb = (bytes: number) => Math.ceil(bytes / MIB);
  * `POST /v1/fine_tuning/jobs/estimate` (issue 20 item 3): runs create's own checks and
  * resolution (`JobsService.validate`, so the same body gets the same 4xx), then sizes the run
  * the way the trainer will (libs/data `estimateFineTuneRun`: its tokenizer, truncation, loss
- * mask, step count and pre-flight memory estimator), prices it on each backend of the live
- * fleet with the speeds workers recorded, and checks the tenant's quota. It stores nothing.
+ * mask, step count and pre-flight memory estimator; for DPO, over preference pairs), prices it
+ * on each backend of the live fleet with the speeds workers recorded for the job's training
+ * method, and checks the tenant's quota. It stores nothing.
  */
 @Injectable()
 export class JobEstimateService {
@@ -54,7 +57,9 @@ export class JobEstimateService {
     const { request, spec } = resolved;
     const run = await this.sizeRun(tenantId, resolved);
     const [throughput, fleet, activeJobs] = await Promise.all([
-      this.workers.throughputFor(request.model),
+      // Per method: a DPO token costs a reference forward pass more than a supervised one, and
+      // no fixed factor converts one speed into the other on every backend.
+      this.workers.throughputFor(request.model, spec.method.type),
       this.workers.liveBackends(WORKER_GONE_AFTER_MS),
       this.jobs.countActiveForTenant(tenantId),
     ]);
@@ -94,6 +99,7 @@ export class JobEstimateService {
           throughput.find((t) => t.backend === backend.backend) ?? null,
           run,
           request.model,
+          spec.method.type,
         ),
       ),
       quota: {
@@ -114,15 +120,6 @@ export class JobEstimateService {
     tenantId: string,
     { request, spec, facts, baseModel, baseModelHash }: ResolvedJobRequest,
   ): Promise<FineTuneRunEstimate> {
-    if (spec.method.type !== 'supervised') {
-      // Preference pairs train two sequences a step against the reference policy: the SFT
-      // sizing below would misstate both tokens and memory.
-      throw new ApiError(
-        'invalid_request',
-        `Estimates are available for "supervised" jobs; method.type "${spec.method.type}" cannot be estimated yet`,
-        'method.type',
-      );
-    }
     const content = await this.files.getContent(tenantId, request.training_file);
     if (content === null) {
       // Deleted between the check and the read.
@@ -134,7 +131,11 @@ export class JobEstimateService {
     }
     const tokenizer = await this.tokenizer(baseModel, baseModelHash);
     try {
-      return estimateFineTuneRun(parseJsonlExamples(content), tokenizer, spec, facts.trainingShape);
+      // The file's kind matches the method (validate checked it): pairs for DPO, as the
+      // trainer reads them.
+      const data =
+        spec.method.type === 'dpo' ? parsePreferenceJsonl(content) : parseJsonlExamples(content);
+      return estimateFineTuneRun(data, tokenizer, spec, facts.trainingShape);
     } catch (error) {
       // A processed file parses; what fails here is an example the model's chat template or
       // tokenizer cannot take, which the worker would refuse as bad input (R13) too.
@@ -189,11 +190,16 @@ function backendEstimate(
   measured: BackendThroughput | null,
   run: FineTuneRunEstimate,
   model: string,
+  method: MethodType,
 ): BackendEstimate {
   const memory = memoryFit(backend, run);
   const reasons = [memory.reason];
   if (measured === null) {
-    reasons.push(`no ${model} job has finished on ${backend.backend} yet, so its speed is unknown`);
+    reasons.push(
+      method === 'dpo'
+        ? `no DPO job on ${model} has finished on ${backend.backend} yet, so its DPO speed is unknown (supervised speeds do not carry over: each DPO step adds a reference forward pass and reads both sides of every pair)`
+        : `no ${model} job has finished on ${backend.backend} yet, so its speed is unknown`,
+    );
   }
   return {
     backend: backend.backend,

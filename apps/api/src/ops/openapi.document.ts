@@ -450,10 +450,11 @@ const OPERATIONS: Operation[] = [
     summary: 'Estimate a job before creating it (lorafleet extension)',
     description:
       "Takes create's body and runs create's checks, so a bad body gets the same 4xx; creates nothing. " +
-      "Answers the trainer's own token, step and epoch figures for the training file, the pre-flight peak " +
+      "Answers the trainer's own token, step and epoch figures for the training file (counted in " +
+      'preference pairs, with tokens of both sides, for `method.type: "dpo"`), the pre-flight peak ' +
       'memory estimate, the wall time on each backend of the live fleet from the tokens/s workers recorded ' +
-      'on this base model (`null` with a `reason` where none is recorded yet), and whether the tenant quota ' +
-      'admits another job now.',
+      'on this base model with the same training method (`null` with a `reason` where none is recorded ' +
+      'yet), and whether the tenant quota admits another job now.',
     tag: 'Fine-tuning',
     auth: 'bearer',
     requestBody: { required: true, content: json(ref('CreateFineTuningJobRequest')) },

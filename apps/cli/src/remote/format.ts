@@ -142,14 +142,17 @@ export function progressLine(state: ProgressState): string {
 export function estimateLines(estimate: FineTuningJobEstimate): string {
   const parts = estimate.memory_parts_mb;
   const { quota } = estimate;
+  // A DPO estimate counts preference pairs; its tokens cover both sides of every pair.
+  const dpo = estimate.method === 'dpo';
+  const units = dpo ? 'pairs' : 'examples';
   const summary = keyValues([
     ['model', estimate.model],
     ['training file', estimate.training_file],
     ['method', estimate.method],
-    ['examples', estimate.examples],
+    [units, estimate.examples],
     [
       'trained tokens',
-      `${estimate.trained_tokens_exact ? '' : '~'}${estimate.trained_tokens} (${estimate.trained_tokens_per_epoch} per epoch; ${estimate.target_tokens_per_epoch} of them loss targets)`,
+      `${estimate.trained_tokens_exact ? '' : '~'}${estimate.trained_tokens} (${estimate.trained_tokens_per_epoch} per epoch${dpo ? ', both sides of each pair' : ''}; ${estimate.target_tokens_per_epoch} of them loss targets)`,
     ],
     [
       'steps',
@@ -157,7 +160,7 @@ export function estimateLines(estimate: FineTuningJobEstimate): string {
     ],
     [
       'truncated',
-      `${estimate.truncated_examples} examples at max_seq_length ${estimate.training.max_seq_length}` +
+      `${estimate.truncated_examples} ${units} at max_seq_length ${estimate.training.max_seq_length}` +
         (estimate.examples_without_targets > 0
           ? `, ${estimate.examples_without_targets} left with nothing to train on`
           : ''),

@@ -122,4 +122,18 @@ describe('estimateView', () => {
       '6 steps: 2 per epoch × 1 epoch',
     );
   });
+
+  it('counts a DPO estimate in pairs, its tokens over both sides of each pair', () => {
+    const view = estimateView({ ...ESTIMATE, method: 'dpo', truncated_examples: 1 });
+    expect(view.rows).toEqual([
+      [
+        'Trained tokens',
+        '3,702 (1,234 per epoch over both sides of each pair, 400 of them trained on)',
+      ],
+      ['Steps', '6 steps: 2 per epoch × 3 epochs'],
+      ['Truncated', '1 of 3 pairs have a side cut at 32 tokens'],
+      ['Peak memory', '≈ 1,402 MiB'],
+      ['Quota', 'fits (1 of 20 active jobs)'],
+    ]);
+  });
 });

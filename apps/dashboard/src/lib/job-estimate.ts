@@ -35,10 +35,12 @@ export function estimateView(estimate: FineTuningJobEstimate): EstimateView {
   const approx = estimate.trained_tokens_exact ? '' : '≈ ';
   const epochs = Number(estimate.epochs.toFixed(2));
   const { quota } = estimate;
+  // A DPO estimate counts preference pairs, and its tokens cover both sides of every pair.
+  const dpo = estimate.method === 'dpo';
   const rows: [string, string][] = [
     [
       'Trained tokens',
-      `${approx}${count(estimate.trained_tokens)} (${count(estimate.trained_tokens_per_epoch)} per epoch, ${count(estimate.target_tokens_per_epoch)} of them trained on)`,
+      `${approx}${count(estimate.trained_tokens)} (${count(estimate.trained_tokens_per_epoch)} per epoch${dpo ? ' over both sides of each pair' : ''}, ${count(estimate.target_tokens_per_epoch)} of them trained on)`,
     ],
     [
       'Steps',
@@ -55,7 +57,9 @@ export function estimateView(estimate: FineTuningJobEstimate): EstimateView {
   if (estimate.truncated_examples > 0) {
     rows.splice(2, 0, [
       'Truncated',
-      `${count(estimate.truncated_examples)} of ${count(estimate.examples)} examples are cut at ${estimate.training.max_seq_length} tokens`,
+      dpo
+        ? `${count(estimate.truncated_examples)} of ${count(estimate.examples)} pairs have a side cut at ${estimate.training.max_seq_length} tokens`
+        : `${count(estimate.truncated_examples)} of ${count(estimate.examples)} examples are cut at ${estimate.training.max_seq_length} tokens`,
     ]);
   }
   return {

@@ -320,14 +320,15 @@ export class FineTuneProcessor {
   }
 
   /**
-   * The speed this attempt trained at, per (base model, backend), for the API's job estimate
-   * (issue 20). A measurement is advice, not a result: failing to store it only logs.
+   * The speed this attempt trained at, per (base model, method, backend), for the API's job
+   * estimate (issue 20). A measurement is advice, not a result: failing to store it only logs.
    */
   private async recordThroughput(job: FineTuningJobEntity, result: TrainerResult): Promise<void> {
     if (result.tokensPerSecond === null || !(result.tokensPerSecond > 0)) return;
     try {
       await this.workers.recordThroughput({
         baseModel: job.model,
+        method: job.spec.method.type,
         backend: result.backend,
         workerId: this.identity.id,
         jobId: job.id,

@@ -1,7 +1,8 @@
 /**
  * What a resolved fine-tune will do, computed before it runs and without tfjs: the tokens it
- * trains on (the trainer's own tokenization, truncation and loss mask, `preflightSummary`), its
- * steps and epochs (the trainer's step count, `computeStepsPerEpoch`, capped by `max_steps`)
+ * trains on (the trainer's own tokenization, truncation and loss mask: `preflightSummary`, or
+ * `preferencePreflightSummary` over the pairs of a DPO run), its steps and epochs (the trainer's
+ * step count, `computeStepsPerEpoch`, capped by `max_steps`)
  * and its peak memory (`estimateTrainingMemory`, with the inputs `runFineTune` gives it). The
  * API answers `POST /v1/fine_tuning/jobs/estimate` with it; lora-core's pre-flight builds its
  * memory input with {@link trainingMemoryInput}, so both read the same numbers.
@@ -9,9 +10,14 @@
 import type { FineTuneSpec } from '@lorafleet/contracts';
 
 import { defaultTargetModules } from '../models/model-parameters';
-import { preflightSummary, type PreflightSummary } from '../preflight.summary';
+import {
+  preferencePreflightSummary,
+  preflightSummary,
+  type PreflightOptions,
+  type PreflightSummary,
+} from '../preflight.summary';
 import type { TextTokenizer } from '../text-tokenizer';
-import type { TrainingExample } from '../training-example.types';
+import type { PreferenceExample, TrainingExample } from '../training-example.types';
 import {
   estimateTrainingMemory,
   type MemoryEstimate,
@@ -50,10 +56,14 @@ export function trainingMemoryInput<Shape extends TrainingMemoryShape>(
 }
 
 export interface FineTuneRunEstimate {
+  /** Training examples, or preference pairs for a DPO run (what the trainer's steps count). */
   examples: number;
-  /** Tokens one epoch reads after truncation (padding excluded): the trainer's `trained_tokens` per epoch. */
+  /**
+   * Tokens one epoch reads after truncation (padding excluded): the trainer's `trained_tokens`
+   * per epoch. A DPO run counts both sides of every pair, as its policy pass reads both.
+   */
   tokensPerEpoch: number;
-  /** Loss targets (completion and assistant tokens) one epoch scores. */
+  /** Loss targets (completion and assistant tokens) one epoch scores; both sides for DPO. */
   targetTokensPerEpoch: number;
   /**
    * Tokens the whole run reads: per epoch × whole epochs, plus, when `max_steps` stops the run
@@ -68,27 +78,37 @@ export interface FineTuneRunEstimate {
   totalSteps: number;
   /** Epochs the run covers: `n_epochs`, or fewer when `max_steps` stops it first. */
   epochs: number;
+  /** Examples (DPO: pairs with either side) cut at `max_seq_length`. */
   truncatedExamples: number;
+  /** Examples (DPO: pairs with either side) left with no target token. */
   examplesWithoutTargets: number;
   longestKeptTokens: number;
   memory: MemoryEstimate;
   memoryInput: MemoryEstimateInput;
 }
 
-/** Tokenizes `examples` as the trainer will and sizes the run `spec` describes. */
+/**
+ * Tokenizes the training data as the trainer will and sizes the run `spec` describes: supervised
+ * examples (`parseJsonlExamples`), or for `method.type: "dpo"` preference pairs
+ * (`parsePreferenceJsonl`), as `runFineTune` reads each. Data of the other kind is refused.
+ */
 export function estimateFineTuneRun(
-  examples: readonly TrainingExample[],
+  data: readonly TrainingExample[] | readonly PreferenceExample[],
   tokenizer: TextTokenizer,
   spec: Pick<FineTuneSpec, 'hyperparameters' | 'lora' | 'training' | 'method'>,
   shape: TrainingMemoryShape,
 ): FineTuneRunEstimate {
   const epochs = spec.hyperparameters.n_epochs;
-  const summary = preflightSummary(examples, tokenizer, {
+  const options: PreflightOptions = {
     maxSeqLength: spec.training.max_seq_length,
     batchSize: spec.hyperparameters.batch_size,
     epochs,
     gradientAccumulationSteps: spec.training.gradient_accumulation_steps,
-  });
+  };
+  const summary =
+    spec.method.type === 'dpo'
+      ? preferencePreflightSummary(preferencePairs(data), tokenizer, options)
+      : preflightSummary(supervisedExamples(data), tokenizer, options);
   // The trainer's own cap: min(steps per epoch × epochs, max_steps) (lora-core Trainer).
   const totalSteps = Math.min(
     summary.totalSteps,
@@ -117,4 +137,26 @@ export function estimateFineTuneRun(
     memory: estimateTrainingMemory(memoryInput),
     memoryInput,
   };
+}
+
+type TrainingData = TrainingExample | PreferenceExample;
+
+function preferencePairs(data: readonly TrainingData[]): readonly PreferenceExample[] {
+  const pairs = data.filter((item): item is PreferenceExample => item.format === 'preference');
+  if (pairs.length !== data.length) {
+    throw new TypeError(
+      'a DPO run trains on preference pairs (parsePreferenceJsonl), not supervised examples',
+    );
+  }
+  return pairs;
+}
+
+function supervisedExamples(data: readonly TrainingData[]): readonly TrainingExample[] {
+  const examples = data.filter((item): item is TrainingExample => item.format !== 'preference');
+  if (examples.length !== data.length) {
+    throw new TypeError(
+      'preference pairs train only with method.type "dpo"; a supervised run needs parseJsonlExamples data',
+    );
+  }
+  return examples;
 }

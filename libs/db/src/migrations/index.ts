@@ -9,6 +9,7 @@ import { LineageSpec1796516200000 } from './1796516200000-lineage-spec.migration
 import { FileKind1796520296176 } from './1796520296176-file-kind.migration';
 import { WebhookDeliveries1796524634492 } from './1796524634492-webhook-deliveries.migration';
 import { WorkerThroughput1796524791437 } from './1796524791437-worker-throughput.migration';
+import { WorkerThroughputMethod1796528697644 } from './1796528697644-worker-throughput-method.migration';
 
 /** Every migration, in order. Never edit a committed migration; generate a new one. */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
@@ -23,4 +24,5 @@ export const ALL_MIGRATIONS: MixedList<Function> = [
   FileKind1796520296176,
   WebhookDeliveries1796524634492,
   WorkerThroughput1796524791437,
+  WorkerThroughputMethod1796528697644,
 ];

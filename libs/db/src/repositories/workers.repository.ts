@@ -1,3 +1,4 @@
+import type { MethodType } from '@lorafleet/contracts';
 import type { DataSource } from 'typeorm';
 import { WorkerEntity, WorkerThroughputEntity, type WorkerStatus } from '../entities';
 
@@ -15,6 +16,8 @@ export interface WorkerRegistration {
 /** One attempt's measured training speed (a `worker_throughput` row). */
 export interface ThroughputSample {
   baseModel: string;
+  /** The job's `spec.method.type`: DPO and supervised tokens cost different time. */
+  method: MethodType;
   backend: string;
   workerId: string;
   jobId: string;
@@ -90,10 +93,15 @@ export class WorkersRepository {
   }
 
   /**
-   * Per backend, the median tokens/s of the `recent` newest samples for `baseModel` (index
-   * `idx_worker_throughput_model_backend`). Backends never measured on it are absent.
+   * Per backend, the median tokens/s of the `recent` newest samples for `baseModel` trained
+   * with `method` (index `idx_worker_throughput_model_method_backend`). Backends never measured
+   * on it with that method are absent.
    */
-  async throughputFor(baseModel: string, recent = 20): Promise<BackendThroughput[]> {
+  async throughputFor(
+    baseModel: string,
+    method: MethodType,
+    recent = 20,
+  ): Promise<BackendThroughput[]> {
     const rows = await this.dataSource.query<
       { backend: string; tokens_per_second: number; samples: number; last_measured_at: Date }[]
     >(
@@ -102,11 +110,11 @@ export class WorkersRepository {
               count(*)::int AS samples, max(measured_at) AS last_measured_at
          FROM (SELECT backend, tokens_per_second, measured_at,
                       row_number() OVER (PARTITION BY backend ORDER BY measured_at DESC, id DESC) AS n
-                 FROM worker_throughput WHERE base_model = $1) newest
-        WHERE n <= $2
+                 FROM worker_throughput WHERE base_model = $1 AND method = $2) newest
+        WHERE n <= $3
         GROUP BY backend
         ORDER BY backend`,
-      [baseModel, recent],
+      [baseModel, method, recent],
     );
     return rows.map((r) => ({
       backend: r.backend,

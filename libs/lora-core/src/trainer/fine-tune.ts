@@ -11,11 +11,11 @@ import * as tf from '@tensorflow/tfjs';
 
 import type { FineTuneSpec, Lineage, LoraConfigDto } from '@lorafleet/contracts';
 import {
-  computeStepsPerEpoch,
   loadTokenizer,
   parseJsonlExamples,
   parsePreferenceJsonl,
   preferenceChats,
+  preferencePreflightSummary,
   preflightSummary,
   tokenizeExample,
   tokenizePreferencePair,
@@ -426,64 +426,4 @@ export async function runFineTune(options: FineTuneOptions): Promise<FineTuneRes
     if (owned) model.dispose();
     else if (adapterAdded && !options.keepAdapter) model.deleteAdapter(adapterName);
   }
-}
-
-/**
- * The pre-flight of a DPO run, counted in pairs: `examples` is the number of pairs, and a pair
- * counts as truncated (or without trainable tokens, or with truncated targets) when either side
- * is. Tokens count both sides, each tokenized as the trainer does (prompt + completion chats,
- * libs/data `preferenceChats`). Steps are libs/data's formula over pairs.
- */
-export function preferencePreflightSummary(
-  pairs: readonly PreferenceExample[],
-  tokenizer: TextTokenizer,
-  options: {
-    maxSeqLength: number;
-    batchSize: number;
-    epochs: number;
-    gradientAccumulationSteps: number;
-  },
-): PreflightSummary {
-  const stepsPerEpoch = computeStepsPerEpoch(
-    pairs.length,
-    options.batchSize,
-    options.gradientAccumulationSteps,
-  );
-  const summary: PreflightSummary = {
-    examples: pairs.length,
-    tokens: 0,
-    trainableTokens: 0,
-    truncatedExamples: 0,
-    examplesWithoutTrainableTokens: 0,
-    examplesWithTruncatedTargets: 0,
-    longestKeptTokens: 0,
-    longestExampleTokens: 0,
-    stepsPerEpoch,
-    totalSteps: stepsPerEpoch * options.epochs,
-  };
-  pairs.forEach((pair, index) => {
-    const chats = preferenceChats(pair);
-    let sides: PreflightSummary;
-    try {
-      sides = preflightSummary([chats.chosen, chats.rejected], tokenizer, {
-        maxSeqLength: options.maxSeqLength,
-        batchSize: 1,
-        epochs: 1,
-      });
-    } catch (error) {
-      const detail = error instanceof Error ? error.message : String(error);
-      throw new Error(`pair ${index + 1}: ${detail}`, { cause: error });
-    }
-    summary.tokens += sides.tokens;
-    summary.trainableTokens += sides.trainableTokens;
-    if (sides.truncatedExamples > 0) summary.truncatedExamples += 1;
-    if (sides.examplesWithoutTrainableTokens > 0) summary.examplesWithoutTrainableTokens += 1;
-    if (sides.examplesWithTruncatedTargets > 0) summary.examplesWithTruncatedTargets += 1;
-    summary.longestKeptTokens = Math.max(summary.longestKeptTokens, sides.longestKeptTokens);
-    summary.longestExampleTokens = Math.max(
-      summary.longestExampleTokens,
-      sides.longestExampleTokens,
-    );
-  });
-  return summary;
 }
