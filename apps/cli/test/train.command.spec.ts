@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { build } from 'esbuild';
+import { TINY_PREFERENCE_JSONL } from '@lorafleet/testing';
 
 import { main } from '../src/main';
 import type { CliIo } from '../src/cli.io';
@@ -257,24 +258,9 @@ describe('lorafleet train', () => {
 });
 
 describe('lorafleet train --method dpo (issue 20)', () => {
-  const PREFERENCES = `${[
-    ['Say hi', 'hi', 'no'],
-    ['Sky color?', 'blue', 'green'],
-    ['The quick brown', 'fox', 'cat'],
-    ['Two plus two', 'four', 'five'],
-  ]
-    .map(([prompt, chosen, rejected]) =>
-      JSON.stringify({
-        input: { messages: [{ role: 'user', content: prompt }] },
-        preferred_output: [{ role: 'assistant', content: chosen }],
-        non_preferred_output: [{ role: 'assistant', content: rejected }],
-      }),
-    )
-    .join('\n')}\n`;
-
   it('trains on preference pairs with --beta and reports DPO metrics; wrong data or flags are refused', async () => {
     const pairsFile = join(scratch, 'pairs.jsonl');
-    await writeFile(pairsFile, PREFERENCES);
+    await writeFile(pairsFile, TINY_PREFERENCE_JSONL);
     const out = join(scratch, 'dpo-out');
     const trained = await run(
       'train',

@@ -54,21 +54,20 @@ export function computeStepsPerEpoch(
   return Math.ceil(Math.ceil(examples / batchSize) / gradientAccumulationSteps);
 }
 
-/** Tokenizes every example once and reports what a run with these settings will do. */
-export function preflightSummary(
-  examples: readonly TrainingExample[],
-  tokenizer: TextTokenizer,
-  options: PreflightOptions,
-): PreflightSummary {
+/**
+ * A summary of `count` examples (or pairs) before any is tokenized: the step counts the
+ * trainer's schedule will use, every token count zero.
+ */
+function emptySummary(count: number, options: PreflightOptions): PreflightSummary {
   requirePositiveInteger('maxSeqLength', options.maxSeqLength);
   requirePositiveInteger('epochs', options.epochs);
   const stepsPerEpoch = computeStepsPerEpoch(
-    examples.length,
+    count,
     options.batchSize,
     options.gradientAccumulationSteps ?? 1,
   );
-  const summary: PreflightSummary = {
-    examples: examples.length,
+  return {
+    examples: count,
     tokens: 0,
     trainableTokens: 0,
     truncatedExamples: 0,
@@ -79,6 +78,15 @@ export function preflightSummary(
     stepsPerEpoch,
     totalSteps: stepsPerEpoch * options.epochs,
   };
+}
+
+/** Tokenizes every example once and reports what a run with these settings will do. */
+export function preflightSummary(
+  examples: readonly TrainingExample[],
+  tokenizer: TextTokenizer,
+  options: PreflightOptions,
+): PreflightSummary {
+  const summary = emptySummary(examples.length, options);
   examples.forEach((example, index) => {
     let encoded: EncodedExample;
     try {
@@ -121,25 +129,7 @@ export function preferencePreflightSummary(
   tokenizer: TextTokenizer,
   options: PreflightOptions,
 ): PreflightSummary {
-  requirePositiveInteger('maxSeqLength', options.maxSeqLength);
-  requirePositiveInteger('epochs', options.epochs);
-  const stepsPerEpoch = computeStepsPerEpoch(
-    pairs.length,
-    options.batchSize,
-    options.gradientAccumulationSteps ?? 1,
-  );
-  const summary: PreflightSummary = {
-    examples: pairs.length,
-    tokens: 0,
-    trainableTokens: 0,
-    truncatedExamples: 0,
-    examplesWithoutTrainableTokens: 0,
-    examplesWithTruncatedTargets: 0,
-    longestKeptTokens: 0,
-    longestExampleTokens: 0,
-    stepsPerEpoch,
-    totalSteps: stepsPerEpoch * options.epochs,
-  };
+  const summary = emptySummary(pairs.length, options);
   pairs.forEach((pair, index) => {
     const chats = preferenceChats(pair);
     let sides: PreflightSummary;

@@ -17,7 +17,7 @@ import {
   screenshot,
   type ContrastFailure,
 } from './browser';
-import { waitFor } from '@lorafleet/testing';
+import { TINY_PREFERENCE_JSONL, waitFor } from '@lorafleet/testing';
 import { RestClient, startStack, type Stack } from './stack';
 
 jest.setTimeout(150_000);
@@ -46,22 +46,6 @@ const LONG_JSONL = Array.from(
   { length: 400 },
   (_, i) => JSON.stringify({ prompt: `Echo ${i}: `, completion: `${i}` }) + '\n',
 ).join('');
-
-/** OpenAI's preference (DPO) lines: four pairs, LORAFLEET_MIN_EXAMPLES here. */
-const PREFERENCE_JSONL = `${[
-  ['Say hi', 'hi', 'no'],
-  ['Sky color?', 'blue', 'green'],
-  ['The quick brown', 'fox', 'cat'],
-  ['Two plus two', 'four', 'five'],
-]
-  .map(([prompt, chosen, rejected]) =>
-    JSON.stringify({
-      input: { messages: [{ role: 'user', content: prompt }] },
-      preferred_output: [{ role: 'assistant', content: chosen }],
-      non_preferred_output: [{ role: 'assistant', content: rejected }],
-    }),
-  )
-  .join('\n')}\n`;
 
 /** RGB of the reward-margin line of a DPO job's rewards chart (training-curves-card.tsx). */
 const REWARD_MARGIN_RGB: [number, number, number] = [0x1d, 0x4e, 0xd8];
@@ -702,7 +686,7 @@ describe('dashboard in a browser', () => {
   });
 
   it("shows a DPO job's loss, rewards and reward accuracy instead of token accuracy", async () => {
-    const file = await alice.upload('pairs.jsonl', PREFERENCE_JSONL);
+    const file = await alice.upload('pairs.jsonl', TINY_PREFERENCE_JSONL);
     expect(file.status).toBe('processed');
     const created = await alice.request<{ id: string }>('POST', '/v1/fine_tuning/jobs', {
       model: 'tiny-random-gpt2',

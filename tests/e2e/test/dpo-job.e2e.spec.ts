@@ -11,7 +11,7 @@
 import type { FineTuneSpec, FineTuningJobEstimate } from '@lorafleet/contracts';
 import { loadTokenizer } from '@lorafleet/data';
 import { loadCausalLM, runFineTune, selectBackend } from '@lorafleet/lora-core';
-import { REPO_ROOT } from '@lorafleet/testing';
+import { REPO_ROOT, TINY_PREFERENCE_JSONL, TINY_PREFERENCE_PAIRS } from '@lorafleet/testing';
 import OpenAI, { toFile } from 'openai';
 import path from 'node:path';
 import { Fleet } from './fleet-harness';
@@ -20,19 +20,6 @@ jest.setTimeout(180_000);
 
 const BASE = 'tiny-random-gpt2';
 const MODEL_DIR = path.join(REPO_ROOT, 'models', BASE);
-const PREFERENCES = [
-  ['Say hi', 'hi', 'no'],
-  ['Sky color?', 'blue', 'green'],
-  ['The quick brown', 'fox', 'cat'],
-  ['Two plus two', 'four', 'five'],
-];
-const PREFERENCE_JSONL = `${PREFERENCES.map(([prompt, chosen, rejected]) =>
-  JSON.stringify({
-    input: { messages: [{ role: 'user', content: prompt }] },
-    preferred_output: [{ role: 'assistant', content: chosen }],
-    non_preferred_output: [{ role: 'assistant', content: rejected }],
-  }),
-).join('\n')}\n`;
 
 const REWARD_FIELDS = [
   'train_rewards_chosen',
@@ -60,11 +47,11 @@ describe('a DPO job through the openai client and a real worker', () => {
 
   it('trains to succeeded with DPO metrics in events and checkpoints, and a downloadable adapter', async () => {
     const training = await client.files.create({
-      file: await toFile(Buffer.from(PREFERENCE_JSONL), 'pairs.jsonl'),
+      file: await toFile(Buffer.from(TINY_PREFERENCE_JSONL), 'pairs.jsonl'),
       purpose: 'fine-tune',
     });
     const validation = await client.files.create({
-      file: await toFile(Buffer.from(PREFERENCE_JSONL), 'pairs-valid.jsonl'),
+      file: await toFile(Buffer.from(TINY_PREFERENCE_JSONL), 'pairs-valid.jsonl'),
       purpose: 'fine-tune',
     });
     expect(training).toMatchObject({ status: 'processed', kind: 'preference' });
@@ -91,7 +78,11 @@ describe('a DPO job through the openai client and a real worker', () => {
     const estimate = (request: object) =>
       client.post<FineTuningJobEstimate>('/fine_tuning/jobs/estimate', { body: request });
     const before = await estimate(body);
-    expect(before).toMatchObject({ method: 'dpo', examples: PREFERENCES.length, epochs: 3 });
+    expect(before).toMatchObject({
+      method: 'dpo',
+      examples: TINY_PREFERENCE_PAIRS.length,
+      epochs: 3,
+    });
     expect(before.backends).toEqual([
       expect.objectContaining({
         backend: 'wasm',
@@ -187,8 +178,8 @@ describe('a DPO job through the openai client and a real worker', () => {
     const model = await loadCausalLM(MODEL_DIR);
     const local = await runFineTune({
       model: { model, tokenizer: await loadTokenizer(MODEL_DIR), name: BASE },
-      trainJsonl: PREFERENCE_JSONL,
-      validationJsonl: PREFERENCE_JSONL,
+      trainJsonl: TINY_PREFERENCE_JSONL,
+      validationJsonl: TINY_PREFERENCE_JSONL,
       spec: row.spec,
       samples: false,
     }).finally(() => model.dispose());
