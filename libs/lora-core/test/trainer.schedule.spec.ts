@@ -80,6 +80,9 @@ describe('the spec the trainer takes', () => {
   it('passes a resolved spec through and names a bad field by its path in the spec', () => {
     const spec = testSpec();
     expect(checkFineTuneSpec(spec)).toEqual(spec);
+    // A DPO spec is trained (issue 20): it passes through with its beta.
+    const dpoSpec: FineTuneSpec = { ...spec, method: { type: 'dpo', beta: 0.25 } };
+    expect(checkFineTuneSpec(dpoSpec)).toEqual(dpoSpec);
     for (const [field, change] of [
       [
         'hyperparameters.batch_size',
@@ -91,8 +94,7 @@ describe('the spec the trainer takes', () => {
       ['training.warmup_steps', { training: { ...spec.training, warmup_steps: -1 } }],
       ['training.max_steps', { training: { ...spec.training, max_steps: 0 } }],
       ['seed', { seed: 0.5 }],
-      // A valid DPO spec, refused until the loop runs dpoStep (never trained as SFT).
-      ['method.type', { method: { type: 'dpo', beta: 0.1 } }],
+      ['method.beta', { method: { type: 'dpo', beta: 0 } }],
     ] as const) {
       let caught: unknown;
       try {
